@@ -1,1 +1,2 @@
-//! protoserve
+//! protoserve: a gRPC server whose schema is data.
+pub mod schema;
