@@ -1,2 +1,305 @@
 //! protoserve: a gRPC server whose schema is data.
+//!
+//! Point it at a directory of `.proto` files and it serves them: the files are
+//! compiled in-process with protox, requests are decoded as
+//! [`prost_reflect::DynamicMessage`]s and routed by full method name to a handler
+//! registered by Rust code or, with zero code, to a built-in resource store for
+//! CRUD-shaped services. Requests are validated against `buf.validate` rules first.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), protoserve::Error> {
+//! use protoserve::Server;
+//! let server = Server::builder()
+//!     .schema_dir("schemas/users")
+//!     .unary("users.UserService/GetUser", |call| async move {
+//!         let mut user = call.reply();
+//!         user.set_field_by_name("id", call.message.get_field_by_name("user_id").unwrap().into_owned());
+//!         Ok(user)
+//!     })
+//!     .build()?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! server.serve(listener, std::future::pending()).await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - `cli`: command-line arguments -> one validated [`Config`].
+//! - [`schema`]: find `.proto` files, compile them with protox, render errors.
+//! - `registry`: the live [`Snapshot`] (pool, routes, handlers, validator,
+//!   reflection) behind an `ArcSwap`; building and publishing snapshots.
+//! - `codec`: the `DynamicMessage` codec for tonic.
+//! - `router`: path -> route -> handler; the one place errors become statuses.
+//! - [`handler`]: the handler types and the built-in resource store.
+//! - `validate`: `buf.validate` checks (prost-protovalidate, CEL included).
+//! - `reflection`: reflection v1 + v1alpha for the live snapshot.
+//! - `server`: HTTP/2 serving, graceful drain.
+
+mod cli;
+mod codec;
+pub mod handler;
+mod reflection;
+mod registry;
+mod router;
 pub mod schema;
+mod server;
+mod validate;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use prost_reflect::DynamicMessage;
+use tokio::net::TcpListener;
+use tonic::Status;
+
+pub use cli::{CheckConfig, Command, Config, ServeConfig, parse_size};
+pub use handler::{BoxFuture, Call, Handler, Kind, Reply, ReplyStream, RequestStream};
+pub use registry::{BuildError, Snapshot};
+pub use schema::{Schema, SchemaError};
+
+use handler::store::{self, Store};
+use registry::{Registry, method_path};
+use router::{Limits, Router};
+
+/// Default maximum message size, both directions: 10 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 10 * 1024 * 1024;
+
+/// Why protoserve could not start or run.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum Error {
+    /// The schema did not compile.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Schema(#[from] SchemaError),
+    /// The compiled schema and the registered handlers do not fit together.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The `--data` file is unreadable or holds a bad record.
+    #[error("{0}")]
+    Data(String),
+    /// Binding or another I/O operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The process exit code for this error: 1 for schema errors, 2 for usage and I/O.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Schema(e) if !e.is_io() => 1,
+            Error::Build(_) => 1,
+            _ => 2,
+        }
+    }
+
+    /// Renders the error like a compiler (file:line:col, source line, caret).
+    pub fn render(&self) -> String {
+        schema::render_diagnostic(self)
+    }
+}
+
+/// Configures a [`Server`]: schema roots, handlers, data, limits.
+#[derive(Debug)]
+pub struct Builder {
+    roots: Vec<PathBuf>,
+    handlers: HashMap<String, Handler>,
+    data: Option<PathBuf>,
+    max_recv: usize,
+    max_send: usize,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            roots: Vec::new(),
+            handlers: HashMap::new(),
+            data: None,
+            max_recv: DEFAULT_MAX_MESSAGE_SIZE,
+            max_send: DEFAULT_MAX_MESSAGE_SIZE,
+        }
+    }
+}
+
+impl Builder {
+    /// Adds a schema root: every `.proto` file under it is served, and it is an include path.
+    pub fn schema_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.roots.push(dir.into());
+        self
+    }
+
+    /// Registers a handler for a method, by full name (`pkg.Service/Method`).
+    /// Registered handlers win over the built-in store.
+    pub fn handler(mut self, method: &str, handler: Handler) -> Self {
+        self.handlers.insert(method_path(method), handler);
+        self
+    }
+
+    /// Registers a unary handler.
+    pub fn unary<F, Fut>(self, method: &str, f: F) -> Self
+    where
+        F: Fn(Call<DynamicMessage>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<DynamicMessage, Status>> + Send + 'static,
+    {
+        self.handler(method, Handler::unary(f))
+    }
+
+    /// Registers a server-streaming handler.
+    pub fn server_streaming<F, Fut>(self, method: &str, f: F) -> Self
+    where
+        F: Fn(Call<DynamicMessage>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<ReplyStream, Status>> + Send + 'static,
+    {
+        self.handler(method, Handler::server_streaming(f))
+    }
+
+    /// Registers a client-streaming handler.
+    pub fn client_streaming<F, Fut>(self, method: &str, f: F) -> Self
+    where
+        F: Fn(Call<RequestStream>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<DynamicMessage, Status>> + Send + 'static,
+    {
+        self.handler(method, Handler::client_streaming(f))
+    }
+
+    /// Registers a bidi-streaming handler.
+    pub fn bidi<F, Fut>(self, method: &str, f: F) -> Self
+    where
+        F: Fn(Call<RequestStream>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<ReplyStream, Status>> + Send + 'static,
+    {
+        self.handler(method, Handler::bidi(f))
+    }
+
+    /// Pre-loads the resource store from a YAML or JSON file.
+    pub fn data_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.data = Some(path.into());
+        self
+    }
+
+    /// Sets the maximum message size for both directions.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_recv = bytes;
+        self.max_send = bytes;
+        self
+    }
+
+    /// Compiles the schema, loads data and resolves every route.
+    pub fn build(self) -> Result<Server, Error> {
+        let roots = if self.roots.is_empty() {
+            vec![PathBuf::from(".")]
+        } else {
+            self.roots
+        };
+        let schema = schema::load(&roots)?;
+        let store = Arc::new(Store::default());
+        if let Some(path) = &self.data {
+            let n = store::load_data(&store, schema.pool(), path).map_err(Error::Data)?;
+            tracing::info!(records = n, file = %path.display(), "pre-loaded data");
+        }
+        let health = tonic_health::server::HealthReporter::new();
+        let health_server = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(health.clone()),
+        );
+        let registry = Arc::new(Registry::new(schema, self.handlers, store, health)?);
+        let limits = Limits {
+            max_recv: self.max_recv,
+            max_send: self.max_send,
+        };
+        Ok(Server {
+            router: Router::new(registry.clone(), health_server, limits),
+            registry,
+        })
+    }
+}
+
+/// A built server: serve it on a listener you bound.
+#[derive(Debug)]
+pub struct Server {
+    registry: Arc<Registry>,
+    router: Router,
+}
+
+impl Server {
+    /// Starts configuring a server.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// The live snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.registry.load()
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains in-flight RPCs.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let registry = self.registry.clone();
+        registry.set_health(&registry.load()).await;
+        let drain = async {
+            shutdown.await;
+            registry.set_not_serving().await;
+        };
+        server::serve(listener, self.router, drain).await;
+    }
+}
+
+/// Runs `protoserve serve`: build, bind, log one line, serve until `shutdown`.
+pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let mut builder = Server::builder().max_message_size(config.max_message_size);
+    for root in &config.roots {
+        builder = builder.schema_dir(root);
+    }
+    if let Some(data) = &config.data {
+        builder = builder.data_file(data);
+    }
+    let server = builder.build()?;
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .map_err(|source| Error::Io {
+            context: format!("cannot listen on {}", config.addr),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Io {
+        context: "local address".into(),
+        source,
+    })?;
+    let snap = server.snapshot();
+    let services = snap.services();
+    tracing::info!(
+        "protoserve listening on {addr}: {} service(s), {} method(s) [{}]",
+        services.len(),
+        snap.method_count(),
+        services.join(", ")
+    );
+    server.serve(listener, shutdown).await;
+    Ok(())
+}
+
+/// Runs `protoserve check`: compiles and describes what would be served.
+pub fn check(config: &CheckConfig) -> Result<String, Error> {
+    let server = Server::builder();
+    let server = config
+        .roots
+        .iter()
+        .fold(server, |b, r| b.schema_dir(r))
+        .build()?;
+    let snap = server.snapshot();
+    let mut out = format!(
+        "{} file(s), {} service(s), {} method(s)\n",
+        snap.schema().files().len(),
+        snap.services().len(),
+        snap.method_count()
+    );
+    for line in snap.describe_routes() {
+        out.push_str("  ");
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Ok(out)
+}

@@ -1,0 +1,182 @@
+//! Command-line arguments, parsed once into a validated [`Config`]; clap types stay
+//! in this module.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// What to do, with every argument resolved to a real type.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The subcommand.
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Serve the schema.
+    Serve(ServeConfig),
+    /// Compile and list what would be served.
+    Check(CheckConfig),
+}
+
+/// `protoserve serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Schema roots (include paths whose `.proto` files are all served).
+    pub roots: Vec<PathBuf>,
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Records to pre-load into the resource store.
+    pub data: Option<PathBuf>,
+    /// Max message size, both directions, in bytes.
+    pub max_message_size: usize,
+}
+
+/// `protoserve check`.
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    /// Schema roots.
+    pub roots: Vec<PathBuf>,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "protoserve",
+    version,
+    about = "Serve a directory of .proto files as a gRPC server, no code needed"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Compile the .proto files under DIRs and serve all their services.
+    Serve(ServeArgs),
+    /// Compile the .proto files under DIRs and print the methods that would be served.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Schema directories (each is also an include root). Default: the current directory.
+    #[arg(value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+    /// Address to listen on (loopback unless asked).
+    #[arg(long, default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
+    addr: SocketAddr,
+    /// YAML or JSON file of records to pre-load: message full name -> list of records
+    /// in the proto3 JSON mapping.
+    #[arg(long, value_name = "FILE")]
+    data: Option<PathBuf>,
+    /// Largest message accepted or sent, e.g. 10MiB, 512KiB, 4194304.
+    #[arg(long, default_value = "10MiB", value_name = "SIZE", value_parser = parse_size)]
+    max_message_size: usize,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Schema directories. Default: the current directory.
+    #[arg(value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+}
+
+fn roots(dirs: Vec<PathBuf>) -> Vec<PathBuf> {
+    if dirs.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        dirs
+    }
+}
+
+impl Config {
+    /// Parses the process arguments; exits with clap's message and code 2 on usage errors.
+    pub fn from_args() -> Config {
+        Self::from_cli(Cli::parse())
+    }
+
+    /// Parses the given arguments (the first is the program name).
+    pub fn try_parse_from<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Cli::try_parse_from(args).map(Self::from_cli)
+    }
+
+    fn from_cli(cli: Cli) -> Config {
+        let command = match cli.command {
+            Cmd::Serve(a) => Command::Serve(ServeConfig {
+                roots: roots(a.dirs),
+                addr: a.addr,
+                data: a.data,
+                max_message_size: a.max_message_size,
+            }),
+            Cmd::Check(a) => Command::Check(CheckConfig {
+                roots: roots(a.dirs),
+            }),
+        };
+        Config { command }
+    }
+}
+
+/// Parses a byte size: a number with an optional unit (B, KB, KiB, MB, MiB, GB, GiB).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (e.g. 10MiB, 4194304)"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1024,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1024 * 1024,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1024 * 1024 * 1024,
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
+    };
+    let bytes = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))?;
+    if bytes == 0 {
+        return Err("size must be greater than zero".into());
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10MiB"), Ok(10 * 1024 * 1024));
+        assert_eq!(parse_size("512kib"), Ok(512 * 1024));
+        assert_eq!(parse_size("4194304"), Ok(4194304));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("1XB").is_err());
+        assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn serve_defaults() {
+        let c = Config::try_parse_from(["protoserve", "serve", "schemas/users"]).unwrap();
+        let Command::Serve(s) = c.command else {
+            panic!("expected serve")
+        };
+        assert_eq!(s.addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(s.max_message_size, 10 * 1024 * 1024);
+        assert_eq!(s.roots, vec![PathBuf::from("schemas/users")]);
+    }
+}

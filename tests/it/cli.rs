@@ -1,0 +1,138 @@
+//! The binary: `check`, compile errors with locations, exit codes, signals.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::*;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_protoserve"))
+}
+
+#[test]
+fn check_lists_methods() {
+    let out = bin().arg("check").arg(users_dir()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for m in ["GetUser", "CreateUser", "ListUsers", "BulkCreateUsers"] {
+        assert!(text.contains(&format!("/users.UserService/{m}")), "{text}");
+    }
+    assert!(text.contains("1 service(s), 4 method(s)"), "{text}");
+}
+
+#[test]
+fn compile_error_is_rendered_with_location_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.proto"),
+        "syntax = \"proto3\";\npackage bad;\nmessage M {\n  strin name = 1;\n}\n",
+    )
+    .unwrap();
+    for cmd in ["check", "serve"] {
+        let mut c = bin();
+        c.arg(cmd).arg(dir.path());
+        if cmd == "serve" {
+            c.args(["--addr", "127.0.0.1:0"]);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("bad.proto:4:3"), "{cmd}: {err}");
+        assert!(
+            err.contains("strin name = 1;"),
+            "{cmd}: source line shown: {err}"
+        );
+    }
+}
+
+#[test]
+fn parse_error_has_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.proto"),
+        "syntax = \"proto3\";\nmessage M {\n  string a = ;\n}\n",
+    )
+    .unwrap();
+    let err = protoserve::schema::load(&[dir.path().to_path_buf()]).unwrap_err();
+    let text = err.render();
+    assert!(text.contains("p.proto:3:"), "{text}");
+    assert!(!err.is_io());
+}
+
+#[test]
+fn editions_files_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("e.proto"),
+        "// hi\nedition = \"2023\";\npackage e;\n",
+    )
+    .unwrap();
+    let out = bin().arg("check").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("editions not supported yet"), "{err}");
+    assert!(err.contains("e.proto:2:1"), "{err}");
+}
+
+#[test]
+fn usage_and_io_errors_exit_2() {
+    let out = bin()
+        .args(["check", "/definitely/not/here"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/definitely/not/here"));
+    let out = bin()
+        .args(["serve", "--max-message-size", "lots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let empty = tempfile::tempdir().unwrap();
+    let out = bin().arg("check").arg(empty.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no .proto files"));
+}
+
+/// Starts the binary on a free port and returns (child, port) once it listens.
+pub fn spawn_server(args: &[&str]) -> (std::process::Child, u16) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = bin()
+        .arg("serve")
+        .args(args)
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, port)
+}
+
+#[test]
+fn sigterm_exits_zero_and_logs_startup() {
+    let (child, _port) = spawn_server(&[users_dir().to_str().unwrap()]);
+    let pid = child.id().to_string();
+    let st = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("listening on 127.0.0.1:") && log.contains("1 service(s), 4 method(s)"),
+        "{log}"
+    );
+}

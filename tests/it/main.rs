@@ -1,0 +1,12 @@
+//! The one integration-test binary: a shared harness and one module per area.
+
+mod harness;
+
+mod cli;
+mod core;
+mod interop;
+
+/// The library example, compiled into the tests so they run its handlers.
+#[path = "../../examples/users_service.rs"]
+#[allow(dead_code)]
+mod example;
