@@ -40,6 +40,8 @@ pub struct ServeConfig {
 pub struct CheckConfig {
     /// Schema roots.
     pub roots: Vec<PathBuf>,
+    /// Where to write the compiled schema (imports included) as a FileDescriptorSet.
+    pub descriptor_set_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Parser)]
@@ -83,6 +85,10 @@ struct CheckArgs {
     /// Schema directories. Default: the current directory.
     #[arg(value_name = "DIR")]
     dirs: Vec<PathBuf>,
+    /// Also write the compiled schema, imports included, as a binary
+    /// FileDescriptorSet (usable as `protoc --descriptor_set_in`).
+    #[arg(long, value_name = "FILE")]
+    descriptor_set_out: Option<PathBuf>,
 }
 
 fn roots(dirs: Vec<PathBuf>) -> Vec<PathBuf> {
@@ -118,6 +124,7 @@ impl Config {
             }),
             Cmd::Check(a) => Command::Check(CheckConfig {
                 roots: roots(a.dirs),
+                descriptor_set_out: a.descriptor_set_out,
             }),
         };
         Config { command }

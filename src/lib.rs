@@ -290,6 +290,10 @@ pub fn check(config: &CheckConfig) -> Result<String, Error> {
         .fold(server, |b, r| b.schema_dir(r))
         .build()?;
     let snap = server.snapshot();
+    if let Some(path) = &config.descriptor_set_out {
+        std::fs::write(path, snap.schema().pool().encode_to_vec())
+            .map_err(|source| Error::Io { context: format!("cannot write '{}'", path.display()), source })?;
+    }
     let mut out = format!(
         "{} file(s), {} service(s), {} method(s)\n",
         snap.schema().files().len(),

@@ -99,11 +99,16 @@ fn usage_and_io_errors_exit_2() {
 
 /// Starts the binary on a free port and returns (child, port) once it listens.
 pub fn spawn_server(args: &[&str]) -> (std::process::Child, u16) {
+    spawn_server_with(std::path::Path::new(env!("CARGO_BIN_EXE_protoserve")), args)
+}
+
+/// Like [`spawn_server`] with a given binary.
+pub fn spawn_server_with(bin: &std::path::Path, args: &[&str]) -> (std::process::Child, u16) {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let child = bin()
+    let child = Command::new(bin)
         .arg("serve")
         .args(args)
         .args(["--addr", &format!("127.0.0.1:{port}")])
