@@ -22,29 +22,18 @@ struct Users {
 }
 
 fn text(m: &DynamicMessage, field: &str) -> String {
-    m.get_field_by_name(field)
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+    m.get_field_by_name(field).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// Builds a user from a CreateUserRequest; the email check is the schema's CEL rule,
 /// already enforced before handlers run.
-fn new_user(
-    call_output: &prost_reflect::MessageDescriptor,
-    req: &DynamicMessage,
-) -> DynamicMessage {
+fn new_user(call_output: &prost_reflect::MessageDescriptor, req: &DynamicMessage) -> DynamicMessage {
     let mut user = DynamicMessage::new(call_output.clone());
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     user.set_field_by_name("id", Value::String(uuid::Uuid::new_v4().to_string()));
     user.set_field_by_name("name", Value::String(text(req, "name")));
     user.set_field_by_name("email", Value::String(text(req, "email")));
-    user.set_field_by_name(
-        "age",
-        req.get_field_by_name("age")
-            .map_or(Value::I32(0), |v| v.into_owned()),
-    );
+    user.set_field_by_name("age", req.get_field_by_name("age").map_or(Value::I32(0), |v| v.into_owned()));
     user.set_field_by_name("created_at", Value::I64(now));
     user
 }
@@ -109,10 +98,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas/users");
     let server = builder(dir).build()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:50051").await?;
-    println!(
-        "users_service example listening on {}",
-        listener.local_addr()?
-    );
+    println!("users_service example listening on {}", listener.local_addr()?);
     server
         .serve(listener, async {
             let _ = tokio::signal::ctrl_c().await;

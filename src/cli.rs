@@ -33,6 +33,10 @@ pub struct ServeConfig {
     pub data: Option<PathBuf>,
     /// Max message size, both directions, in bytes.
     pub max_message_size: usize,
+    /// Watch the roots and hot-reload on changes.
+    pub watch: bool,
+    /// What a reload does with a schema that breaks wire compatibility.
+    pub on_breaking: crate::OnBreaking,
 }
 
 /// `protoserve check`.
@@ -45,11 +49,7 @@ pub struct CheckConfig {
 }
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "protoserve",
-    version,
-    about = "Serve a directory of .proto files as a gRPC server, no code needed"
-)]
+#[command(name = "protoserve", version, about = "Serve a directory of .proto files as a gRPC server, no code needed")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -78,6 +78,19 @@ struct ServeArgs {
     /// Largest message accepted or sent, e.g. 10MiB, 512KiB, 4194304.
     #[arg(long, default_value = "10MiB", value_name = "SIZE", value_parser = parse_size)]
     max_message_size: usize,
+    /// Do not watch the schema directories (SIGHUP still reloads).
+    #[arg(long)]
+    no_watch: bool,
+    /// On reload, a schema with breaking wire changes: `warn` (log, go live) or
+    /// `reject` (log, keep serving the old schema).
+    #[arg(long, value_enum, default_value_t = BreakingArg::Warn, value_name = "POLICY")]
+    on_breaking: BreakingArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BreakingArg {
+    Warn,
+    Reject,
 }
 
 #[derive(Debug, Args)]
@@ -92,11 +105,7 @@ struct CheckArgs {
 }
 
 fn roots(dirs: Vec<PathBuf>) -> Vec<PathBuf> {
-    if dirs.is_empty() {
-        vec![PathBuf::from(".")]
-    } else {
-        dirs
-    }
+    if dirs.is_empty() { vec![PathBuf::from(".")] } else { dirs }
 }
 
 impl Config {
@@ -121,11 +130,15 @@ impl Config {
                 addr: a.addr,
                 data: a.data,
                 max_message_size: a.max_message_size,
+                watch: !a.no_watch,
+                on_breaking: match a.on_breaking {
+                    BreakingArg::Warn => crate::OnBreaking::Warn,
+                    BreakingArg::Reject => crate::OnBreaking::Reject,
+                },
             }),
-            Cmd::Check(a) => Command::Check(CheckConfig {
-                roots: roots(a.dirs),
-                descriptor_set_out: a.descriptor_set_out,
-            }),
+            Cmd::Check(a) => {
+                Command::Check(CheckConfig { roots: roots(a.dirs), descriptor_set_out: a.descriptor_set_out })
+            }
         };
         Config { command }
     }
@@ -136,9 +149,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (e.g. 10MiB, 4194304)"))?;
+    let n: usize = num.parse().map_err(|_| format!("'{s}' is not a size (e.g. 10MiB, 4194304)"))?;
     let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1000,
@@ -148,14 +159,10 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "g" | "gb" => 1000 * 1000 * 1000,
         "gib" => 1024 * 1024 * 1024,
         other => {
-            return Err(format!(
-                "unknown size unit '{other}' (use B, KiB, MiB, GiB, KB, MB, GB)"
-            ));
+            return Err(format!("unknown size unit '{other}' (use B, KiB, MiB, GiB, KB, MB, GB)"));
         }
     };
-    let bytes = n
-        .checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))?;
+    let bytes = n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))?;
     if bytes == 0 {
         return Err("size must be greater than zero".into());
     }
@@ -179,9 +186,7 @@ mod tests {
     #[test]
     fn serve_defaults() {
         let c = Config::try_parse_from(["protoserve", "serve", "schemas/users"]).unwrap();
-        let Command::Serve(s) = c.command else {
-            panic!("expected serve")
-        };
+        let Command::Serve(s) = c.command else { panic!("expected serve") };
         assert_eq!(s.addr.to_string(), "127.0.0.1:50051");
         assert_eq!(s.max_message_size, 10 * 1024 * 1024);
         assert_eq!(s.roots, vec![PathBuf::from("schemas/users")]);

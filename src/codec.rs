@@ -37,10 +37,7 @@ impl Codec for DynamicCodec {
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        DynamicDecoder {
-            input: self.input.clone(),
-            path: self.path.clone(),
-        }
+        DynamicDecoder { input: self.input.clone(), path: self.path.clone() }
     }
 }
 
@@ -54,12 +51,9 @@ impl Encoder for ReplyEncoder {
 
     fn encode(&mut self, item: Reply, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         match item {
-            Reply::Message(m) => m.encode(dst).map_err(|e| {
-                Status::internal(format!(
-                    "failed to encode {}: {e}",
-                    m.descriptor().full_name()
-                ))
-            }),
+            Reply::Message(m) => m
+                .encode(dst)
+                .map_err(|e| Status::internal(format!("failed to encode {}: {e}", m.descriptor().full_name()))),
             Reply::Encoded(bytes) => {
                 dst.put_slice(&bytes);
                 Ok(())
@@ -81,15 +75,9 @@ impl Decoder for DynamicDecoder {
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<DynamicMessage>, Status> {
         // Per gRPC's status code guide, a message the server cannot parse is INTERNAL.
-        DynamicMessage::decode(self.input.clone(), src)
-            .map(Some)
-            .map_err(|e| {
-                Status::internal(format!(
-                    "{}: request is not a valid {} message: {e}",
-                    self.path,
-                    self.input.full_name()
-                ))
-            })
+        DynamicMessage::decode(self.input.clone(), src).map(Some).map_err(|e| {
+            Status::internal(format!("{}: request is not a valid {} message: {e}", self.path, self.input.full_name()))
+        })
     }
 }
 
@@ -112,9 +100,7 @@ pub(crate) fn check_reply_size(reply: Reply, limit: usize) -> Result<Reply, Stat
 /// tonic reports an oversized incoming message as OUT_OF_RANGE; gRPC servers
 /// conventionally answer RESOURCE_EXHAUSTED, so that is what we send.
 pub(crate) fn fix_oversize(status: Status) -> Status {
-    if status.code() == tonic::Code::OutOfRange
-        && status.message().contains("message length too large")
-    {
+    if status.code() == tonic::Code::OutOfRange && status.message().contains("message length too large") {
         Status::resource_exhausted(status.message().to_owned())
     } else {
         status

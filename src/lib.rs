@@ -30,6 +30,7 @@
 //!   reflection) behind an `ArcSwap`; building and publishing snapshots.
 //! - `codec`: the `DynamicMessage` codec for tonic.
 //! - `router`: path -> route -> handler; the one place errors become statuses.
+//! - [`reload`]: file watching, recompiling, checking and swapping snapshots.
 //! - [`handler`]: the handler types and the built-in resource store.
 //! - `validate`: `buf.validate` checks (prost-protovalidate, CEL included).
 //! - `reflection`: reflection v1 + v1alpha for the live snapshot.
@@ -38,8 +39,10 @@
 mod cli;
 mod codec;
 pub mod handler;
+mod health;
 mod reflection;
 mod registry;
+pub mod reload;
 mod router;
 pub mod schema;
 mod server;
@@ -57,6 +60,7 @@ use tonic::Status;
 pub use cli::{CheckConfig, Command, Config, ServeConfig, parse_size};
 pub use handler::{BoxFuture, Call, Handler, Kind, Reply, ReplyStream, RequestStream};
 pub use registry::{BuildError, Snapshot};
+pub use reload::{OnBreaking, ReloadError, ReloadHandle, Reloaded, SchemaDiff};
 pub use schema::{Schema, SchemaError};
 
 use handler::store::{self, Store};
@@ -106,13 +110,25 @@ impl Error {
 }
 
 /// Configures a [`Server`]: schema roots, handlers, data, limits.
-#[derive(Debug)]
 pub struct Builder {
     roots: Vec<PathBuf>,
     handlers: HashMap<String, Handler>,
     data: Option<PathBuf>,
     max_recv: usize,
     max_send: usize,
+    watch: bool,
+    on_breaking: OnBreaking,
+    compat: Option<reload::CompatCheck>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("roots", &self.roots)
+            .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
+            .field("watch", &self.watch)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Builder {
@@ -123,6 +139,9 @@ impl Default for Builder {
             data: None,
             max_recv: DEFAULT_MAX_MESSAGE_SIZE,
             max_send: DEFAULT_MAX_MESSAGE_SIZE,
+            watch: false,
+            on_breaking: OnBreaking::Warn,
+            compat: None,
         }
     }
 }
@@ -190,32 +209,34 @@ impl Builder {
         self
     }
 
+    /// Watches the schema roots while serving and hot-reloads on changes
+    /// (off by default for the library; on by default for `protoserve serve`).
+    pub fn watch(mut self, yes: bool) -> Self {
+        self.watch = yes;
+        self
+    }
+
+    /// What a reload does with a candidate that breaks wire compatibility.
+    pub fn on_breaking(mut self, policy: OnBreaking) -> Self {
+        self.on_breaking = policy;
+        self
+    }
+
     /// Compiles the schema, loads data and resolves every route.
     pub fn build(self) -> Result<Server, Error> {
-        let roots = if self.roots.is_empty() {
-            vec![PathBuf::from(".")]
-        } else {
-            self.roots
-        };
+        let roots = if self.roots.is_empty() { vec![PathBuf::from(".")] } else { self.roots };
         let schema = schema::load(&roots)?;
         let store = Arc::new(Store::default());
         if let Some(path) = &self.data {
             let n = store::load_data(&store, schema.pool(), path).map_err(Error::Data)?;
             tracing::info!(records = n, file = %path.display(), "pre-loaded data");
         }
-        let health = tonic_health::server::HealthReporter::new();
-        let health_server = tonic_health::pb::health_server::HealthServer::new(
-            tonic_health::server::HealthService::from_health_reporter(health.clone()),
-        );
+        let health = health::HealthState::default();
+        let health_server = health.server();
         let registry = Arc::new(Registry::new(schema, self.handlers, store, health)?);
-        let limits = Limits {
-            max_recv: self.max_recv,
-            max_send: self.max_send,
-        };
-        Ok(Server {
-            router: Router::new(registry.clone(), health_server, limits),
-            registry,
-        })
+        let limits = Limits { max_recv: self.max_recv, max_send: self.max_send };
+        let reload = ReloadHandle::new(registry.clone(), roots, self.on_breaking, self.compat);
+        Ok(Server { router: Router::new(registry.clone(), health_server, limits), registry, reload, watch: self.watch })
     }
 }
 
@@ -224,6 +245,8 @@ impl Builder {
 pub struct Server {
     registry: Arc<Registry>,
     router: Router,
+    reload: ReloadHandle,
+    watch: bool,
 }
 
 impl Server {
@@ -237,13 +260,30 @@ impl Server {
         self.registry.load()
     }
 
+    /// A handle to reload the schema from Rust code and observe generations.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        self.reload.clone()
+    }
+
     /// Serves on `listener` until `shutdown` resolves, then drains in-flight RPCs.
+    /// With [`Builder::watch`], schema edits are hot-reloaded meanwhile.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let _watching = if self.watch {
+            match self.reload.watch() {
+                Ok(guard) => Some(guard),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the schema roots; hot reload is off (SIGHUP still works)");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let registry = self.registry.clone();
-        registry.set_health(&registry.load()).await;
+        registry.set_health(&registry.load());
         let drain = async {
             shutdown.await;
-            registry.set_not_serving().await;
+            registry.set_not_serving();
         };
         server::serve(listener, self.router, drain).await;
     }
@@ -251,7 +291,8 @@ impl Server {
 
 /// Runs `protoserve serve`: build, bind, log one line, serve until `shutdown`.
 pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let mut builder = Server::builder().max_message_size(config.max_message_size);
+    let mut builder =
+        Server::builder().max_message_size(config.max_message_size).watch(config.watch).on_breaking(config.on_breaking);
     for root in &config.roots {
         builder = builder.schema_dir(root);
     }
@@ -261,14 +302,8 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
     let server = builder.build()?;
     let listener = TcpListener::bind(config.addr)
         .await
-        .map_err(|source| Error::Io {
-            context: format!("cannot listen on {}", config.addr),
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| Error::Io {
-        context: "local address".into(),
-        source,
-    })?;
+        .map_err(|source| Error::Io { context: format!("cannot listen on {}", config.addr), source })?;
+    let addr = listener.local_addr().map_err(|source| Error::Io { context: "local address".into(), source })?;
     let snap = server.snapshot();
     let services = snap.services();
     tracing::info!(
@@ -277,18 +312,34 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
         snap.method_count(),
         services.join(", ")
     );
+    let hup = reload_on_sighup(server.reload_handle());
     server.serve(listener, shutdown).await;
+    hup.abort();
     Ok(())
+}
+
+/// Reloads the schema on every SIGHUP.
+fn reload_on_sighup(handle: ReloadHandle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the schema");
+                let _ = handle.reload().await;
+            }
+        }
+        #[cfg(not(unix))]
+        drop(handle);
+    })
 }
 
 /// Runs `protoserve check`: compiles and describes what would be served.
 pub fn check(config: &CheckConfig) -> Result<String, Error> {
     let server = Server::builder();
-    let server = config
-        .roots
-        .iter()
-        .fold(server, |b, r| b.schema_dir(r))
-        .build()?;
+    let server = config.roots.iter().fold(server, |b, r| b.schema_dir(r)).build()?;
     let snap = server.snapshot();
     if let Some(path) = &config.descriptor_set_out {
         std::fs::write(path, snap.schema().pool().encode_to_vec())

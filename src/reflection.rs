@@ -9,18 +9,14 @@ use crate::handler::BoxFuture;
 use hyper::body::Incoming;
 use prost_reflect::DescriptorPool;
 use tonic::body::Body;
-use tonic::server::NamedService as _;
 
 /// A type-erased service (tonic-reflection's service types cannot be named).
 type Erased = Arc<dyn Fn(http::Request<Incoming>) -> BoxFuture<http::Response<Body>> + Send + Sync>;
 
 fn erase<S>(svc: S) -> Erased
 where
-    S: tower_service::Service<
-            http::Request<Incoming>,
-            Response = http::Response<Body>,
-            Error = Infallible,
-        > + Clone
+    S: tower_service::Service<http::Request<Incoming>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
         + Send
         + Sync
         + 'static,
@@ -57,17 +53,9 @@ pub(crate) const V1ALPHA_PREFIX: &str = "/grpc.reflection.v1alpha.ServerReflecti
 impl Reflection {
     pub(crate) fn new(pool: &DescriptorPool) -> Result<Self, String> {
         let encoded = pool.encode_to_vec();
-        let with_health =
-            pool
-                .get_service_by_name(
-                    tonic_health::pb::health_server::HealthServer::<
-                        tonic_health::server::HealthService,
-                    >::NAME,
-                )
-                .is_none();
+        let with_health = pool.get_service_by_name("grpc.health.v1.Health").is_none();
         let builder = || {
-            let mut b = tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(&encoded);
+            let mut b = tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(&encoded);
             if with_health {
                 b = b.register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
             }
@@ -81,10 +69,6 @@ impl Reflection {
 
     /// Answers a request whose path starts with one of the prefixes above.
     pub(crate) async fn call(&self, req: http::Request<Incoming>) -> http::Response<Body> {
-        if req.uri().path().starts_with(V1_PREFIX) {
-            (self.v1)(req).await
-        } else {
-            (self.v1alpha)(req).await
-        }
+        if req.uri().path().starts_with(V1_PREFIX) { (self.v1)(req).await } else { (self.v1alpha)(req).await }
     }
 }

@@ -12,11 +12,11 @@ use arc_swap::ArcSwap;
 use prost_protovalidate::Validator;
 use prost_reflect::MethodDescriptor;
 use tokio::sync::watch;
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::handler::store::{Plan, SharedStore};
 use crate::handler::{Handler, Kind};
+use crate::health::HealthState;
 use crate::reflection::Reflection;
 use crate::schema::Schema;
 use crate::validate::needs_validation;
@@ -74,11 +74,7 @@ impl Snapshot {
 
     /// Full names of the services served.
     pub fn services(&self) -> Vec<String> {
-        self.schema
-            .pool()
-            .services()
-            .map(|s| s.full_name().to_owned())
-            .collect()
+        self.schema.pool().services().map(|s| s.full_name().to_owned()).collect()
     }
 
     /// Number of methods served.
@@ -95,9 +91,7 @@ impl Snapshot {
                 let by = match &r.target {
                     Target::Handler(_) => "registered handler".to_owned(),
                     Target::Store(p) => p.describe(),
-                    Target::Unimplemented(_) => {
-                        "UNIMPLEMENTED (no handler, no convention)".to_owned()
-                    }
+                    Target::Unimplemented(_) => "UNIMPLEMENTED (no handler, no convention)".to_owned(),
                 };
                 format!("{}  [{}] {}", r.path, r.kind.name(), by)
             })
@@ -131,26 +125,20 @@ pub(crate) struct Registry {
     live: ArcSwap<Snapshot>,
     handlers: HashMap<String, Handler>,
     pub(crate) store: SharedStore,
-    health: HealthReporter,
+    health: HealthState,
     next_generation: AtomicU64,
     generations: watch::Sender<u64>,
 }
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registry")
-            .field("live", &self.live.load().generation)
-            .finish_non_exhaustive()
+        f.debug_struct("Registry").field("live", &self.live.load().generation).finish_non_exhaustive()
     }
 }
 
 /// Normalises `pkg.Service/Method` or `/pkg.Service/Method` to the HTTP path form.
 pub(crate) fn method_path(name: &str) -> String {
-    if name.starts_with('/') {
-        name.to_owned()
-    } else {
-        format!("/{name}")
-    }
+    if name.starts_with('/') { name.to_owned() } else { format!("/{name}") }
 }
 
 impl Registry {
@@ -159,7 +147,7 @@ impl Registry {
         schema: Schema,
         handlers: HashMap<String, Handler>,
         store: SharedStore,
-        health: HealthReporter,
+        health: HealthState,
     ) -> Result<Self, BuildError> {
         let first = build_snapshot(schema, &handlers, 1)?;
         for path in handlers.keys() {
@@ -196,35 +184,28 @@ impl Registry {
         let new_services = next.services();
         for s in old.services() {
             if !new_services.contains(&s) {
-                self.health.clone().clear_service_status(&s).await;
+                // Watchers of a removed service learn it is gone.
+                self.health.set(&s, ServingStatus::ServiceUnknown);
             }
         }
-        self.set_health(&next).await;
+        self.set_health(&next);
         self.generations.send_replace(next.generation);
         next
     }
 
     /// Marks `""` and every served service SERVING.
-    pub(crate) async fn set_health(&self, snap: &Snapshot) {
-        self.health
-            .set_service_status("", ServingStatus::Serving)
-            .await;
+    pub(crate) fn set_health(&self, snap: &Snapshot) {
+        self.health.set("", ServingStatus::Serving);
         for s in snap.services() {
-            self.health
-                .set_service_status(s, ServingStatus::Serving)
-                .await;
+            self.health.set(&s, ServingStatus::Serving);
         }
     }
 
     /// Marks everything NOT_SERVING (used when draining for shutdown).
-    pub(crate) async fn set_not_serving(&self) {
-        self.health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
+    pub(crate) fn set_not_serving(&self) {
+        self.health.set("", ServingStatus::NotServing);
         for s in self.load().services() {
-            self.health
-                .set_service_status(s, ServingStatus::NotServing)
-                .await;
+            self.health.set(&s, ServingStatus::NotServing);
         }
     }
 
@@ -248,11 +229,7 @@ fn build_snapshot(
             let target = match handlers.get(&path) {
                 Some(h) if h.kind() == kind => Target::Handler(h.clone()),
                 Some(h) => {
-                    return Err(BuildError::KindMismatch {
-                        path,
-                        handler: h.kind().name(),
-                        method: kind.name(),
-                    });
+                    return Err(BuildError::KindMismatch { path, handler: h.kind().name(), method: kind.name() });
                 }
                 None => match Plan::resolve(&method) {
                     Some(plan) => Target::Store(plan),
@@ -266,21 +243,9 @@ fn build_snapshot(
                 },
             };
             let validate = needs_validation(&method.input());
-            let route = Route {
-                path: Arc::from(path.as_str()),
-                method,
-                kind,
-                target,
-                validate,
-            };
+            let route = Route { path: Arc::from(path.as_str()), method, kind, target, validate };
             routes.insert(path.into_boxed_str(), Arc::new(route));
         }
     }
-    Ok(Snapshot {
-        generation,
-        schema,
-        routes,
-        validator: Validator::new(),
-        reflection,
-    })
+    Ok(Snapshot { generation, schema, routes, validator: Validator::new(), reflection })
 }

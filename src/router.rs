@@ -13,9 +13,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use hyper::body::Incoming;
 use prost_reflect::DynamicMessage;
 use tonic::body::Body;
-use tonic::server::{
-    ClientStreamingService, Grpc, ServerStreamingService, StreamingService, UnaryService,
-};
+use tonic::server::{ClientStreamingService, Grpc, ServerStreamingService, StreamingService, UnaryService};
 use tonic::{Request, Response, Status, Streaming};
 use tower_service::Service as _;
 use tracing::Instrument as _;
@@ -26,8 +24,7 @@ use crate::reflection::{V1_PREFIX, V1ALPHA_PREFIX};
 use crate::registry::{Registry, Route, Snapshot, Target};
 use crate::validate;
 
-type HealthServer =
-    tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>;
+type HealthServer = tonic_health::pb::health_server::HealthServer<crate::health::HealthState>;
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 
 /// Message size limits applied by tonic's framing layer.
@@ -47,19 +44,13 @@ pub(crate) struct Router {
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Router")
-            .field("limits", &self.limits)
-            .finish_non_exhaustive()
+        f.debug_struct("Router").field("limits", &self.limits).finish_non_exhaustive()
     }
 }
 
 impl Router {
     pub(crate) fn new(registry: Arc<Registry>, health: HealthServer, limits: Limits) -> Self {
-        Self {
-            registry,
-            health,
-            limits,
-        }
+        Self { registry, health, limits }
     }
 
     async fn route(self, req: http::Request<Incoming>) -> http::Response<Body> {
@@ -85,10 +76,7 @@ impl Router {
             None => call.await,
             Some(d) => match tokio::time::timeout(d, call).await {
                 Ok(r) => r,
-                Err(_) => {
-                    Status::deadline_exceeded("deadline exceeded before the handler finished")
-                        .into_http()
-                }
+                Err(_) => Status::deadline_exceeded("deadline exceeded before the handler finished").into_http(),
             },
         }
     }
@@ -106,13 +94,8 @@ impl hyper::service::Service<http::Request<Incoming>> for Router {
 }
 
 fn unknown_method(path: &str) -> Status {
-    let (service, method) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or((path, ""));
-    Status::unimplemented(format!(
-        "unknown method {method} for service {service}: the live schema does not define it"
-    ))
+    let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
+    Status::unimplemented(format!("unknown method {method} for service {service}: the live schema does not define it"))
 }
 
 async fn dispatch(
@@ -124,15 +107,8 @@ async fn dispatch(
 ) -> http::Response<Body> {
     let codec = DynamicCodec::new(route.method.input(), route.path.clone());
     // tonic enforces the receive limit while framing; the send limit is checked in `Svc`.
-    let mut grpc = Grpc::new(codec)
-        .max_decoding_message_size(limits.max_recv)
-        .max_encoding_message_size(usize::MAX);
-    let svc = Svc {
-        snap,
-        route,
-        registry,
-        max_send: limits.max_send,
-    };
+    let mut grpc = Grpc::new(codec).max_decoding_message_size(limits.max_recv).max_encoding_message_size(usize::MAX);
+    let svc = Svc { snap, route, registry, max_send: limits.max_send };
     let mut response = match svc.route.kind {
         Kind::Unary => grpc.unary(svc, req).await,
         Kind::ServerStreaming => grpc.server_streaming(svc, req).await,
@@ -153,11 +129,7 @@ struct Svc {
 
 impl Svc {
     fn validate(&self, msg: &DynamicMessage) -> Result<(), Status> {
-        if self.route.validate {
-            validate::check(&self.snap.validator, msg)
-        } else {
-            Ok(())
-        }
+        if self.route.validate { validate::check(&self.snap.validator, msg) } else { Ok(()) }
     }
 
     /// The request stream of a streaming call, each message validated as it arrives.
@@ -172,10 +144,7 @@ impl Svc {
     }
 
     fn mismatch(&self) -> Status {
-        Status::internal(format!(
-            "{}: handler kind does not match the method",
-            self.route.path
-        ))
+        Status::internal(format!("{}: handler kind does not match the method", self.route.path))
     }
 }
 
@@ -203,12 +172,7 @@ impl UnaryService<DynamicMessage> for Svc {
             let reply = match &route.target {
                 Target::Store(plan) => plan.unary(&store, &message)?,
                 Target::Handler(Handler::Unary(f)) => {
-                    f(Call {
-                        method: route.method.clone(),
-                        metadata,
-                        message,
-                    })
-                    .await?
+                    f(Call { method: route.method.clone(), metadata, message }).await?
                 }
                 Target::Unimplemented(m) => return Err(not_implemented(m)),
                 Target::Handler(_) => return Err(mismatch),
@@ -235,17 +199,10 @@ impl ServerStreamingService<DynamicMessage> for Svc {
             let replies: Replies = match &route.target {
                 Target::Store(plan) => {
                     let page = plan.stream(&store, &message)?;
-                    Box::pin(futures_util::stream::iter(
-                        page.into_iter().map(|b| Ok(Reply::Encoded(b))),
-                    ))
+                    Box::pin(futures_util::stream::iter(page.into_iter().map(|b| Ok(Reply::Encoded(b)))))
                 }
                 Target::Handler(Handler::ServerStreaming(f)) => {
-                    f(Call {
-                        method: route.method.clone(),
-                        metadata,
-                        message,
-                    })
-                    .await?
+                    f(Call { method: route.method.clone(), metadata, message }).await?
                 }
                 Target::Unimplemented(m) => return Err(not_implemented(m)),
                 Target::Handler(_) => return Err(mismatch),
@@ -274,12 +231,7 @@ impl ClientStreamingService<DynamicMessage> for Svc {
                     plan.bulk(&store, &all)?
                 }
                 Target::Handler(Handler::ClientStreaming(f)) => {
-                    f(Call {
-                        method: route.method.clone(),
-                        metadata,
-                        message: stream,
-                    })
-                    .await?
+                    f(Call { method: route.method.clone(), metadata, message: stream }).await?
                 }
                 Target::Unimplemented(m) => return Err(not_implemented(m)),
                 Target::Handler(_) => return Err(mismatch),
@@ -303,12 +255,7 @@ impl StreamingService<DynamicMessage> for Svc {
         Box::pin(async move {
             let replies = match &route.target {
                 Target::Handler(Handler::Bidi(f)) => {
-                    f(Call {
-                        method: route.method.clone(),
-                        metadata,
-                        message: stream,
-                    })
-                    .await?
+                    f(Call { method: route.method.clone(), metadata, message: stream }).await?
                 }
                 Target::Unimplemented(m) => return Err(not_implemented(m)),
                 Target::Store(_) | Target::Handler(_) => return Err(mismatch),

@@ -16,11 +16,7 @@ pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts connections until `shutdown` resolves, then stops accepting, sends
 /// GOAWAY and waits (up to [`DRAIN_TIMEOUT`]) for in-flight RPCs to finish.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()>,
-) {
+pub(crate) async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new());
@@ -50,10 +46,7 @@ pub(crate) async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: draining in-flight RPCs");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!("drain timed out after {DRAIN_TIMEOUT:?}; closing remaining connections");
     }
 }

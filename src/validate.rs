@@ -6,9 +6,7 @@ use std::collections::HashSet;
 
 use prost::Message as _;
 use prost_protovalidate::{Error as ValidateError, Validator};
-use prost_reflect::{
-    DynamicMessage, ExtensionDescriptor, Kind, MessageDescriptor, ReflectMessage as _,
-};
+use prost_reflect::{DynamicMessage, ExtensionDescriptor, Kind, MessageDescriptor, ReflectMessage as _};
 use tonic::{Code, Status};
 
 /// True when `msg` or any message reachable from its fields carries a
@@ -16,11 +14,9 @@ use tonic::{Code, Status};
 pub(crate) fn needs_validation(msg: &MessageDescriptor) -> bool {
     let pool = msg.parent_pool();
     let ext = |n: &str| pool.get_extension_by_name(n);
-    let (Some(field), Some(message), Some(oneof)) = (
-        ext("buf.validate.field"),
-        ext("buf.validate.message"),
-        ext("buf.validate.oneof"),
-    ) else {
+    let (Some(field), Some(message), Some(oneof)) =
+        (ext("buf.validate.field"), ext("buf.validate.message"), ext("buf.validate.oneof"))
+    else {
         return false;
     };
     let mut seen = HashSet::new();
@@ -37,9 +33,7 @@ fn has_rules(
     if !seen.insert(msg.full_name().to_owned()) {
         return false;
     }
-    if msg.options().has_extension(message)
-        || msg.oneofs().any(|o| o.options().has_extension(oneof))
-    {
+    if msg.options().has_extension(message) || msg.oneofs().any(|o| o.options().has_extension(oneof)) {
         return true;
     }
     msg.fields().any(|f| {
@@ -57,19 +51,11 @@ pub(crate) fn check(validator: &Validator, msg: &DynamicMessage) -> Result<(), S
         Err(ValidateError::Validation(err)) => {
             let violations = err.violations();
             let text = |v: &prost_protovalidate::Violation| {
-                if v.message().is_empty() {
-                    format!("[{}]", v.rule_id())
-                } else {
-                    v.message().to_owned()
-                }
+                if v.message().is_empty() { format!("[{}]", v.rule_id()) } else { v.message().to_owned() }
             };
             let message = match violations {
                 [one] => text(one),
-                many => many
-                    .iter()
-                    .map(|v| format!("{}: {}", v.field_path(), text(v)))
-                    .collect::<Vec<_>>()
-                    .join("; "),
+                many => many.iter().map(|v| format!("{}: {}", v.field_path(), text(v))).collect::<Vec<_>>().join("; "),
             };
             let bad_request = BadRequest {
                 field_violations: violations
@@ -89,11 +75,7 @@ pub(crate) fn check(validator: &Validator, msg: &DynamicMessage) -> Result<(), S
                     value: bad_request.encode_to_vec(),
                 }],
             };
-            Err(Status::with_details(
-                Code::InvalidArgument,
-                message,
-                details.encode_to_vec().into(),
-            ))
+            Err(Status::with_details(Code::InvalidArgument, message, details.encode_to_vec().into()))
         }
         Err(other) => {
             tracing::error!(message = %msg.descriptor().full_name(), error = %other, "validation rule failed to evaluate");

@@ -24,8 +24,7 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// A boxed stream of responses.
 pub type ReplyStream = Pin<Box<dyn Stream<Item = Result<DynamicMessage, Status>> + Send + 'static>>;
 /// The stream of validated request messages of a client- or bidi-streaming call.
-pub type RequestStream =
-    Pin<Box<dyn Stream<Item = Result<DynamicMessage, Status>> + Send + 'static>>;
+pub type RequestStream = Pin<Box<dyn Stream<Item = Result<DynamicMessage, Status>> + Send + 'static>>;
 
 /// One call as a handler sees it.
 #[derive(Debug)]
@@ -64,10 +63,8 @@ impl From<DynamicMessage> for Reply {
 pub(crate) type Replies = Pin<Box<dyn Stream<Item = Result<Reply, Status>> + Send + 'static>>;
 
 type UnaryFn = dyn Fn(Call<DynamicMessage>) -> BoxFuture<Result<Reply, Status>> + Send + Sync;
-type ServerStreamingFn =
-    dyn Fn(Call<DynamicMessage>) -> BoxFuture<Result<Replies, Status>> + Send + Sync;
-type ClientStreamingFn =
-    dyn Fn(Call<RequestStream>) -> BoxFuture<Result<Reply, Status>> + Send + Sync;
+type ServerStreamingFn = dyn Fn(Call<DynamicMessage>) -> BoxFuture<Result<Replies, Status>> + Send + Sync;
+type ClientStreamingFn = dyn Fn(Call<RequestStream>) -> BoxFuture<Result<Reply, Status>> + Send + Sync;
 type BidiFn = dyn Fn(Call<RequestStream>) -> BoxFuture<Result<Replies, Status>> + Send + Sync;
 
 /// A handler for one method, of one of the four kinds.

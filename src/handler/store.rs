@@ -15,8 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use prost::Message as _;
 use prost_reflect::{
-    DescriptorPool, DynamicMessage, FieldDescriptor, Kind as FieldKind, MessageDescriptor,
-    MethodDescriptor, Value,
+    DescriptorPool, DynamicMessage, FieldDescriptor, Kind as FieldKind, MessageDescriptor, MethodDescriptor, Value,
 };
 use tonic::Status;
 
@@ -61,11 +60,7 @@ impl Store {
     }
 
     /// Inserts all records or none (an id already present fails the whole batch).
-    pub(crate) fn insert_all(
-        &self,
-        table: &str,
-        records: Vec<(String, Bytes)>,
-    ) -> Result<(), StoreError> {
+    pub(crate) fn insert_all(&self, table: &str, records: Vec<(String, Bytes)>) -> Result<(), StoreError> {
         let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
         let t = tables.entry(table.to_owned()).or_default();
         let mut seen = std::collections::HashSet::new();
@@ -122,11 +117,7 @@ impl Store {
         };
         let start = match after {
             None => 0,
-            Some(tok) => t
-                .index
-                .get(tok)
-                .map(|p| p + 1)
-                .ok_or_else(|| bad_token(tok))?,
+            Some(tok) => t.index.get(tok).map(|p| p + 1).ok_or_else(|| bad_token(tok))?,
         };
         let mut out = Vec::with_capacity(n.min(1024));
         let mut last = None;
@@ -147,6 +138,7 @@ impl Store {
     }
 
     /// Number of live records in a table.
+    #[cfg(test)]
     pub(crate) fn len(&self, table: &str) -> usize {
         let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
         tables.get(table).map_or(0, |t| t.index.len())
@@ -197,11 +189,7 @@ fn is_key_kind(f: &FieldDescriptor) -> bool {
         && !f.is_map()
         && matches!(
             f.kind(),
-            FieldKind::String
-                | FieldKind::Int32
-                | FieldKind::Int64
-                | FieldKind::Uint32
-                | FieldKind::Uint64
+            FieldKind::String | FieldKind::Int32 | FieldKind::Int64 | FieldKind::Uint32 | FieldKind::Uint64
         )
 }
 
@@ -227,9 +215,8 @@ pub(crate) enum Source {
 
 impl Source {
     fn resolve(input: &MessageDescriptor, res: &Resource) -> Option<Source> {
-        if let Some(f) = input
-            .fields()
-            .find(|f| !f.is_list() && matches!(f.kind(), FieldKind::Message(m) if m == res.msg))
+        if let Some(f) =
+            input.fields().find(|f| !f.is_list() && matches!(f.kind(), FieldKind::Message(m) if m == res.msg))
         {
             return Some(Source::Embedded(f));
         }
@@ -329,22 +316,12 @@ impl Plan {
             let from = Source::resolve(&input, &res)?;
             let count = output.fields().find(|f| {
                 f.name().ends_with("count")
-                    && matches!(
-                        f.kind(),
-                        FieldKind::Int32 | FieldKind::Int64 | FieldKind::Uint32 | FieldKind::Uint64
-                    )
+                    && matches!(f.kind(), FieldKind::Int32 | FieldKind::Int64 | FieldKind::Uint32 | FieldKind::Uint64)
                     && !f.is_list()
             });
-            let ids = output.fields().find(|f| {
-                f.is_list() && f.kind() == FieldKind::String && f.name().ends_with("ids")
-            });
-            return Some(Plan::BulkCreate {
-                res,
-                from,
-                count,
-                ids,
-                output,
-            });
+            let ids =
+                output.fields().find(|f| f.is_list() && f.kind() == FieldKind::String && f.name().ends_with("ids"));
+            return Some(Plan::BulkCreate { res, from, count, ids, output });
         }
         if let Some(x) = name.strip_prefix("Create") {
             let res = find(x)?;
@@ -374,33 +351,22 @@ impl Plan {
             let res = plural_candidates(x).into_iter().find_map(|c| find(&c))?;
             let page_size = input.get_field_by_name("page_size").filter(|f| {
                 !f.is_list()
-                    && matches!(
-                        f.kind(),
-                        FieldKind::Int32 | FieldKind::Int64 | FieldKind::Uint32 | FieldKind::Uint64
-                    )
+                    && matches!(f.kind(), FieldKind::Int32 | FieldKind::Int64 | FieldKind::Uint32 | FieldKind::Uint64)
             });
-            let page_token = input
-                .get_field_by_name("page_token")
-                .filter(|f| f.kind() == FieldKind::String && !f.is_list());
+            let page_token =
+                input.get_field_by_name("page_token").filter(|f| f.kind() == FieldKind::String && !f.is_list());
             let unary = match kind {
                 Kind::ServerStreaming if output == res.msg => None,
                 Kind::Unary => {
-                    let items = output.fields().find(|f| {
-                        f.is_list() && matches!(f.kind(), FieldKind::Message(m) if m == res.msg)
-                    })?;
-                    let next = output
-                        .get_field_by_name("next_page_token")
-                        .filter(|f| f.kind() == FieldKind::String);
+                    let items = output
+                        .fields()
+                        .find(|f| f.is_list() && matches!(f.kind(), FieldKind::Message(m) if m == res.msg))?;
+                    let next = output.get_field_by_name("next_page_token").filter(|f| f.kind() == FieldKind::String);
                     Some((output, items, next))
                 }
                 _ => return None,
             };
-            return Some(Plan::List(ListPlan {
-                res,
-                page_size,
-                page_token,
-                unary,
-            }));
+            return Some(Plan::List(ListPlan { res, page_size, page_token, unary }));
         }
         None
     }
@@ -410,17 +376,12 @@ impl Plan {
         match self {
             Plan::Create { res, from } => {
                 let (id, bytes) = new_record(res, from, req)?;
-                store
-                    .insert_all(res.table(), vec![(id, bytes.clone())])
-                    .map_err(|e| exists(res, e))?;
+                store.insert_all(res.table(), vec![(id, bytes.clone())]).map_err(|e| exists(res, e))?;
                 Ok(Reply::Encoded(bytes))
             }
             Plan::Get { res, key } => {
                 let id = key_string(&req.get_field(key));
-                store
-                    .get(res.table(), &id)
-                    .map(Reply::Encoded)
-                    .ok_or_else(|| res.not_found(&id))
+                store.get(res.table(), &id).map(Reply::Encoded).ok_or_else(|| res.not_found(&id))
             }
             Plan::Update { res, from } => {
                 let mut msg = from.build(res, req);
@@ -430,15 +391,9 @@ impl Plan {
                     msg.set_field(f, now_value(f));
                 }
                 // Keep what the old record had for fields the request leaves unset.
-                let old = store
-                    .get(res.table(), &id)
-                    .ok_or_else(|| res.not_found(&id))?;
-                let mut merged = DynamicMessage::decode(res.msg.clone(), old).map_err(|e| {
-                    Status::internal(format!(
-                        "stored {} '{id}' does not decode: {e}",
-                        res.display
-                    ))
-                })?;
+                let old = store.get(res.table(), &id).ok_or_else(|| res.not_found(&id))?;
+                let mut merged = DynamicMessage::decode(res.msg.clone(), old)
+                    .map_err(|e| Status::internal(format!("stored {} '{id}' does not decode: {e}", res.display)))?;
                 for (f, v) in msg.fields() {
                     merged.set_field(&f, v.clone());
                 }
@@ -451,9 +406,7 @@ impl Plan {
             }
             Plan::Delete { res, key, output } => {
                 let id = key_string(&req.get_field(key));
-                let old = store
-                    .delete(res.table(), &id)
-                    .ok_or_else(|| res.not_found(&id))?;
+                let old = store.delete(res.table(), &id).ok_or_else(|| res.not_found(&id))?;
                 Ok(if *output == res.msg {
                     Reply::Encoded(old)
                 } else {
@@ -462,19 +415,13 @@ impl Plan {
             }
             Plan::List(list) => {
                 let (items, next) = list.page(store, req)?;
-                let (output, items_field, next_field) =
-                    list.unary.as_ref().expect("unary list plan");
+                let (output, items_field, next_field) = list.unary.as_ref().expect("unary list plan");
                 let mut out = DynamicMessage::new(output.clone());
                 let decoded = items
                     .into_iter()
                     .map(|b| DynamicMessage::decode(list.res.msg.clone(), b).map(Value::Message))
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| {
-                        Status::internal(format!(
-                            "stored {} does not decode: {e}",
-                            list.res.display
-                        ))
-                    })?;
+                    .map_err(|e| Status::internal(format!("stored {} does not decode: {e}", list.res.display)))?;
                 out.set_field(items_field, Value::List(decoded));
                 if let (Some(f), Some(tok)) = (next_field, next) {
                     out.set_field(f, Value::String(tok));
@@ -495,28 +442,13 @@ impl Plan {
 
     /// Serves a client-streaming bulk create, all or nothing.
     pub(crate) fn bulk(&self, store: &Store, reqs: &[DynamicMessage]) -> Result<Reply, Status> {
-        let Plan::BulkCreate {
-            res,
-            from,
-            count,
-            ids,
-            output,
-        } = self
-        else {
+        let Plan::BulkCreate { res, from, count, ids, output } = self else {
             return Err(Status::internal("not a client-streaming convention"));
         };
-        let records = reqs
-            .iter()
-            .map(|r| new_record(res, from, r))
-            .collect::<Result<Vec<_>, _>>()?;
-        let id_list: Vec<Value> = records
-            .iter()
-            .map(|(id, _)| Value::String(id.clone()))
-            .collect();
+        let records = reqs.iter().map(|r| new_record(res, from, r)).collect::<Result<Vec<_>, _>>()?;
+        let id_list: Vec<Value> = records.iter().map(|(id, _)| Value::String(id.clone())).collect();
         let n = records.len();
-        store
-            .insert_all(res.table(), records)
-            .map_err(|e| exists(res, e))?;
+        store.insert_all(res.table(), records).map_err(|e| exists(res, e))?;
         let mut out = DynamicMessage::new(output.clone());
         if let Some(f) = count {
             out.set_field(f, int_value(f, n as u64));
@@ -541,46 +473,28 @@ impl Plan {
 }
 
 impl ListPlan {
-    fn page(
-        &self,
-        store: &Store,
-        req: &DynamicMessage,
-    ) -> Result<(Vec<Bytes>, Option<String>), Status> {
-        let n = match self
-            .page_size
-            .as_ref()
-            .map(|f| key_string(&req.get_field(f)))
-        {
+    fn page(&self, store: &Store, req: &DynamicMessage) -> Result<(Vec<Bytes>, Option<String>), Status> {
+        let n = match self.page_size.as_ref().map(|f| key_string(&req.get_field(f))) {
             Some(s) => match s.parse::<i64>() {
                 Ok(n) if n > 0 => n as usize,
                 _ => 10,
             },
             None => 10,
         };
-        let token = self
-            .page_token
-            .as_ref()
-            .map(|f| key_string(&req.get_field(f)))
-            .filter(|t| !t.is_empty());
+        let token = self.page_token.as_ref().map(|f| key_string(&req.get_field(f))).filter(|t| !t.is_empty());
         store.page(self.res.table(), token.as_deref(), n)
     }
 }
 
 fn exists(res: &Resource, e: StoreError) -> Status {
     match e {
-        StoreError::Exists(id) => {
-            Status::already_exists(format!("{} '{}' already exists", res.display, id))
-        }
+        StoreError::Exists(id) => Status::already_exists(format!("{} '{}' already exists", res.display, id)),
     }
 }
 
 /// Builds and encodes a new record: fields from the request, a UUID v4 for an empty
 /// string id, a sequence number for a zero integer id, `created_at` = now.
-fn new_record(
-    res: &Resource,
-    from: &Source,
-    req: &DynamicMessage,
-) -> Result<(String, Bytes), Status> {
+fn new_record(res: &Resource, from: &Source, req: &DynamicMessage) -> Result<(String, Bytes), Status> {
     let mut msg = from.build(res, req);
     let id;
     if let Some(f) = &res.id {
@@ -607,9 +521,7 @@ fn new_record(
 }
 
 fn now_value(f: &FieldDescriptor) -> Value {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     match f.kind() {
         FieldKind::Message(m) => {
             let mut ts = DynamicMessage::new(m);
@@ -644,23 +556,14 @@ pub(crate) fn key_string(v: &Value) -> String {
 
 /// The resource message called `x` in the service's package (or the output type
 /// when it has that name).
-fn resource(
-    pool: &DescriptorPool,
-    package: &str,
-    x: &str,
-    output: &MessageDescriptor,
-) -> Option<Resource> {
+fn resource(pool: &DescriptorPool, package: &str, x: &str, output: &MessageDescriptor) -> Option<Resource> {
     if x.is_empty() {
         return None;
     }
     if output.name() == x {
         return Some(Resource::new(output.clone()));
     }
-    let full = if package.is_empty() {
-        x.to_owned()
-    } else {
-        format!("{package}.{x}")
-    };
+    let full = if package.is_empty() { x.to_owned() } else { format!("{package}.{x}") };
     pool.get_message_by_name(&full).map(Resource::new)
 }
 
@@ -697,65 +600,37 @@ fn snake_case(s: &str) -> String {
 
 /// Pre-loads records from a YAML or JSON file: message full name -> list of records
 /// in the proto3 JSON mapping. Returns how many records were loaded.
-pub(crate) fn load_data(
-    store: &Store,
-    pool: &DescriptorPool,
-    path: &std::path::Path,
-) -> Result<usize, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read data file '{}': {e}", path.display()))?;
+pub(crate) fn load_data(store: &Store, pool: &DescriptorPool, path: &std::path::Path) -> Result<usize, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read data file '{}': {e}", path.display()))?;
     let doc: serde_json::Value = yaml_serde::from_str(&text)
         .map_err(|e| format!("data file '{}' is not valid YAML/JSON: {e}", path.display()))?;
     let serde_json::Value::Object(map) = doc else {
-        return Err(format!(
-            "data file '{}': expected a map of message full name -> list of records",
-            path.display()
-        ));
+        return Err(format!("data file '{}': expected a map of message full name -> list of records", path.display()));
     };
     let mut total = 0;
     for (name, records) in map {
-        let desc = pool.get_message_by_name(&name).ok_or_else(|| {
-            format!(
-                "data file '{}': no message named '{name}' in the schema",
-                path.display()
-            )
-        })?;
+        let desc = pool
+            .get_message_by_name(&name)
+            .ok_or_else(|| format!("data file '{}': no message named '{name}' in the schema", path.display()))?;
         let res = Resource::new(desc.clone());
         let serde_json::Value::Array(records) = records else {
-            return Err(format!(
-                "data file '{}': '{name}' must be a list of records",
-                path.display()
-            ));
+            return Err(format!("data file '{}': '{name}' must be a list of records", path.display()));
         };
         let mut batch = Vec::with_capacity(records.len());
         for (i, rec) in records.into_iter().enumerate() {
-            let msg = DynamicMessage::deserialize(desc.clone(), rec).map_err(|e| {
-                format!(
-                    "data file '{}': {name} record #{}: {e}",
-                    path.display(),
-                    i + 1
-                )
-            })?;
+            let msg = DynamicMessage::deserialize(desc.clone(), rec)
+                .map_err(|e| format!("data file '{}': {name} record #{}: {e}", path.display(), i + 1))?;
             let id = match &res.id {
                 Some(f) => key_string(&msg.get_field(f)),
                 None => String::new(),
             };
-            let id = if id.is_empty() {
-                uuid::Uuid::new_v4().to_string()
-            } else {
-                id
-            };
+            let id = if id.is_empty() { uuid::Uuid::new_v4().to_string() } else { id };
             batch.push((id, Bytes::from(msg.encode_to_vec())));
         }
         total += batch.len();
-        store
-            .insert_all(&name, batch)
-            .map_err(|StoreError::Exists(id)| {
-                format!(
-                    "data file '{}': {name} record with id '{id}' appears twice",
-                    path.display()
-                )
-            })?;
+        store.insert_all(&name, batch).map_err(|StoreError::Exists(id)| {
+            format!("data file '{}': {name} record with id '{id}' appears twice", path.display())
+        })?;
     }
     Ok(total)
 }
@@ -770,9 +645,7 @@ mod tests {
     #[test]
     fn pages_follow_insertion_order_and_tokens() {
         let s = Store::default();
-        let recs = (0..5)
-            .map(|i| (format!("id{i}"), Bytes::from(vec![i as u8])))
-            .collect();
+        let recs = (0..5).map(|i| (format!("id{i}"), Bytes::from(vec![i as u8]))).collect();
         s.insert_all("t", recs).unwrap();
         let (p1, next) = s.page("t", None, 2).unwrap();
         assert_eq!(p1, vec![Bytes::from(vec![0]), Bytes::from(vec![1])]);
@@ -789,10 +662,7 @@ mod tests {
     fn insert_all_is_all_or_nothing() {
         let s = Store::default();
         s.insert_all("t", vec![("a".into(), Bytes::new())]).unwrap();
-        let err = s.insert_all(
-            "t",
-            vec![("b".into(), Bytes::new()), ("a".into(), Bytes::new())],
-        );
+        let err = s.insert_all("t", vec![("b".into(), Bytes::new()), ("a".into(), Bytes::new())]);
         assert!(err.is_err());
         assert_eq!(s.len("t"), 1);
     }

@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 use miette::{Diagnostic, NamedSource, SourceSpan};
 use prost::Message as _;
 use prost_reflect::DescriptorPool;
-use protox::file::{
-    ChainFileResolver, DescriptorSetFileResolver, GoogleFileResolver, IncludeFileResolver,
-};
+use protox::file::{ChainFileResolver, DescriptorSetFileResolver, GoogleFileResolver, IncludeFileResolver};
 
 /// A compiled schema: the pool with every file (imports included) and the names of
 /// the files that were found under the include roots.
@@ -55,10 +53,7 @@ pub enum SchemaError {
     },
     /// The include roots hold no `.proto` file.
     #[error("no .proto files found under {}", list_paths(dirs))]
-    #[diagnostic(
-        code(protoserve::no_protos),
-        help("pass the directory that holds your .proto files")
-    )]
+    #[diagnostic(code(protoserve::no_protos), help("pass the directory that holds your .proto files"))]
     NoFiles {
         /// The roots that were searched.
         dirs: Vec<PathBuf>,
@@ -114,9 +109,7 @@ impl SchemaError {
 
 /// Renders any diagnostic without colours (file:line:col, source line, caret).
 pub fn render_diagnostic(diag: &dyn Diagnostic) -> String {
-    let handler =
-        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
-            .with_width(100);
+    let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor()).with_width(100);
     let mut out = String::new();
     if handler.render_report(&mut out, diag).is_err() {
         out = diag.to_string();
@@ -135,10 +128,7 @@ pub fn load(roots: &[PathBuf]) -> Result<Schema, SchemaError> {
     let mut includes = Vec::new();
     let mut sources = Vec::new();
     for root in roots {
-        let meta = std::fs::metadata(root).map_err(|source| SchemaError::Io {
-            path: root.clone(),
-            source,
-        })?;
+        let meta = std::fs::metadata(root).map_err(|source| SchemaError::Io { path: root.clone(), source })?;
         if meta.is_dir() {
             includes.push(root.clone());
             collect_protos(root, &mut sources)?;
@@ -152,9 +142,7 @@ pub fn load(roots: &[PathBuf]) -> Result<Schema, SchemaError> {
         }
     }
     if sources.is_empty() {
-        return Err(SchemaError::NoFiles {
-            dirs: roots.to_vec(),
-        });
+        return Err(SchemaError::NoFiles { dirs: roots.to_vec() });
     }
     sources.sort();
     sources.dedup();
@@ -171,47 +159,28 @@ pub fn load(roots: &[PathBuf]) -> Result<Schema, SchemaError> {
     let mut compiler = protox::Compiler::with_file_resolver(resolver);
     compiler.include_imports(true);
     compiler.include_source_info(true);
-    compiler
-        .open_files(&sources)
-        .map_err(|e| SchemaError::Compile(Box::new(e)))?;
-    let files = compiler
-        .files()
-        .filter(|f| !f.is_import())
-        .map(|f| f.name().to_owned())
-        .collect();
-    Ok(Schema {
-        pool: compiler.descriptor_pool(),
-        files,
-    })
+    compiler.open_files(&sources).map_err(|e| SchemaError::Compile(Box::new(e)))?;
+    let files = compiler.files().filter(|f| !f.is_import()).map(|f| f.name().to_owned()).collect();
+    Ok(Schema { pool: compiler.descriptor_pool(), files })
 }
 
 /// Resolves `buf/validate/validate.proto` from the copy that prost-protovalidate ships,
 /// keeping its extension options.
 fn validate_resolver() -> DescriptorSetFileResolver {
     let bytes = prost_protovalidate::types::DESCRIPTOR_POOL.encode_to_vec();
-    DescriptorSetFileResolver::decode(bytes.as_slice())
-        .expect("prost-protovalidate's embedded descriptor set decodes")
+    DescriptorSetFileResolver::decode(bytes.as_slice()).expect("prost-protovalidate's embedded descriptor set decodes")
 }
 
 fn collect_protos(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SchemaError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| SchemaError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| SchemaError::Io { path: dir.to_path_buf(), source })?;
     for entry in entries {
-        let entry = entry.map_err(|source| SchemaError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let entry = entry.map_err(|source| SchemaError::Io { path: dir.to_path_buf(), source })?;
         let path = entry.path();
         let name = entry.file_name();
         if name.to_string_lossy().starts_with('.') {
             continue;
         }
-        let ty = entry.file_type().map_err(|source| SchemaError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let ty = entry.file_type().map_err(|source| SchemaError::Io { path: path.clone(), source })?;
         if ty.is_dir() {
             collect_protos(&path, out)?;
         } else if path.extension().is_some_and(|e| e == "proto") {
@@ -223,10 +192,7 @@ fn collect_protos(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SchemaError>
 
 /// protox 0.10 cannot parse editions files; say so plainly instead of a parse error.
 fn check_not_editions(path: &Path) -> Result<(), SchemaError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SchemaError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| SchemaError::Io { path: path.to_path_buf(), source })?;
     if let Some(offset) = edition_declaration(&text) {
         let file = path.display().to_string();
         return Err(SchemaError::Editions {
@@ -244,19 +210,14 @@ pub(crate) fn edition_declaration(text: &str) -> Option<usize> {
     let mut i = 0;
     loop {
         while i < bytes.len()
-            && (bytes[i].is_ascii_whitespace()
-                || bytes[i] == 0xEF
-                || bytes[i] == 0xBB
-                || bytes[i] == 0xBF)
+            && (bytes[i].is_ascii_whitespace() || bytes[i] == 0xEF || bytes[i] == 0xBB || bytes[i] == 0xBF)
         {
             i += 1;
         }
         if text[i..].starts_with("//") {
             i = text[i..].find('\n').map_or(bytes.len(), |n| i + n);
         } else if text[i..].starts_with("/*") {
-            i = text[i + 2..]
-                .find("*/")
-                .map_or(bytes.len(), |n| i + 2 + n + 2);
+            i = text[i + 2..].find("*/").map_or(bytes.len(), |n| i + 2 + n + 2);
         } else {
             break;
         }
@@ -269,28 +230,14 @@ pub(crate) fn edition_declaration(text: &str) -> Option<usize> {
 /// Decodes a binary FileDescriptorSet (`buf build -o x.binpb`, `protoc -o`),
 /// refusing editions files up front: prost-reflect 0.16 panics on them.
 pub fn load_descriptor_set(path: &Path) -> Result<Schema, SchemaError> {
-    let bytes = std::fs::read(path).map_err(|source| SchemaError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let set = prost_types::FileDescriptorSet::decode(bytes.as_slice()).map_err(|e| {
-        SchemaError::DescriptorSet {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        }
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| SchemaError::Io { path: path.to_path_buf(), source })?;
+    let set = prost_types::FileDescriptorSet::decode(bytes.as_slice())
+        .map_err(|e| SchemaError::DescriptorSet { path: path.to_path_buf(), message: e.to_string() })?;
     if let Some(f) = set.file.iter().find(|f| f.syntax() == "editions") {
-        return Err(SchemaError::Editions {
-            file: f.name().to_owned(),
-            src: None,
-            span: None,
-        });
+        return Err(SchemaError::Editions { file: f.name().to_owned(), src: None, span: None });
     }
-    let pool =
-        DescriptorPool::decode(bytes.as_slice()).map_err(|e| SchemaError::DescriptorSet {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+    let pool = DescriptorPool::decode(bytes.as_slice())
+        .map_err(|e| SchemaError::DescriptorSet { path: path.to_path_buf(), message: e.to_string() })?;
     Ok(Schema::from_pool(pool))
 }
 
@@ -326,10 +273,7 @@ mod tests {
 
     #[test]
     fn finds_edition_after_comments() {
-        assert_eq!(
-            edition_declaration("// hi\n/* x */ edition = \"2023\";"),
-            Some(14)
-        );
+        assert_eq!(edition_declaration("// hi\n/* x */ edition = \"2023\";"), Some(14));
         assert_eq!(edition_declaration("syntax = \"proto3\";"), None);
         assert_eq!(edition_declaration("editions_are_not_this = 1"), None);
         assert_eq!(edition_declaration(""), None);

@@ -12,11 +12,7 @@ fn bin() -> Command {
 #[test]
 fn check_lists_methods() {
     let out = bin().arg("check").arg(users_dir()).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     for m in ["GetUser", "CreateUser", "ListUsers", "BulkCreateUsers"] {
         assert!(text.contains(&format!("/users.UserService/{m}")), "{text}");
@@ -42,21 +38,14 @@ fn compile_error_is_rendered_with_location_and_exit_1() {
         assert_eq!(out.status.code(), Some(1), "{cmd}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("bad.proto:4:3"), "{cmd}: {err}");
-        assert!(
-            err.contains("strin name = 1;"),
-            "{cmd}: source line shown: {err}"
-        );
+        assert!(err.contains("strin name = 1;"), "{cmd}: source line shown: {err}");
     }
 }
 
 #[test]
 fn parse_error_has_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("p.proto"),
-        "syntax = \"proto3\";\nmessage M {\n  string a = ;\n}\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("p.proto"), "syntax = \"proto3\";\nmessage M {\n  string a = ;\n}\n").unwrap();
     let err = protoserve::schema::load(&[dir.path().to_path_buf()]).unwrap_err();
     let text = err.render();
     assert!(text.contains("p.proto:3:"), "{text}");
@@ -66,11 +55,7 @@ fn parse_error_has_line_and_column() {
 #[test]
 fn editions_files_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("e.proto"),
-        "// hi\nedition = \"2023\";\npackage e;\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("e.proto"), "// hi\nedition = \"2023\";\npackage e;\n").unwrap();
     let out = bin().arg("check").arg(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -80,16 +65,10 @@ fn editions_files_are_refused_clearly() {
 
 #[test]
 fn usage_and_io_errors_exit_2() {
-    let out = bin()
-        .args(["check", "/definitely/not/here"])
-        .output()
-        .unwrap();
+    let out = bin().args(["check", "/definitely/not/here"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/definitely/not/here"));
-    let out = bin()
-        .args(["serve", "--max-message-size", "lots"])
-        .output()
-        .unwrap();
+    let out = bin().args(["serve", "--max-message-size", "lots"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let empty = tempfile::tempdir().unwrap();
     let out = bin().arg("check").arg(empty.path()).output().unwrap();
@@ -118,10 +97,7 @@ pub fn spawn_server_with(bin: &std::path::Path, args: &[&str]) -> (std::process:
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "server did not start listening"
-        );
+        assert!(std::time::Instant::now() < deadline, "server did not start listening");
         std::thread::sleep(Duration::from_millis(20));
     }
     (child, port)
@@ -136,8 +112,5 @@ fn sigterm_exits_zero_and_logs_startup() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        log.contains("listening on 127.0.0.1:") && log.contains("1 service(s), 4 method(s)"),
-        "{log}"
-    );
+    assert!(log.contains("listening on 127.0.0.1:") && log.contains("1 service(s), 4 method(s)"), "{log}");
 }

@@ -17,10 +17,7 @@ const LIST: &str = "/users.UserService/ListUsers";
 const BULK: &str = "/users.UserService/BulkCreateUsers";
 
 async fn create(c: &mut Client, name: &str, email: &str) -> Result<DynamicMessage, Status> {
-    let req = c.msg(
-        "users.CreateUserRequest",
-        json!({"name": name, "email": email, "age": 30}),
-    );
+    let req = c.msg("users.CreateUserRequest", json!({"name": name, "email": email, "age": 30}));
     c.unary(CREATE, req).await
 }
 
@@ -28,29 +25,17 @@ async fn create(c: &mut Client, name: &str, email: &str) -> Result<DynamicMessag
 async fn create_then_get_round_trips_with_uuid_and_timestamp() {
     let srv = TestServer::users().await;
     let mut c = srv.client().await;
-    let before = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let user = create(&mut c, "Alice", "alice@example.com").await.unwrap();
     let id = get_str(&user, "id");
-    assert!(
-        uuid::Uuid::parse_str(&id).is_ok_and(|u| u.get_version_num() == 4),
-        "id {id} is a UUID v4"
-    );
+    assert!(uuid::Uuid::parse_str(&id).is_ok_and(|u| u.get_version_num() == 4), "id {id} is a UUID v4");
     assert_eq!(get_str(&user, "name"), "Alice");
     assert_eq!(get_str(&user, "email"), "alice@example.com");
     assert_eq!(get_i64(&user, "age"), 30);
     let created = get_i64(&user, "created_at");
-    assert!(
-        created >= before && created <= before + 5,
-        "created_at {created} is now"
-    );
+    assert!(created >= before && created <= before + 5, "created_at {created} is now");
 
-    let got = c
-        .unary(GET, c.msg("users.GetUserRequest", json!({"user_id": id})))
-        .await
-        .unwrap();
+    let got = c.unary(GET, c.msg("users.GetUserRequest", json!({"user_id": id}))).await.unwrap();
     assert_eq!(got, user);
 }
 
@@ -58,13 +43,7 @@ async fn create_then_get_round_trips_with_uuid_and_timestamp() {
 async fn get_missing_is_not_found_with_exact_message() {
     let srv = TestServer::users().await;
     let mut c = srv.client().await;
-    let err = c
-        .unary(
-            GET,
-            c.msg("users.GetUserRequest", json!({"user_id": "nonexistent"})),
-        )
-        .await
-        .unwrap_err();
+    let err = c.unary(GET, c.msg("users.GetUserRequest", json!({"user_id": "nonexistent"}))).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(err.message(), "User 'nonexistent' not found");
 }
@@ -78,19 +57,10 @@ async fn invalid_email_is_rejected_by_the_schema_rule() {
         assert_eq!(err.code(), Code::InvalidArgument, "email {email:?}");
         assert_eq!(err.message(), "Invalid email address");
         let violations = bad_request_violations(&err);
-        assert_eq!(
-            violations,
-            vec![("email".to_owned(), "Invalid email address".to_owned())]
-        );
+        assert_eq!(violations, vec![("email".to_owned(), "Invalid email address".to_owned())]);
     }
     // Nothing was stored by the rejected calls.
-    let all = c
-        .server_stream(
-            LIST,
-            c.msg("users.ListUsersRequest", json!({"page_size": 100})),
-        )
-        .await
-        .unwrap();
+    let all = c.server_stream(LIST, c.msg("users.ListUsersRequest", json!({"page_size": 100}))).await.unwrap();
     assert!(all.is_empty());
 }
 
@@ -100,46 +70,20 @@ async fn list_pages_in_insertion_order() {
     let mut c = srv.client().await;
     let mut ids = Vec::new();
     for i in 0..12 {
-        let u = create(&mut c, &format!("u{i}"), &format!("u{i}@x.io"))
-            .await
-            .unwrap();
+        let u = create(&mut c, &format!("u{i}"), &format!("u{i}@x.io")).await.unwrap();
         ids.push(get_str(&u, "id"));
     }
     let list = |c: &mut Client, size: i32, token: &str| {
-        let req = c.msg(
-            "users.ListUsersRequest",
-            json!({"page_size": size, "page_token": token}),
-        );
+        let req = c.msg("users.ListUsersRequest", json!({"page_size": size, "page_token": token}));
         let mut c = c.clone();
-        async move {
-            c.server_stream(LIST, req)
-                .await
-                .unwrap()
-                .iter()
-                .map(|u| get_str(u, "id"))
-                .collect::<Vec<_>>()
-        }
+        async move { c.server_stream(LIST, req).await.unwrap().iter().map(|u| get_str(u, "id")).collect::<Vec<_>>() }
     };
-    assert_eq!(
-        list(&mut c, 0, "").await,
-        ids[..10],
-        "default page size is 10"
-    );
+    assert_eq!(list(&mut c, 0, "").await, ids[..10], "default page size is 10");
     let first = list(&mut c, 3, "").await;
     assert_eq!(first, ids[..3]);
-    assert_eq!(
-        list(&mut c, 3, &first[2]).await,
-        ids[3..6],
-        "page_token continues after the last id"
-    );
+    assert_eq!(list(&mut c, 3, &first[2]).await, ids[3..6], "page_token continues after the last id");
     assert_eq!(list(&mut c, 100, "").await, ids);
-    let err = c
-        .server_stream(
-            LIST,
-            c.msg("users.ListUsersRequest", json!({"page_token": "nope"})),
-        )
-        .await
-        .unwrap_err();
+    let err = c.server_stream(LIST, c.msg("users.ListUsersRequest", json!({"page_token": "nope"}))).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
@@ -149,12 +93,7 @@ async fn bulk_create_returns_count_and_ids_in_order() {
     let mut c = srv.client().await;
     let reqs = ["Bob", "Carol"]
         .iter()
-        .map(|n| {
-            c.msg(
-                "users.CreateUserRequest",
-                json!({"name": n, "email": format!("{n}@x.io")}),
-            )
-        })
+        .map(|n| c.msg("users.CreateUserRequest", json!({"name": n, "email": format!("{n}@x.io")})))
         .collect();
     let resp = c.client_stream(BULK, reqs).await.unwrap();
     assert_eq!(get_i64(&resp, "created_count"), 2);
@@ -168,10 +107,7 @@ async fn bulk_create_returns_count_and_ids_in_order() {
         .collect();
     assert_eq!(ids.len(), 2);
     for (id, name) in ids.iter().zip(["Bob", "Carol"]) {
-        let u = c
-            .unary(GET, c.msg("users.GetUserRequest", json!({"user_id": id})))
-            .await
-            .unwrap();
+        let u = c.unary(GET, c.msg("users.GetUserRequest", json!({"user_id": id}))).await.unwrap();
         assert_eq!(get_str(&u, "name"), name);
     }
 }
@@ -181,25 +117,13 @@ async fn bulk_create_is_all_or_nothing() {
     let srv = TestServer::users().await;
     let mut c = srv.client().await;
     let reqs = vec![
-        c.msg(
-            "users.CreateUserRequest",
-            json!({"name": "Ok", "email": "ok@x.io"}),
-        ),
-        c.msg(
-            "users.CreateUserRequest",
-            json!({"name": "Bad", "email": "bad"}),
-        ),
+        c.msg("users.CreateUserRequest", json!({"name": "Ok", "email": "ok@x.io"})),
+        c.msg("users.CreateUserRequest", json!({"name": "Bad", "email": "bad"})),
     ];
     let err = c.client_stream(BULK, reqs).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(err.message(), "Invalid email address");
-    let all = c
-        .server_stream(
-            LIST,
-            c.msg("users.ListUsersRequest", json!({"page_size": 100})),
-        )
-        .await
-        .unwrap();
+    let all = c.server_stream(LIST, c.msg("users.ListUsersRequest", json!({"page_size": 100}))).await.unwrap();
     assert!(all.is_empty(), "nothing was created");
 }
 
@@ -214,13 +138,7 @@ async fn data_file_preloads_records() {
     .unwrap();
     let srv = TestServer::start(Server::builder().schema_dir(users_dir()).data_file(&data)).await;
     let mut c = srv.client().await;
-    let u = c
-        .unary(
-            GET,
-            c.msg("users.GetUserRequest", json!({"user_id": "bench-user"})),
-        )
-        .await
-        .unwrap();
+    let u = c.unary(GET, c.msg("users.GetUserRequest", json!({"user_id": "bench-user"}))).await.unwrap();
     assert_eq!(get_str(&u, "name"), "Bench");
     assert_eq!(get_str(&u, "email"), "bench@example.com");
     assert_eq!(get_i64(&u, "age"), 30);
@@ -231,30 +149,15 @@ async fn data_file_preloads_records() {
 async fn data_file_with_bad_record_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("seed.json");
-    std::fs::write(
-        &data,
-        r#"{"users.User": [{"id": "a"}, {"id": "b", "age": "old"}]}"#,
-    )
-    .unwrap();
-    let err = Server::builder()
-        .schema_dir(users_dir())
-        .data_file(&data)
-        .build()
-        .unwrap_err();
+    std::fs::write(&data, r#"{"users.User": [{"id": "a"}, {"id": "b", "age": "old"}]}"#).unwrap();
+    let err = Server::builder().schema_dir(users_dir()).data_file(&data).build().unwrap_err();
     let text = err.to_string();
     assert!(text.contains("users.User record #2"), "{text}");
     assert_eq!(err.exit_code(), 2);
 
     std::fs::write(&data, r#"{"users.Nope": []}"#).unwrap();
-    let err = Server::builder()
-        .schema_dir(users_dir())
-        .data_file(&data)
-        .build()
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("no message named 'users.Nope'"),
-        "{err}"
-    );
+    let err = Server::builder().schema_dir(users_dir()).data_file(&data).build().unwrap_err();
+    assert!(err.to_string().contains("no message named 'users.Nope'"), "{err}");
 }
 
 fn kinds_server() -> protoserve::Builder {
@@ -263,31 +166,23 @@ fn kinds_server() -> protoserve::Builder {
         .unary("kinds.Echo/Say", |call: Call<DynamicMessage>| async move {
             let mut out = call.reply();
             let text = get_str(&call.message, "text");
-            let who = call
-                .metadata
-                .get("x-who")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
+            let who = call.metadata.get("x-who").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
             out.set_field_by_name("text", Value::String(format!("{who}{text}")));
             Ok(out)
         })
-        .server_streaming(
-            "kinds.Echo/Repeat",
-            |call: Call<DynamicMessage>| async move {
-                let n = get_i64(&call.message, "times");
-                let text = get_str(&call.message, "text");
-                let out = call.reply();
-                let items: Vec<Result<DynamicMessage, Status>> = (0..n)
-                    .map(|i| {
-                        let mut m = out.clone();
-                        m.set_field_by_name("text", Value::String(format!("{text}{i}")));
-                        Ok(m)
-                    })
-                    .collect();
-                Ok(Box::pin(futures_util::stream::iter(items)) as ReplyStream)
-            },
-        )
+        .server_streaming("kinds.Echo/Repeat", |call: Call<DynamicMessage>| async move {
+            let n = get_i64(&call.message, "times");
+            let text = get_str(&call.message, "text");
+            let out = call.reply();
+            let items: Vec<Result<DynamicMessage, Status>> = (0..n)
+                .map(|i| {
+                    let mut m = out.clone();
+                    m.set_field_by_name("text", Value::String(format!("{text}{i}")));
+                    Ok(m)
+                })
+                .collect();
+            Ok(Box::pin(futures_util::stream::iter(items)) as ReplyStream)
+        })
         .client_streaming("kinds.Echo/Join", |call: Call<RequestStream>| async move {
             let mut out = DynamicMessage::new(call.method.output());
             let parts: Vec<String> = call
@@ -328,38 +223,17 @@ async fn all_four_rpc_kinds_reach_registered_handlers() {
     let mut c = srv.client().await;
     let mut req = Request::new(note(&c, "hi", 0));
     req.metadata_mut().insert("x-who", "ann: ".parse().unwrap());
-    assert_eq!(
-        get_str(&c.unary_req("/kinds.Echo/Say", req).await.unwrap(), "text"),
-        "ann: hi"
-    );
+    assert_eq!(get_str(&c.unary_req("/kinds.Echo/Say", req).await.unwrap(), "text"), "ann: hi");
 
-    let got = c
-        .server_stream("/kinds.Echo/Repeat", note(&c, "r", 3))
-        .await
-        .unwrap();
-    assert_eq!(
-        got.iter().map(|m| get_str(m, "text")).collect::<Vec<_>>(),
-        ["r0", "r1", "r2"]
-    );
+    let got = c.server_stream("/kinds.Echo/Repeat", note(&c, "r", 3)).await.unwrap();
+    assert_eq!(got.iter().map(|m| get_str(m, "text")).collect::<Vec<_>>(), ["r0", "r1", "r2"]);
 
-    let joined = c
-        .client_stream("/kinds.Echo/Join", vec![note(&c, "a", 0), note(&c, "b", 0)])
-        .await
-        .unwrap();
+    let joined = c.client_stream("/kinds.Echo/Join", vec![note(&c, "a", 0), note(&c, "b", 0)]).await.unwrap();
     assert_eq!(get_str(&joined, "text"), "a b");
     assert_eq!(get_i64(&joined, "times"), 2);
 
-    let chat = c
-        .bidi(
-            "/kinds.Echo/Chat",
-            vec![note(&c, "x", 0), note(&c, "yz", 0)],
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        chat.iter().map(|m| get_str(m, "text")).collect::<Vec<_>>(),
-        ["X", "YZ"]
-    );
+    let chat = c.bidi("/kinds.Echo/Chat", vec![note(&c, "x", 0), note(&c, "yz", 0)]).await.unwrap();
+    assert_eq!(chat.iter().map(|m| get_str(m, "text")).collect::<Vec<_>>(), ["X", "YZ"]);
 }
 
 #[tokio::test]
@@ -375,10 +249,7 @@ async fn registered_handler_wins_over_the_store() {
     ))
     .await;
     let mut c = srv.client().await;
-    let u = c
-        .unary(GET, c.msg("users.GetUserRequest", json!({"user_id": "zz"})))
-        .await
-        .unwrap();
+    let u = c.unary(GET, c.msg("users.GetUserRequest", json!({"user_id": "zz"}))).await.unwrap();
     assert_eq!(get_str(&u, "name"), "from handler");
 }
 
@@ -386,46 +257,28 @@ async fn registered_handler_wins_over_the_store() {
 async fn handler_of_the_wrong_kind_is_a_build_error() {
     let err = Server::builder()
         .schema_dir(users_dir())
-        .unary(
-            "users.UserService/ListUsers",
-            |call: Call<DynamicMessage>| async move { Ok(call.reply()) },
-        )
+        .unary("users.UserService/ListUsers", |call: Call<DynamicMessage>| async move { Ok(call.reply()) })
         .build()
         .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("is unary but the method is server-streaming"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("is unary but the method is server-streaming"), "{err}");
 }
 
 #[tokio::test]
 async fn unknown_and_uncovered_methods_are_unimplemented() {
     let srv = TestServer::start(kinds_server()).await;
     let mut c = srv.client().await;
-    let err = c
-        .unary("/kinds.Echo/Frobnicate", note(&c, "", 0))
-        .await
-        .unwrap_err();
+    let err = c.unary("/kinds.Echo/Frobnicate", note(&c, "", 0)).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(
-        err.message().contains("kinds.Echo/Frobnicate")
-            && err.message().contains("register a handler"),
+        err.message().contains("kinds.Echo/Frobnicate") && err.message().contains("register a handler"),
         "{}",
         err.message()
     );
 
     // A method the schema does not have at all.
-    let err = c
-        .raw_unary_to("/kinds.Nope/Missing", "kinds.Note", vec![])
-        .await
-        .unwrap_err();
+    let err = c.raw_unary_to("/kinds.Nope/Missing", "kinds.Note", vec![]).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(
-        err.message().contains("Missing") && err.message().contains("kinds.Nope"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().contains("Missing") && err.message().contains("kinds.Nope"), "{}", err.message());
 }
 
 #[tokio::test]
@@ -435,27 +288,15 @@ async fn malformed_request_is_internal_naming_the_method() {
     // Field 1 claims 100 bytes of string but the message ends.
     let err = c.raw_unary(GET, vec![0x0a, 100, b'a']).await.unwrap_err();
     assert_eq!(err.code(), Code::Internal);
-    assert!(
-        err.message().contains("/users.UserService/GetUser"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().contains("/users.UserService/GetUser"), "{}", err.message());
     // The server is still fine afterwards.
-    let e = c
-        .unary(GET, c.msg("users.GetUserRequest", json!({"user_id": "x"})))
-        .await
-        .unwrap_err();
+    let e = c.unary(GET, c.msg("users.GetUserRequest", json!({"user_id": "x"}))).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
 }
 
 #[tokio::test]
 async fn oversize_messages_are_resource_exhausted() {
-    let srv = TestServer::start(
-        Server::builder()
-            .schema_dir(users_dir())
-            .max_message_size(1024),
-    )
-    .await;
+    let srv = TestServer::start(Server::builder().schema_dir(users_dir()).max_message_size(1024)).await;
     let mut c = srv.client().await;
     let big = "x".repeat(2000);
     let err = create(&mut c, &big, "a@b.c").await.unwrap_err();
@@ -470,8 +311,7 @@ async fn oversize_reply_is_resource_exhausted() {
     let mut c = srv.client().await;
     // Repeat streams messages; make the handler produce a big one via Say + metadata.
     let mut req = Request::new(note(&c, "", 0));
-    req.metadata_mut()
-        .insert("x-who", "y".repeat(1500).parse().unwrap());
+    req.metadata_mut().insert("x-who", "y".repeat(1500).parse().unwrap());
     let err = c.unary_req("/kinds.Echo/Say", req).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
 }
@@ -483,15 +323,11 @@ async fn deadlines_are_honoured() {
     // A client that does not enforce deadlines itself, so the answer is the server's.
     let mut c = c.with_grpc(srv.raw_grpc());
     let mut req = Request::new(note(&c, "", 5_000));
-    req.metadata_mut()
-        .insert("grpc-timeout", "100m".parse().unwrap());
+    req.metadata_mut().insert("grpc-timeout", "100m".parse().unwrap());
     let started = std::time::Instant::now();
     let err = c.unary_req("/kinds.Echo/Slow", req).await.unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "the call did not wait for the handler"
-    );
+    assert!(started.elapsed() < Duration::from_secs(4), "the call did not wait for the handler");
 }
 
 #[tokio::test]
@@ -505,10 +341,7 @@ async fn shutdown_drains_in_flight_rpcs() {
     let task = srv.begin_shutdown();
     let res = call.await.unwrap();
     assert!(res.is_ok(), "in-flight call completed: {res:?}");
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("serve returns after draining")
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.expect("serve returns after draining").unwrap();
 }
 
 #[tokio::test]
@@ -518,29 +351,12 @@ async fn health_check_and_watch() {
     let srv = TestServer::users().await;
     let mut h = HealthClient::new(srv.channel().await);
     for svc in ["", "users.UserService"] {
-        let r = h
-            .check(HealthCheckRequest {
-                service: svc.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let r = h.check(HealthCheckRequest { service: svc.into() }).await.unwrap().into_inner();
         assert_eq!(r.status(), ServingStatus::Serving, "service {svc:?}");
     }
-    let err = h
-        .check(HealthCheckRequest {
-            service: "nope.Svc".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = h.check(HealthCheckRequest { service: "nope.Svc".into() }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let mut watch = h
-        .watch(HealthCheckRequest {
-            service: "users.UserService".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = h.watch(HealthCheckRequest { service: "users.UserService".into() }).await.unwrap().into_inner();
     let first = watch.message().await.unwrap().unwrap();
     assert_eq!(first.status(), ServingStatus::Serving);
 }
@@ -549,98 +365,57 @@ async fn health_check_and_watch() {
 async fn reflection_v1_and_v1alpha_describe_the_schema() {
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest as Req1;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse as Resp1;
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-    };
+    use tonic_reflection::pb::v1::{ServerReflectionRequest, server_reflection_client::ServerReflectionClient};
     use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as ReqA;
     use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as RespA;
 
     let srv = TestServer::users().await;
     let mut v1 = ServerReflectionClient::new(srv.channel().await);
     let reqs = vec![
-        ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(Req1::ListServices(String::new())),
-        },
+        ServerReflectionRequest { host: String::new(), message_request: Some(Req1::ListServices(String::new())) },
         ServerReflectionRequest {
             host: String::new(),
             message_request: Some(Req1::FileContainingSymbol("users.User".into())),
         },
     ];
-    let mut s = v1
-        .server_reflection_info(tokio_stream::iter(reqs))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(Resp1::ListServicesResponse(list)) =
-        s.message().await.unwrap().unwrap().message_response
-    else {
+    let mut s = v1.server_reflection_info(tokio_stream::iter(reqs)).await.unwrap().into_inner();
+    let Some(Resp1::ListServicesResponse(list)) = s.message().await.unwrap().unwrap().message_response else {
         panic!("expected a service list")
     };
     let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"users.UserService"), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
-    let Some(Resp1::FileDescriptorResponse(files)) =
-        s.message().await.unwrap().unwrap().message_response
-    else {
+    let Some(Resp1::FileDescriptorResponse(files)) = s.message().await.unwrap().unwrap().message_response else {
         panic!("expected file descriptors")
     };
     let file = files
         .file_descriptor_proto
         .iter()
-        .map(|b| {
-            <prost_types::FileDescriptorProto as prost::Message>::decode(b.as_slice()).unwrap()
-        })
+        .map(|b| <prost_types::FileDescriptorProto as prost::Message>::decode(b.as_slice()).unwrap())
         .find(|f| f.name() == "user_service.proto")
         .expect("user_service.proto is served");
     assert!(file.message_type.iter().any(|m| m.name() == "User"));
-    assert!(
-        file.dependency
-            .iter()
-            .any(|d| d == "buf/validate/validate.proto")
-    );
+    assert!(file.dependency.iter().any(|d| d == "buf/validate/validate.proto"));
 
     let mut alpha =
-        tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient::new(
-            srv.channel().await,
-        );
+        tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient::new(srv.channel().await);
     // The service's file and its imports (so clients can resolve every dependency).
     for (req, want) in [
-        (
-            ReqA::FileContainingSymbol("users.UserService".into()),
-            "user_service.proto",
-        ),
-        (
-            ReqA::FileByFilename("buf/validate/validate.proto".into()),
-            "buf/validate/validate.proto",
-        ),
-        (
-            ReqA::FileByFilename("google/protobuf/descriptor.proto".into()),
-            "google/protobuf/descriptor.proto",
-        ),
+        (ReqA::FileContainingSymbol("users.UserService".into()), "user_service.proto"),
+        (ReqA::FileByFilename("buf/validate/validate.proto".into()), "buf/validate/validate.proto"),
+        (ReqA::FileByFilename("google/protobuf/descriptor.proto".into()), "google/protobuf/descriptor.proto"),
     ] {
-        let req = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(req),
-        };
-        let mut s = alpha
-            .server_reflection_info(tokio_stream::iter(vec![req]))
-            .await
-            .unwrap()
-            .into_inner();
-        let Some(RespA::FileDescriptorResponse(files)) =
-            s.message().await.unwrap().unwrap().message_response
-        else {
+        let req =
+            tonic_reflection::pb::v1alpha::ServerReflectionRequest { host: String::new(), message_request: Some(req) };
+        let mut s = alpha.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+        let Some(RespA::FileDescriptorResponse(files)) = s.message().await.unwrap().unwrap().message_response else {
             panic!("expected file descriptors from v1alpha for {want}")
         };
         let names: Vec<String> = files
             .file_descriptor_proto
             .iter()
             .map(|b| {
-                <prost_types::FileDescriptorProto as prost::Message>::decode(b.as_slice())
-                    .unwrap()
-                    .name()
-                    .to_owned()
+                <prost_types::FileDescriptorProto as prost::Message>::decode(b.as_slice()).unwrap().name().to_owned()
             })
             .collect();
         assert!(names.contains(&want.to_owned()), "{want}: {names:?}");
@@ -654,50 +429,21 @@ async fn library_example_serves_the_seed_semantics() {
     let alice = create(&mut c, "Alice", "alice@example.com").await.unwrap();
     let id = get_str(&alice, "id");
     assert!(uuid::Uuid::parse_str(&id).is_ok());
-    let got = c
-        .unary(GET, c.msg("users.GetUserRequest", json!({"user_id": id})))
-        .await
-        .unwrap();
+    let got = c.unary(GET, c.msg("users.GetUserRequest", json!({"user_id": id}))).await.unwrap();
     assert_eq!(got, alice);
-    let err = c
-        .unary(
-            GET,
-            c.msg("users.GetUserRequest", json!({"user_id": "nonexistent"})),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (err.code(), err.message()),
-        (Code::NotFound, "User 'nonexistent' not found")
-    );
+    let err = c.unary(GET, c.msg("users.GetUserRequest", json!({"user_id": "nonexistent"}))).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::NotFound, "User 'nonexistent' not found"));
     let err = create(&mut c, "Bad", "bad").await.unwrap_err();
-    assert_eq!(
-        (err.code(), err.message()),
-        (Code::InvalidArgument, "Invalid email address")
-    );
+    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "Invalid email address"));
     let reqs = ["Bob", "Carol"]
         .iter()
-        .map(|n| {
-            c.msg(
-                "users.CreateUserRequest",
-                json!({"name": n, "email": format!("{n}@x.io")}),
-            )
-        })
+        .map(|n| c.msg("users.CreateUserRequest", json!({"name": n, "email": format!("{n}@x.io")})))
         .collect();
     let bulk = c.client_stream(BULK, reqs).await.unwrap();
     assert_eq!(get_i64(&bulk, "created_count"), 2);
-    let listed = c
-        .server_stream(
-            LIST,
-            c.msg("users.ListUsersRequest", json!({"page_size": 2})),
-        )
-        .await
-        .unwrap();
+    let listed = c.server_stream(LIST, c.msg("users.ListUsersRequest", json!({"page_size": 2}))).await.unwrap();
     assert_eq!(listed.len(), 2);
     assert_eq!(get_str(&listed[0], "name"), "Alice");
-    let listed = c
-        .server_stream(LIST, c.msg("users.ListUsersRequest", json!({})))
-        .await
-        .unwrap();
+    let listed = c.server_stream(LIST, c.msg("users.ListUsersRequest", json!({}))).await.unwrap();
     assert_eq!(listed.len(), 3);
 }

@@ -43,20 +43,13 @@ impl TestServer {
 
     pub async fn run(server: Server) -> TestServer {
         let pool = server.snapshot().schema().pool().clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(server.serve(listener, async {
             let _ = rx.await;
         }));
-        TestServer {
-            addr,
-            pool,
-            shutdown: Some(tx),
-            task: Some(task),
-        }
+        TestServer { addr, pool, shutdown: Some(tx), task: Some(task) }
     }
 
     pub async fn users() -> TestServer {
@@ -64,18 +57,11 @@ impl TestServer {
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect")
+        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.expect("connect")
     }
 
     pub async fn client(&self) -> Client {
-        Client {
-            grpc: tonic::client::Grpc::new(self.channel().await),
-            pool: self.pool.clone(),
-        }
+        Client { grpc: tonic::client::Grpc::new(self.channel().await), pool: self.pool.clone() }
     }
 
     /// Asks the server to drain and returns the serve task.
@@ -97,17 +83,14 @@ impl Drop for TestServer {
 
 /// A plain HTTP/2 client: unlike tonic's Channel it does not enforce
 /// `grpc-timeout` on its own, so deadline tests see the server's answer.
-pub type RawHttp = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    tonic::body::Body,
->;
+pub type RawHttp =
+    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, tonic::body::Body>;
 
 impl TestServer {
     pub fn raw_grpc(&self) -> tonic::client::Grpc<RawHttp> {
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .http2_only(true)
-                .build_http();
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
         tonic::client::Grpc::with_origin(client, format!("http://{}", self.addr).parse().unwrap())
     }
 }
@@ -121,31 +104,19 @@ pub struct Client<T = Channel> {
 
 impl<T> Client<T> {
     pub fn with_grpc<U>(self, grpc: tonic::client::Grpc<U>) -> Client<U> {
-        Client {
-            grpc,
-            pool: self.pool,
-        }
+        Client { grpc, pool: self.pool }
     }
 
     /// A message of type `name` from proto3 JSON.
     pub fn msg(&self, name: &str, json: serde_json::Value) -> DynamicMessage {
-        let desc = self
-            .pool
-            .get_message_by_name(name)
-            .unwrap_or_else(|| panic!("no message {name}"));
+        let desc = self.pool.get_message_by_name(name).unwrap_or_else(|| panic!("no message {name}"));
         DynamicMessage::deserialize(desc, json).expect("valid JSON for message")
     }
 
     fn method(&self, path: &str) -> (MessageDescriptor, MessageDescriptor) {
         let (svc, m) = path.trim_start_matches('/').split_once('/').unwrap();
-        let svc = self
-            .pool
-            .get_service_by_name(svc)
-            .unwrap_or_else(|| panic!("no service {svc}"));
-        let m = svc
-            .methods()
-            .find(|x| x.name() == m)
-            .unwrap_or_else(|| panic!("no method {path}"));
+        let svc = self.pool.get_service_by_name(svc).unwrap_or_else(|| panic!("no service {svc}"));
+        let m = svc.methods().find(|x| x.name() == m).unwrap_or_else(|| panic!("no method {path}"));
         (m.input(), m.output())
     }
 }
@@ -154,8 +125,7 @@ impl<T> Client<T>
 where
     T: tonic::client::GrpcService<tonic::body::Body>,
     T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    <T::ResponseBody as http_body::Body>::Error:
-        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    <T::ResponseBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
     T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     pub fn with_pool(mut self, pool: DescriptorPool) -> Self {
@@ -163,46 +133,22 @@ where
         self
     }
 
-    pub async fn unary(
-        &mut self,
-        path: &str,
-        req: DynamicMessage,
-    ) -> Result<DynamicMessage, Status> {
+    pub async fn unary(&mut self, path: &str, req: DynamicMessage) -> Result<DynamicMessage, Status> {
         self.unary_req(path, Request::new(req)).await
     }
 
-    pub async fn unary_req(
-        &mut self,
-        path: &str,
-        req: Request<DynamicMessage>,
-    ) -> Result<DynamicMessage, Status> {
+    pub async fn unary_req(&mut self, path: &str, req: Request<DynamicMessage>) -> Result<DynamicMessage, Status> {
         let (_, out) = self.method(path);
-        self.grpc
-            .ready()
-            .await
-            .map_err(|e| Status::unavailable(e.into().to_string()))?;
-        let r = self
-            .grpc
-            .unary(req, path.parse().unwrap(), DynCodec(out))
-            .await?;
+        self.grpc.ready().await.map_err(|e| Status::unavailable(e.into().to_string()))?;
+        let r = self.grpc.unary(req, path.parse().unwrap(), DynCodec(out)).await?;
         Ok(r.into_inner())
     }
 
-    pub async fn server_stream(
-        &mut self,
-        path: &str,
-        req: DynamicMessage,
-    ) -> Result<Vec<DynamicMessage>, Status> {
+    pub async fn server_stream(&mut self, path: &str, req: DynamicMessage) -> Result<Vec<DynamicMessage>, Status> {
         let (_, out) = self.method(path);
-        self.grpc
-            .ready()
-            .await
-            .map_err(|e| Status::unavailable(e.into().to_string()))?;
-        let mut s = self
-            .grpc
-            .server_streaming(Request::new(req), path.parse().unwrap(), DynCodec(out))
-            .await?
-            .into_inner();
+        self.grpc.ready().await.map_err(|e| Status::unavailable(e.into().to_string()))?;
+        let mut s =
+            self.grpc.server_streaming(Request::new(req), path.parse().unwrap(), DynCodec(out)).await?.into_inner();
         let mut v = Vec::new();
         while let Some(m) = s.message().await? {
             v.push(m);
@@ -210,40 +156,19 @@ where
         Ok(v)
     }
 
-    pub async fn client_stream(
-        &mut self,
-        path: &str,
-        reqs: Vec<DynamicMessage>,
-    ) -> Result<DynamicMessage, Status> {
+    pub async fn client_stream(&mut self, path: &str, reqs: Vec<DynamicMessage>) -> Result<DynamicMessage, Status> {
         let (_, out) = self.method(path);
-        self.grpc
-            .ready()
-            .await
-            .map_err(|e| Status::unavailable(e.into().to_string()))?;
+        self.grpc.ready().await.map_err(|e| Status::unavailable(e.into().to_string()))?;
         let stream = tokio_stream::iter(reqs);
-        let r = self
-            .grpc
-            .client_streaming(Request::new(stream), path.parse().unwrap(), DynCodec(out))
-            .await?;
+        let r = self.grpc.client_streaming(Request::new(stream), path.parse().unwrap(), DynCodec(out)).await?;
         Ok(r.into_inner())
     }
 
-    pub async fn bidi(
-        &mut self,
-        path: &str,
-        reqs: Vec<DynamicMessage>,
-    ) -> Result<Vec<DynamicMessage>, Status> {
+    pub async fn bidi(&mut self, path: &str, reqs: Vec<DynamicMessage>) -> Result<Vec<DynamicMessage>, Status> {
         let (_, out) = self.method(path);
-        self.grpc
-            .ready()
-            .await
-            .map_err(|e| Status::unavailable(e.into().to_string()))?;
+        self.grpc.ready().await.map_err(|e| Status::unavailable(e.into().to_string()))?;
         let stream = tokio_stream::iter(reqs);
-        let mut s = self
-            .grpc
-            .streaming(Request::new(stream), path.parse().unwrap(), DynCodec(out))
-            .await?
-            .into_inner();
+        let mut s = self.grpc.streaming(Request::new(stream), path.parse().unwrap(), DynCodec(out)).await?.into_inner();
         let mut v = Vec::new();
         while let Some(m) = s.message().await? {
             v.push(m);
@@ -259,44 +184,27 @@ where
         body: Vec<u8>,
     ) -> Result<DynamicMessage, Status> {
         let out = self.pool.get_message_by_name(reply_type).unwrap();
-        self.grpc
-            .ready()
-            .await
-            .map_err(|e| Status::unavailable(e.into().to_string()))?;
-        let r = self
-            .grpc
-            .unary(Request::new(body), path.parse().unwrap(), RawCodec(out))
-            .await?;
+        self.grpc.ready().await.map_err(|e| Status::unavailable(e.into().to_string()))?;
+        let r = self.grpc.unary(Request::new(body), path.parse().unwrap(), RawCodec(out)).await?;
         Ok(r.into_inner())
     }
 
     /// Sends raw bytes as the request body of a unary call.
     pub async fn raw_unary(&mut self, path: &str, body: Vec<u8>) -> Result<DynamicMessage, Status> {
         let (_, out) = self.method(path);
-        self.grpc
-            .ready()
-            .await
-            .map_err(|e| Status::unavailable(e.into().to_string()))?;
-        let r = self
-            .grpc
-            .unary(Request::new(body), path.parse().unwrap(), RawCodec(out))
-            .await?;
+        self.grpc.ready().await.map_err(|e| Status::unavailable(e.into().to_string()))?;
+        let r = self.grpc.unary(Request::new(body), path.parse().unwrap(), RawCodec(out)).await?;
         Ok(r.into_inner())
     }
 }
 
 pub fn get_str(m: &DynamicMessage, field: &str) -> String {
-    m.get_field_by_name(field)
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+    m.get_field_by_name(field).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 pub fn get_i64(m: &DynamicMessage, field: &str) -> i64 {
     let v = m.get_field_by_name(field).unwrap();
-    v.as_i64()
-        .or(v.as_i32().map(i64::from))
-        .or(v.as_u32().map(i64::from))
-        .unwrap_or_default()
+    v.as_i64().or(v.as_i32().map(i64::from)).or(v.as_u32().map(i64::from)).unwrap_or_default()
 }
 
 /// Codec for the client: encodes any DynamicMessage, decodes the given type.
@@ -321,8 +229,7 @@ impl Encoder for DynEnc {
     type Item = DynamicMessage;
     type Error = Status;
     fn encode(&mut self, item: DynamicMessage, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(e.to_string()))
+        item.encode(dst).map_err(|e| Status::internal(e.to_string()))
     }
 }
 
@@ -331,9 +238,7 @@ impl Decoder for DynDec {
     type Item = DynamicMessage;
     type Error = Status;
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<DynamicMessage>, Status> {
-        DynamicMessage::decode(self.0.clone(), src)
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
+        DynamicMessage::decode(self.0.clone(), src).map(Some).map_err(|e| Status::internal(e.to_string()))
     }
 }
 
@@ -373,10 +278,7 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met within {within:?}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "condition not met within {within:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -422,11 +324,7 @@ pub fn bad_request_violations(status: &Status) -> Vec<(String, String)> {
     st.details
         .iter()
         .filter(|a| a.type_url.ends_with("google.rpc.BadRequest"))
-        .flat_map(|a| {
-            BadRequest::decode(a.value.as_slice())
-                .unwrap()
-                .field_violations
-        })
+        .flat_map(|a| BadRequest::decode(a.value.as_slice()).unwrap().field_violations)
         .map(|v| (v.field, v.description))
         .collect()
 }

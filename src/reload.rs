@@ -1,0 +1,337 @@
+//! Hot reload: watch the schema roots (notify + a ~100 ms debouncer), compile the
+//! candidate off the serving path, build a complete snapshot, check it against
+//! the live one, and swap it in atomically — or keep serving the old one.
+//!
+//! Only this module publishes snapshots after startup. A schema that fails to
+//! compile (or, with `--on-breaking reject`, breaks wire compatibility) never goes
+//! live; the next edit is tried again from scratch.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use notify::RecursiveMode;
+use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use prost_reflect::DescriptorPool;
+use tokio::sync::{Mutex, mpsc, watch};
+
+use crate::registry::{BuildError, Registry, Snapshot};
+use crate::schema::{self, Schema, SchemaError};
+
+/// How long the watcher waits for a burst of file events to settle.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// What to do when a candidate schema has breaking wire changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnBreaking {
+    /// Log the findings and go live anyway.
+    #[default]
+    Warn,
+    /// Log the findings and keep the live schema.
+    Reject,
+}
+
+/// A wire-compatibility check between the live pool and a candidate: returns
+/// (is it breaking, a report to log). Pure: descriptors in, findings out.
+pub type CompatCheck = Arc<dyn Fn(&DescriptorPool, &DescriptorPool) -> (bool, String) + Send + Sync>;
+
+/// Why a reload did not go live.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The candidate did not compile.
+    #[error("schema does not compile; still serving generation {live}:\n{}", error.render())]
+    Compile {
+        /// The compiler's diagnostic.
+        error: SchemaError,
+        /// The generation still serving.
+        live: u64,
+    },
+    /// The candidate compiled but handlers do not fit it.
+    #[error("schema rejected; still serving generation {live}: {error}")]
+    Build {
+        /// What did not fit.
+        error: BuildError,
+        /// The generation still serving.
+        live: u64,
+    },
+    /// `--on-breaking reject` and the candidate breaks wire compatibility.
+    #[error("schema rejected for breaking wire compatibility; still serving generation {live}:\n{report}")]
+    Breaking {
+        /// The findings.
+        report: String,
+        /// The generation still serving.
+        live: u64,
+    },
+}
+
+impl ReloadError {
+    /// The compile error, when that is why the reload failed.
+    pub fn schema_error(&self) -> Option<&SchemaError> {
+        match self {
+            ReloadError::Compile { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    /// The generation now live (unchanged when the schema was identical).
+    pub generation: u64,
+    /// What changed; empty when the compiled schema is identical to the live one.
+    pub diff: SchemaDiff,
+    /// Time spent compiling.
+    pub compile: Duration,
+    /// Time spent building and publishing the snapshot.
+    pub swap: Duration,
+}
+
+/// Services, methods and messages added, removed or changed between two schemas.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchemaDiff {
+    /// Added services, methods (`pkg.Svc/M`) and messages.
+    pub added: Vec<String>,
+    /// Removed ones.
+    pub removed: Vec<String>,
+    /// Present in both with a different definition.
+    pub changed: Vec<String>,
+}
+
+impl SchemaDiff {
+    /// Compares the user-visible elements of two pools.
+    pub fn between(old: &DescriptorPool, new: &DescriptorPool) -> SchemaDiff {
+        let elements = |p: &DescriptorPool| {
+            let mut v: Vec<(String, Vec<u8>)> = Vec::new();
+            for s in p.services() {
+                v.push((format!("service {}", s.full_name()), Vec::new()));
+                for m in s.methods() {
+                    v.push((
+                        format!("method {}/{}", s.full_name(), m.name()),
+                        prost::Message::encode_to_vec(m.method_descriptor_proto()),
+                    ));
+                }
+            }
+            for m in p.all_messages() {
+                if !m.is_map_entry() {
+                    v.push((format!("message {}", m.full_name()), prost::Message::encode_to_vec(m.descriptor_proto())));
+                }
+            }
+            for e in p.all_enums() {
+                v.push((format!("enum {}", e.full_name()), prost::Message::encode_to_vec(e.enum_descriptor_proto())));
+            }
+            v.into_iter().collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let (a, b) = (elements(old), elements(new));
+        let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        let mut d = SchemaDiff::default();
+        for k in keys {
+            match (a.get(k), b.get(k)) {
+                (None, Some(_)) => d.added.push(k.clone()),
+                (Some(_), None) => d.removed.push(k.clone()),
+                (Some(x), Some(y)) if x != y => d.changed.push(k.clone()),
+                _ => {}
+            }
+        }
+        d
+    }
+
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+impl fmt::Display for SchemaDiff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("no changes");
+        }
+        let mut parts = Vec::new();
+        for (sign, list) in [("+", &self.added), ("-", &self.removed), ("~", &self.changed)] {
+            if !list.is_empty() {
+                parts.push(format!("{sign}[{}]", list.join(", ")));
+            }
+        }
+        f.write_str(&parts.join(" "))
+    }
+}
+
+/// Drives reloads for a running server: from the file watcher, SIGHUP or Rust code.
+#[derive(Clone)]
+pub struct ReloadHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Arc<Registry>,
+    roots: Vec<PathBuf>,
+    on_breaking: OnBreaking,
+    compat: Option<CompatCheck>,
+    /// One reload at a time; held across the compile, never on the RPC path.
+    running: Mutex<()>,
+}
+
+impl fmt::Debug for ReloadHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadHandle").field("roots", &self.inner.roots).finish_non_exhaustive()
+    }
+}
+
+impl ReloadHandle {
+    pub(crate) fn new(
+        registry: Arc<Registry>,
+        roots: Vec<PathBuf>,
+        on_breaking: OnBreaking,
+        compat: Option<CompatCheck>,
+    ) -> Self {
+        Self { inner: Arc::new(Inner { registry, roots, on_breaking, compat, running: Mutex::new(()) }) }
+    }
+
+    /// The generation live now.
+    pub fn generation(&self) -> u64 {
+        self.inner.registry.load().generation()
+    }
+
+    /// The live snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.registry.load()
+    }
+
+    /// Observes the live generation number as snapshots go live.
+    pub fn generations(&self) -> watch::Receiver<u64> {
+        self.inner.registry.subscribe()
+    }
+
+    /// Waits until generation `n` (or a later one) is live.
+    pub async fn wait_for_generation(&self, n: u64) {
+        let mut rx = self.generations();
+        let _ = rx.wait_for(|g| *g >= n).await;
+    }
+
+    /// Recompiles the schema roots and, if the result is good, makes it live.
+    /// Logs one line either way.
+    pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let _one_at_a_time = self.inner.running.lock().await;
+        let live = self.inner.registry.load();
+        let started = Instant::now();
+        let roots = self.inner.roots.clone();
+        // Compiling is CPU work: keep it off the threads serving RPCs.
+        let compiled = tokio::task::spawn_blocking(move || schema::load(&roots)).await.unwrap_or_else(|e| {
+            Err(SchemaError::Io { path: PathBuf::from("<reload>"), source: std::io::Error::other(e) })
+        });
+        let compile = started.elapsed();
+        let result = self.apply(&live, compiled, compile).await;
+        match &result {
+            Ok(r) if r.diff.is_empty() => {
+                tracing::info!(generation = r.generation, "reload: schema unchanged ({:.1?} compile)", r.compile);
+            }
+            Ok(r) => tracing::info!(
+                generation = r.generation,
+                "reload: generation {} live: {} (compile {:.1?}, swap {:.1?})",
+                r.generation,
+                r.diff,
+                r.compile,
+                r.swap
+            ),
+            Err(e) => tracing::error!(generation = live.generation(), "reload failed: {e}"),
+        }
+        result
+    }
+
+    async fn apply(
+        &self,
+        live: &Arc<Snapshot>,
+        compiled: Result<Schema, SchemaError>,
+        compile: Duration,
+    ) -> Result<Reloaded, ReloadError> {
+        let live_gen = live.generation();
+        let schema = compiled.map_err(|error| ReloadError::Compile { error, live: live_gen })?;
+        let diff = SchemaDiff::between(live.schema().pool(), schema.pool());
+        if diff.is_empty() && live.schema().files() == schema.files() {
+            return Ok(Reloaded { generation: live_gen, diff, compile, swap: Duration::ZERO });
+        }
+        if let Some(check) = &self.inner.compat {
+            let (breaking, report) = check(live.schema().pool(), schema.pool());
+            if breaking {
+                match self.inner.on_breaking {
+                    OnBreaking::Reject => return Err(ReloadError::Breaking { report, live: live_gen }),
+                    OnBreaking::Warn => tracing::warn!(
+                        "reload: candidate breaks wire compatibility (going live, --on-breaking warn):\n{report}"
+                    ),
+                }
+            } else if !report.trim().is_empty() {
+                tracing::info!("reload: compatibility notes:\n{report}");
+            }
+        }
+        let swap_started = Instant::now();
+        let registry = self.inner.registry.clone();
+        let snapshot = tokio::task::spawn_blocking(move || registry.prepare(schema))
+            .await
+            .map_err(|e| ReloadError::Build { error: BuildError::Reflection(e.to_string()), live: live_gen })?
+            .map_err(|error| ReloadError::Build { error, live: live_gen })?;
+        let published = self.inner.registry.publish(snapshot).await;
+        Ok(Reloaded { generation: published.generation(), diff, compile, swap: swap_started.elapsed() })
+    }
+
+    /// Watches the roots and reloads after each burst of changes, until the
+    /// returned guard is dropped.
+    pub fn watch(&self) -> Result<WatchGuard, notify::Error> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| match res {
+            Ok(events) => {
+                if events.iter().any(|e| e.paths.iter().any(|p| is_relevant(p))) {
+                    let _ = tx.send(());
+                }
+            }
+            Err(errors) => {
+                for e in errors {
+                    tracing::warn!(error = %e, "file watcher error");
+                }
+            }
+        })?;
+        for root in &self.inner.roots {
+            debouncer.watch(root, RecursiveMode::Recursive)?;
+        }
+        let handle = self.clone();
+        let task = tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                // Coalesce whatever else arrived while we were reloading.
+                while rx.try_recv().is_ok() {}
+                let _ = handle.reload().await;
+            }
+        });
+        Ok(WatchGuard { _debouncer: Box::new(debouncer), task })
+    }
+}
+
+/// Keeps the file watcher running; dropping it stops watching.
+pub struct WatchGuard {
+    _debouncer: Box<dyn std::any::Any + Send>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl fmt::Debug for WatchGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WatchGuard")
+    }
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Editor droppings (swap files, backups) do not trigger reloads; anything else
+/// under a root may change the schema (a `.proto`, or a folder holding some).
+fn is_relevant(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return true };
+    !(name.ends_with('~')
+        || name.ends_with(".swp")
+        || name.ends_with(".swx")
+        || name.starts_with(".#")
+        || name == "4913")
+}
