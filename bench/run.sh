@@ -1,0 +1,269 @@
+#!/usr/bin/env bash
+# protoserve vs the codegen baseline on users.UserService, on this machine, loopback only.
+#
+#   bench/run.sh [NAME='COMMAND with {port}' ...]
+#
+# Builds protoserve (release) and the bench workspace, then for ROUNDS rounds starts each
+# target in turn (baseline protoserve baseline protoserve ...), each pinned to SRV_CPUS:
+#   cold start   spawn -> first successful GetUser, median of COLD_RUNS spawns (ms)
+#   RSS at rest  VmRSS once the server has answered one GetUser
+#   check        `loadgen check`: the semantics every target must share (else FAIL)
+#   GetUser, CreateUser     h2load, CONNS x STREAMS, pre-encoded gRPC bodies, WARMUP s then
+#                           DURATION s; only gRPC-OK responses count
+#   ListUsers(PAGE)         `loadgen list`: streamed users/s (each call must bring PAGE)
+#   BulkCreate(BATCH)       `loadgen bulk`: created users/s (BATCH per client stream)
+# then once per target: RSS after FILL_N unary CreateUser. Prints the table (medians over
+# rounds, ratios to the baseline of the same round) and writes OUT/{raw.tsv,table.txt,env.txt,logs/}.
+#
+# Extra arguments NAME='COMMAND' add targets: the command must serve users.UserService on
+# 127.0.0.1:{port} with bench-user pre-seeded.
+#
+# Knobs (env), defaults in brackets:
+#   TARGETS [baseline protoserve]  which built-in targets run (TARGETS=baseline: baseline only)
+#   ROUNDS [3]  DURATION [5] s  WARMUP [1] s  CONNS [2]  STREAMS [50] (per connection)
+#   RPCS [GetUser CreateUser ListUsers BulkCreate]  PAGE [100]  BATCH [100]
+#   COLD_RUNS [5]  FILL_N [1000000] (0 skips the fill)  CHECK [1] (0 skips the semantic check)
+#   PIN [1] (0: no taskset)  SRV_CPUS [0]  LG_CPUS [1]  H2_THREADS [1]
+#   BUILD [1] (0: use the binaries as they are)
+#   PROTOSERVE_TARGET_DIR [bench/target]: cargo --target-dir for protoserve; bench/target
+#     keeps clear of the root build's lock. PROTOSERVE_TARGET_DIR="$PWD/target" reuses the
+#     root build instead.  PROTOSERVE_BIN: a protoserve binary to use as is (skips its build).
+#   OUT [bench/results]
+set -euo pipefail
+
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH/.." && pwd)
+
+TARGETS=${TARGETS-baseline protoserve}
+ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} WARMUP=${WARMUP:-1}
+CONNS=${CONNS:-2} STREAMS=${STREAMS:-50}
+RPCS=${RPCS:-GetUser CreateUser ListUsers BulkCreate} PAGE=${PAGE:-100} BATCH=${BATCH:-100}
+COLD_RUNS=${COLD_RUNS:-5} FILL_N=${FILL_N:-1000000} CHECK=${CHECK:-1}
+PIN=${PIN:-1} SRV_CPUS=${SRV_CPUS:-0} LG_CPUS=${LG_CPUS:-1} H2_THREADS=${H2_THREADS:-1}
+BUILD=${BUILD:-1} OUT=${OUT:-$BENCH/results}
+PROTOSERVE_TARGET_DIR=${PROTOSERVE_TARGET_DIR:-$BENCH/target}
+PROTOSERVE_BIN=${PROTOSERVE_BIN:-}
+BASELINE_NAME=baseline
+
+die() { echo "run.sh: $*" >&2; exit 1; }
+log() { echo "$*" >&2; }
+
+# ---- (a) tools ----------------------------------------------------------------------------
+need_pkg() { # command debian-package
+  command -v "$1" >/dev/null && return 0
+  [ "$(id -u)" = 0 ] || die "$1 is missing: install the Debian package $2 (needs root)"
+  log "installing $2 (for $1)"
+  apt-get install -y -qq "$2" >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null && apt-get install -y -qq "$2" >/dev/null; } ||
+    die "apt-get install $2 failed"
+  command -v "$1" >/dev/null || die "$2 installed but $1 is still missing"
+}
+need_pkg h2load nghttp2-client
+need_pkg taskset util-linux
+command -v cargo >/dev/null || die "cargo is missing"
+
+# ---- (b) build ----------------------------------------------------------------------------
+wants() { [[ " $TARGETS " == *" $1 "* ]]; }
+LOADGEN=$BENCH/target/release/loadgen
+BASELINE_BIN=$BENCH/target/release/baseline
+if [ "$BUILD" = 1 ]; then
+  log "building the bench workspace (baseline, loadgen)"
+  cargo build --release --quiet --manifest-path "$BENCH/Cargo.toml" -p baseline -p loadgen
+  if wants protoserve && [ -z "$PROTOSERVE_BIN" ]; then
+    log "building protoserve (release, --target-dir $PROTOSERVE_TARGET_DIR)"
+    cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" --bin protoserve \
+      --target-dir "$PROTOSERVE_TARGET_DIR"
+  fi
+fi
+PROTOSERVE_BIN=${PROTOSERVE_BIN:-$PROTOSERVE_TARGET_DIR/release/protoserve}
+[ -x "$LOADGEN" ] || die "missing $LOADGEN (run with BUILD=1)"
+
+# ---- targets: NAME -> command words, {port} replaced at start ------------------------------
+names=()
+declare -A CMDS=()
+add_target() { names+=("$1"); CMDS[$1]=$2; }
+for t in $TARGETS; do
+  case $t in
+    baseline)
+      [ -x "$BASELINE_BIN" ] || die "missing $BASELINE_BIN (run with BUILD=1)"
+      add_target baseline "$BASELINE_BIN --addr 127.0.0.1:{port}" ;;
+    protoserve)
+      [ -x "$PROTOSERVE_BIN" ] || die "missing $PROTOSERVE_BIN (BUILD=1 builds it; or set PROTOSERVE_BIN)"
+      add_target protoserve "$PROTOSERVE_BIN serve $ROOT/schemas/users --data $BENCH/data/bench-user.yaml --addr 127.0.0.1:{port}" ;;
+    *) die "unknown target '$t' in TARGETS (known: baseline protoserve; add others as NAME='COMMAND')" ;;
+  esac
+done
+for arg in "$@"; do
+  [[ $arg == *=* && $arg == *'{port}'* ]] || die "an extra target is NAME='COMMAND with {port}', got: $arg"
+  add_target "${arg%%=*}" "${arg#*=}"
+done
+[ ${#names[@]} -gt 0 ] || die "no targets"
+wants baseline || log "note: no baseline in TARGETS: the ratio column stays empty"
+
+SRV_PIN=() LG_PIN=()
+if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+  SRV_PIN=(taskset -c "$SRV_CPUS") LG_PIN=(taskset -c "$LG_CPUS")
+fi
+
+mkdir -p "$OUT/logs"
+RAW=$OUT/raw.tsv
+: >"$RAW"
+"$LOADGEN" bodies --out "$OUT/bodies"
+
+# ---- (c) server lifecycle: each server in its own session, stopped by process group ------
+PID="" PORT="" SRV_PID=""
+start() { # name logfile
+  local words
+  PORT=$("$LOADGEN" free-port)
+  read -r -a words <<<"${CMDS[$1]//\{port\}/$PORT}"
+  setsid "${SRV_PIN[@]}" "${words[@]}" >"$2" 2>&1 </dev/null &
+  PID=$!
+  local tries=0
+  until "${LG_PIN[@]}" "$LOADGEN" wait --addr "127.0.0.1:$PORT" --timeout 1 >/dev/null 2>/dev/null; do
+    if ! kill -0 "$PID" 2>/dev/null; then
+      log "  $1 exited during startup (log: $2)"; stop; return 1
+    fi
+    if [ $((tries += 1)) -ge 30 ]; then
+      log "  $1 did not answer GetUser(bench-user) on 127.0.0.1:$PORT within 30 s (log: $2)"
+      stop; return 1
+    fi
+  done
+  # setsid and taskset exec the server, so PID is the server itself; follow children if not.
+  SRV_PID=$PID
+  while [[ $(cat "/proc/$SRV_PID/comm" 2>/dev/null) =~ ^(setsid|taskset|bash|sh)$ ]]; do
+    SRV_PID=$(pgrep -P "$SRV_PID" | head -1) || break
+  done
+}
+stop() {
+  [ -n "$PID" ] || return 0
+  kill -TERM -- "-$PID" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL -- "-$PID" 2>/dev/null || true
+  wait "$PID" 2>/dev/null || true
+  PID="" SRV_PID=""
+}
+trap stop EXIT
+trap 'stop; exit 130' INT TERM
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$SRV_PID/status"; }
+row() { printf '%s\n' "$(IFS=$'\t'; echo "$*")" >>"$RAW"; }
+
+# ---- (d) load ------------------------------------------------------------------------------
+h2() { # seconds h2load-args... (runs pinned, bounded in time)
+  local t=$1; shift
+  timeout "$t" "${LG_PIN[@]}" h2load -H 'content-type: application/grpc' -H 'te: trailers' "$@" 2>&1 || true
+}
+h2_rpc() { # round name rpc
+  local url="http://127.0.0.1:$PORT/users.UserService/$3" body="$OUT/bodies/$3.bin" ref stats
+  local tag="$OUT/logs/$2-r$1-$3"
+  # One request first: its DATA bytes are the size of one good response (errors have none).
+  ref=$(h2 10 -n 1 -c 1 -d "$body" "$url" | sed -nE 's/^traffic:.*\(([0-9]+)\) data$/\1/p')
+  if [ -z "$ref" ] || [ "$ref" = 0 ]; then
+    log "  $2 $3: the probe request got no response data (a gRPC error?)"; row "$1" "$2" "$3" FAIL; return
+  fi
+  h2 $((WARMUP + 10)) -t "$H2_THREADS" -c "$CONNS" -m "$STREAMS" -D "$WARMUP" -d "$body" "$url" >/dev/null
+  rm -f "$tag.log"  # h2load appends to an existing log file
+  h2 $((DURATION + 10)) -t "$H2_THREADS" -c "$CONNS" -m "$STREAMS" -D "$DURATION" -d "$body" \
+    --log-file="$tag.log" "$url" >"$tag.out"
+  if ! stats=$("$LOADGEN" h2stats "$tag.out" "$tag.log" "$ref" 2>"$tag.err"); then
+    log "  $2 $3: h2load failed (see $tag.out, $tag.err)"; row "$1" "$2" "$3" FAIL; return
+  fi
+  rm -f "$tag.log"
+  report_row "$1" "$2" "$3" "$stats"
+}
+stream_rpc() { # round name metric loadgen-subcommand args...
+  local round=$1 name=$2 metric=$3 stats; shift 3
+  if ! stats=$(timeout $((WARMUP + DURATION + 30)) "${LG_PIN[@]}" "$LOADGEN" "$@" --addr "127.0.0.1:$PORT" \
+      --conns "$CONNS" --streams "$STREAMS" --warmup "$WARMUP" --duration "$DURATION" \
+      2>>"$OUT/logs/$name-r$round-$metric.err"); then
+    log "  $name $metric: loadgen failed (see $OUT/logs/$name-r$round-$metric.err)"
+    row "$round" "$name" "$metric" FAIL; return
+  fi
+  report_row "$round" "$name" "$metric" "$stats"
+}
+report_row() { # round name metric "value p50 p99 ok%"
+  local value p50 p99 ok
+  read -r value p50 p99 ok <<<"$4"
+  row "$1" "$2" "$3" "$value" "$p50" "$p99" "$ok"
+  printf '  %-12s %-16s %10.0f ok/s  p50 %7sus  p99 %7sus  ok %s%%\n' "$2" "$3" "$value" "$p50" "$p99" "$ok" >&2
+}
+
+run_rpc() { # round name rpc
+  case $3 in
+    GetUser | CreateUser) h2_rpc "$@" ;;
+    ListUsers) stream_rpc "$1" "$2" "ListUsers($PAGE)" list --page-size "$PAGE" ;;
+    BulkCreate) stream_rpc "$1" "$2" "BulkCreate($BATCH)" bulk --batch "$BATCH" ;;
+    *) die "unknown rpc '$3' in RPCS (known: GetUser CreateUser ListUsers BulkCreate)" ;;
+  esac
+}
+metric_of() { case $1 in ListUsers) echo "ListUsers($PAGE)" ;; BulkCreate) echo "BulkCreate($BATCH)" ;; *) echo "$1" ;; esac; }
+
+# ---- main ------------------------------------------------------------------------------------
+{
+  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "host: $(nproc) cores, $(lscpu | sed -nE 's/^Model name: *//p' | head -1)"
+  echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "h2load: $(h2load --version | head -1)"
+  echo "settings: ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS STREAMS=$STREAMS" \
+       "PAGE=$PAGE BATCH=$BATCH COLD_RUNS=$COLD_RUNS FILL_N=$FILL_N PIN=$PIN SRV_CPUS=$SRV_CPUS" \
+       "LG_CPUS=$LG_CPUS pinned=$([ ${#SRV_PIN[@]} -gt 0 ] && echo yes || echo no)"
+  for n in "${names[@]}"; do echo "target $n: ${CMDS[$n]}"; done
+} >"$OUT/env.txt"
+cat "$OUT/env.txt" >&2
+read -r load1 _ </proc/loadavg
+if awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
+  log "WARNING: load average is $load1 before the run: other work shares these cores, expect noise"
+fi
+
+SECONDS=0
+for round in $(seq "$ROUNDS"); do
+  log "== round $round/$ROUNDS"
+  for name in "${names[@]}"; do
+    logf="$OUT/logs/$name-r$round.log"
+    # Cold start: fresh processes, pinned like the measured server, nothing else running.
+    read -r -a words <<<"${CMDS[$name]}"
+    if cold=$("${LG_PIN[@]}" "$LOADGEN" coldstart --runs "$COLD_RUNS" -- "${SRV_PIN[@]}" "${words[@]}" 2>>"$logf"); then
+      row "$round" "$name" cold-start-ms "${cold%%$'\t'*}"
+      log "  $name cold start: median ${cold%%$'\t'*} ms (runs: ${cold#*$'\t'})"
+    else
+      row "$round" "$name" cold-start-ms FAIL; log "  $name cold start failed (log: $logf)"
+    fi
+    if ! start "$name" "$logf"; then
+      for rpc in $RPCS; do row "$round" "$name" "$(metric_of "$rpc")" FAIL; done
+      continue
+    fi
+    sleep 0.5
+    row "$round" "$name" rss-rest-kb "$(rss_kb)"
+    if [ "$CHECK" = 1 ] && ! "${LG_PIN[@]}" "$LOADGEN" check --addr "127.0.0.1:$PORT" 2>>"$logf"; then
+      log "  $name FAILED the semantic check: $(tail -1 "$logf")"
+      stop
+      for rpc in $RPCS; do row "$round" "$name" "$(metric_of "$rpc")" FAIL; done
+      continue
+    fi
+    for rpc in $RPCS; do run_rpc "$round" "$name" "$rpc"; done
+    stop
+  done
+done
+
+if [ "$FILL_N" -gt 0 ]; then
+  log "== memory after $FILL_N CreateUser"
+  for name in "${names[@]}"; do
+    logf="$OUT/logs/$name-fill.log"
+    start "$name" "$logf" || { row 1 "$name" "rss-fill-kb:$FILL_N" FAIL; continue; }
+    if took=$("${LG_PIN[@]}" "$LOADGEN" fill --addr "127.0.0.1:$PORT" -n "$FILL_N" \
+        --conns "$CONNS" --streams "$STREAMS" 2>>"$logf"); then
+      sleep 0.5
+      kb=$(rss_kb)
+      row 1 "$name" "rss-fill-kb:$FILL_N" "$kb"
+      log "  $name: $((kb / 1024)) MB after $FILL_N CreateUser (${took}s)"
+    else
+      row 1 "$name" "rss-fill-kb:$FILL_N" FAIL; log "  $name: fill failed (log: $logf)"
+    fi
+    stop
+  done
+fi
+
+# Reload latency (schema hot reload) is measured separately by bench/reload.sh.
+
+log "== medians over $ROUNDS rounds (${SECONDS}s); ratio = median of per-round ratios to $BASELINE_NAME"
+"$LOADGEN" report "$RAW" "$BASELINE_NAME" | tee "$OUT/table.txt"
