@@ -236,7 +236,19 @@ impl Builder {
         let registry = Arc::new(Registry::new(schema, self.handlers, store, health)?);
         let limits = Limits { max_recv: self.max_recv, max_send: self.max_send };
         let reload = ReloadHandle::new(registry.clone(), roots, self.on_breaking, self.compat);
-        Ok(Server { router: Router::new(registry.clone(), health_server, limits), registry, reload, watch: self.watch })
+        // Watch from now on, so an edit made before `serve` runs is not missed.
+        let watcher = if self.watch {
+            match reload.start_watching() {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the schema roots; hot reload is off (SIGHUP still works)");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Server { router: Router::new(registry.clone(), health_server, limits), registry, reload, watcher })
     }
 }
 
@@ -246,7 +258,7 @@ pub struct Server {
     registry: Arc<Registry>,
     router: Router,
     reload: ReloadHandle,
-    watch: bool,
+    watcher: Option<reload::Watcher>,
 }
 
 impl Server {
@@ -268,17 +280,7 @@ impl Server {
     /// Serves on `listener` until `shutdown` resolves, then drains in-flight RPCs.
     /// With [`Builder::watch`], schema edits are hot-reloaded meanwhile.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let _watching = if self.watch {
-            match self.reload.watch() {
-                Ok(guard) => Some(guard),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch the schema roots; hot reload is off (SIGHUP still works)");
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let _watching = self.watcher.map(|w| w.run(self.reload.clone()));
         let registry = self.registry.clone();
         registry.set_health(&registry.load());
         let drain = async {

@@ -277,9 +277,15 @@ impl ReloadHandle {
     }
 
     /// Watches the roots and reloads after each burst of changes, until the
-    /// returned guard is dropped.
+    /// returned guard is dropped. Must be called inside a tokio runtime.
     pub fn watch(&self) -> Result<WatchGuard, notify::Error> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        Ok(self.start_watching()?.run(self.clone()))
+    }
+
+    /// Starts the file watcher without a runtime; events queue until
+    /// [`Watcher::run`] consumes them, so no edit made in between is missed.
+    pub(crate) fn start_watching(&self) -> Result<Watcher, notify::Error> {
+        let (tx, rx) = mpsc::unbounded_channel::<()>();
         let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| match res {
             Ok(events) => {
                 if events.iter().any(|e| e.paths.iter().any(|p| is_relevant(p))) {
@@ -295,7 +301,26 @@ impl ReloadHandle {
         for root in &self.inner.roots {
             debouncer.watch(root, RecursiveMode::Recursive)?;
         }
-        let handle = self.clone();
+        Ok(Watcher { debouncer: Box::new(debouncer), rx })
+    }
+}
+
+/// A running file watcher whose events have not been hooked to reloads yet.
+pub(crate) struct Watcher {
+    debouncer: Box<dyn std::any::Any + Send>,
+    rx: mpsc::UnboundedReceiver<()>,
+}
+
+impl fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Watcher")
+    }
+}
+
+impl Watcher {
+    /// Reloads through `handle` after each burst of events.
+    pub(crate) fn run(self, handle: ReloadHandle) -> WatchGuard {
+        let mut rx = self.rx;
         let task = tokio::spawn(async move {
             while rx.recv().await.is_some() {
                 // Coalesce whatever else arrived while we were reloading.
@@ -303,7 +328,7 @@ impl ReloadHandle {
                 let _ = handle.reload().await;
             }
         });
-        Ok(WatchGuard { _debouncer: Box::new(debouncer), task })
+        WatchGuard { _debouncer: self.debouncer, task }
     }
 }
 

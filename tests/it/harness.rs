@@ -42,6 +42,7 @@ impl TestServer {
     }
 
     pub async fn run(server: Server) -> TestServer {
+        init_logs();
         let pool = server.snapshot().schema().pool().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
@@ -327,4 +328,11 @@ pub fn bad_request_violations(status: &Status) -> Vec<(String, String)> {
         .flat_map(|a| BadRequest::decode(a.value.as_slice()).unwrap().field_violations)
         .map(|v| (v.field, v.description))
         .collect()
+}
+
+/// Shows the server's logs in failing tests' output (RUST_LOG to change the level).
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(filter).try_init();
 }

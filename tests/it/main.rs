@@ -5,6 +5,7 @@ mod harness;
 mod cli;
 mod core;
 mod interop;
+mod reload;
 
 /// The library example, compiled into the tests so they run its handlers.
 #[path = "../../examples/users_service.rs"]
