@@ -4,6 +4,8 @@
 //! Run it with `cargo run --example users_service` and call it with grpcurl:
 //! `grpcurl -plaintext -d '{"name":"Alice","email":"alice@example.com"}' 127.0.0.1:50051 users.UserService/CreateUser`
 
+#![allow(unreachable_pub)] // `builder` is also used by the integration tests
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

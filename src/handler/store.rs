@@ -168,7 +168,7 @@ impl Resource {
         let field = |names: &[&str]| names.iter().find_map(|n| msg.get_field_by_name(n));
         Resource {
             display: msg.name().to_owned(),
-            id: field(&["id", "name"]).filter(|f| is_key_kind(f)),
+            id: field(&["id", "name"]).filter(is_key_kind),
             created: field(&["created_at", "create_time"]).filter(is_time_field),
             updated: field(&["updated_at", "update_time"]).filter(is_time_field),
             msg,
@@ -306,7 +306,7 @@ impl Plan {
         let input = method.input();
         let output = method.output();
         let kind = Kind::of(method);
-        let find = |x: &str| resource(&pool, &package, x, &output);
+        let find = |x: &str| resource(pool, &package, x, &output);
 
         if let Some(x) = name.strip_prefix("BulkCreate") {
             if kind != Kind::ClientStreaming {

@@ -114,3 +114,68 @@ fn sigterm_exits_zero_and_logs_startup() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("listening on 127.0.0.1:") && log.contains("1 service(s), 4 method(s)"), "{log}");
 }
+
+/// Reads a child's stderr on a thread so tests can wait for a line with a bound.
+struct LogTail {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: String,
+}
+
+impl LogTail {
+    fn new(child: &mut std::process::Child) -> LogTail {
+        use std::io::BufRead;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LogTail { rx, seen: String::new() }
+    }
+
+    /// Waits (bounded) until the log so far contains `needle`.
+    fn wait_for(&mut self, needle: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !self.seen.contains(needle) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push_str(&line);
+                    self.seen.push('\n');
+                }
+                Err(_) => panic!("log never showed {needle:?}; log so far:\n{}", self.seen),
+            }
+        }
+    }
+}
+
+#[test]
+fn watcher_logs_compile_errors_with_location_and_sighup_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&users_dir(), dir.path());
+    let file = dir.path().join("user_service.proto");
+    let (mut child, _port) = spawn_server(&[dir.path().to_str().unwrap()]);
+    let mut log = LogTail::new(&mut child);
+    log.wait_for("listening on");
+
+    let good = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, good.replace("string user_id = 1;", "string user_id = ;")).unwrap();
+    log.wait_for("reload failed");
+    log.wait_for("user_service.proto:27:");
+    log.wait_for("string user_id = ;");
+
+    std::fs::write(&file, good.replace("int32 age = 4;", "int32 age = 4;\n  string nick = 6;")).unwrap();
+    log.wait_for("generation 2 live");
+    log.wait_for("~[message users.User]");
+
+    // SIGHUP reloads too (here: nothing changed on disk).
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    log.wait_for("SIGHUP: reloading");
+    log.wait_for("schema unchanged");
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -319,7 +319,7 @@ async fn oversize_reply_is_resource_exhausted() {
 #[tokio::test]
 async fn deadlines_are_honoured() {
     let srv = TestServer::start(kinds_server()).await;
-    let mut c = srv.client().await;
+    let c = srv.client().await;
     // A client that does not enforce deadlines itself, so the answer is the server's.
     let mut c = c.with_grpc(srv.raw_grpc());
     let mut req = Request::new(note(&c, "", 5_000));
