@@ -172,11 +172,11 @@ h2_rpc() { # round name rpc
   report_row "$1" "$2" "$3" "$stats"
 }
 stream_rpc() { # round name metric loadgen-subcommand args...
-  local round=$1 name=$2 metric=$3 stats; shift 3
+  local round=$1 name=$2 metric=$3 stats err; shift 3
+  err="$OUT/logs/$name-r$round-${metric%%(*}.err"
   if ! stats=$(timeout $((WARMUP + DURATION + 30)) "${LG_PIN[@]}" "$LOADGEN" "$@" --addr "127.0.0.1:$PORT" \
-      --conns "$CONNS" --streams "$STREAMS" --warmup "$WARMUP" --duration "$DURATION" \
-      2>>"$OUT/logs/$name-r$round-$metric.err"); then
-    log "  $name $metric: loadgen failed (see $OUT/logs/$name-r$round-$metric.err)"
+      --conns "$CONNS" --streams "$STREAMS" --warmup "$WARMUP" --duration "$DURATION" 2>"$err"); then
+    log "  $name $metric: loadgen failed (see $err)"
     row "$round" "$name" "$metric" FAIL; return
   fi
   report_row "$round" "$name" "$metric" "$stats"
@@ -202,7 +202,8 @@ metric_of() { case $1 in ListUsers) echo "ListUsers($PAGE)" ;; BulkCreate) echo 
 {
   echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "host: $(nproc) cores, $(lscpu | sed -nE 's/^Model name: *//p' | head -1)"
-  echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "commit: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')"
+  echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "h2load: $(h2load --version | head -1)"
   echo "settings: ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS STREAMS=$STREAMS" \
        "PAGE=$PAGE BATCH=$BATCH COLD_RUNS=$COLD_RUNS FILL_N=$FILL_N PIN=$PIN SRV_CPUS=$SRV_CPUS" \

@@ -74,8 +74,8 @@ pub(crate) fn render(raw: &str, baseline: &str) -> anyhow::Result<String> {
     let mut out = String::new();
     writeln!(
         out,
-        "{:<12} {:<30} {:>10} {:>8} {:>8} {:>6} {:>6} {:>6}  goal",
-        "target", "rpc / measure", "ok/s|val", "p50 ms", "p99 ms", "ok%", "ratio", "p99x"
+        "{:<12} {:<34} {:>10} {:>8} {:>8} {:>6} {:>6} {:>6}  goal",
+        "target", "rpc / measure (unit)", "value", "p50 ms", "p99 ms", "ok%", "ratio", "p99x"
     )?;
     for (metric, kind) in &metrics {
         for target in &targets {
@@ -117,7 +117,8 @@ fn line(
     let ratio = ratio_of(|s| s.value);
     let p99x = ratio_of(|s| s.p99_us);
     let (label, scale, decimals) = match kind {
-        Row::Throughput { .. } => (metric.to_owned(), 1.0, 0),
+        Row::Throughput { .. } if metric.contains('(') => (format!("{metric} (users/s)"), 1.0, 0),
+        Row::Throughput { .. } => (format!("{metric} (req/s)"), 1.0, 0),
         Row::ColdStart => ("cold start (ms)".to_owned(), 1.0, 1),
         Row::RssRest => ("RSS at rest (MB)".to_owned(), 1.0 / 1024.0, 1),
         Row::RssFill => {
@@ -131,7 +132,7 @@ fn line(
     let is_throughput = matches!(kind, Row::Throughput { .. });
     let ms = |v: Option<f64>| if is_throughput { fmt(v.map(|us| us / 1e3), 2) } else { "-".into() };
     let mut s = format!(
-        "{:<12} {:<30} {:>10} {:>8} {:>8} {:>6} {:>6} {:>6}  {}",
+        "{:<12} {:<34} {:>10} {:>8} {:>8} {:>6} {:>6} {:>6}  {}",
         target,
         label,
         fmt(value, decimals),
