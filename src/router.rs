@@ -170,7 +170,7 @@ impl UnaryService<DynamicMessage> for Svc {
         Box::pin(async move {
             checked?;
             let reply = match &route.target {
-                Target::Store(plan) => plan.unary(&store, &message)?,
+                Target::Store(plan) => plan.unary(&store, message)?,
                 Target::Handler(Handler::Unary(f)) => {
                     f(Call { method: route.method.clone(), metadata, message }).await?
                 }
@@ -228,7 +228,7 @@ impl ClientStreamingService<DynamicMessage> for Svc {
                 Target::Store(plan) => {
                     // All or nothing: read (and validate) every request before storing any.
                     let all: Vec<DynamicMessage> = stream.try_collect().await?;
-                    plan.bulk(&store, &all)?
+                    plan.bulk(&store, all)?
                 }
                 Target::Handler(Handler::ClientStreaming(f)) => {
                     f(Call { method: route.method.clone(), metadata, message: stream }).await?

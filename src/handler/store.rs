@@ -59,13 +59,24 @@ impl Store {
         tables.get(table)?.get(id).cloned()
     }
 
+    /// Inserts one record; an id already present fails.
+    pub(crate) fn insert(&self, table: &str, id: String, bytes: Bytes) -> Result<(), StoreError> {
+        let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
+        let t = table_mut(&mut tables, table);
+        if t.index.contains_key(&id) {
+            return Err(StoreError::Exists(id));
+        }
+        t.insert(id, bytes);
+        Ok(())
+    }
+
     /// Inserts all records or none (an id already present fails the whole batch).
     pub(crate) fn insert_all(&self, table: &str, records: Vec<(String, Bytes)>) -> Result<(), StoreError> {
         let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
-        let t = tables.entry(table.to_owned()).or_default();
-        let mut seen = std::collections::HashSet::new();
+        let t = table_mut(&mut tables, table);
+        let mut seen = std::collections::HashSet::with_capacity(records.len());
         for (id, _) in &records {
-            if t.get(id).is_some() || !seen.insert(id.as_str()) {
+            if t.index.contains_key(id) || !seen.insert(id.as_str()) {
                 return Err(StoreError::Exists(id.clone()));
             }
         }
@@ -143,6 +154,14 @@ impl Store {
         let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
         tables.get(table).map_or(0, |t| t.index.len())
     }
+}
+
+/// The table for `name`, created on first use (no allocation when it exists).
+fn table_mut<'a>(tables: &'a mut HashMap<String, Table>, name: &str) -> &'a mut Table {
+    if !tables.contains_key(name) {
+        tables.insert(name.to_owned(), Table::default());
+    }
+    tables.get_mut(name).expect("just inserted")
 }
 
 fn bad_token(tok: &str) -> Status {
@@ -230,17 +249,18 @@ impl Source {
         (!pairs.is_empty()).then_some(Source::Fields(pairs))
     }
 
-    fn build(&self, res: &Resource, req: &DynamicMessage) -> DynamicMessage {
+    /// Builds the resource from the request, moving field values (no copies).
+    fn build(&self, res: &Resource, mut req: DynamicMessage) -> DynamicMessage {
         match self {
-            Source::Embedded(f) => match req.get_field(f).as_message() {
-                Some(m) => m.clone(),
-                None => DynamicMessage::new(res.msg.clone()),
+            Source::Embedded(f) => match req.take_field(f) {
+                Some(Value::Message(m)) => m,
+                _ => DynamicMessage::new(res.msg.clone()),
             },
             Source::Fields(pairs) => {
                 let mut out = DynamicMessage::new(res.msg.clone());
                 for (rf, of) in pairs {
-                    if req.has_field(rf) {
-                        out.set_field(of, req.get_field(rf).into_owned());
+                    if let Some(v) = req.take_field(rf) {
+                        out.set_field(of, v);
                     }
                 }
                 out
@@ -372,15 +392,16 @@ impl Plan {
     }
 
     /// Serves a unary method.
-    pub(crate) fn unary(&self, store: &Store, req: &DynamicMessage) -> Result<Reply, Status> {
+    pub(crate) fn unary(&self, store: &Store, req: DynamicMessage) -> Result<Reply, Status> {
         match self {
             Plan::Create { res, from } => {
-                let (id, bytes) = new_record(res, from, req)?;
-                store.insert_all(res.table(), vec![(id, bytes.clone())]).map_err(|e| exists(res, e))?;
+                let (id, bytes) = new_record(res, from, req);
+                store.insert(res.table(), id, bytes.clone()).map_err(|e| exists(res, e))?;
                 Ok(Reply::Encoded(bytes))
             }
             Plan::Get { res, key } => {
-                let id = key_string(&req.get_field(key));
+                let id = req.get_field(key);
+                let id = key_str(&id);
                 store.get(res.table(), &id).map(Reply::Encoded).ok_or_else(|| res.not_found(&id))
             }
             Plan::Update { res, from } => {
@@ -414,7 +435,7 @@ impl Plan {
                 })
             }
             Plan::List(list) => {
-                let (items, next) = list.page(store, req)?;
+                let (items, next) = list.page(store, &req)?;
                 let (output, items_field, next_field) = list.unary.as_ref().expect("unary list plan");
                 let mut out = DynamicMessage::new(output.clone());
                 let decoded = items
@@ -441,11 +462,11 @@ impl Plan {
     }
 
     /// Serves a client-streaming bulk create, all or nothing.
-    pub(crate) fn bulk(&self, store: &Store, reqs: &[DynamicMessage]) -> Result<Reply, Status> {
+    pub(crate) fn bulk(&self, store: &Store, reqs: Vec<DynamicMessage>) -> Result<Reply, Status> {
         let Plan::BulkCreate { res, from, count, ids, output } = self else {
             return Err(Status::internal("not a client-streaming convention"));
         };
-        let records = reqs.iter().map(|r| new_record(res, from, r)).collect::<Result<Vec<_>, _>>()?;
+        let records: Vec<_> = reqs.into_iter().map(|r| new_record(res, from, r)).collect();
         let id_list: Vec<Value> = records.iter().map(|(id, _)| Value::String(id.clone())).collect();
         let n = records.len();
         store.insert_all(res.table(), records).map_err(|e| exists(res, e))?;
@@ -494,7 +515,7 @@ fn exists(res: &Resource, e: StoreError) -> Status {
 
 /// Builds and encodes a new record: fields from the request, a UUID v4 for an empty
 /// string id, a sequence number for a zero integer id, `created_at` = now.
-fn new_record(res: &Resource, from: &Source, req: &DynamicMessage) -> Result<(String, Bytes), Status> {
+fn new_record(res: &Resource, from: &Source, req: DynamicMessage) -> (String, Bytes) {
     let mut msg = from.build(res, req);
     let id;
     if let Some(f) = &res.id {
@@ -517,7 +538,7 @@ fn new_record(res: &Resource, from: &Source, req: &DynamicMessage) -> Result<(St
     for f in [&res.created, &res.updated].into_iter().flatten() {
         msg.set_field(f, now_value(f));
     }
-    Ok((id, Bytes::from(msg.encode_to_vec())))
+    (id, Bytes::from(msg.encode_to_vec()))
 }
 
 fn now_value(f: &FieldDescriptor) -> Value {
@@ -539,6 +560,14 @@ fn int_value(f: &FieldDescriptor, n: u64) -> Value {
         FieldKind::Uint32 | FieldKind::Fixed32 => Value::U32(n as u32),
         FieldKind::Uint64 | FieldKind::Fixed64 => Value::U64(n),
         _ => Value::I64(n as i64),
+    }
+}
+
+/// A key field's value as the string records are indexed by, borrowed when it is one.
+fn key_str(v: &Value) -> std::borrow::Cow<'_, str> {
+    match v {
+        Value::String(s) => std::borrow::Cow::Borrowed(s),
+        other => std::borrow::Cow::Owned(key_string(other)),
     }
 }
 
