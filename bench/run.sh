@@ -44,6 +44,7 @@ BUILD=${BUILD:-1} OUT=${OUT:-$BENCH/results}
 PROTOSERVE_TARGET_DIR=${PROTOSERVE_TARGET_DIR:-$BENCH/target}
 PROTOSERVE_BIN=${PROTOSERVE_BIN:-}
 BASELINE_NAME=baseline
+export RUST_LIB_BACKTRACE=0  # one-line errors from loadgen in the logs
 
 die() { echo "run.sh: $*" >&2; exit 1; }
 log() { echo "$*" >&2; }
@@ -223,11 +224,12 @@ for round in $(seq "$ROUNDS"); do
     logf="$OUT/logs/$name-r$round.log"
     # Cold start: fresh processes, pinned like the measured server, nothing else running.
     read -r -a words <<<"${CMDS[$name]}"
-    if cold=$("${LG_PIN[@]}" "$LOADGEN" coldstart --runs "$COLD_RUNS" -- "${SRV_PIN[@]}" "${words[@]}" 2>>"$logf"); then
+    coldlog="$OUT/logs/$name-r$round-coldstart.log"
+    if cold=$("${LG_PIN[@]}" "$LOADGEN" coldstart --runs "$COLD_RUNS" -- "${SRV_PIN[@]}" "${words[@]}" 2>"$coldlog"); then
       row "$round" "$name" cold-start-ms "${cold%%$'\t'*}"
       log "  $name cold start: median ${cold%%$'\t'*} ms (runs: ${cold#*$'\t'})"
     else
-      row "$round" "$name" cold-start-ms FAIL; log "  $name cold start failed (log: $logf)"
+      row "$round" "$name" cold-start-ms FAIL; log "  $name cold start failed: $(tail -1 "$coldlog")"
     fi
     if ! start "$name" "$logf"; then
       for rpc in $RPCS; do row "$round" "$name" "$(metric_of "$rpc")" FAIL; done

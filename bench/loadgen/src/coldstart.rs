@@ -1,13 +1,24 @@
 //! Cold start: spawn a server and time until it has answered one GetUser.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use baseline::pb::GetUserRequest;
 use baseline::pb::user_service_client::UserServiceClient;
 use tonic::transport::Endpoint;
+
+/// Resolves when `child` has exited, with its exit status.
+async fn exited(child: &mut Child) -> String {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.to_string(),
+            Ok(None) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(e) => return format!("cannot wait for it: {e}"),
+        }
+    }
+}
 
 /// A port the kernel just handed out on 127.0.0.1 (free unless someone races us).
 pub(crate) fn free_port() -> anyhow::Result<u16> {
@@ -56,16 +67,14 @@ pub(crate) async fn measure(command: &[String], runs: usize) -> anyhow::Result<V
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("spawning {program}"))?;
-        let ready = wait_ready(addr, Duration::from_secs(30)).await;
-        let elapsed = start.elapsed();
-        let exited = child.try_wait()?;
+        let outcome = tokio::select! {
+            ready = wait_ready(addr, Duration::from_secs(30)) => ready.map(|_| start.elapsed()),
+            status = exited(&mut child) => Err(anyhow::anyhow!("the server exited during startup ({status})")),
+        };
         // Best effort: the child may already have exited.
         let _ = child.kill();
         let _ = child.wait();
-        if let Some(status) = exited {
-            bail!("run {run}: the server exited during startup ({status})");
-        }
-        ready.with_context(|| format!("run {run}"))?;
+        let elapsed = outcome.with_context(|| format!("cold start run {run}: {}", command.join(" ")))?;
         times.push(elapsed.as_secs_f64() * 1e3);
     }
     Ok(times)

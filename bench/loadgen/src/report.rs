@@ -127,7 +127,13 @@ fn line(
         }
     };
     let value = med(|s| s.value).map(|v| v * scale);
-    let goal = if is_baseline { String::new() } else { goal(kind, value, ratio, p99x) };
+    let goal = if ok.is_empty() {
+        "FAILED".to_owned()
+    } else if is_baseline {
+        String::new()
+    } else {
+        goal(kind, value, ratio, p99x)
+    };
     let fmt = |v: Option<f64>, d: usize| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.d$}"));
     let is_throughput = matches!(kind, Row::Throughput { .. });
     let ms = |v: Option<f64>| if is_throughput { fmt(v.map(|us| us / 1e3), 2) } else { "-".into() };
@@ -143,7 +149,7 @@ fn line(
         if is_throughput { fmt(p99x, 2) } else { "-".into() },
         goal
     );
-    if failed > 0 {
+    if failed > 0 && !ok.is_empty() {
         let _ = write!(s, " [{failed} of {} rounds FAILED]", rounds.len());
     }
     s.trim_end().to_owned()
