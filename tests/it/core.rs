@@ -447,3 +447,23 @@ async fn library_example_serves_the_seed_semantics() {
     let listed = c.server_stream(LIST, c.msg("users.ListUsersRequest", json!({}))).await.unwrap();
     assert_eq!(listed.len(), 3);
 }
+
+#[tokio::test]
+async fn every_violation_is_reported_in_bad_request_details() {
+    let srv = TestServer::start(Server::builder().schema_dir(root().join("tests/data/validated"))).await;
+    let mut c = srv.client().await;
+    let req = c.msg("signup.Signup", json!({"name": "", "age": 12, "address": {"city": "X"}}));
+    let err = c.unary("/signup.Signups/CreateSignup", req).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let mut fields: Vec<String> = bad_request_violations(&err).into_iter().map(|(f, _)| f).collect();
+    fields.sort();
+    assert_eq!(fields, ["address.city", "age", "name"]);
+    for f in ["name", "age", "address.city"] {
+        assert!(err.message().contains(f), "{}", err.message());
+    }
+    // A valid request goes through to the store.
+    let ok = c.msg("signup.Signup", json!({"name": "Ann", "age": 30, "address": {"city": "Oslo"}}));
+    let created = c.unary("/signup.Signups/CreateSignup", ok).await.unwrap();
+    assert_eq!(get_str(&created, "name"), "Ann");
+    assert!(!get_str(&created, "id").is_empty());
+}
