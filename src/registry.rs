@@ -49,7 +49,9 @@ pub struct Snapshot {
     pub(crate) schema: Schema,
     pub(crate) routes: HashMap<Box<str>, Arc<Route>>,
     pub(crate) validator: Validator,
-    pub(crate) reflection: Reflection,
+    /// Built on the first reflection request: most RPCs never need it, and it
+    /// costs memory and reload time.
+    reflection: std::sync::OnceLock<Result<Reflection, String>>,
 }
 
 impl fmt::Debug for Snapshot {
@@ -65,6 +67,11 @@ impl Snapshot {
     /// The generation number: 1 for the schema loaded at startup, +1 per reload.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Reflection for this schema, built on first use.
+    pub(crate) fn reflection(&self) -> Result<&Reflection, &str> {
+        self.reflection.get_or_init(|| Reflection::new(self.schema.pool())).as_ref().map_err(String::as_str)
     }
 
     /// The compiled schema.
@@ -114,9 +121,9 @@ pub enum BuildError {
         /// What the method is.
         method: &'static str,
     },
-    /// Reflection could not be built from the descriptors.
-    #[error("cannot build reflection from the schema: {0}")]
-    Reflection(String),
+    /// Building the snapshot failed unexpectedly (a bug; the live schema is kept).
+    #[error("building the snapshot failed: {0}")]
+    Internal(String),
 }
 
 /// Owns the live snapshot, the handlers registered by code, the store (which
@@ -220,7 +227,6 @@ fn build_snapshot(
     handlers: &HashMap<String, Handler>,
     generation: u64,
 ) -> Result<Snapshot, BuildError> {
-    let reflection = Reflection::new(schema.pool()).map_err(BuildError::Reflection)?;
     let mut routes = HashMap::new();
     for service in schema.pool().services() {
         for method in service.methods() {
@@ -247,5 +253,5 @@ fn build_snapshot(
             routes.insert(path.into_boxed_str(), Arc::new(route));
         }
     }
-    Ok(Snapshot { generation, schema, routes, validator: Validator::new(), reflection })
+    Ok(Snapshot { generation, schema, routes, validator: Validator::new(), reflection: std::sync::OnceLock::new() })
 }

@@ -64,7 +64,10 @@ impl Router {
         // The one snapshot this RPC uses, start to end.
         let snap = self.registry.load();
         if path.starts_with(V1_PREFIX) || path.starts_with(V1ALPHA_PREFIX) {
-            return snap.reflection.call(req).await;
+            return match snap.reflection() {
+                Ok(r) => r.call(req).await,
+                Err(e) => Status::internal(format!("reflection is unavailable: {e}")).into_http(),
+            };
         }
         let Some(route) = snap.routes.get(path).cloned() else {
             return unknown_method(path).into_http();
