@@ -332,15 +332,28 @@ async fn deadlines_are_honoured() {
 
 #[tokio::test]
 async fn shutdown_drains_in_flight_rpcs() {
-    let mut srv = TestServer::start(kinds_server()).await;
+    let started = std::sync::Arc::new(tokio::sync::Notify::new());
+    let entered = started.clone();
+    let builder =
+        Server::builder().schema_dir(kinds_dir()).unary("kinds.Echo/Slow", move |call: Call<DynamicMessage>| {
+            let entered = entered.clone();
+            async move {
+                entered.notify_one();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let mut out = call.reply();
+                out.set_field_by_name("text", Value::String("finished".into()));
+                Ok(out)
+            }
+        });
+    let mut srv = TestServer::start(builder).await;
     let mut c = srv.client().await;
-    let req = note(&c, "", 300);
+    let req = note(&c, "", 0);
     let call = tokio::spawn(async move { c.unary("/kinds.Echo/Slow", req).await });
-    // Wait until the call is in flight, then ask for shutdown.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Shut down while the handler is running.
+    started.notified().await;
     let task = srv.begin_shutdown();
-    let res = call.await.unwrap();
-    assert!(res.is_ok(), "in-flight call completed: {res:?}");
+    let res = call.await.unwrap().expect("the in-flight call completed");
+    assert_eq!(get_str(&res, "text"), "finished");
     tokio::time::timeout(Duration::from_secs(10), task).await.expect("serve returns after draining").unwrap();
 }
 

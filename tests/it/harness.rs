@@ -157,6 +157,17 @@ where
         Ok(v)
     }
 
+    /// Starts a server-streaming call and returns the open response stream.
+    pub async fn server_stream_open(
+        &mut self,
+        path: &str,
+        req: DynamicMessage,
+    ) -> Result<tonic::Streaming<DynamicMessage>, Status> {
+        let (_, out) = self.method(path);
+        self.grpc.ready().await.map_err(|e| Status::unavailable(e.into().to_string()))?;
+        Ok(self.grpc.server_streaming(Request::new(req), path.parse().unwrap(), DynCodec(out)).await?.into_inner())
+    }
+
     pub async fn client_stream(&mut self, path: &str, reqs: Vec<DynamicMessage>) -> Result<DynamicMessage, Status> {
         let (_, out) = self.method(path);
         self.grpc.ready().await.map_err(|e| Status::unavailable(e.into().to_string()))?;

@@ -171,16 +171,26 @@ async fn rename_save_and_new_files_reload() {
     let pool = live.handle.snapshot().schema().pool().clone();
     assert!(pool.get_message_by_name("users.User").unwrap().get_field_by_name("nick").is_some());
 
+    // Delete-then-create, as other editors save.
+    let text = std::fs::read_to_string(&live.file)
+        .unwrap()
+        .replace("string nick = 6;", "string nick = 6;\n  string mood = 7;");
+    std::fs::remove_file(&live.file).unwrap();
+    std::fs::write(&live.file, text).unwrap();
+    live.wait_gen(3).await;
+    let pool = live.handle.snapshot().schema().pool().clone();
+    assert!(pool.get_message_by_name("users.User").unwrap().get_field_by_name("mood").is_some());
+
     // A new file in a new folder.
     let extra = live.file.parent().unwrap().join("more");
     std::fs::create_dir(&extra).unwrap();
     std::fs::write(extra.join("tags.proto"), "syntax = \"proto3\";\npackage tags;\nmessage Tag { string name = 1; }\n")
         .unwrap();
-    live.wait_gen(3).await;
+    live.wait_gen(4).await;
     assert!(live.handle.snapshot().schema().pool().get_message_by_name("tags.Tag").is_some());
     // Deleting the folder removes it again.
     std::fs::remove_dir_all(&extra).unwrap();
-    live.wait_gen(4).await;
+    live.wait_gen(5).await;
     assert!(live.handle.snapshot().schema().pool().get_message_by_name("tags.Tag").is_none());
 }
 
@@ -239,17 +249,19 @@ async fn in_flight_stream_finishes_on_its_own_schema() {
     let srv = TestServer::run(server).await;
     let mut c = srv.client().await;
     let req = c.msg("kinds.Note", json!({"times": 10}));
-    let mut c2 = c.clone();
-    let stream = tokio::spawn(async move { c2.server_stream("/kinds.Echo/Repeat", req).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut stream = c.server_stream_open("/kinds.Echo/Repeat", req).await.unwrap();
+    // The call is under way: it has produced its first message.
+    let first = stream.message().await.unwrap().expect("first item");
     let file = dir.path().join("kinds.proto");
     let text =
         std::fs::read_to_string(&file).unwrap().replace("int32 times = 2;", "int32 times = 2;\n  string extra = 3;");
     std::fs::write(&file, text).unwrap();
     handle.reload().await.unwrap();
     assert_eq!(handle.generation(), 2);
-    let items = stream.await.unwrap().expect("the in-flight stream completes");
-    let texts: Vec<String> = items.iter().map(|m| get_str(m, "text")).collect();
+    let mut texts = vec![get_str(&first, "text")];
+    while let Some(m) = stream.message().await.expect("the in-flight stream completes") {
+        texts.push(get_str(&m, "text"));
+    }
     assert_eq!(texts.len(), 10);
     assert!(texts.iter().all(|t| t.ends_with(":false")), "the old schema to the end: {texts:?}");
     let again = c.server_stream("/kinds.Echo/Repeat", c.msg("kinds.Note", json!({"times": 1}))).await.unwrap();
