@@ -1,0 +1,1313 @@
+//! The rules. Elements are paired the way buf pairs them: files by name, messages,
+//! enums and services by full name, fields by number inside a message, enum values
+//! by number, methods by name inside a service. Each rule then looks at one pair.
+
+use std::collections::BTreeSet;
+
+use prost_reflect::{
+    Cardinality, DescriptorPool, EnumDescriptor, EnumValueDescriptor, FieldDescriptor,
+    FileDescriptor, Kind, MessageDescriptor, MethodDescriptor, Syntax,
+};
+
+use super::source::{self, join, locate};
+use super::{Finding, Location, RuleSet, Severity};
+
+/// buf's `WIRE` category (buf 1.x), in buf's order.
+pub(super) const BUF_WIRE: &[&str] = &[
+    "ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED",
+    "FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED",
+    "FIELD_SAME_DEFAULT",
+    "FIELD_SAME_ONEOF",
+    "FIELD_WIRE_COMPATIBLE_CARDINALITY",
+    "FIELD_WIRE_COMPATIBLE_TYPE",
+    "FILE_SAME_PACKAGE",
+    "MESSAGE_SAME_REQUIRED_FIELDS",
+    "RESERVED_ENUM_NO_DELETE",
+    "RESERVED_MESSAGE_NO_DELETE",
+    "RPC_SAME_CLIENT_STREAMING",
+    "RPC_SAME_IDEMPOTENCY_LEVEL",
+    "RPC_SAME_REQUEST_TYPE",
+    "RPC_SAME_RESPONSE_TYPE",
+    "RPC_SAME_SERVER_STREAMING",
+];
+
+/// buf's `WIRE_JSON` category: `WIRE` without the two wire-only field rules, plus
+/// the name and JSON rules.
+pub(super) const BUF_WIRE_JSON: &[&str] = &[
+    "ENUM_SAME_JSON_FORMAT",
+    "ENUM_VALUE_NO_DELETE_UNLESS_NAME_RESERVED",
+    "ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED",
+    "ENUM_VALUE_SAME_NAME",
+    "FIELD_NO_DELETE_UNLESS_NAME_RESERVED",
+    "FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED",
+    "FIELD_SAME_DEFAULT",
+    "FIELD_SAME_JSON_NAME",
+    "FIELD_SAME_NAME",
+    "FIELD_SAME_ONEOF",
+    "FIELD_WIRE_JSON_COMPATIBLE_CARDINALITY",
+    "FIELD_WIRE_JSON_COMPATIBLE_TYPE",
+    "FILE_SAME_PACKAGE",
+    "MESSAGE_SAME_JSON_FORMAT",
+    "MESSAGE_SAME_REQUIRED_FIELDS",
+    "RESERVED_ENUM_NO_DELETE",
+    "RESERVED_MESSAGE_NO_DELETE",
+    "RPC_SAME_CLIENT_STREAMING",
+    "RPC_SAME_IDEMPOTENCY_LEVEL",
+    "RPC_SAME_REQUEST_TYPE",
+    "RPC_SAME_RESPONSE_TYPE",
+    "RPC_SAME_SERVER_STREAMING",
+];
+
+/// Our own rules, on in both rule sets.
+pub(super) const PROTOSERVE: &[&str] = &[
+    FIELD_MOVED_NUMBER,
+    FIELD_SWAPPED_NUMBERS,
+    FIELD_NARROWED_TYPE,
+    FIELD_SIGN_CHANGED,
+    ENUM_VALUE_RENUMBERED,
+];
+
+const FIELD_MOVED_NUMBER: &str = "PROTOSERVE_FIELD_MOVED_NUMBER";
+const FIELD_SWAPPED_NUMBERS: &str = "PROTOSERVE_FIELD_SWAPPED_NUMBERS";
+const FIELD_NARROWED_TYPE: &str = "PROTOSERVE_FIELD_NARROWED_TYPE";
+const FIELD_SIGN_CHANGED: &str = "PROTOSERVE_FIELD_SIGN_CHANGED";
+const ENUM_VALUE_RENUMBERED: &str = "PROTOSERVE_ENUM_VALUE_RENUMBERED";
+
+/// Highest field number (`max` in `reserved 10 to max;`).
+const MESSAGE_MAX: i64 = 536_870_911;
+/// Highest enum value number.
+const ENUM_MAX: i64 = i32::MAX as i64;
+
+/// Which schema a finding's location points into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Side {
+    Old,
+    New,
+}
+
+/// The fields a field-level finding is about, for the probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Subject {
+    /// Full name of the message (same in both schemas).
+    pub(super) message: String,
+    /// Field numbers involved, in the old message.
+    pub(super) old_numbers: Vec<u32>,
+    /// Field numbers involved, in the new message.
+    pub(super) new_numbers: Vec<u32>,
+}
+
+/// A finding plus what only this module needs to know about it.
+#[derive(Clone, Debug)]
+pub(super) struct Raw {
+    pub(super) finding: Finding,
+    pub(super) side: Side,
+    pub(super) subject: Option<Subject>,
+}
+
+/// Runs every enabled rule and sorts the findings.
+pub(super) fn check(old: &DescriptorPool, new: &DescriptorPool, set: RuleSet) -> Vec<Raw> {
+    let mut c = Checker {
+        set,
+        out: Vec::new(),
+    };
+    for of in old.files() {
+        if let Some(nf) = new.get_file_by_name(of.name()) {
+            c.file_pair(&of, &nf);
+        }
+    }
+    for om in old.all_messages() {
+        if let Some(nm) = new.get_message_by_name(om.full_name()) {
+            c.message_pair(&om, &nm);
+        }
+    }
+    for oe in old.all_enums() {
+        if let Some(ne) = new.get_enum_by_name(oe.full_name()) {
+            c.enum_pair(&oe, &ne);
+        }
+    }
+    for os in old.services() {
+        if let Some(ns) = new.get_service_by_name(os.full_name()) {
+            for omethod in os.methods() {
+                if let Some(nmethod) = ns.methods().find(|m| m.name() == omethod.name()) {
+                    c.method_pair(&omethod, &nmethod);
+                }
+            }
+        }
+    }
+    let mut out = c.out;
+    out.sort_by(|a, b| {
+        let key = |r: &Raw| (r.finding.location.is_none(), r.finding.location.clone());
+        key(a)
+            .cmp(&key(b))
+            .then_with(|| a.finding.rule.cmp(b.finding.rule))
+            .then_with(|| a.finding.message.cmp(&b.finding.message))
+    });
+    out.dedup_by(|a, b| a.finding == b.finding);
+    out
+}
+
+struct Checker {
+    set: RuleSet,
+    out: Vec<Raw>,
+}
+
+impl Checker {
+    fn on(&self, rule: &str) -> bool {
+        if PROTOSERVE.contains(&rule) {
+            return true;
+        }
+        match self.set {
+            RuleSet::Wire => BUF_WIRE.contains(&rule),
+            RuleSet::WireJson => BUF_WIRE_JSON.contains(&rule),
+        }
+    }
+
+    /// Records a finding if its rule is enabled.
+    fn emit(
+        &mut self,
+        rule: &'static str,
+        message: String,
+        location: Option<Location>,
+        side: Side,
+        subject: Option<Subject>,
+    ) {
+        if !self.on(rule) {
+            return;
+        }
+        let ours = PROTOSERVE.contains(&rule);
+        let severity = if rule == FIELD_NARROWED_TYPE || rule == FIELD_SIGN_CHANGED {
+            Severity::Warning
+        } else {
+            Severity::Error
+        };
+        self.out.push(Raw {
+            finding: Finding {
+                rule,
+                severity,
+                message,
+                location,
+                buf_rule: !ours,
+            },
+            side,
+            subject,
+        });
+    }
+
+    fn file_pair(&mut self, of: &FileDescriptor, nf: &FileDescriptor) {
+        if of.package_name() != nf.package_name() {
+            let msg = format!(
+                "file \"{}\" changed package from \"{}\" to \"{}\": every type in it gets a new full name, \
+                 so peers on the old schema no longer find its services and messages",
+                nf.name(),
+                of.package_name(),
+                nf.package_name()
+            );
+            let loc = locate(nf, &[source::FILE_PACKAGE]).or_else(|| file_start(nf));
+            self.emit("FILE_SAME_PACKAGE", msg, loc, Side::New, None);
+        }
+    }
+
+    fn message_pair(&mut self, om: &MessageDescriptor, nm: &MessageDescriptor) {
+        let name = om.full_name().to_owned();
+        let ofile = om.parent_file();
+        let nfile = nm.parent_file();
+
+        for of in om.fields() {
+            match nm.get_field(of.number()) {
+                Some(nf) => self.field_pair(&of, &nf),
+                None => self.field_deleted(&of, nm),
+            }
+        }
+
+        // MESSAGE_SAME_REQUIRED_FIELDS
+        for of in om.fields().filter(|f| f.is_required()) {
+            if !nm.get_field(of.number()).is_some_and(|f| f.is_required()) {
+                let msg = format!(
+                    "message \"{name}\" no longer has required field {} (\"{}\"): old readers reject \
+                     messages from new writers that do not send it",
+                    of.number(),
+                    of.name()
+                );
+                let subject = subject(&name, &[of.number()], &[of.number()]);
+                self.emit(
+                    "MESSAGE_SAME_REQUIRED_FIELDS",
+                    msg,
+                    locate(&ofile, of.path()),
+                    Side::Old,
+                    subject,
+                );
+            }
+        }
+        for nf in nm.fields().filter(|f| f.is_required()) {
+            if !om.get_field(nf.number()).is_some_and(|f| f.is_required()) {
+                let msg = format!(
+                    "message \"{name}\" has new required field {} (\"{}\"): new readers reject messages \
+                     from old writers that do not send it",
+                    nf.number(),
+                    nf.name()
+                );
+                let subject = subject(&name, &[nf.number()], &[nf.number()]);
+                self.emit(
+                    "MESSAGE_SAME_REQUIRED_FIELDS",
+                    msg,
+                    locate(&nfile, nf.path()),
+                    Side::New,
+                    subject,
+                );
+            }
+        }
+
+        // RESERVED_MESSAGE_NO_DELETE
+        let new_ranges: Vec<(i64, i64)> = nm
+            .reserved_ranges()
+            .map(|r| (i64::from(r.start), i64::from(r.end) - 1))
+            .collect();
+        for (i, r) in om.reserved_ranges().enumerate() {
+            let old_range = (i64::from(r.start), i64::from(r.end) - 1);
+            let missing = missing_ranges(old_range, &new_ranges);
+            if !missing.is_empty() {
+                let msg = format!(
+                    "message \"{name}\" no longer reserves {}: those numbers may now be reused by fields \
+                     that misread old data",
+                    ranges_text(&missing, MESSAGE_MAX)
+                );
+                let loc = locate(
+                    &ofile,
+                    &join(om.path(), &[source::MESSAGE_RESERVED_RANGE, index(i)]),
+                );
+                self.emit("RESERVED_MESSAGE_NO_DELETE", msg, loc, Side::Old, None);
+            }
+        }
+        for (i, rn) in om.reserved_names().enumerate() {
+            if !nm.reserved_names().any(|n| n == rn) {
+                let msg = format!("message \"{name}\" no longer reserves the name \"{rn}\"");
+                let loc = locate(
+                    &ofile,
+                    &join(om.path(), &[source::MESSAGE_RESERVED_NAME, index(i)]),
+                );
+                self.emit("RESERVED_MESSAGE_NO_DELETE", msg, loc, Side::Old, None);
+            }
+        }
+
+        // MESSAGE_SAME_JSON_FORMAT: proto3 files allow JSON, proto2 ones only "best effort".
+        if ofile.syntax() == Syntax::Proto3 && nfile.syntax() != Syntax::Proto3 {
+            let msg = format!(
+                "message \"{name}\" lost full JSON support: its file changed from proto3 to proto2 \
+                 (json_format ALLOW -> LEGACY_BEST_EFFORT)"
+            );
+            self.emit(
+                "MESSAGE_SAME_JSON_FORMAT",
+                msg,
+                locate(&nfile, nm.path()),
+                Side::New,
+                None,
+            );
+        }
+
+        self.moved_fields(om, nm);
+    }
+
+    fn field_deleted(&mut self, of: &FieldDescriptor, nm: &MessageDescriptor) {
+        let n = of.number();
+        let name = nm.full_name();
+        let loc = locate(&of.parent_file(), of.path());
+        let subj = subject(name, &[n], &[]);
+        if !nm.reserved_ranges().any(|r| r.contains(&n)) {
+            let msg = format!(
+                "field {n} (\"{}\") was deleted from message \"{name}\" without reserving number {n}: \
+                 a later field may reuse {n} and misread what old writers still send",
+                of.name()
+            );
+            self.emit(
+                "FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED",
+                msg,
+                loc.clone(),
+                Side::Old,
+                subj.clone(),
+            );
+        }
+        if !nm.reserved_names().any(|r| r == of.name()) {
+            let msg = format!(
+                "field {n} (\"{}\") was deleted from message \"{name}\" without reserving the name \"{}\": \
+                 a later field may reuse the name and misread old JSON",
+                of.name(),
+                of.name()
+            );
+            self.emit(
+                "FIELD_NO_DELETE_UNLESS_NAME_RESERVED",
+                msg,
+                loc,
+                Side::Old,
+                subj,
+            );
+        }
+    }
+
+    fn field_pair(&mut self, of: &FieldDescriptor, nf: &FieldDescriptor) {
+        let message = nf.parent_message().full_name().to_owned();
+        let nfile = nf.parent_file();
+        let n = nf.number();
+        let desc = format!("field {n} (\"{}\") on message \"{message}\"", nf.name());
+        let subj = subject(&message, &[n], &[n]);
+        let type_loc = || {
+            let sub = if is_named(nf) {
+                source::FIELD_TYPE_NAME
+            } else {
+                source::FIELD_TYPE
+            };
+            locate(&nfile, &join(nf.path(), &[sub]))
+        };
+        let field_loc = locate(&nfile, nf.path());
+
+        // FIELD_WIRE_COMPATIBLE_TYPE / FIELD_WIRE_JSON_COMPATIBLE_TYPE
+        for (rule, groups) in [
+            (
+                "FIELD_WIRE_COMPATIBLE_TYPE",
+                wire_group as fn(&FieldDescriptor) -> u8,
+            ),
+            ("FIELD_WIRE_JSON_COMPATIBLE_TYPE", wire_json_group),
+        ] {
+            if !self.on(rule) {
+                continue;
+            }
+            let allowed_string_to_bytes = rule == "FIELD_WIRE_COMPATIBLE_TYPE"
+                && of.kind() == Kind::String
+                && nf.kind() == Kind::Bytes;
+            if groups(of) != groups(nf) {
+                if !allowed_string_to_bytes {
+                    let msg = format!(
+                        "{desc} changed type from {} to {}: {}",
+                        type_text(of),
+                        type_text(nf),
+                        type_change_reason(of, nf)
+                    );
+                    self.emit(rule, msg, type_loc(), Side::New, subj.clone());
+                }
+            } else if let Some(why) = named_type_mismatch(of, nf) {
+                let msg = format!(
+                    "{desc} changed type from {} to {}: {why}",
+                    type_text(of),
+                    type_text(nf)
+                );
+                self.emit(rule, msg, type_loc(), Side::New, subj.clone());
+            }
+        }
+
+        // FIELD_WIRE_COMPATIBLE_CARDINALITY / FIELD_WIRE_JSON_COMPATIBLE_CARDINALITY
+        let both_map_entries =
+            of.parent_message().is_map_entry() && nf.parent_message().is_map_entry();
+        if !both_map_entries {
+            let (oc, nc) = (cardinality(of), cardinality(nf));
+            if oc.wire_group() != nc.wire_group() {
+                let msg = format!(
+                    "{desc} changed cardinality from {} to {}: {}",
+                    oc.text(),
+                    nc.text(),
+                    cardinality_reason(oc, nc)
+                );
+                self.emit(
+                    "FIELD_WIRE_COMPATIBLE_CARDINALITY",
+                    msg,
+                    field_loc.clone(),
+                    Side::New,
+                    subj.clone(),
+                );
+            }
+            if oc.wire_json_group() != nc.wire_json_group() {
+                let msg = format!(
+                    "{desc} changed cardinality from {} to {}: {}",
+                    oc.text(),
+                    nc.text(),
+                    cardinality_reason(oc, nc)
+                );
+                self.emit(
+                    "FIELD_WIRE_JSON_COMPATIBLE_CARDINALITY",
+                    msg,
+                    field_loc.clone(),
+                    Side::New,
+                    subj.clone(),
+                );
+            }
+        }
+
+        // FIELD_SAME_ONEOF
+        let (oo, no) = (real_oneof(of), real_oneof(nf));
+        let oneof_change = match (&oo, &no) {
+            (None, None) => None,
+            (Some(a), Some(b)) if a == b => None,
+            (Some(a), Some(b)) => Some(format!("moved from oneof \"{a}\" to oneof \"{b}\"")),
+            (Some(a), None) => Some(format!("moved out of oneof \"{a}\"")),
+            (None, Some(b)) => Some(format!("moved into oneof \"{b}\"")),
+        };
+        if let Some(change) = oneof_change {
+            let msg = format!(
+                "{desc} {change}: setting one member of a oneof clears the others, so readers on each side \
+                 can drop values the other side sent together"
+            );
+            self.emit(
+                "FIELD_SAME_ONEOF",
+                msg,
+                field_loc.clone(),
+                Side::New,
+                subj.clone(),
+            );
+        }
+
+        // FIELD_SAME_DEFAULT
+        if let (Some(od), Some(nd)) = (default_of(of), default_of(nf))
+            && !(od.value.is_zero() && nd.value.is_zero())
+            && !od.value.same_as(&nd.value)
+        {
+            let msg = format!(
+                "{desc} changed default value from {} to {}: an unset field reads differently on each side",
+                od.text, nd.text
+            );
+            let loc = locate(&nfile, &join(nf.path(), &[source::FIELD_DEFAULT]))
+                .or_else(|| field_loc.clone());
+            self.emit("FIELD_SAME_DEFAULT", msg, loc, Side::New, subj.clone());
+        }
+
+        // FIELD_SAME_NAME / FIELD_SAME_JSON_NAME
+        if of.name() != nf.name() {
+            let msg = format!(
+                "field {n} on message \"{message}\" changed name from \"{}\" to \"{}\"",
+                of.name(),
+                nf.name()
+            );
+            let loc = locate(&nfile, &join(nf.path(), &[source::FIELD_NAME]))
+                .or_else(|| field_loc.clone());
+            self.emit("FIELD_SAME_NAME", msg, loc, Side::New, subj.clone());
+        }
+        if of.json_name() != nf.json_name() {
+            let msg = format!(
+                "{desc} changed its JSON name from \"{}\" to \"{}\": JSON written by one side is not read \
+                 by the other",
+                of.json_name(),
+                nf.json_name()
+            );
+            let loc = locate(&nfile, &join(nf.path(), &[source::FIELD_JSON_NAME]))
+                .or_else(|| field_loc.clone());
+            self.emit("FIELD_SAME_JSON_NAME", msg, loc, Side::New, subj.clone());
+        }
+
+        // PROTOSERVE_FIELD_NARROWED_TYPE / PROTOSERVE_FIELD_SIGN_CHANGED
+        if cardinality(of).wire_group() == cardinality(nf).wire_group()
+            && let Some((rule, why)) = integer_change(of, nf)
+        {
+            let msg = format!(
+                "{desc} changed type from {} to {}: {why}",
+                type_text(of),
+                type_text(nf)
+            );
+            self.emit(rule, msg, type_loc(), Side::New, subj);
+        }
+    }
+
+    /// PROTOSERVE_FIELD_MOVED_NUMBER and PROTOSERVE_FIELD_SWAPPED_NUMBERS.
+    fn moved_fields(&mut self, om: &MessageDescriptor, nm: &MessageDescriptor) {
+        let message = nm.full_name().to_owned();
+        let nfile = nm.parent_file();
+        let moved: Vec<(FieldDescriptor, FieldDescriptor)> = om
+            .fields()
+            .filter_map(|of| {
+                let nf = nm.get_field_by_name(of.name())?;
+                (nf.number() != of.number()).then_some((of, nf))
+            })
+            .collect();
+        let mut in_swap = vec![false; moved.len()];
+        for i in 0..moved.len() {
+            for j in i + 1..moved.len() {
+                let (ao, an) = &moved[i];
+                let (bo, bn) = &moved[j];
+                if in_swap[i]
+                    || in_swap[j]
+                    || an.number() != bo.number()
+                    || bn.number() != ao.number()
+                {
+                    continue;
+                }
+                in_swap[i] = true;
+                in_swap[j] = true;
+                let msg = format!(
+                    "fields \"{}\" and \"{}\" on message \"{message}\" swapped numbers ({} <-> {}): \
+                     each side reads the other's \"{}\" as \"{}\" and vice versa{}",
+                    ao.name(),
+                    bo.name(),
+                    ao.number(),
+                    bo.number(),
+                    ao.name(),
+                    bo.name(),
+                    if same_wire_shape(ao, bo) {
+                        ", silently, because the wire types match"
+                    } else {
+                        ""
+                    }
+                );
+                let subj = subject(
+                    &message,
+                    &[ao.number(), bo.number()],
+                    &[an.number(), bn.number()],
+                );
+                self.emit(
+                    FIELD_SWAPPED_NUMBERS,
+                    msg,
+                    locate(&nfile, an.path()),
+                    Side::New,
+                    subj,
+                );
+            }
+        }
+        for (k, (of, nf)) in moved.iter().enumerate() {
+            if in_swap[k] {
+                continue;
+            }
+            let (on, nn) = (of.number(), nf.number());
+            let new_reader = match nm.get_field(on) {
+                Some(f) => format!("the new reader takes it for \"{}\"", f.name()),
+                None => "the new reader drops it as unknown".to_owned(),
+            };
+            let old_reader = match om.get_field(nn) {
+                Some(f) => format!("old readers take it for \"{}\"", f.name()),
+                None => "old readers drop it as unknown".to_owned(),
+            };
+            let msg = format!(
+                "field \"{}\" on message \"{message}\" moved from number {on} to {nn}: old writers still send \
+                 it as field {on} and {new_reader}; new writers send field {nn} and {old_reader}",
+                of.name()
+            );
+            let loc = locate(&nfile, &join(nf.path(), &[source::FIELD_NUMBER]))
+                .or_else(|| locate(&nfile, nf.path()));
+            let subj = subject(&message, &[on], &[on, nn]);
+            self.emit(FIELD_MOVED_NUMBER, msg, loc, Side::New, subj);
+        }
+    }
+
+    fn enum_pair(&mut self, oe: &EnumDescriptor, ne: &EnumDescriptor) {
+        let name = oe.full_name().to_owned();
+        let ofile = oe.parent_file();
+        let nfile = ne.parent_file();
+        let numbers: BTreeSet<i32> = oe.values().map(|v| v.number()).collect();
+
+        for &number in &numbers {
+            let old_values: Vec<EnumValueDescriptor> =
+                oe.values().filter(|v| v.number() == number).collect();
+            let old_names: BTreeSet<String> =
+                old_values.iter().map(|v| v.name().to_owned()).collect();
+            let new_values: Vec<EnumValueDescriptor> =
+                ne.values().filter(|v| v.number() == number).collect();
+            let first_old_loc = old_values.first().and_then(|v| locate(&ofile, v.path()));
+            let names_text = quoted_list(&old_names);
+            if new_values.is_empty() {
+                if !ne.reserved_ranges().any(|r| r.contains(&number)) {
+                    let msg = format!(
+                        "enum value {number} ({names_text}) was deleted from enum \"{name}\" without reserving \
+                         number {number}: a later value may reuse {number} and change its meaning"
+                    );
+                    self.emit(
+                        "ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED",
+                        msg,
+                        first_old_loc.clone(),
+                        Side::Old,
+                        None,
+                    );
+                }
+                if !old_names
+                    .iter()
+                    .all(|n| ne.reserved_names().any(|r| r == n))
+                {
+                    let msg = format!(
+                        "enum value {number} ({names_text}) was deleted from enum \"{name}\" without reserving \
+                         its name: a later value may reuse the name and misread old JSON"
+                    );
+                    self.emit(
+                        "ENUM_VALUE_NO_DELETE_UNLESS_NAME_RESERVED",
+                        msg,
+                        first_old_loc,
+                        Side::Old,
+                        None,
+                    );
+                }
+                continue;
+            }
+            // ENUM_VALUE_SAME_NAME: every new name for this number must have been a name before.
+            if new_values.iter().any(|v| !old_names.contains(v.name())) {
+                let new_names: BTreeSet<String> =
+                    new_values.iter().map(|v| v.name().to_owned()).collect();
+                for v in &new_values {
+                    let msg = format!(
+                        "enum value {number} on enum \"{name}\" changed name from {names_text} to {}: JSON and \
+                         text written by one side is not read by the other",
+                        quoted_list(&new_names)
+                    );
+                    let loc = locate(&nfile, &join(v.path(), &[source::ENUM_VALUE_NUMBER]))
+                        .or_else(|| locate(&nfile, v.path()));
+                    self.emit("ENUM_VALUE_SAME_NAME", msg, loc, Side::New, None);
+                }
+            }
+        }
+
+        // RESERVED_ENUM_NO_DELETE
+        let new_ranges: Vec<(i64, i64)> = ne
+            .reserved_ranges()
+            .map(|r| (i64::from(*r.start()), i64::from(*r.end())))
+            .collect();
+        for (i, r) in oe.reserved_ranges().enumerate() {
+            let missing = missing_ranges((i64::from(*r.start()), i64::from(*r.end())), &new_ranges);
+            if !missing.is_empty() {
+                let msg = format!(
+                    "enum \"{name}\" no longer reserves {}: those numbers may be reused with another meaning",
+                    ranges_text(&missing, ENUM_MAX)
+                );
+                let loc = locate(
+                    &ofile,
+                    &join(oe.path(), &[source::ENUM_RESERVED_RANGE, index(i)]),
+                );
+                self.emit("RESERVED_ENUM_NO_DELETE", msg, loc, Side::Old, None);
+            }
+        }
+        for (i, rn) in oe.reserved_names().enumerate() {
+            if !ne.reserved_names().any(|n| n == rn) {
+                let msg = format!("enum \"{name}\" no longer reserves the name \"{rn}\"");
+                let loc = locate(
+                    &ofile,
+                    &join(oe.path(), &[source::ENUM_RESERVED_NAME, index(i)]),
+                );
+                self.emit("RESERVED_ENUM_NO_DELETE", msg, loc, Side::Old, None);
+            }
+        }
+
+        // ENUM_SAME_JSON_FORMAT
+        if ofile.syntax() == Syntax::Proto3 && nfile.syntax() != Syntax::Proto3 {
+            let msg = format!(
+                "enum \"{name}\" lost full JSON support: its file changed from proto3 to proto2 \
+                 (json_format ALLOW -> LEGACY_BEST_EFFORT)"
+            );
+            self.emit(
+                "ENUM_SAME_JSON_FORMAT",
+                msg,
+                locate(&nfile, ne.path()),
+                Side::New,
+                None,
+            );
+        }
+
+        // PROTOSERVE_ENUM_VALUE_RENUMBERED
+        for ov in oe.values() {
+            let Some(nv) = ne.get_value_by_name(ov.name()) else {
+                continue;
+            };
+            if nv.number() == ov.number() {
+                continue;
+            }
+            let (on, nn) = (ov.number(), nv.number());
+            let now = match ne.get_value(on) {
+                Some(v) => format!("reads as \"{}\"", v.name()),
+                None => "is an unknown value".to_owned(),
+            };
+            let then = match oe.get_value(nn) {
+                Some(v) => format!("old readers read {nn} as \"{}\"", v.name()),
+                None => format!("old readers see the unknown value {nn}"),
+            };
+            let msg = format!(
+                "enum value \"{}\" on enum \"{name}\" was renumbered from {on} to {nn}: the {on} that old writers \
+                 send {now} for new readers, and {then}",
+                ov.name()
+            );
+            let loc = locate(&nfile, &join(nv.path(), &[source::ENUM_VALUE_NUMBER]))
+                .or_else(|| locate(&nfile, nv.path()));
+            self.emit(ENUM_VALUE_RENUMBERED, msg, loc, Side::New, None);
+        }
+    }
+
+    fn method_pair(&mut self, om: &MethodDescriptor, nm: &MethodDescriptor) {
+        let nfile = nm.parent_service().parent_file();
+        let what = format!(
+            "RPC \"{}\" on service \"{}\"",
+            nm.name(),
+            nm.parent_service().full_name()
+        );
+        let method_loc = locate(&nfile, nm.path());
+        if om.input().full_name() != nm.input().full_name() {
+            let msg = format!(
+                "{what} changed request type from \"{}\" to \"{}\"",
+                om.input().full_name(),
+                nm.input().full_name()
+            );
+            let loc = locate(&nfile, &join(nm.path(), &[source::METHOD_INPUT]));
+            self.emit("RPC_SAME_REQUEST_TYPE", msg, loc, Side::New, None);
+        }
+        if om.output().full_name() != nm.output().full_name() {
+            let msg = format!(
+                "{what} changed response type from \"{}\" to \"{}\"",
+                om.output().full_name(),
+                nm.output().full_name()
+            );
+            let loc = locate(&nfile, &join(nm.path(), &[source::METHOD_OUTPUT]));
+            self.emit("RPC_SAME_RESPONSE_TYPE", msg, loc, Side::New, None);
+        }
+        if om.is_client_streaming() != nm.is_client_streaming() {
+            let msg = format!(
+                "{what} changed from client {} to client {}",
+                streaming(om.is_client_streaming()),
+                streaming(nm.is_client_streaming())
+            );
+            self.emit(
+                "RPC_SAME_CLIENT_STREAMING",
+                msg,
+                method_loc.clone(),
+                Side::New,
+                None,
+            );
+        }
+        if om.is_server_streaming() != nm.is_server_streaming() {
+            let msg = format!(
+                "{what} changed from server {} to server {}",
+                streaming(om.is_server_streaming()),
+                streaming(nm.is_server_streaming())
+            );
+            self.emit(
+                "RPC_SAME_SERVER_STREAMING",
+                msg,
+                method_loc.clone(),
+                Side::New,
+                None,
+            );
+        }
+        let (ol, nl) = (idempotency(om), idempotency(nm));
+        if ol != nl {
+            let msg = format!(
+                "{what} changed option idempotency_level from {} to {}: clients and proxies may retry or \
+                 cache calls differently",
+                idempotency_name(ol),
+                idempotency_name(nl)
+            );
+            let loc = locate(&nfile, &join(nm.path(), &[source::METHOD_OPTIONS])).or(method_loc);
+            self.emit("RPC_SAME_IDEMPOTENCY_LEVEL", msg, loc, Side::New, None);
+        }
+    }
+}
+
+fn subject(message: &str, old_numbers: &[u32], new_numbers: &[u32]) -> Option<Subject> {
+    Some(Subject {
+        message: message.to_owned(),
+        old_numbers: old_numbers.to_vec(),
+        new_numbers: new_numbers.to_vec(),
+    })
+}
+
+fn index(i: usize) -> i32 {
+    i32::try_from(i).unwrap_or(i32::MAX)
+}
+
+fn file_start(f: &FileDescriptor) -> Option<Location> {
+    f.file_descriptor_proto().source_code_info.as_ref()?;
+    Some(Location {
+        file: f.name().to_owned(),
+        line: 1,
+        column: 1,
+    })
+}
+
+fn streaming(b: bool) -> &'static str {
+    if b { "streaming" } else { "unary" }
+}
+
+fn idempotency(m: &MethodDescriptor) -> i32 {
+    m.method_descriptor_proto()
+        .options
+        .as_ref()
+        .and_then(|o| o.idempotency_level)
+        .unwrap_or(0)
+}
+
+fn idempotency_name(level: i32) -> String {
+    match level {
+        0 => "IDEMPOTENCY_UNKNOWN".to_owned(),
+        1 => "NO_SIDE_EFFECTS".to_owned(),
+        2 => "IDEMPOTENT".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn quoted_list(names: &BTreeSet<String>) -> String {
+    names
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The parts of `old` (inclusive) not covered by any of `new` (inclusive).
+fn missing_ranges(old: (i64, i64), new: &[(i64, i64)]) -> Vec<(i64, i64)> {
+    let mut sorted = new.to_vec();
+    sorted.sort_unstable();
+    let (mut cursor, end) = old;
+    let mut missing = Vec::new();
+    for (lo, hi) in sorted {
+        if cursor > end {
+            break;
+        }
+        if hi < cursor {
+            continue;
+        }
+        if lo > cursor {
+            missing.push((cursor, end.min(lo - 1)));
+        }
+        cursor = cursor.max(hi.saturating_add(1));
+    }
+    if cursor <= end {
+        missing.push((cursor, end));
+    }
+    missing
+}
+
+fn ranges_text(ranges: &[(i64, i64)], max: i64) -> String {
+    let parts: Vec<String> = ranges
+        .iter()
+        .map(|&(lo, hi)| match (lo == hi, hi == max) {
+            (true, _) => format!("{lo}"),
+            (false, true) => format!("{lo} to max"),
+            (false, false) => format!("{lo} to {hi}"),
+        })
+        .collect();
+    format!(
+        "number{} {}",
+        if parts.len() == 1 && ranges[0].0 == ranges[0].1 {
+            ""
+        } else {
+            "s"
+        },
+        parts.join(", ")
+    )
+}
+
+fn is_named(f: &FieldDescriptor) -> bool {
+    matches!(f.kind(), Kind::Message(_) | Kind::Enum(_))
+}
+
+fn real_oneof(f: &FieldDescriptor) -> Option<String> {
+    f.containing_oneof()
+        .filter(|o| !o.is_synthetic())
+        .map(|o| o.name().to_owned())
+}
+
+/// buf's wire compatibility groups: kinds in one group read each other's bytes.
+fn wire_group(f: &FieldDescriptor) -> u8 {
+    match f.kind() {
+        Kind::Int32 | Kind::Int64 | Kind::Uint32 | Kind::Uint64 | Kind::Bool => 1,
+        Kind::Sint32 | Kind::Sint64 => 2,
+        Kind::String => 3,
+        Kind::Bytes => 4,
+        Kind::Fixed32 | Kind::Sfixed32 => 5,
+        Kind::Fixed64 | Kind::Sfixed64 => 6,
+        Kind::Double => 7,
+        Kind::Float => 8,
+        Kind::Message(_) if f.is_group() => 9,
+        Kind::Message(_) => 10,
+        Kind::Enum(_) => 11,
+    }
+}
+
+/// buf's wire-and-JSON groups: also the same JSON representation.
+fn wire_json_group(f: &FieldDescriptor) -> u8 {
+    match f.kind() {
+        Kind::Int32 | Kind::Uint32 => 1,
+        Kind::Int64 | Kind::Uint64 => 2,
+        Kind::Fixed32 | Kind::Sfixed32 => 3,
+        Kind::Fixed64 | Kind::Sfixed64 => 4,
+        Kind::Bool => 5,
+        Kind::Sint32 => 6,
+        Kind::Sint64 => 7,
+        Kind::String => 8,
+        Kind::Bytes => 9,
+        Kind::Double => 10,
+        Kind::Float => 11,
+        Kind::Message(_) if f.is_group() => 12,
+        Kind::Message(_) => 13,
+        Kind::Enum(_) => 14,
+    }
+}
+
+/// For same-group message and enum fields: why the named types are not interchangeable.
+fn named_type_mismatch(of: &FieldDescriptor, nf: &FieldDescriptor) -> Option<String> {
+    match (of.kind(), nf.kind()) {
+        (Kind::Message(a), Kind::Message(b)) if a.full_name() != b.full_name() => Some(
+            "another message type decodes the same bytes with different field meanings".to_owned(),
+        ),
+        (Kind::Enum(a), Kind::Enum(b)) if a.full_name() != b.full_name() => {
+            if a.name() != b.name() {
+                return Some("a differently named enum is treated as a different type".to_owned());
+            }
+            let subset = a.values().all(|v| {
+                b.get_value_by_name(v.name())
+                    .is_some_and(|w| w.number() == v.number())
+            });
+            (!subset).then(|| {
+                "the new enum does not keep every old value name with its number".to_owned()
+            })
+        }
+        _ => None,
+    }
+}
+
+fn type_text(f: &FieldDescriptor) -> String {
+    match f.kind() {
+        Kind::Message(m) if f.is_group() => format!("group \"{}\"", m.full_name()),
+        Kind::Message(m) => format!("\"{}\"", m.full_name()),
+        Kind::Enum(e) => format!("enum \"{}\"", e.full_name()),
+        k => scalar_name(&k).to_owned(),
+    }
+}
+
+fn scalar_name(k: &Kind) -> &'static str {
+    match k {
+        Kind::Double => "double",
+        Kind::Float => "float",
+        Kind::Int32 => "int32",
+        Kind::Int64 => "int64",
+        Kind::Uint32 => "uint32",
+        Kind::Uint64 => "uint64",
+        Kind::Sint32 => "sint32",
+        Kind::Sint64 => "sint64",
+        Kind::Fixed32 => "fixed32",
+        Kind::Fixed64 => "fixed64",
+        Kind::Sfixed32 => "sfixed32",
+        Kind::Sfixed64 => "sfixed64",
+        Kind::Bool => "bool",
+        Kind::String => "string",
+        Kind::Bytes => "bytes",
+        Kind::Message(_) => "message",
+        Kind::Enum(_) => "enum",
+    }
+}
+
+/// The protobuf wire type a field's values use.
+fn wire_type_name(f: &FieldDescriptor) -> &'static str {
+    match f.kind() {
+        Kind::Int32
+        | Kind::Int64
+        | Kind::Uint32
+        | Kind::Uint64
+        | Kind::Bool
+        | Kind::Sint32
+        | Kind::Sint64
+        | Kind::Enum(_) => "varint",
+        Kind::Fixed32 | Kind::Sfixed32 | Kind::Float => "32-bit",
+        Kind::Fixed64 | Kind::Sfixed64 | Kind::Double => "64-bit",
+        Kind::Message(_) if f.is_group() => "group",
+        Kind::String | Kind::Bytes | Kind::Message(_) => "length-delimited",
+    }
+}
+
+fn same_wire_shape(a: &FieldDescriptor, b: &FieldDescriptor) -> bool {
+    wire_type_name(a) == wire_type_name(b)
+}
+
+fn type_change_reason(of: &FieldDescriptor, nf: &FieldDescriptor) -> String {
+    let (ow, nw) = (wire_type_name(of), wire_type_name(nf));
+    if ow != nw {
+        format!("old writers send {ow} values that the new reader cannot parse as {nw}")
+    } else {
+        match (of.kind(), nf.kind()) {
+            (Kind::Bytes, Kind::String) => {
+                "bytes need not be valid UTF-8, and a string reader rejects them when they are not".to_owned()
+            }
+            (Kind::Sint32 | Kind::Sint64, _) | (_, Kind::Sint32 | Kind::Sint64) => {
+                "zigzag and plain varints encode the same number differently (-1 reads as 1 and 1 as -1)".to_owned()
+            }
+            _ => format!("both use {ow} encoding, but the bytes mean different things"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Card {
+    Explicit,
+    Implicit,
+    Required,
+    Repeated,
+    Map,
+}
+
+impl Card {
+    fn wire_group(self) -> u8 {
+        match self {
+            Card::Explicit | Card::Implicit => 1,
+            Card::Required => 2,
+            Card::Repeated | Card::Map => 3,
+        }
+    }
+
+    fn wire_json_group(self) -> u8 {
+        match self {
+            Card::Map => 4,
+            other => other.wire_group(),
+        }
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            Card::Explicit => "optional (explicit presence)",
+            Card::Implicit => "optional (implicit presence)",
+            Card::Required => "required",
+            Card::Repeated => "repeated",
+            Card::Map => "map",
+        }
+    }
+}
+
+fn cardinality(f: &FieldDescriptor) -> Card {
+    if f.is_list() {
+        Card::Repeated
+    } else if f.is_map() {
+        Card::Map
+    } else if f.cardinality() == Cardinality::Required {
+        Card::Required
+    } else if f.supports_presence() {
+        Card::Explicit
+    } else {
+        Card::Implicit
+    }
+}
+
+fn cardinality_reason(o: Card, n: Card) -> &'static str {
+    match (o, n) {
+        (Card::Required, _) | (_, Card::Required) => {
+            "a reader that requires the field rejects messages from a writer that may omit it"
+        }
+        (Card::Map, Card::Repeated) | (Card::Repeated, Card::Map) => {
+            "maps and lists have different JSON forms"
+        }
+        _ => {
+            "a singular reader keeps only the last of several values, and packed lists do not parse as one value"
+        }
+    }
+}
+
+/// A field's default value, comparable across types the way buf compares them.
+#[derive(Clone, Debug)]
+enum DefaultValue {
+    Bytes(Vec<u8>),
+    Int(i128),
+    F32(f32),
+    F64(f64),
+}
+
+impl DefaultValue {
+    fn is_zero(&self) -> bool {
+        match self {
+            DefaultValue::Bytes(b) => b.is_empty(),
+            DefaultValue::Int(i) => *i == 0,
+            DefaultValue::F32(f) => f.to_bits() == 0,
+            DefaultValue::F64(f) => f.to_bits() == 0,
+        }
+    }
+
+    fn same_as(&self, other: &DefaultValue) -> bool {
+        use DefaultValue::{Bytes, F32, F64, Int};
+        match (self, other) {
+            (Bytes(a), Bytes(b)) => a == b,
+            (Bytes(_), _) | (_, Bytes(_)) => false,
+            (Int(a), Int(b)) => a == b,
+            (F32(a), F32(b)) => (a.is_nan() && b.is_nan()) || a == b,
+            (F32(a), F64(b)) | (F64(b), F32(a)) => (a.is_nan() && b.is_nan()) || *a == (*b as f32),
+            (F64(a), F64(b)) => (a.is_nan() && b.is_nan()) || a == b,
+            (Int(i), F32(f)) | (F32(f), Int(i)) => !f.is_nan() && (*i as f64) == f64::from(*f),
+            (Int(i), F64(f)) | (F64(f), Int(i)) => !f.is_nan() && (*i as f64) == *f,
+        }
+    }
+}
+
+struct FieldDefault {
+    value: DefaultValue,
+    text: String,
+}
+
+fn default_of(f: &FieldDescriptor) -> Option<FieldDefault> {
+    if f.is_list() || f.is_map() || matches!(f.kind(), Kind::Message(_)) {
+        return None;
+    }
+    let v = f.default_value();
+    let value = match &v {
+        prost_reflect::Value::Bool(b) => DefaultValue::Int(i128::from(*b)),
+        prost_reflect::Value::I32(i) => DefaultValue::Int(i128::from(*i)),
+        prost_reflect::Value::I64(i) => DefaultValue::Int(i128::from(*i)),
+        prost_reflect::Value::U32(i) => DefaultValue::Int(i128::from(*i)),
+        prost_reflect::Value::U64(i) => DefaultValue::Int(i128::from(*i)),
+        prost_reflect::Value::F32(x) => DefaultValue::F32(*x),
+        prost_reflect::Value::F64(x) => DefaultValue::F64(*x),
+        prost_reflect::Value::String(s) => DefaultValue::Bytes(s.as_bytes().to_vec()),
+        prost_reflect::Value::Bytes(b) => DefaultValue::Bytes(b.to_vec()),
+        prost_reflect::Value::EnumNumber(n) => DefaultValue::Int(i128::from(*n)),
+        _ => return None,
+    };
+    let text = match (&v, f.kind()) {
+        (prost_reflect::Value::EnumNumber(n), Kind::Enum(e)) => match e.get_value(*n) {
+            Some(ev) => ev.name().to_owned(),
+            None => n.to_string(),
+        },
+        _ => v.to_string(),
+    };
+    Some(FieldDefault { value, text })
+}
+
+/// How an integer kind is represented: its encoding family, width and sign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    Varint,
+    ZigZag,
+    Fixed32,
+    Fixed64,
+}
+
+fn int_shape(k: &Kind) -> Option<(Family, u32, bool)> {
+    Some(match k {
+        Kind::Int32 => (Family::Varint, 32, true),
+        Kind::Int64 => (Family::Varint, 64, true),
+        Kind::Uint32 => (Family::Varint, 32, false),
+        Kind::Uint64 => (Family::Varint, 64, false),
+        Kind::Bool => (Family::Varint, 1, false),
+        Kind::Sint32 => (Family::ZigZag, 32, true),
+        Kind::Sint64 => (Family::ZigZag, 64, true),
+        Kind::Fixed32 => (Family::Fixed32, 32, false),
+        Kind::Sfixed32 => (Family::Fixed32, 32, true),
+        Kind::Fixed64 => (Family::Fixed64, 64, false),
+        Kind::Sfixed64 => (Family::Fixed64, 64, true),
+        _ => return None,
+    })
+}
+
+/// Narrowing or sign changes between two integer kinds that share an encoding
+/// (buf accepts these): the rule id and an explanation with a worked value.
+fn integer_change(of: &FieldDescriptor, nf: &FieldDescriptor) -> Option<(&'static str, String)> {
+    let (ok, nk) = (of.kind(), nf.kind());
+    let (ofam, obits, osigned) = int_shape(&ok)?;
+    let (nfam, nbits, nsigned) = int_shape(&nk)?;
+    if ofam != nfam || ok == nk {
+        return None;
+    }
+    let (oname, nname) = (scalar_name(&ok), scalar_name(&nk));
+    if nbits < obits {
+        let sample: i128 = if obits == 64 { 5_000_000_000 } else { 2 };
+        let sample = if nk == Kind::Bool && obits != 64 {
+            2
+        } else {
+            sample
+        };
+        let seen = reinterpret(&ok, &nk, sample);
+        let mut why = if nk == Kind::Bool {
+            format!(
+                "every non-zero {oname} reads as true (old writer {sample} -> new reader {seen})"
+            )
+        } else {
+            format!(
+                "{oname} values outside the {nname} range are truncated to their low {nbits} bits \
+                 (old writer {sample} -> new reader {seen})"
+            )
+        };
+        if osigned && !nsigned && nk != Kind::Bool {
+            why.push_str(&format!(
+                ", and negative values turn positive (-1 -> {})",
+                reinterpret(&ok, &nk, -1)
+            ));
+        }
+        return Some((FIELD_NARROWED_TYPE, why));
+    }
+    if ok == Kind::Bool || osigned == nsigned || (!osigned && nsigned && nbits > obits) {
+        return None;
+    }
+    let why = if osigned {
+        format!(
+            "negative {oname} values are misread as large unsigned numbers (old writer -1 -> new reader {})",
+            reinterpret(&ok, &nk, -1)
+        )
+    } else {
+        let big = if obits == 64 {
+            i128::from(u64::MAX)
+        } else {
+            i128::from(u32::MAX)
+        };
+        format!(
+            "{oname} values above the {nname} maximum are misread as negative numbers (old writer {big} -> \
+             new reader {})",
+            reinterpret(&ok, &nk, big)
+        )
+    };
+    Some((FIELD_SIGN_CHANGED, why))
+}
+
+/// Encodes `value` as a `from` field would on the wire and decodes it as a `to`
+/// field would, returning what the reader sees.
+fn reinterpret(from: &Kind, to: &Kind, value: i128) -> String {
+    // The wire word: a varint's 64-bit payload, or a fixed field's raw bits.
+    let word: u64 = match from {
+        Kind::Int32 => i64::from(value as i32) as u64,
+        Kind::Int64 => value as i64 as u64,
+        Kind::Uint32 => u64::from(value as u32),
+        Kind::Uint64 => value as u64,
+        Kind::Bool => u64::from(value != 0),
+        Kind::Sint32 => {
+            let v = value as i32;
+            u64::from(((v << 1) ^ (v >> 31)) as u32)
+        }
+        Kind::Sint64 => {
+            let v = value as i64;
+            ((v << 1) ^ (v >> 63)) as u64
+        }
+        Kind::Fixed32 | Kind::Sfixed32 => u64::from(value as u32),
+        Kind::Fixed64 | Kind::Sfixed64 => value as u64,
+        _ => return "?".to_owned(),
+    };
+    match to {
+        Kind::Int32 | Kind::Sfixed32 => (word as u32 as i32).to_string(),
+        Kind::Int64 | Kind::Sfixed64 => (word as i64).to_string(),
+        Kind::Uint32 | Kind::Fixed32 => (word as u32).to_string(),
+        Kind::Uint64 | Kind::Fixed64 => word.to_string(),
+        Kind::Bool => (word != 0).to_string(),
+        Kind::Sint32 => {
+            let w = word as u32;
+            (((w >> 1) as i32) ^ -((w & 1) as i32)).to_string()
+        }
+        Kind::Sint64 => (((word >> 1) as i64) ^ -((word & 1) as i64)).to_string(),
+        _ => "?".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_ranges_finds_gaps() {
+        assert_eq!(missing_ranges((5, 10), &[(5, 10)]), vec![]);
+        assert_eq!(missing_ranges((5, 10), &[(1, 6), (9, 20)]), vec![(7, 8)]);
+        assert_eq!(missing_ranges((5, 10), &[]), vec![(5, 10)]);
+        assert_eq!(missing_ranges((5, 10), &[(5, 5), (6, 7)]), vec![(8, 10)]);
+        assert_eq!(missing_ranges((1, i64::MAX), &[(1, i64::MAX)]), vec![]);
+    }
+
+    #[test]
+    fn reinterpret_matches_protobuf_decoding() {
+        assert_eq!(
+            reinterpret(&Kind::Int64, &Kind::Int32, 5_000_000_000),
+            "705032704"
+        );
+        assert_eq!(reinterpret(&Kind::Int32, &Kind::Uint32, -1), "4294967295");
+        assert_eq!(
+            reinterpret(&Kind::Uint32, &Kind::Int32, 4_294_967_295),
+            "-1"
+        );
+        assert_eq!(reinterpret(&Kind::Int32, &Kind::Int64, -1), "-1");
+        assert_eq!(
+            reinterpret(&Kind::Int64, &Kind::Uint64, -1),
+            "18446744073709551615"
+        );
+        assert_eq!(reinterpret(&Kind::Sint64, &Kind::Sint32, -3), "-3");
+        assert_eq!(reinterpret(&Kind::Sint32, &Kind::Sint64, -3), "-3");
+        assert_eq!(
+            reinterpret(&Kind::Fixed32, &Kind::Sfixed32, 4_294_967_295),
+            "-1"
+        );
+        assert_eq!(reinterpret(&Kind::Int32, &Kind::Bool, 2), "true");
+    }
+}
