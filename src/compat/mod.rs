@@ -27,6 +27,13 @@ mod report;
 mod rules;
 mod source;
 
+/// buf's `WIRE` rule ids, all checked by [`RuleSet::Wire`].
+pub const BUF_WIRE_RULES: &[&str] = rules::BUF_WIRE;
+/// buf's `WIRE_JSON` rule ids, all checked by [`RuleSet::WireJson`].
+pub const BUF_WIRE_JSON_RULES: &[&str] = rules::BUF_WIRE_JSON;
+/// protoserve's own rule ids, checked by both rule sets.
+pub const PROTOSERVE_RULES: &[&str] = rules::PROTOSERVE;
+
 /// Which rules [`check`] applies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RuleSet {
@@ -109,7 +116,7 @@ pub struct Finding {
 /// Compares `old` against `new` and returns the findings in a deterministic order
 /// (by file, line, column, then rule id). Never panics, whatever the descriptors.
 pub fn check(old: &DescriptorPool, new: &DescriptorPool, rules: RuleSet) -> Vec<Finding> {
-    rules::check(old, new, rules)
+    rules::check(old, new, Some(rules))
         .into_iter()
         .map(|f| f.finding)
         .collect()
@@ -193,7 +200,7 @@ pub fn run(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         Ok(s) => s,
         Err(e) => return load_failed("new", &opts.new, &e, err),
     };
-    let raw = rules::check(old.pool(), new.pool(), opts.rules);
+    let raw = rules::check(old.pool(), new.pool(), Some(opts.rules));
     let findings: Vec<Finding> = raw
         .into_iter()
         .map(|r| {

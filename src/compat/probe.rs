@@ -13,12 +13,12 @@ use prost_reflect::{
     DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, Value,
 };
 
+use super::Finding;
 use super::rules::{self, Subject};
-use super::{Finding, RuleSet};
 
 /// Builds the probe report for `findings` (which must come from the same pools).
 pub(super) fn report(old: &DescriptorPool, new: &DescriptorPool, findings: &[Finding]) -> String {
-    let raws = rules::check(old, new, RuleSet::WireJson);
+    let raws = rules::check(old, new, None);
     let mut out = String::from("probe (encode with one schema, decode with the other):\n");
     let mut seen: BTreeSet<(String, Vec<u32>, Vec<u32>)> = BTreeSet::new();
     let mut probed_messages: BTreeSet<String> = BTreeSet::new();
@@ -90,16 +90,19 @@ fn describe(s: &Subject) -> String {
     )
 }
 
-/// Name, number and type of every field, to spot messages that changed at all.
-fn fields_signature(m: &MessageDescriptor) -> Vec<(String, u32, String, bool)> {
-    let mut v: Vec<_> = m
+/// Name, number, type, label and presence of every field, to spot messages that changed.
+fn fields_signature(m: &MessageDescriptor) -> Vec<String> {
+    let mut v: Vec<String> = m
         .fields()
         .map(|f| {
-            (
-                f.name().to_owned(),
+            format!(
+                "{} {} {:?} {:?} {} {:?}",
+                f.name(),
                 f.number(),
-                format!("{:?}", f.kind()),
-                f.is_list() || f.is_map(),
+                f.kind(),
+                f.cardinality(),
+                f.supports_presence(),
+                f.containing_oneof().map(|o| o.name().to_owned())
             )
         })
         .collect();
@@ -201,10 +204,18 @@ fn one_way(
         seen_parts.push(format!("unknown field(s) {list} kept as raw bytes"));
     }
 
+    // Unchanged: each value lands in the reader's field with the same number, holding
+    // the same value, and the reader has no other field of that name (a rename is fine).
     let unchanged = written.iter().all(|w| {
-        rm.get_field_by_name(w.name()).is_some_and(|rf| {
-            rf.number() == w.number() && same_value(&msg.get_field(w), &decoded.get_field(&rf))
-        })
+        let Some(rf) = rm.get_field(w.number()) else {
+            return false;
+        };
+        let same_name_elsewhere = rm
+            .get_field_by_name(w.name())
+            .is_some_and(|by_name| by_name.number() != w.number());
+        !same_name_elsewhere
+            && decoded.has_field(&rf) == msg.has_field(w)
+            && same_value(&msg.get_field(w), &decoded.get_field(&rf))
     });
     let verdict = if unchanged {
         "round-trips unchanged"
@@ -217,8 +228,45 @@ fn one_way(
     )
 }
 
+/// Equal as protobuf values, across kinds that share a wire form: numbers by value
+/// (bools as 0/1, enums by number), strings and bytes by their bytes, messages by
+/// their encoding.
 fn same_value(a: &Value, b: &Value) -> bool {
-    a == b
+    normalize(a) == normalize(b)
+}
+
+#[derive(Debug, PartialEq)]
+enum Norm {
+    Int(i128),
+    Float(u64),
+    Bytes(Vec<u8>),
+    List(Vec<Norm>),
+    Map(Vec<(Norm, Norm)>),
+}
+
+fn normalize(v: &Value) -> Norm {
+    match v {
+        Value::Bool(b) => Norm::Int(i128::from(*b)),
+        Value::I32(i) => Norm::Int(i128::from(*i)),
+        Value::I64(i) => Norm::Int(i128::from(*i)),
+        Value::U32(i) => Norm::Int(i128::from(*i)),
+        Value::U64(i) => Norm::Int(i128::from(*i)),
+        Value::EnumNumber(i) => Norm::Int(i128::from(*i)),
+        Value::F32(f) => Norm::Float(f64::from(*f).to_bits()),
+        Value::F64(f) => Norm::Float(f.to_bits()),
+        Value::String(s) => Norm::Bytes(s.as_bytes().to_vec()),
+        Value::Bytes(b) => Norm::Bytes(b.to_vec()),
+        Value::Message(m) => Norm::Bytes(m.encode_to_vec()),
+        Value::List(items) => Norm::List(items.iter().map(normalize).collect()),
+        Value::Map(entries) => {
+            let mut pairs: Vec<(Norm, Norm)> = entries
+                .iter()
+                .map(|(k, v)| (normalize(&Value::from(k.clone())), normalize(v)))
+                .collect();
+            pairs.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
+            Norm::Map(pairs)
+        }
+    }
 }
 
 /// A value that is easy to recognise in the output and shows misreads: negative

@@ -104,8 +104,8 @@ pub(super) struct Raw {
     pub(super) subject: Option<Subject>,
 }
 
-/// Runs every enabled rule and sorts the findings.
-pub(super) fn check(old: &DescriptorPool, new: &DescriptorPool, set: RuleSet) -> Vec<Raw> {
+/// Runs every rule of `set` (every rule there is when `None`) and sorts the findings.
+pub(super) fn check(old: &DescriptorPool, new: &DescriptorPool, set: Option<RuleSet>) -> Vec<Raw> {
     let mut c = Checker {
         set,
         out: Vec::new(),
@@ -147,7 +147,7 @@ pub(super) fn check(old: &DescriptorPool, new: &DescriptorPool, set: RuleSet) ->
 }
 
 struct Checker {
-    set: RuleSet,
+    set: Option<RuleSet>,
     out: Vec<Raw>,
 }
 
@@ -157,8 +157,9 @@ impl Checker {
             return true;
         }
         match self.set {
-            RuleSet::Wire => BUF_WIRE.contains(&rule),
-            RuleSet::WireJson => BUF_WIRE_JSON.contains(&rule),
+            Some(RuleSet::Wire) => BUF_WIRE.contains(&rule),
+            Some(RuleSet::WireJson) => BUF_WIRE_JSON.contains(&rule),
+            None => true,
         }
     }
 
@@ -349,15 +350,30 @@ impl Checker {
         let n = nf.number();
         let desc = format!("field {n} (\"{}\") on message \"{message}\"", nf.name());
         let subj = subject(&message, &[n], &[n]);
-        let type_loc = || {
-            let sub = if is_named(nf) {
-                source::FIELD_TYPE_NAME
-            } else {
-                source::FIELD_TYPE
-            };
-            locate(&nfile, &join(nf.path(), &[sub]))
+        // Fields of map entries have no source of their own: point at the map field.
+        let map_field = map_field_of(nf);
+        let desc = match &map_field {
+            Some(mf) => format!(
+                "the {} of map field {} (\"{}\") on message \"{}\"",
+                if n == 1 { "key" } else { "value" },
+                mf.number(),
+                mf.name(),
+                mf.parent_message().full_name()
+            ),
+            None => desc,
         };
-        let field_loc = locate(&nfile, nf.path());
+        let type_loc = || match &map_field {
+            Some(mf) => locate(&nfile, &join(mf.path(), &[source::FIELD_TYPE_NAME])),
+            None => {
+                let sub = if is_named(nf) {
+                    source::FIELD_TYPE_NAME
+                } else {
+                    source::FIELD_TYPE
+                };
+                locate(&nfile, &join(nf.path(), &[sub]))
+            }
+        };
+        let field_loc = locate(&nfile, map_field.as_ref().map_or(nf.path(), |mf| mf.path()));
 
         // FIELD_WIRE_COMPATIBLE_TYPE / FIELD_WIRE_JSON_COMPATIBLE_TYPE
         for (rule, groups) in [
@@ -629,10 +645,11 @@ impl Checker {
                 }
                 continue;
             }
-            // ENUM_VALUE_SAME_NAME: every new name for this number must have been a name before.
-            if new_values.iter().any(|v| !old_names.contains(v.name())) {
-                let new_names: BTreeSet<String> =
-                    new_values.iter().map(|v| v.name().to_owned()).collect();
+            // ENUM_VALUE_SAME_NAME: every old name for this number must still name it
+            // (adding an alias is fine, dropping or renaming one is not).
+            let new_names: BTreeSet<String> =
+                new_values.iter().map(|v| v.name().to_owned()).collect();
+            if !old_names.is_subset(&new_names) {
                 for v in &new_values {
                     let msg = format!(
                         "enum value {number} on enum \"{name}\" changed name from {names_text} to {}: JSON and \
@@ -853,7 +870,10 @@ fn missing_ranges(old: (i64, i64), new: &[(i64, i64)]) -> Vec<(i64, i64)> {
         if lo > cursor {
             missing.push((cursor, end.min(lo - 1)));
         }
-        cursor = cursor.max(hi.saturating_add(1));
+        if hi >= end {
+            return missing;
+        }
+        cursor = cursor.max(hi + 1);
     }
     if cursor <= end {
         missing.push((cursor, end));
@@ -879,6 +899,18 @@ fn ranges_text(ranges: &[(i64, i64)], max: i64) -> String {
         },
         parts.join(", ")
     )
+}
+
+/// For a field of a map entry, the map field that declares the entry.
+fn map_field_of(entry_field: &FieldDescriptor) -> Option<FieldDescriptor> {
+    let entry = entry_field.parent_message();
+    if !entry.is_map_entry() {
+        return None;
+    }
+    let owner = entry.parent_message()?;
+    owner
+        .fields()
+        .find(|f| matches!(f.kind(), Kind::Message(m) if m.full_name() == entry.full_name()))
 }
 
 fn is_named(f: &FieldDescriptor) -> bool {

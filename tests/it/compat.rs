@@ -1,1 +1,503 @@
-//! End-to-end tests for `protoserve compat`.
+//! End-to-end tests for the wire-compatibility checker (`protoserve compat`).
+//!
+//! Fixtures live in `tests/data/compat/<case>/{old,new}/`, with the expected
+//! findings in `expected.txt` (one `RULE_ID file:line:col` per line) and an
+//! optional `rules.txt` (`wire-json`; default `wire`). Set `COMPAT_BLESS=1` to
+//! rewrite the `expected.txt` files after reviewing a change.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use prost::Message as _;
+use prost_reflect::DescriptorPool;
+use protoserve::compat::{self, Format, Options, RuleSet, Severity};
+use protoserve::schema;
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/compat")
+}
+
+fn cases() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(data_dir())
+        .expect("tests/data/compat exists")
+        .map(|e| e.expect("readable dir entry").path())
+        .filter(|p| p.join("old").is_dir() && p.join("new").is_dir())
+        .collect();
+    v.sort();
+    assert!(
+        v.len() >= 30,
+        "expected the compat fixtures, found {}",
+        v.len()
+    );
+    v
+}
+
+fn case_name(case: &Path) -> String {
+    case.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("?")
+        .to_owned()
+}
+
+fn rule_set(case: &Path) -> RuleSet {
+    match std::fs::read_to_string(case.join("rules.txt")) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .expect("rules.txt holds 'wire' or 'wire-json'"),
+        Err(_) => RuleSet::Wire,
+    }
+}
+
+fn pool(dir: &Path) -> DescriptorPool {
+    match schema::load(&[dir.to_path_buf()]) {
+        Ok(s) => s.pool().clone(),
+        Err(e) => panic!(
+            "fixture {} does not compile:\n{}",
+            dir.display(),
+            e.render()
+        ),
+    }
+}
+
+fn findings(case: &Path, rules: RuleSet) -> Vec<compat::Finding> {
+    compat::check(&pool(&case.join("old")), &pool(&case.join("new")), rules)
+}
+
+fn snapshot(findings: &[compat::Finding]) -> String {
+    findings
+        .iter()
+        .map(|f| match &f.location {
+            Some(l) => format!("{} {}:{}:{}\n", f.rule, l.file, l.line, l.column),
+            None => format!("{} <unknown>\n", f.rule),
+        })
+        .collect()
+}
+
+#[test]
+fn fixtures_match_expected_findings() {
+    let bless = std::env::var_os("COMPAT_BLESS").is_some();
+    let mut failures = Vec::new();
+    for case in cases() {
+        let got = snapshot(&findings(&case, rule_set(&case)));
+        let path = case.join("expected.txt");
+        if bless {
+            std::fs::write(&path, &got).expect("write expected.txt");
+            continue;
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_default();
+        if got != want {
+            failures.push(format!(
+                "== {}\n-- expected\n{want}-- got\n{got}",
+                case_name(&case)
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "fixtures differ (COMPAT_BLESS=1 to accept):\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn every_rule_has_a_positive_and_a_negative_fixture() {
+    let mut fired: BTreeSet<String> = BTreeSet::new();
+    let mut silent_somewhere: BTreeSet<String> = BTreeSet::new();
+    let all: BTreeSet<&str> = compat::BUF_WIRE_RULES
+        .iter()
+        .chain(compat::BUF_WIRE_JSON_RULES)
+        .chain(compat::PROTOSERVE_RULES)
+        .copied()
+        .collect();
+    for case in cases() {
+        let expected = std::fs::read_to_string(case.join("expected.txt")).unwrap_or_default();
+        let rules_here: BTreeSet<&str> = expected
+            .lines()
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let enabled: Vec<&str> = match rule_set(&case) {
+            RuleSet::Wire => compat::BUF_WIRE_RULES
+                .iter()
+                .chain(compat::PROTOSERVE_RULES)
+                .copied()
+                .collect(),
+            RuleSet::WireJson => compat::BUF_WIRE_JSON_RULES
+                .iter()
+                .chain(compat::PROTOSERVE_RULES)
+                .copied()
+                .collect(),
+        };
+        for r in &rules_here {
+            fired.insert((*r).to_owned());
+        }
+        // A negative case for a rule: the rule ran on a fixture that edits what the
+        // rule looks at (the case name says so) and stayed silent.
+        for r in enabled {
+            if !rules_here.contains(r) && case_name(&case).ends_with("compatible") {
+                silent_somewhere.insert(r.to_owned());
+            }
+        }
+    }
+    let unfired: Vec<&&str> = all.iter().filter(|r| !fired.contains(**r)).collect();
+    assert!(
+        unfired.is_empty(),
+        "rules without a positive fixture: {unfired:?}"
+    );
+    let never_silent: Vec<&&str> = all
+        .iter()
+        .filter(|r| !silent_somewhere.contains(**r))
+        .collect();
+    assert!(
+        never_silent.is_empty(),
+        "rules without a negative (*compatible) fixture: {never_silent:?}"
+    );
+}
+
+fn buf_binary() -> PathBuf {
+    let buf = Path::new(env!("CARGO_MANIFEST_DIR")).join("node_modules/.bin/buf");
+    assert!(
+        buf.exists(),
+        "{} is missing: the buf parity test needs the real buf CLI. Run `npm ci` in the repository root \
+         (it installs @bufbuild/buf from package-lock.json), then rerun the tests.",
+        buf.display()
+    );
+    buf
+}
+
+/// How many findings each buf rule id reports for `case` under `category`
+/// (WIRE or WIRE_JSON), according to buf itself.
+fn buf_rules(buf: &Path, case: &Path, category: &str) -> BTreeMap<String, usize> {
+    let config = |side: &str| {
+        format!(
+            r#"{{"version":"v2","modules":[{{"path":"{side}"}}],"breaking":{{"use":["{category}"]}}}}"#
+        )
+    };
+    let output = Command::new(buf)
+        .current_dir(case)
+        .args([
+            "breaking",
+            "new",
+            "--against",
+            "old",
+            "--error-format",
+            "json",
+        ])
+        .args([
+            "--config",
+            &config("new"),
+            "--against-config",
+            &config("old"),
+        ])
+        .output()
+        .expect("buf runs");
+    let code = output.status.code();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        code == Some(0) || code == Some(100),
+        "buf failed on {} ({category}): {:?}\n{stdout}\n{}",
+        case.display(),
+        code,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut rules: BTreeMap<String, usize> = BTreeMap::new();
+    for l in stdout.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(l).expect("buf prints one JSON object per line");
+        let rule = v["type"]
+            .as_str()
+            .expect("buf finding has a type")
+            .to_owned();
+        *rules.entry(rule).or_default() += 1;
+    }
+    assert_eq!(
+        code == Some(100),
+        !rules.is_empty(),
+        "buf exit code and findings disagree"
+    );
+    rules
+}
+
+#[test]
+fn buf_parity_on_every_fixture_and_category() {
+    let buf = buf_binary();
+    let mut mismatches = Vec::new();
+    let mut compared = 0;
+    for case in cases() {
+        let (old, new) = (pool(&case.join("old")), pool(&case.join("new")));
+        for (category, set) in [("WIRE", RuleSet::Wire), ("WIRE_JSON", RuleSet::WireJson)] {
+            let theirs = buf_rules(&buf, &case, category);
+            let mut ours: BTreeMap<String, usize> = BTreeMap::new();
+            for f in compat::check(&old, &new, set)
+                .into_iter()
+                .filter(|f| f.buf_rule)
+            {
+                *ours.entry(f.rule.to_owned()).or_default() += 1;
+            }
+            compared += 1;
+            if theirs != ours {
+                mismatches.push(format!(
+                    "{} {category}: buf {theirs:?} / protoserve {ours:?}",
+                    case_name(&case)
+                ));
+            }
+        }
+    }
+    assert!(compared >= 60);
+    assert!(
+        mismatches.is_empty(),
+        "verdicts differ from buf:\n{}",
+        mismatches.join("\n")
+    );
+}
+
+fn run(old: &Path, new: &Path, format: Format, probe: bool) -> (i32, String, String) {
+    let opts = Options {
+        old: old.to_path_buf(),
+        new: new.to_path_buf(),
+        rules: RuleSet::Wire,
+        format,
+        probe,
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = compat::run(&opts, &mut out, &mut err);
+    (
+        code,
+        String::from_utf8(out).expect("utf-8"),
+        String::from_utf8(err).expect("utf-8"),
+    )
+}
+
+fn case_dir(name: &str) -> PathBuf {
+    data_dir().join(name)
+}
+
+#[test]
+fn run_exit_codes_follow_the_verdict() {
+    let c = case_dir("unchanged");
+    let (code, out, err) = run(&c.join("old"), &c.join("new"), Format::Text, false);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    assert!(out.contains("no incompatible changes"), "{out}");
+
+    let c = case_dir("field_delete");
+    let (code, out, _) = run(&c.join("old"), &c.join("new"), Format::Text, false);
+    assert_eq!(code, 1, "{out}");
+    // Deletions point into OLD, at the deleted field, with the path the user passed.
+    let old_file = c.join("old/a.proto").display().to_string();
+    assert!(
+        out.contains(&format!(
+            "{old_file}:6:3: error[FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED]: field 2 (\"gone\")"
+        )),
+        "{out}"
+    );
+
+    // Warnings alone (narrowing) are reported but do not fail the run.
+    let c = case_dir("field_type_narrowing");
+    let (code, out, _) = run(&c.join("old"), &c.join("new"), Format::Text, false);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning[PROTOSERVE_FIELD_NARROWED_TYPE]"),
+        "{out}"
+    );
+    assert!(out.contains("(not breaking)"), "{out}");
+}
+
+#[test]
+fn run_accepts_single_files_and_descriptor_sets() {
+    let c = case_dir("field_moved_number");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let set = tmp.path().join("old.binpb");
+    let old = schema::load(&[c.join("old")]).expect("old compiles");
+    let fds = prost_types::FileDescriptorSet {
+        file: old.pool().file_descriptor_protos().cloned().collect(),
+    };
+    std::fs::write(&set, fds.encode_to_vec()).expect("write binpb");
+
+    let (code, out, err) = run(&set, &c.join("new/user.proto"), Format::Text, false);
+    assert_eq!(code, 1, "{out}{err}");
+    let new_file = c.join("new/user.proto").display().to_string();
+    assert!(
+        out.contains(&format!(
+            "{new_file}:10:18: error[PROTOSERVE_FIELD_MOVED_NUMBER]"
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn run_reports_load_errors_with_exit_2() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir(&bad).expect("mkdir");
+    std::fs::write(
+        bad.join("x.proto"),
+        "syntax = \"proto3\";\nmessage M {\n  strin x = 1;\n}\n",
+    )
+    .expect("write");
+    let good = case_dir("unchanged").join("old");
+    let (code, out, err) = run(&good, &bad, Format::Text, false);
+    assert_eq!(code, 2, "{out}");
+    assert!(err.contains("cannot load the new schema"), "{err}");
+    assert!(
+        err.contains("x.proto:3:3"),
+        "compile errors carry file:line:col: {err}"
+    );
+
+    let missing = tmp.path().join("nope");
+    let (code, _, err) = run(&missing, &good, Format::Json, false);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot load the old schema"), "{err}");
+}
+
+#[test]
+fn editions_are_refused_clearly() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ed = tmp.path().join("ed");
+    std::fs::create_dir(&ed).expect("mkdir");
+    std::fs::write(
+        ed.join("e.proto"),
+        "edition = \"2023\";\npackage t;\nmessage M { string s = 1; }\n",
+    )
+    .expect("write");
+    let good = case_dir("unchanged").join("old");
+    let (code, out, err) = run(&good, &ed, Format::Text, false);
+    assert_eq!(code, 2, "{out}");
+    assert!(err.contains("editions not supported yet"), "{err}");
+    let (code, _, err) = run(&ed, &good, Format::Text, false);
+    assert_eq!(code, 2);
+    assert!(err.contains("editions not supported yet"), "{err}");
+}
+
+#[test]
+fn json_report_has_the_documented_shape() {
+    let c = case_dir("field_moved_number_reused");
+    let (code, out, _) = run(&c.join("old"), &c.join("new"), Format::Json, false);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["breaking"], true);
+    assert_eq!(v["errors"], 1);
+    assert_eq!(v["warnings"], 0);
+    assert!(v.get("probe").is_none());
+    let f = &v["findings"][0];
+    assert_eq!(f["rule"], "PROTOSERVE_FIELD_MOVED_NUMBER");
+    assert_eq!(f["severity"], "error");
+    assert_eq!(f["buf_rule"], false);
+    assert_eq!(f["location"]["line"], 10);
+    assert_eq!(f["location"]["column"], 18);
+    assert!(
+        f["location"]["file"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("new/user.proto"))
+    );
+    let msg = f["message"].as_str().expect("message");
+    assert!(msg.contains("moved from number 3 to 6"), "{msg}");
+    assert!(msg.contains("takes it for \"phone\""), "{msg}");
+
+    let (_, out, _) = run(&c.join("old"), &c.join("new"), Format::Json, true);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    assert!(
+        v["probe"].as_str().is_some_and(|p| p.contains("MISREAD")),
+        "{out}"
+    );
+}
+
+#[test]
+fn findings_are_deterministic_and_buf_flagged() {
+    let c = case_dir("field_type");
+    let a = findings(&c, RuleSet::Wire);
+    let b = findings(&c, RuleSet::Wire);
+    assert_eq!(a, b);
+    assert!(
+        a.iter()
+            .all(|f| f.buf_rule != f.rule.starts_with("PROTOSERVE_"))
+    );
+    assert!(a.iter().all(|f| f.severity == Severity::Error));
+    assert!(compat::is_breaking(&a));
+    assert!(!compat::is_breaking(&[]));
+    let text = compat::render_text(&a);
+    assert!(text.contains("a.proto:10:3: error[FIELD_WIRE_COMPATIBLE_TYPE]: field 1 (\"to_string\") on message \"t.M\" changed type from int32 to string"), "{text}");
+}
+
+fn probe_case(name: &str) -> String {
+    let c = case_dir(name);
+    let (old, new) = (pool(&c.join("old")), pool(&c.join("new")));
+    let f = compat::check(&old, &new, rule_set(&c));
+    compat::probe(&old, &new, &f)
+}
+
+#[test]
+fn probe_shows_a_moved_field_misread() {
+    let p = probe_case("field_moved_number_reused");
+    assert!(
+        p.contains("old writer email=\"email-3\" (field 3) -> new reader: phone=\"email-3\", email=\"\" [MISREAD]"),
+        "{p}"
+    );
+    assert!(
+        p.contains(
+            "new writer phone=\"phone-3\" (field 3), email=\"email-6\" (field 6) -> old reader: \
+             email=\"phone-3\", unknown field(s) 6 kept as raw bytes [MISREAD]"
+        ),
+        "{p}"
+    );
+}
+
+#[test]
+fn probe_shows_swapped_fields_and_narrowing() {
+    let p = probe_case("field_swapped_numbers");
+    assert!(
+        p.contains("old writer name=\"name-2\" (field 2), email=\"email-3\" (field 3) -> new reader: email=\"name-2\", name=\"email-3\" [MISREAD]"),
+        "{p}"
+    );
+    let p = probe_case("field_type_narrowing");
+    // -5000000001 as int64 read as int32 keeps the low 32 bits.
+    let truncated = (-5_000_000_001_i64) as i32;
+    assert!(
+        p.contains(&format!(
+            "old writer count=-5000000001 (field 1) -> new reader: count={truncated} [MISREAD]"
+        )),
+        "{p}"
+    );
+    let p = probe_case("field_type_sign");
+    assert!(
+        p.contains("old writer a=-101 (field 1) -> new reader: a=4294967195 [MISREAD]"),
+        "{p}"
+    );
+}
+
+#[test]
+fn probe_shows_compatible_edits_round_tripping() {
+    // proto3 implicit <-> explicit presence: same bytes both ways.
+    let p = probe_case("cardinality_compatible");
+    assert!(p.contains("changed without findings: message t.M"), "{p}");
+    assert!(p.contains("old writer to_optional=-101 (field 1)"), "{p}");
+    assert!(!p.contains("MISREAD"), "{p}");
+    assert_eq!(p.matches("[round-trips unchanged]").count(), 2, "{p}");
+
+    // A rename is invisible on the wire: the value lands in the renamed field.
+    let p = probe_case("field_name_wire");
+    assert!(
+        p.contains("old writer user_name=\"user_name-1\" (field 1)"),
+        "{p}"
+    );
+    assert!(p.contains("-> new reader: login=\"user_name-1\""), "{p}");
+    assert!(!p.contains("MISREAD"), "{p}");
+
+    // Widening is safe old -> new, but the probe shows new writers' large values
+    // truncated by old readers.
+    let p = probe_case("field_type_compatible");
+    assert!(
+        p.contains("-> new reader: widen=-101, widen_unsigned=4000000002"),
+        "{p}"
+    );
+    assert!(p.contains("old reader: widen=-705032705"), "{p}");
+}
+
+#[test]
+fn probe_reports_undecodable_type_changes() {
+    let p = probe_case("field_type");
+    assert!(p.contains("FIELD_WIRE_COMPATIBLE_TYPE t.M"), "{p}");
+    assert!(p.contains("to_string"), "{p}");
+    assert!(p.contains("cannot decode") || p.contains("MISREAD"), "{p}");
+}
