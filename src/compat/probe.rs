@@ -205,22 +205,32 @@ fn one_way(
     }
 
     // Unchanged: each value lands in the reader's field with the same number, holding
-    // the same value, and the reader has no other field of that name (a rename is fine).
-    let unchanged = written.iter().all(|w| {
+    // the same value, and neither side uses the other's name on another number (a
+    // rename is fine). Dropped: the reader has no field with that number and keeps the bytes as unknown.
+    let mut dropped = false;
+    let mut misread = false;
+    for w in &written {
         let Some(rf) = rm.get_field(w.number()) else {
-            return false;
+            dropped = true;
+            continue;
         };
+        // A rename keeps the number and leaves neither name on another number.
         let same_name_elsewhere = rm
             .get_field_by_name(w.name())
-            .is_some_and(|by_name| by_name.number() != w.number());
-        !same_name_elsewhere
-            && decoded.has_field(&rf) == msg.has_field(w)
-            && same_value(&msg.get_field(w), &decoded.get_field(&rf))
-    });
-    let verdict = if unchanged {
-        "round-trips unchanged"
-    } else {
-        "MISREAD"
+            .is_some_and(|by_name| by_name.number() != w.number())
+            || wm
+                .get_field_by_name(rf.name())
+                .is_some_and(|by_name| by_name.number() != w.number());
+        let same = decoded.has_field(&rf) == msg.has_field(w)
+            && same_value(&msg.get_field(w), &decoded.get_field(&rf));
+        if same_name_elsewhere || !same {
+            misread = true;
+        }
+    }
+    let verdict = match (misread, dropped) {
+        (true, _) => "MISREAD",
+        (false, true) => "DROPPED",
+        (false, false) => "round-trips unchanged",
     };
     format!(
         "  {writer} {wrote} -> {reader}: {} [{verdict}]\n",

@@ -456,17 +456,20 @@ impl Checker {
             (None, Some(b)) => Some(format!("moved into oneof \"{b}\"")),
         };
         if let Some(change) = oneof_change {
+            // The probe writes the field together with its oneof siblings on both sides.
+            let mut numbers: BTreeSet<u32> = BTreeSet::from([n]);
+            for f in [of, nf] {
+                if let Some(o) = f.containing_oneof().filter(|o| !o.is_synthetic()) {
+                    numbers.extend(o.fields().map(|g| g.number()));
+                }
+            }
+            let numbers: Vec<u32> = numbers.into_iter().collect();
+            let subj = subject(&message, &numbers, &numbers);
             let msg = format!(
                 "{desc} {change}: setting one member of a oneof clears the others, so readers on each side \
                  can drop values the other side sent together"
             );
-            self.emit(
-                "FIELD_SAME_ONEOF",
-                msg,
-                field_loc.clone(),
-                Side::New,
-                subj.clone(),
-            );
+            self.emit("FIELD_SAME_ONEOF", msg, field_loc.clone(), Side::New, subj);
         }
 
         // FIELD_SAME_DEFAULT
