@@ -224,7 +224,9 @@ fn buf_parity_on_every_fixture_and_category() {
     let buf = buf_binary();
     let mut mismatches = Vec::new();
     let mut compared = 0;
-    for case in cases() {
+    // The fixtures plus the worked example of docs/compat.md.
+    let docs_example = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/examples/compat-renumber");
+    for case in cases().into_iter().chain([docs_example]) {
         let (old, new) = (pool(&case.join("old")), pool(&case.join("new")));
         for (category, set) in [("WIRE", RuleSet::Wire), ("WIRE_JSON", RuleSet::WireJson)] {
             let theirs = buf_rules(&buf, &case, category);
@@ -561,4 +563,26 @@ fn probe_marks_deleted_fields_as_dropped() {
         ),
         "{p}"
     );
+}
+
+#[test]
+fn docs_worked_example_output_is_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = root.join("docs/examples/compat-renumber");
+    let (code, out, err) = run(
+        &example.join("old"),
+        &example.join("new"),
+        Format::Text,
+        true,
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let doc = std::fs::read_to_string(root.join("docs/compat.md")).expect("docs/compat.md");
+    let prefix = format!("{}/", root.display());
+    for line in out.lines().filter(|l| !l.trim().is_empty()) {
+        let line = line.replace(&prefix, "");
+        assert!(
+            doc.contains(&line),
+            "docs/compat.md is missing this output line:\n{line}"
+        );
+    }
 }
