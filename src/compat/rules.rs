@@ -2,10 +2,10 @@
 //! enums and services by full name, fields by number inside a message, enum values
 //! by number, methods by name inside a service. Each rule then looks at one pair.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use prost_reflect::{
-    Cardinality, DescriptorPool, EnumDescriptor, EnumValueDescriptor, FieldDescriptor,
+    Cardinality, DescriptorPool, EnumDescriptor, EnumValueDescriptor, ExtensionDescriptor, FieldDescriptor,
     FileDescriptor, Kind, MessageDescriptor, MethodDescriptor, Syntax,
 };
 
@@ -125,6 +125,16 @@ pub(super) fn check(old: &DescriptorPool, new: &DescriptorPool, set: Option<Rule
             c.enum_pair(&oe, &ne);
         }
     }
+    let new_extensions: HashMap<(String, u32), ExtensionDescriptor> = new
+        .all_extensions()
+        .map(|e| ((e.containing_message().full_name().to_owned(), e.number()), e))
+        .collect();
+    for oe in old.all_extensions() {
+        let key = (oe.containing_message().full_name().to_owned(), oe.number());
+        if let Some(ne) = new_extensions.get(&key) {
+            c.field_pair(&FieldInfo::extension(&oe), &FieldInfo::extension(ne));
+        }
+    }
     for os in old.services() {
         if let Some(ns) = new.get_service_by_name(os.full_name()) {
             for omethod in os.methods() {
@@ -215,7 +225,7 @@ impl Checker {
 
         for of in om.fields() {
             match nm.get_field(of.number()) {
-                Some(nf) => self.field_pair(&of, &nf),
+                Some(nf) => self.field_pair(&FieldInfo::field(&of), &FieldInfo::field(&nf)),
                 None => self.field_deleted(&of, nm),
             }
         }
@@ -344,14 +354,20 @@ impl Checker {
         }
     }
 
-    fn field_pair(&mut self, of: &FieldDescriptor, nf: &FieldDescriptor) {
-        let message = nf.parent_message().full_name().to_owned();
+    fn field_pair(&mut self, of: &FieldInfo, nf: &FieldInfo) {
+        let message = nf.owner.clone();
         let nfile = nf.parent_file();
         let n = nf.number();
-        let desc = format!("field {n} (\"{}\") on message \"{message}\"", nf.name());
-        let subj = subject(&message, &[n], &[n]);
+        let what = if nf.extension { "extension" } else { "field" };
+        let desc = format!("{what} {n} (\"{}\") on message \"{message}\"", nf.name());
+        // The probe only handles message fields.
+        let subj = if nf.extension {
+            None
+        } else {
+            subject(&message, &[n], &[n])
+        };
         // Fields of map entries have no source of their own: point at the map field.
-        let map_field = map_field_of(nf);
+        let map_field = nf.map_field.clone();
         let desc = match &map_field {
             Some(mf) => format!(
                 "the {} of map field {} (\"{}\") on message \"{}\"",
@@ -379,7 +395,7 @@ impl Checker {
         for (rule, groups) in [
             (
                 "FIELD_WIRE_COMPATIBLE_TYPE",
-                wire_group as fn(&FieldDescriptor) -> u8,
+                wire_group as fn(&FieldInfo) -> u8,
             ),
             ("FIELD_WIRE_JSON_COMPATIBLE_TYPE", wire_json_group),
         ] {
@@ -410,8 +426,7 @@ impl Checker {
         }
 
         // FIELD_WIRE_COMPATIBLE_CARDINALITY / FIELD_WIRE_JSON_COMPATIBLE_CARDINALITY
-        let both_map_entries =
-            of.parent_message().is_map_entry() && nf.parent_message().is_map_entry();
+        let both_map_entries = of.in_map_entry && nf.in_map_entry;
         if !both_map_entries {
             let (oc, nc) = (cardinality(of), cardinality(nf));
             if oc.wire_group() != nc.wire_group() {
@@ -458,11 +473,7 @@ impl Checker {
         if let Some(change) = oneof_change {
             // The probe writes the field together with its oneof siblings on both sides.
             let mut numbers: BTreeSet<u32> = BTreeSet::from([n]);
-            for f in [of, nf] {
-                if let Some(o) = f.containing_oneof().filter(|o| !o.is_synthetic()) {
-                    numbers.extend(o.fields().map(|g| g.number()));
-                }
-            }
+            numbers.extend(of.oneof_numbers.iter().chain(&nf.oneof_numbers));
             let numbers: Vec<u32> = numbers.into_iter().collect();
             let subj = subject(&message, &numbers, &numbers);
             let msg = format!(
@@ -489,7 +500,7 @@ impl Checker {
         // FIELD_SAME_NAME / FIELD_SAME_JSON_NAME
         if of.name() != nf.name() {
             let msg = format!(
-                "field {n} on message \"{message}\" changed name from \"{}\" to \"{}\"",
+                "{what} {n} on message \"{message}\" changed name from \"{}\" to \"{}\"",
                 of.name(),
                 nf.name()
             );
@@ -497,12 +508,14 @@ impl Checker {
                 .or_else(|| field_loc.clone());
             self.emit("FIELD_SAME_NAME", msg, loc, Side::New, subj.clone());
         }
-        if of.json_name() != nf.json_name() {
+        if let (Some(oj), Some(nj)) = (of.json_name(), nf.json_name())
+            && oj != nj
+        {
             let msg = format!(
                 "{desc} changed its JSON name from \"{}\" to \"{}\": JSON written by one side is not read \
                  by the other",
-                of.json_name(),
-                nf.json_name()
+                oj,
+                nj
             );
             let loc = locate(&nfile, &join(nf.path(), &[source::FIELD_JSON_NAME]))
                 .or_else(|| field_loc.clone());
@@ -807,6 +820,121 @@ impl Checker {
     }
 }
 
+/// What the field rules need to know about a message field or an extension.
+struct FieldInfo {
+    number: u32,
+    /// Short name for fields, full name for extensions.
+    name: String,
+    kind: Kind,
+    group: bool,
+    list: bool,
+    map: bool,
+    cardinality: Cardinality,
+    presence: bool,
+    /// The real (not synthetic) oneof holding the field, and its members' numbers.
+    oneof: Option<String>,
+    oneof_numbers: Vec<u32>,
+    /// `None` for extensions, whose JSON name cannot be set.
+    json_name: Option<String>,
+    default: prost_reflect::Value,
+    file: FileDescriptor,
+    path: Vec<i32>,
+    /// Full name of the containing message (the extendee for extensions).
+    owner: String,
+    in_map_entry: bool,
+    map_field: Option<FieldDescriptor>,
+    extension: bool,
+}
+
+impl FieldInfo {
+    fn field(f: &FieldDescriptor) -> Self {
+        let oneof = f.containing_oneof().filter(|o| !o.is_synthetic());
+        FieldInfo {
+            number: f.number(),
+            name: f.name().to_owned(),
+            kind: f.kind(),
+            group: f.is_group(),
+            list: f.is_list(),
+            map: f.is_map(),
+            cardinality: f.cardinality(),
+            presence: f.supports_presence(),
+            oneof_numbers: oneof
+                .as_ref()
+                .map(|o| o.fields().map(|g| g.number()).collect())
+                .unwrap_or_default(),
+            oneof: oneof.map(|o| o.name().to_owned()),
+            json_name: Some(f.json_name().to_owned()),
+            default: f.default_value(),
+            file: f.parent_file(),
+            path: f.path().to_vec(),
+            owner: f.parent_message().full_name().to_owned(),
+            in_map_entry: f.parent_message().is_map_entry(),
+            map_field: map_field_of(f),
+            extension: false,
+        }
+    }
+
+    fn extension(e: &ExtensionDescriptor) -> Self {
+        FieldInfo {
+            number: e.number(),
+            name: e.full_name().to_owned(),
+            kind: e.kind(),
+            group: e.is_group(),
+            list: e.is_list(),
+            map: e.is_map(),
+            cardinality: e.cardinality(),
+            presence: e.supports_presence(),
+            oneof: None,
+            oneof_numbers: Vec::new(),
+            json_name: None,
+            default: e.default_value(),
+            file: e.parent_file(),
+            path: e.path().to_vec(),
+            owner: e.containing_message().full_name().to_owned(),
+            in_map_entry: false,
+            map_field: None,
+            extension: true,
+        }
+    }
+
+    fn number(&self) -> u32 {
+        self.number
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> Kind {
+        self.kind.clone()
+    }
+    fn is_group(&self) -> bool {
+        self.group
+    }
+    fn is_list(&self) -> bool {
+        self.list
+    }
+    fn is_map(&self) -> bool {
+        self.map
+    }
+    fn cardinality(&self) -> Cardinality {
+        self.cardinality
+    }
+    fn supports_presence(&self) -> bool {
+        self.presence
+    }
+    fn json_name(&self) -> Option<&str> {
+        self.json_name.as_deref()
+    }
+    fn default_value(&self) -> prost_reflect::Value {
+        self.default.clone()
+    }
+    fn parent_file(&self) -> FileDescriptor {
+        self.file.clone()
+    }
+    fn path(&self) -> &[i32] {
+        &self.path
+    }
+}
+
 fn subject(message: &str, old_numbers: &[u32], new_numbers: &[u32]) -> Option<Subject> {
     Some(Subject {
         message: message.to_owned(),
@@ -916,18 +1044,16 @@ fn map_field_of(entry_field: &FieldDescriptor) -> Option<FieldDescriptor> {
         .find(|f| matches!(f.kind(), Kind::Message(m) if m.full_name() == entry.full_name()))
 }
 
-fn is_named(f: &FieldDescriptor) -> bool {
+fn is_named(f: &FieldInfo) -> bool {
     matches!(f.kind(), Kind::Message(_) | Kind::Enum(_))
 }
 
-fn real_oneof(f: &FieldDescriptor) -> Option<String> {
-    f.containing_oneof()
-        .filter(|o| !o.is_synthetic())
-        .map(|o| o.name().to_owned())
+fn real_oneof(f: &FieldInfo) -> Option<String> {
+    f.oneof.clone()
 }
 
 /// buf's wire compatibility groups: kinds in one group read each other's bytes.
-fn wire_group(f: &FieldDescriptor) -> u8 {
+fn wire_group(f: &FieldInfo) -> u8 {
     match f.kind() {
         Kind::Int32 | Kind::Int64 | Kind::Uint32 | Kind::Uint64 | Kind::Bool => 1,
         Kind::Sint32 | Kind::Sint64 => 2,
@@ -944,7 +1070,7 @@ fn wire_group(f: &FieldDescriptor) -> u8 {
 }
 
 /// buf's wire-and-JSON groups: also the same JSON representation.
-fn wire_json_group(f: &FieldDescriptor) -> u8 {
+fn wire_json_group(f: &FieldInfo) -> u8 {
     match f.kind() {
         Kind::Int32 | Kind::Uint32 => 1,
         Kind::Int64 | Kind::Uint64 => 2,
@@ -964,7 +1090,7 @@ fn wire_json_group(f: &FieldDescriptor) -> u8 {
 }
 
 /// For same-group message and enum fields: why the named types are not interchangeable.
-fn named_type_mismatch(of: &FieldDescriptor, nf: &FieldDescriptor) -> Option<String> {
+fn named_type_mismatch(of: &FieldInfo, nf: &FieldInfo) -> Option<String> {
     match (of.kind(), nf.kind()) {
         (Kind::Message(a), Kind::Message(b)) if a.full_name() != b.full_name() => Some(
             "another message type decodes the same bytes with different field meanings".to_owned(),
@@ -985,7 +1111,7 @@ fn named_type_mismatch(of: &FieldDescriptor, nf: &FieldDescriptor) -> Option<Str
     }
 }
 
-fn type_text(f: &FieldDescriptor) -> String {
+fn type_text(f: &FieldInfo) -> String {
     match f.kind() {
         Kind::Message(m) if f.is_group() => format!("group \"{}\"", m.full_name()),
         Kind::Message(m) => format!("\"{}\"", m.full_name()),
@@ -1017,8 +1143,8 @@ fn scalar_name(k: &Kind) -> &'static str {
 }
 
 /// The protobuf wire type a field's values use.
-fn wire_type_name(f: &FieldDescriptor) -> &'static str {
-    match f.kind() {
+fn wire_type_name(kind: &Kind, group: bool) -> &'static str {
+    match kind {
         Kind::Int32
         | Kind::Int64
         | Kind::Uint32
@@ -1029,17 +1155,20 @@ fn wire_type_name(f: &FieldDescriptor) -> &'static str {
         | Kind::Enum(_) => "varint",
         Kind::Fixed32 | Kind::Sfixed32 | Kind::Float => "32-bit",
         Kind::Fixed64 | Kind::Sfixed64 | Kind::Double => "64-bit",
-        Kind::Message(_) if f.is_group() => "group",
+        Kind::Message(_) if group => "group",
         Kind::String | Kind::Bytes | Kind::Message(_) => "length-delimited",
     }
 }
 
 fn same_wire_shape(a: &FieldDescriptor, b: &FieldDescriptor) -> bool {
-    wire_type_name(a) == wire_type_name(b)
+    wire_type_name(&a.kind(), a.is_group()) == wire_type_name(&b.kind(), b.is_group())
 }
 
-fn type_change_reason(of: &FieldDescriptor, nf: &FieldDescriptor) -> String {
-    let (ow, nw) = (wire_type_name(of), wire_type_name(nf));
+fn type_change_reason(of: &FieldInfo, nf: &FieldInfo) -> String {
+    let (ow, nw) = (
+        wire_type_name(&of.kind(), of.is_group()),
+        wire_type_name(&nf.kind(), nf.is_group()),
+    );
     if ow != nw {
         format!("old writers send {ow} values that the new reader cannot parse as {nw}")
     } else {
@@ -1091,7 +1220,7 @@ impl Card {
     }
 }
 
-fn cardinality(f: &FieldDescriptor) -> Card {
+fn cardinality(f: &FieldInfo) -> Card {
     if f.is_list() {
         Card::Repeated
     } else if f.is_map() {
@@ -1158,7 +1287,7 @@ struct FieldDefault {
     text: String,
 }
 
-fn default_of(f: &FieldDescriptor) -> Option<FieldDefault> {
+fn default_of(f: &FieldInfo) -> Option<FieldDefault> {
     if f.is_list() || f.is_map() || matches!(f.kind(), Kind::Message(_)) {
         return None;
     }
@@ -1214,7 +1343,7 @@ fn int_shape(k: &Kind) -> Option<(Family, u32, bool)> {
 
 /// Narrowing or sign changes between two integer kinds that share an encoding
 /// (buf accepts these): the rule id and an explanation with a worked value.
-fn integer_change(of: &FieldDescriptor, nf: &FieldDescriptor) -> Option<(&'static str, String)> {
+fn integer_change(of: &FieldInfo, nf: &FieldInfo) -> Option<(&'static str, String)> {
     let (ok, nk) = (of.kind(), nf.kind());
     let (ofam, obits, osigned) = int_shape(&ok)?;
     let (nfam, nbits, nsigned) = int_shape(&nk)?;
