@@ -5,8 +5,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use prost_reflect::{
-    Cardinality, DescriptorPool, EnumDescriptor, EnumValueDescriptor, ExtensionDescriptor, FieldDescriptor,
-    FileDescriptor, Kind, MessageDescriptor, MethodDescriptor, Syntax,
+    Cardinality, DescriptorPool, EnumDescriptor, EnumValueDescriptor, ExtensionDescriptor,
+    FieldDescriptor, FileDescriptor, Kind, MessageDescriptor, MethodDescriptor, Syntax,
 };
 
 use super::source::{self, join, locate};
@@ -127,7 +127,12 @@ pub(super) fn check(old: &DescriptorPool, new: &DescriptorPool, set: Option<Rule
     }
     let new_extensions: HashMap<(String, u32), ExtensionDescriptor> = new
         .all_extensions()
-        .map(|e| ((e.containing_message().full_name().to_owned(), e.number()), e))
+        .map(|e| {
+            (
+                (e.containing_message().full_name().to_owned(), e.number()),
+                e,
+            )
+        })
         .collect();
     for oe in old.all_extensions() {
         let key = (oe.containing_message().full_name().to_owned(), oe.number());
@@ -514,8 +519,7 @@ impl Checker {
             let msg = format!(
                 "{desc} changed its JSON name from \"{}\" to \"{}\": JSON written by one side is not read \
                  by the other",
-                oj,
-                nj
+                oj, nj
             );
             let loc = locate(&nfile, &join(nf.path(), &[source::FIELD_JSON_NAME]))
                 .or_else(|| field_loc.clone());
