@@ -586,3 +586,59 @@ fn docs_worked_example_output_is_current() {
         );
     }
 }
+
+#[test]
+fn descriptor_sets_without_source_info_give_unknown_locations() {
+    let c = case_dir("field_type");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut paths = Vec::new();
+    for side in ["old", "new"] {
+        let schema = schema::load(&[c.join(side)]).expect("fixture compiles");
+        let fds = prost_types::FileDescriptorSet {
+            file: schema
+                .pool()
+                .file_descriptor_protos()
+                .cloned()
+                .map(|mut f| {
+                    f.source_code_info = None;
+                    f
+                })
+                .collect(),
+        };
+        let path = tmp.path().join(format!("{side}.pb"));
+        std::fs::write(&path, fds.encode_to_vec()).expect("write pb");
+        paths.push(path);
+    }
+    let (code, out, err) = run(&paths[0], &paths[1], Format::Text, true);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(
+        out.matches("<unknown>: error[FIELD_WIRE_COMPATIBLE_TYPE]")
+            .count(),
+        7,
+        "{out}"
+    );
+    assert!(out.contains("probe"), "{out}");
+    let (_, json, _) = run(&paths[0], &paths[1], Format::Json, false);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert!(v["findings"][0]["location"].is_null(), "{json}");
+}
+
+#[test]
+fn seed_schema_is_compatible_with_itself() {
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/users");
+    let (code, out, err) = run(&seed, &seed, Format::Text, true);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("compat: no incompatible changes"), "{out}");
+    assert!(out.contains("nothing to probe"), "{out}");
+}
+
+#[test]
+fn rule_set_and_format_parse_from_flags() {
+    assert_eq!("wire".parse::<RuleSet>(), Ok(RuleSet::Wire));
+    assert_eq!("wire-json".parse::<RuleSet>(), Ok(RuleSet::WireJson));
+    assert!("file".parse::<RuleSet>().is_err());
+    assert_eq!("json".parse::<Format>(), Ok(Format::Json));
+    assert_eq!("text".parse::<Format>(), Ok(Format::Text));
+    assert!("yaml".parse::<Format>().is_err());
+    assert_eq!(RuleSet::default(), RuleSet::Wire);
+}
