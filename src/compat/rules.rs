@@ -742,12 +742,12 @@ impl Checker {
                 None => "is an unknown value".to_owned(),
             };
             let then = match oe.get_value(nn) {
-                Some(v) => format!("old readers read {nn} as \"{}\"", v.name()),
-                None => format!("old readers see the unknown value {nn}"),
+                Some(v) => format!("old readers take for \"{}\"", v.name()),
+                None => "old readers do not know".to_owned(),
             };
             let msg = format!(
-                "enum value \"{}\" on enum \"{name}\" was renumbered from {on} to {nn}: the {on} that old writers \
-                 send {now} for new readers, and {then}",
+                "enum value \"{}\" on enum \"{name}\" was renumbered from {on} to {nn}: old writers send it \
+                 as {on}, which {now} for new readers; new writers send {nn}, which {then}",
                 ov.name()
             );
             let loc = locate(&nfile, &join(nv.path(), &[source::ENUM_VALUE_NUMBER]))

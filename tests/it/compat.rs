@@ -642,3 +642,41 @@ fn rule_set_and_format_parse_from_flags() {
     assert!("yaml".parse::<Format>().is_err());
     assert_eq!(RuleSet::default(), RuleSet::Wire);
 }
+
+#[test]
+fn protoserve_findings_explain_the_misread() {
+    let text = compat::render_text(&findings(&case_dir("enum_value_renumbered"), RuleSet::Wire));
+    assert!(
+        text.contains(
+            "a.proto:7:19: error[PROTOSERVE_ENUM_VALUE_RENUMBERED]: enum value \"STATUS_ACTIVE\" on enum \
+             \"t.Status\" was renumbered from 1 to 2: old writers send it as 1, which reads as \
+             \"STATUS_BANNED\" for new readers; new writers send 2, which old readers take for \
+             \"STATUS_BANNED\""
+        ),
+        "{text}"
+    );
+    let text = compat::render_text(&findings(&case_dir("field_swapped_numbers"), RuleSet::Wire));
+    assert!(text.contains("swapped numbers (2 <-> 3)"), "{text}");
+    assert!(
+        text.contains("silently, because the wire types match"),
+        "{text}"
+    );
+    let text = compat::render_text(&findings(&case_dir("field_type_sign"), RuleSet::Wire));
+    assert!(
+        text.contains(
+            "warning[PROTOSERVE_FIELD_SIGN_CHANGED]: field 1 (\"a\") on message \"t.M\" changed type from \
+             int32 to uint32: negative int32 values are misread as large unsigned numbers (old writer -1 -> \
+             new reader 4294967295)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("compat: 0 errors, 5 warnings (not breaking)"),
+        "{text}"
+    );
+    let text = compat::render_text(&findings(&case_dir("field_type_narrowing"), RuleSet::Wire));
+    assert!(
+        text.contains("int64 values outside the int32 range are truncated to their low 32 bits (old writer 5000000000 -> new reader 705032704)"),
+        "{text}"
+    );
+}
