@@ -22,6 +22,7 @@ use prost_reflect::DescriptorPool;
 
 use crate::schema::{self, Schema, SchemaError};
 
+mod field;
 mod probe;
 mod report;
 mod rules;
