@@ -20,7 +20,7 @@ use super::rules::{self, Subject};
 pub(super) fn report(old: &DescriptorPool, new: &DescriptorPool, findings: &[Finding]) -> String {
     let raws = rules::check(old, new, None);
     let mut out = String::from("probe (encode with one schema, decode with the other):\n");
-    let mut seen: BTreeSet<(String, Vec<u32>, Vec<u32>)> = BTreeSet::new();
+    let mut seen: BTreeSet<(String, Vec<u32>, Vec<u32>, Option<(i32, i32)>)> = BTreeSet::new();
     let mut probed_messages: BTreeSet<String> = BTreeSet::new();
     for f in findings {
         let Some(subject) = raws
@@ -34,6 +34,7 @@ pub(super) fn report(old: &DescriptorPool, new: &DescriptorPool, findings: &[Fin
             subject.message.clone(),
             subject.old_numbers.clone(),
             subject.new_numbers.clone(),
+            subject.enum_value,
         );
         if !seen.insert(key) {
             continue;
@@ -66,6 +67,7 @@ pub(super) fn report(old: &DescriptorPool, new: &DescriptorPool, findings: &[Fin
             message: om.full_name().to_owned(),
             old_numbers: numbers,
             new_numbers,
+            enum_value: None,
         };
         let _ = writeln!(
             out,
@@ -113,18 +115,28 @@ fn fields_signature(m: &MessageDescriptor) -> Vec<String> {
 /// Both directions for one subject, two lines each.
 fn round_trip(om: &MessageDescriptor, nm: &MessageDescriptor, s: &Subject) -> String {
     let mut out = String::new();
+    let (old_enum, new_enum) = match s.enum_value {
+        Some((o, n)) => (Some(o), Some(n)),
+        None => (None, None),
+    };
     out.push_str(&one_way(
-        "old writer",
-        om,
-        &s.old_numbers,
+        Side {
+            writer: "old writer",
+            wm: om,
+            write: &s.old_numbers,
+            enum_value: old_enum,
+        },
         "new reader",
         nm,
         &s.new_numbers,
     ));
     out.push_str(&one_way(
-        "new writer",
-        nm,
-        &s.new_numbers,
+        Side {
+            writer: "new writer",
+            wm: nm,
+            write: &s.new_numbers,
+            enum_value: new_enum,
+        },
         "old reader",
         om,
         &s.old_numbers,
@@ -134,21 +146,36 @@ fn round_trip(om: &MessageDescriptor, nm: &MessageDescriptor, s: &Subject) -> St
 
 /// Writes the `write` fields of `wm` with distinctive values, decodes the bytes as
 /// `rm`, and reports the reader's view of the fields that matter.
-fn one_way(
-    writer: &str,
-    wm: &MessageDescriptor,
-    write: &[u32],
-    reader: &str,
-    rm: &MessageDescriptor,
-    also: &[u32],
-) -> String {
+/// The writing side of one direction.
+struct Side<'a> {
+    writer: &'a str,
+    wm: &'a MessageDescriptor,
+    write: &'a [u32],
+    /// Write this number into enum fields instead of a sample value.
+    enum_value: Option<i32>,
+}
+
+fn one_way(side: Side<'_>, reader: &str, rm: &MessageDescriptor, also: &[u32]) -> String {
+    let Side {
+        writer,
+        wm,
+        write,
+        enum_value,
+    } = side;
     let mut msg = DynamicMessage::new(wm.clone());
     let mut written: Vec<FieldDescriptor> = Vec::new();
     for number in write {
         let Some(field) = wm.get_field(*number) else {
             continue;
         };
-        if let Some(v) = sample_value(&field, 0)
+        let value = match (enum_value, field.kind()) {
+            (Some(n), Kind::Enum(_)) if field.is_list() => {
+                Some(Value::List(vec![Value::EnumNumber(n)]))
+            }
+            (Some(n), Kind::Enum(_)) => Some(Value::EnumNumber(n)),
+            _ => sample_value(&field, 0),
+        };
+        if let Some(v) = value
             && msg.try_set_field(&field, v).is_ok()
         {
             written.retain(|w| {
@@ -221,8 +248,15 @@ fn one_way(
             || wm
                 .get_field_by_name(rf.name())
                 .is_some_and(|by_name| by_name.number() != w.number());
-        let same = decoded.has_field(&rf) == msg.has_field(w)
-            && same_value(&msg.get_field(w), &decoded.get_field(&rf));
+        let (wv, rv) = (msg.get_field(w), decoded.get_field(&rf));
+        // Enum values are compared by name: the same number may mean another value.
+        let both_enums = matches!((w.kind(), rf.kind()), (Kind::Enum(_), Kind::Enum(_)));
+        let same_content = if both_enums {
+            show(w, &wv) == show(&rf, &rv)
+        } else {
+            same_value(&wv, &rv)
+        };
+        let same = decoded.has_field(&rf) == msg.has_field(w) && same_content;
         if same_name_elsewhere || !same {
             misread = true;
         }

@@ -99,6 +99,9 @@ pub(super) struct Subject {
     pub(super) old_numbers: Vec<u32>,
     /// Field numbers involved, in the new message.
     pub(super) new_numbers: Vec<u32>,
+    /// For a renumbered enum value: its old and new number, which the probe writes
+    /// into enum fields instead of a sample value.
+    pub(super) enum_value: Option<(i32, i32)>,
 }
 
 /// A finding plus what only this module needs to know about it.
@@ -757,7 +760,13 @@ impl Checker {
             );
             let loc = locate(&nfile, &join(nv.path(), &[source::ENUM_VALUE_NUMBER]))
                 .or_else(|| locate(&nfile, nv.path()));
-            self.emit(ENUM_VALUE_RENUMBERED, msg, loc, Side::New, None);
+            let subject = enum_carrier(oe, ne.parent_pool()).map(|(message, number)| Subject {
+                message,
+                old_numbers: vec![number],
+                new_numbers: vec![number],
+                enum_value: Some((on, nn)),
+            });
+            self.emit(ENUM_VALUE_RENUMBERED, msg, loc, Side::New, subject);
         }
     }
 
@@ -834,6 +843,23 @@ fn subject(message: &str, old_numbers: &[u32], new_numbers: &[u32]) -> Option<Su
         message: message.to_owned(),
         old_numbers: old_numbers.to_vec(),
         new_numbers: new_numbers.to_vec(),
+        enum_value: None,
+    })
+}
+
+/// A message field of enum type `e` that exists with the same number and enum in
+/// both schemas, for the probe to carry a renumbered enum value.
+fn enum_carrier(oe: &EnumDescriptor, new: &DescriptorPool) -> Option<(String, u32)> {
+    let uses = |f: &FieldDescriptor, name: &str| {
+        matches!(f.kind(), Kind::Enum(e) if e.full_name() == name) && !f.is_map()
+    };
+    oe.parent_pool().all_messages().find_map(|m| {
+        let nm = new.get_message_by_name(m.full_name())?;
+        m.fields().find_map(|f| {
+            let nf = nm.get_field(f.number())?;
+            (uses(&f, oe.full_name()) && uses(&nf, oe.full_name()))
+                .then(|| (m.full_name().to_owned(), f.number()))
+        })
     })
 }
 

@@ -680,3 +680,20 @@ fn protoserve_findings_explain_the_misread() {
         "{text}"
     );
 }
+
+#[test]
+fn probe_shows_renumbered_enum_values_misread() {
+    let p = probe_case("enum_value_renumbered");
+    assert!(
+        p.contains(
+            "old writer status=STATUS_ACTIVE (field 1) -> new reader: status=STATUS_BANNED [MISREAD]"
+        ),
+        "{p}"
+    );
+    assert!(
+        p.contains(
+            "new writer status=STATUS_ACTIVE (field 1) -> old reader: status=STATUS_BANNED [MISREAD]"
+        ),
+        "{p}"
+    );
+}
