@@ -20,7 +20,7 @@ use super::rules::{self, Subject};
 pub(super) fn report(old: &DescriptorPool, new: &DescriptorPool, findings: &[Finding]) -> String {
     let raws = rules::check(old, new, None);
     let mut out = String::from("probe (encode with one schema, decode with the other):\n");
-    let mut seen: BTreeSet<(String, Vec<u32>, Vec<u32>, Option<(i32, i32)>)> = BTreeSet::new();
+    let mut seen: BTreeSet<Subject> = BTreeSet::new();
     let mut probed_messages: BTreeSet<String> = BTreeSet::new();
     for f in findings {
         let Some(subject) = raws
@@ -30,13 +30,7 @@ pub(super) fn report(old: &DescriptorPool, new: &DescriptorPool, findings: &[Fin
         else {
             continue;
         };
-        let key = (
-            subject.message.clone(),
-            subject.old_numbers.clone(),
-            subject.new_numbers.clone(),
-            subject.enum_value,
-        );
-        if !seen.insert(key) {
+        if !seen.insert(subject.clone()) {
             continue;
         }
         let (Some(om), Some(nm)) = (

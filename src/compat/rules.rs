@@ -91,7 +91,7 @@ pub(super) enum Side {
 }
 
 /// The fields a field-level finding is about, for the probe.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Subject {
     /// Full name of the message (same in both schemas).
     pub(super) message: String,
