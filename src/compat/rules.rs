@@ -943,7 +943,7 @@ fn ranges_text(ranges: &[(i64, i64)], max: i64) -> String {
         .collect();
     format!(
         "number{} {}",
-        if parts.len() == 1 && ranges[0].0 == ranges[0].1 {
+        if matches!(ranges, [(lo, hi)] if lo == hi) {
             ""
         } else {
             "s"
