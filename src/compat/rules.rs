@@ -957,6 +957,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ranges_text_reads_naturally() {
+        assert_eq!(ranges_text(&[(2, 2)], MESSAGE_MAX), "number 2");
+        assert_eq!(
+            ranges_text(&[(8, 8), (10, 10)], MESSAGE_MAX),
+            "numbers 8, 10"
+        );
+        assert_eq!(
+            ranges_text(&[(101, MESSAGE_MAX)], MESSAGE_MAX),
+            "numbers 101 to max"
+        );
+        assert_eq!(ranges_text(&[(-10, -8)], ENUM_MAX), "numbers -10 to -8");
+    }
+
+    #[test]
     fn missing_ranges_finds_gaps() {
         assert_eq!(missing_ranges((5, 10), &[(5, 10)]), vec![]);
         assert_eq!(missing_ranges((5, 10), &[(1, 6), (9, 20)]), vec![(7, 8)]);
