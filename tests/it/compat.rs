@@ -697,3 +697,198 @@ fn probe_shows_renumbered_enum_values_misread() {
         "{p}"
     );
 }
+
+/// Deterministic pseudo-random numbers (xorshift64), so the mutation test is
+/// reproducible without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n.max(1) as u64) as usize
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+}
+
+const SCALARS: &[&str] = &[
+    "int32", "int64", "uint32", "uint64", "sint32", "sint64", "fixed32", "fixed64", "sfixed32",
+    "sfixed64", "bool", "string", "bytes", "float", "double",
+];
+
+/// A field declaration line: `[label] type name = number [options];`.
+struct FieldLine {
+    indent: String,
+    label: String,
+    ty: String,
+    name: String,
+    number: u32,
+    options: String,
+}
+
+fn parse_field_line(line: &str) -> Option<FieldLine> {
+    let body = line.trim().strip_suffix(';')?;
+    let (decl, rest) = body.split_once(" = ")?;
+    let words: Vec<&str> = decl.split_whitespace().collect();
+    let keywords = [
+        "option",
+        "reserved",
+        "rpc",
+        "syntax",
+        "package",
+        "import",
+        "extensions",
+    ];
+    if words.first().is_none_or(|w| keywords.contains(w))
+        || decl.contains("map<")
+        || decl.contains('{')
+    {
+        return None;
+    }
+    let (label, ty, name) = match words.as_slice() {
+        [ty, name] => ("", *ty, *name),
+        [label, ty, name] => (*label, *ty, *name),
+        _ => return None,
+    };
+    let (number, options) = rest.split_once(' ').unwrap_or((rest, ""));
+    Some(FieldLine {
+        indent: line[..line.len() - line.trim_start().len()].to_owned(),
+        label: label.to_owned(),
+        ty: ty.to_owned(),
+        name: name.to_owned(),
+        number: number.parse().ok()?,
+        options: options.to_owned(),
+    })
+}
+
+/// One random edit of a field line: another scalar type, another number, another
+/// label, a rename, a deletion, or a deletion that reserves the number.
+fn mutate_field(mut f: FieldLine, proto2: bool, rng: &mut Rng) -> String {
+    match rng.below(6) {
+        0 if SCALARS.contains(&f.ty.as_str()) => f.ty = rng.pick(SCALARS).to_owned(),
+        0 | 1 => f.number += [1, 2, 50][rng.below(3)],
+        2 => {
+            let labels: &[&str] = if proto2 {
+                &["optional", "repeated", "required"]
+            } else {
+                &["", "optional", "repeated"]
+            };
+            f.label = rng.pick(labels).to_owned();
+            f.options.clear();
+        }
+        3 => f.name.push_str("_x"),
+        4 => return String::new(),
+        _ => return format!("{}reserved {};", f.indent, f.number),
+    }
+    let label = if f.label.is_empty() {
+        String::new()
+    } else {
+        format!("{} ", f.label)
+    };
+    let options = if f.options.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", f.options)
+    };
+    format!(
+        "{}{label}{} {} = {}{options};",
+        f.indent, f.ty, f.name, f.number
+    )
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let path = entry.expect("dir entry").path();
+        let target = to.join(path.file_name().expect("file name"));
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).expect("copy");
+        }
+    }
+}
+
+/// Edits 1 to 3 random field lines in every `.proto` file directly under `dir`;
+/// returns the new text, or `None` when nothing was edited.
+fn mutate_protos(dir: &Path, rng: &mut Rng) -> Option<String> {
+    let mut all = String::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_none_or(|e| e != "proto") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read proto");
+        let proto2 = text.contains("\"proto2\"");
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let fields: Vec<usize> = (0..lines.len())
+            .filter(|&i| parse_field_line(&lines[i]).is_some())
+            .collect();
+        for _ in 0..1 + rng.below(3) {
+            if fields.is_empty() {
+                break;
+            }
+            let i = fields[rng.below(fields.len())];
+            if let Some(f) = parse_field_line(&lines[i]) {
+                lines[i] = mutate_field(f, proto2, rng);
+            }
+        }
+        let new_text = lines.join("\n") + "\n";
+        std::fs::write(&path, &new_text).expect("write proto");
+        if !fields.is_empty() {
+            all.push_str(&new_text);
+        }
+    }
+    (!all.is_empty()).then_some(all)
+}
+
+/// Random edits of every fixture's old schema (two rounds), checked against buf:
+/// the same findings per buf rule, and no panic in the probe.
+#[test]
+fn buf_parity_on_random_mutations() {
+    let buf = buf_binary();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut rng = Rng(0x5eed_c0de_1234_5678);
+    let (mut compared, mut mismatches) = (0, Vec::new());
+    for (case, round) in cases().into_iter().flat_map(|c| [(c.clone(), 0), (c, 1)]) {
+        let name = format!("{}-{round}", case_name(&case));
+        let dir = tmp.path().join(&name);
+        copy_dir(&case.join("old"), &dir.join("old"));
+        copy_dir(&case.join("old"), &dir.join("new"));
+        let Some(new_text) = mutate_protos(&dir.join("new"), &mut rng) else {
+            continue;
+        };
+        let (Ok(old), Ok(new)) = (
+            schema::load(&[dir.join("old")]),
+            schema::load(&[dir.join("new")]),
+        ) else {
+            continue; // the edit made the schema invalid (e.g. a duplicate number)
+        };
+        for (category, set) in [("WIRE", RuleSet::Wire), ("WIRE_JSON", RuleSet::WireJson)] {
+            let theirs = buf_rules(&buf, &dir, category);
+            let findings = compat::check(old.pool(), new.pool(), set);
+            let _ = compat::probe(old.pool(), new.pool(), &findings);
+            let mut ours: BTreeMap<String, usize> = BTreeMap::new();
+            for f in findings.into_iter().filter(|f| f.buf_rule) {
+                *ours.entry(f.rule.to_owned()).or_default() += 1;
+            }
+            compared += 1;
+            if theirs != ours {
+                mismatches.push(format!(
+                    "{name} {category}: buf {theirs:?} / protoserve {ours:?}\nnew schema:\n{new_text}"
+                ));
+            }
+        }
+    }
+    eprintln!("compared {compared} mutated schemas with buf");
+    assert!(compared >= 100, "only {compared} mutated schemas compiled");
+    assert!(
+        mismatches.is_empty(),
+        "verdicts differ from buf:\n{}",
+        mismatches.join("\n")
+    );
+}
