@@ -26,6 +26,8 @@
 //!
 //! - `cli`: command-line arguments -> one validated [`Config`].
 //! - [`schema`]: find `.proto` files, compile them with protox, render errors.
+//! - [`compat`]: pure wire-compatibility checks between two pools (buf's rules
+//!   and ours), reports, and the encode/decode probe.
 //! - `registry`: the live [`Snapshot`] (pool, routes, handlers, validator,
 //!   reflection) behind an `ArcSwap`; building and publishing snapshots.
 //! - `codec`: the `DynamicMessage` codec for tonic.
@@ -38,6 +40,7 @@
 
 mod cli;
 mod codec;
+pub mod compat;
 pub mod handler;
 mod health;
 mod reflection;

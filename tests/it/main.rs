@@ -5,6 +5,7 @@
 mod harness;
 
 mod cli;
+mod compat;
 mod core;
 mod interop;
 mod reload;
