@@ -3,15 +3,16 @@
 #
 #   bench/run.sh [NAME='COMMAND with {port}' ...]
 #
-# Builds protoserve (release) and the bench workspace, then for ROUNDS rounds starts each
-# target in turn (baseline protoserve baseline protoserve ...), each pinned to SRV_CPUS:
-#   cold start   spawn -> first successful GetUser, median of COLD_RUNS spawns (ms)
+# Builds protoserve (release) and the bench workspace, then for each of ROUNDS rounds:
+#   cold start   per target: spawn -> first successful GetUser, median of COLD_RUNS spawns (ms)
+#   start        every target at once, each pinned to SRV_CPUS (idle until loaded)
 #   RSS at rest  VmRSS once the server has answered one GetUser
-#   check        `loadgen check`: the semantics every target must share (else FAIL)
-#   GetUser, CreateUser     h2load, CONNS x STREAMS, pre-encoded gRPC bodies, WARMUP s then
+#   check        `loadgen check`: the semantics every target must share (else FAILED)
+#   per RPC, each target in turn (order reversed every other round), load from LG_CPUS:
+#     GetUser, CreateUser   h2load, CONNS x STREAMS, pre-encoded gRPC bodies, WARMUP s then
 #                           DURATION s; only gRPC-OK responses count
-#   ListUsers(PAGE)         `loadgen list`: streamed users/s (each call must bring PAGE)
-#   BulkCreate(BATCH)       `loadgen bulk`: created users/s (BATCH per client stream)
+#     ListUsers(PAGE)       `loadgen list`: streamed users/s (each call must bring PAGE)
+#     BulkCreate(BATCH)     `loadgen bulk`: created users/s (BATCH per client stream)
 # then once per target: RSS after FILL_N unary CreateUser. Prints the table (medians over
 # rounds, ratios to the baseline of the same round) and writes OUT/{raw.tsv,table.txt,env.txt,logs/}.
 #
@@ -112,41 +113,47 @@ RAW=$OUT/raw.tsv
 "$LOADGEN" bodies --out "$OUT/bodies"
 
 # ---- (c) server lifecycle: each server in its own session, stopped by process group ------
-PID="" PORT="" SRV_PID=""
+# All targets of a round run side by side, idle unless loaded, so that the same RPC is
+# measured on each target seconds apart and drift in machine load hits both alike.
+declare -A PIDS=() PORTS=()
+PORT=""
 start() { # name logfile
-  local words
-  PORT=$("$LOADGEN" free-port)
-  read -r -a words <<<"${CMDS[$1]//\{port\}/$PORT}"
+  local words port pid tries=0
+  port=$("$LOADGEN" free-port)
+  read -r -a words <<<"${CMDS[$1]//\{port\}/$port}"
   setsid "${SRV_PIN[@]}" "${words[@]}" >"$2" 2>&1 </dev/null &
-  PID=$!
-  local tries=0
-  until "${LG_PIN[@]}" "$LOADGEN" wait --addr "127.0.0.1:$PORT" --timeout 1 >/dev/null 2>/dev/null; do
-    if ! kill -0 "$PID" 2>/dev/null; then
-      log "  $1 exited during startup (log: $2)"; stop; return 1
+  pid=$!
+  PIDS[$1]=$pid PORTS[$1]=$port
+  until "${LG_PIN[@]}" "$LOADGEN" wait --addr "127.0.0.1:$port" --timeout 1 >/dev/null 2>&1; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "  $1 exited during startup (log: $2)"; stop "$1"; return 1
     fi
     if [ $((tries += 1)) -ge 30 ]; then
-      log "  $1 did not answer GetUser(bench-user) on 127.0.0.1:$PORT within 30 s (log: $2)"
-      stop; return 1
+      log "  $1 did not answer GetUser(bench-user) on 127.0.0.1:$port within 30 s (log: $2)"
+      stop "$1"; return 1
     fi
   done
-  # setsid and taskset exec the server, so PID is the server itself; follow children if not.
-  SRV_PID=$PID
-  while [[ $(cat "/proc/$SRV_PID/comm" 2>/dev/null) =~ ^(setsid|taskset|bash|sh)$ ]]; do
-    SRV_PID=$(pgrep -P "$SRV_PID" | head -1) || break
-  done
 }
-stop() {
-  [ -n "$PID" ] || return 0
-  kill -TERM -- "-$PID" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL -- "-$PID" 2>/dev/null || true
-  wait "$PID" 2>/dev/null || true
-  PID="" SRV_PID=""
+stop() { # name
+  local pid=${PIDS[$1]:-}
+  [ -n "$pid" ] || return 0
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  unset "PIDS[$1]" "PORTS[$1]"
 }
-trap stop EXIT
-trap 'stop; exit 130' INT TERM
+stop_all() { local n; for n in "${!PIDS[@]}"; do stop "$n"; done; }
+trap stop_all EXIT
+trap 'stop_all; exit 130' INT TERM
 
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$SRV_PID/status"; }
+rss_kb() { # name: VmRSS of the server process (setsid and taskset exec it; follow children if not)
+  local pid=${PIDS[$1]}
+  while [[ $(cat "/proc/$pid/comm" 2>/dev/null) =~ ^(setsid|taskset|bash|sh)$ ]]; do
+    pid=$(pgrep -P "$pid" | head -1) || break
+  done
+  awk '/^VmRSS:/ {print $2}' "/proc/$pid/status"
+}
 row() { printf '%s\n' "$(IFS=$'\t'; echo "$*")" >>"$RAW"; }
 
 # ---- (d) load ------------------------------------------------------------------------------
@@ -217,12 +224,22 @@ if awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
   log "WARNING: load average is $load1 before the run: other work shares these cores, expect noise"
 fi
 
+fail_round() { # round name: every RPC of this round FAILED for name
+  local rpc
+  for rpc in $RPCS; do row "$1" "$2" "$(metric_of "$rpc")" FAIL; done
+}
+
 SECONDS=0
 for round in $(seq "$ROUNDS"); do
   log "== round $round/$ROUNDS"
-  for name in "${names[@]}"; do
-    logf="$OUT/logs/$name-r$round.log"
-    # Cold start: fresh processes, pinned like the measured server, nothing else running.
+  # Alternate the order between rounds, so going first or second is no advantage.
+  order=("${names[@]}")
+  if [ $((round % 2)) = 0 ]; then
+    order=()
+    for ((i = ${#names[@]} - 1; i >= 0; i--)); do order+=("${names[$i]}"); done
+  fi
+  # Cold start: fresh processes, pinned like the measured servers, nothing else running.
+  for name in "${order[@]}"; do
     read -r -a words <<<"${CMDS[$name]}"
     coldlog="$OUT/logs/$name-r$round-coldstart.log"
     if cold=$("${LG_PIN[@]}" "$LOADGEN" coldstart --runs "$COLD_RUNS" -- "${SRV_PIN[@]}" "${words[@]}" 2>"$coldlog"); then
@@ -231,21 +248,30 @@ for round in $(seq "$ROUNDS"); do
     else
       row "$round" "$name" cold-start-ms FAIL; log "  $name cold start failed: $(tail -1 "$coldlog")"
     fi
-    if ! start "$name" "$logf"; then
-      for rpc in $RPCS; do row "$round" "$name" "$(metric_of "$rpc")" FAIL; done
-      continue
-    fi
-    sleep 0.5
-    row "$round" "$name" rss-rest-kb "$(rss_kb)"
-    if [ "$CHECK" = 1 ] && ! "${LG_PIN[@]}" "$LOADGEN" check --addr "127.0.0.1:$PORT" 2>>"$logf"; then
-      log "  $name FAILED the semantic check: $(tail -1 "$logf")"
-      stop
-      for rpc in $RPCS; do row "$round" "$name" "$(metric_of "$rpc")" FAIL; done
-      continue
-    fi
-    for rpc in $RPCS; do run_rpc "$round" "$name" "$rpc"; done
-    stop
   done
+  live=()
+  for name in "${order[@]}"; do
+    if start "$name" "$OUT/logs/$name-r$round.log"; then live+=("$name"); else fail_round "$round" "$name"; fi
+  done
+  sleep 0.5
+  for name in "${live[@]}"; do row "$round" "$name" rss-rest-kb "$(rss_kb "$name")"; done
+  checked=()
+  for name in "${live[@]}"; do
+    logf="$OUT/logs/$name-r$round.log"
+    if [ "$CHECK" = 1 ] && ! "${LG_PIN[@]}" "$LOADGEN" check --addr "127.0.0.1:${PORTS[$name]}" 2>>"$logf"; then
+      log "  $name FAILED the semantic check: $(tail -1 "$logf")"
+      stop "$name"; fail_round "$round" "$name"
+    else
+      checked+=("$name")
+    fi
+  done
+  for rpc in $RPCS; do
+    for name in "${checked[@]}"; do
+      PORT=${PORTS[$name]}
+      run_rpc "$round" "$name" "$rpc"
+    done
+  done
+  stop_all
 done
 
 if [ "$FILL_N" -gt 0 ]; then
@@ -253,16 +279,16 @@ if [ "$FILL_N" -gt 0 ]; then
   for name in "${names[@]}"; do
     logf="$OUT/logs/$name-fill.log"
     start "$name" "$logf" || { row 1 "$name" "rss-fill-kb:$FILL_N" FAIL; continue; }
-    if took=$("${LG_PIN[@]}" "$LOADGEN" fill --addr "127.0.0.1:$PORT" -n "$FILL_N" \
+    if took=$("${LG_PIN[@]}" "$LOADGEN" fill --addr "127.0.0.1:${PORTS[$name]}" -n "$FILL_N" \
         --conns "$CONNS" --streams "$STREAMS" 2>>"$logf"); then
       sleep 0.5
-      kb=$(rss_kb)
+      kb=$(rss_kb "$name")
       row 1 "$name" "rss-fill-kb:$FILL_N" "$kb"
       log "  $name: $((kb / 1024)) MB after $FILL_N CreateUser (${took}s)"
     else
       row 1 "$name" "rss-fill-kb:$FILL_N" FAIL; log "  $name: fill failed (log: $logf)"
     fi
-    stop
+    stop "$name"
   done
 fi
 
