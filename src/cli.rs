@@ -20,6 +20,8 @@ pub enum Command {
     Serve(ServeConfig),
     /// Compile and list what would be served.
     Check(CheckConfig),
+    /// Compare two schemas for wire compatibility.
+    Compat(crate::compat::Options),
 }
 
 /// `protoserve serve`.
@@ -61,6 +63,29 @@ enum Cmd {
     Serve(ServeArgs),
     /// Compile the .proto files under DIRs and print the methods that would be served.
     Check(CheckArgs),
+    /// Report edits between OLD and NEW that make old clients misread data
+    /// (buf's WIRE rules and more). Exit 0: compatible, 1: breaking, 2: errors.
+    Compat(CompatArgs),
+}
+
+#[derive(Debug, Args)]
+struct CompatArgs {
+    /// The old schema: a directory of protos, a .proto file, or a .binpb/.pb FileDescriptorSet.
+    #[arg(value_name = "OLD")]
+    old: PathBuf,
+    /// The new schema, in any of the same forms.
+    #[arg(value_name = "NEW")]
+    new: PathBuf,
+    /// Rule set: `wire` (buf's WIRE rules + ours) or `wire-json` (adds buf's WIRE_JSON rules).
+    #[arg(long, default_value = "wire", value_name = "RULES", value_parser = clap::value_parser!(crate::compat::RuleSet))]
+    rules: crate::compat::RuleSet,
+    /// Output format: `text` (compiler-like) or `json` (stable, for CI).
+    #[arg(long, default_value = "text", value_name = "FORMAT", value_parser = clap::value_parser!(crate::compat::Format))]
+    format: crate::compat::Format,
+    /// For each field-level finding, encode a sample with one schema and decode it
+    /// with the other, and show what the reader sees.
+    #[arg(long)]
+    probe: bool,
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +164,13 @@ impl Config {
             Cmd::Check(a) => {
                 Command::Check(CheckConfig { roots: roots(a.dirs), descriptor_set_out: a.descriptor_set_out })
             }
+            Cmd::Compat(a) => Command::Compat(crate::compat::Options {
+                old: a.old,
+                new: a.new,
+                rules: a.rules,
+                format: a.format,
+                probe: a.probe,
+            }),
         };
         Config { command }
     }

@@ -144,7 +144,7 @@ impl Default for Builder {
             max_send: DEFAULT_MAX_MESSAGE_SIZE,
             watch: false,
             on_breaking: OnBreaking::Warn,
-            compat: None,
+            compat: Some(Arc::new(wire_check)),
         }
     }
 }
@@ -253,6 +253,14 @@ impl Builder {
         };
         Ok(Server { router: Router::new(registry.clone(), health_server, limits), registry, reload, watcher })
     }
+}
+
+/// The check every reload runs: buf's WIRE rules plus ours, between the live
+/// schema and the candidate.
+fn wire_check(old: &prost_reflect::DescriptorPool, new: &prost_reflect::DescriptorPool) -> (bool, String) {
+    let findings = compat::check(old, new, compat::RuleSet::Wire);
+    let report = if findings.is_empty() { String::new() } else { compat::render_text(&findings) };
+    (compat::is_breaking(&findings), report)
 }
 
 /// A built server: serve it on a listener you bound.

@@ -16,6 +16,10 @@ fn main() -> ExitCode {
         )
         .init();
     let result = match config.command {
+        Command::Compat(opts) => {
+            let code = protoserve::compat::run(&opts, &mut std::io::stdout().lock(), &mut std::io::stderr().lock());
+            return ExitCode::from(code as u8);
+        }
         Command::Check(c) => protoserve::check(&c).map(|out| print!("{out}")),
         Command::Serve(c) => match runtime() {
             Ok(rt) => rt.block_on(async { protoserve::serve(&c, shutdown_signal()).await }),

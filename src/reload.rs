@@ -288,7 +288,13 @@ impl ReloadHandle {
         let (tx, rx) = mpsc::unbounded_channel::<()>();
         let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| match res {
             Ok(events) => {
-                if events.iter().any(|e| e.paths.iter().any(|p| is_relevant(p))) {
+                // Opening and reading files (as every compile does) is not a change:
+                // reacting to access events would reload forever.
+                let changed = events
+                    .iter()
+                    .filter(|e| !matches!(e.kind, notify::EventKind::Access(_)))
+                    .any(|e| e.paths.iter().any(|p| is_relevant(p)));
+                if changed {
                     let _ = tx.send(());
                 }
             }

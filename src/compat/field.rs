@@ -44,10 +44,7 @@ impl FieldInfo {
             map: f.is_map(),
             cardinality: f.cardinality(),
             presence: f.supports_presence(),
-            oneof_numbers: oneof
-                .as_ref()
-                .map(|o| o.fields().map(|g| g.number()).collect())
-                .unwrap_or_default(),
+            oneof_numbers: oneof.as_ref().map(|o| o.fields().map(|g| g.number()).collect()).unwrap_or_default(),
             oneof: oneof.map(|o| o.name().to_owned()),
             json_name: Some(f.json_name().to_owned()),
             default: f.default_value(),
@@ -128,9 +125,7 @@ pub(super) fn map_field_of(entry_field: &FieldDescriptor) -> Option<FieldDescrip
         return None;
     }
     let owner = entry.parent_message()?;
-    owner
-        .fields()
-        .find(|f| matches!(f.kind(), Kind::Message(m) if m.full_name() == entry.full_name()))
+    owner.fields().find(|f| matches!(f.kind(), Kind::Message(m) if m.full_name() == entry.full_name()))
 }
 
 pub(super) fn is_named(f: &FieldInfo) -> bool {
@@ -181,20 +176,15 @@ pub(super) fn wire_json_group(f: &FieldInfo) -> u8 {
 /// For same-group message and enum fields: why the named types are not interchangeable.
 pub(super) fn named_type_mismatch(of: &FieldInfo, nf: &FieldInfo) -> Option<String> {
     match (of.kind(), nf.kind()) {
-        (Kind::Message(a), Kind::Message(b)) if a.full_name() != b.full_name() => Some(
-            "another message type decodes the same bytes with different field meanings".to_owned(),
-        ),
+        (Kind::Message(a), Kind::Message(b)) if a.full_name() != b.full_name() => {
+            Some("another message type decodes the same bytes with different field meanings".to_owned())
+        }
         (Kind::Enum(a), Kind::Enum(b)) if a.full_name() != b.full_name() => {
             if a.name() != b.name() {
                 return Some("a differently named enum is treated as a different type".to_owned());
             }
-            let subset = a.values().all(|v| {
-                b.get_value_by_name(v.name())
-                    .is_some_and(|w| w.number() == v.number())
-            });
-            (!subset).then(|| {
-                "the new enum does not keep every old value name with its number".to_owned()
-            })
+            let subset = a.values().all(|v| b.get_value_by_name(v.name()).is_some_and(|w| w.number() == v.number()));
+            (!subset).then(|| "the new enum does not keep every old value name with its number".to_owned())
         }
         _ => None,
     }
@@ -254,10 +244,7 @@ pub(super) fn same_wire_shape(a: &FieldDescriptor, b: &FieldDescriptor) -> bool 
 }
 
 pub(super) fn type_change_reason(of: &FieldInfo, nf: &FieldInfo) -> String {
-    let (ow, nw) = (
-        wire_type_name(&of.kind(), of.is_group()),
-        wire_type_name(&nf.kind(), nf.is_group()),
-    );
+    let (ow, nw) = (wire_type_name(&of.kind(), of.is_group()), wire_type_name(&nf.kind(), nf.is_group()));
     if ow != nw {
         format!("old writers send {ow} values that the new reader cannot parse as {nw}")
     } else {
@@ -328,12 +315,8 @@ pub(super) fn cardinality_reason(o: Card, n: Card) -> &'static str {
         (Card::Required, _) | (_, Card::Required) => {
             "a reader that requires the field rejects messages from a writer that may omit it"
         }
-        (Card::Map, Card::Repeated) | (Card::Repeated, Card::Map) => {
-            "maps and lists have different JSON forms"
-        }
-        _ => {
-            "a singular reader keeps only the last of several values, and packed lists do not parse as one value"
-        }
+        (Card::Map, Card::Repeated) | (Card::Repeated, Card::Map) => "maps and lists have different JSON forms",
+        _ => "a singular reader keeps only the last of several values, and packed lists do not parse as one value",
     }
 }
 
@@ -442,16 +425,10 @@ pub(super) fn integer_change(of: &FieldInfo, nf: &FieldInfo) -> Option<(&'static
     let (oname, nname) = (scalar_name(&ok), scalar_name(&nk));
     if nbits < obits {
         let sample: i128 = if obits == 64 { 5_000_000_000 } else { 2 };
-        let sample = if nk == Kind::Bool && obits != 64 {
-            2
-        } else {
-            sample
-        };
+        let sample = if nk == Kind::Bool && obits != 64 { 2 } else { sample };
         let seen = reinterpret(&ok, &nk, sample);
         let mut why = if nk == Kind::Bool {
-            format!(
-                "every non-zero {oname} reads as true (old writer {sample} -> new reader {seen})"
-            )
+            format!("every non-zero {oname} reads as true (old writer {sample} -> new reader {seen})")
         } else {
             format!(
                 "{oname} values outside the {nname} range are truncated to their low {nbits} bits \
@@ -459,10 +436,7 @@ pub(super) fn integer_change(of: &FieldInfo, nf: &FieldInfo) -> Option<(&'static
             )
         };
         if osigned && !nsigned && nk != Kind::Bool {
-            why.push_str(&format!(
-                ", and negative values turn positive (-1 -> {})",
-                reinterpret(&ok, &nk, -1)
-            ));
+            why.push_str(&format!(", and negative values turn positive (-1 -> {})", reinterpret(&ok, &nk, -1)));
         }
         return Some((FIELD_NARROWED_TYPE, why));
     }
@@ -475,11 +449,7 @@ pub(super) fn integer_change(of: &FieldInfo, nf: &FieldInfo) -> Option<(&'static
             reinterpret(&ok, &nk, -1)
         )
     } else {
-        let big = if obits == 64 {
-            i128::from(u64::MAX)
-        } else {
-            i128::from(u32::MAX)
-        };
+        let big = if obits == 64 { i128::from(u64::MAX) } else { i128::from(u32::MAX) };
         format!(
             "{oname} values above the {nname} maximum are misread as negative numbers (old writer {big} -> \
              new reader {})",
@@ -532,26 +502,14 @@ mod tests {
 
     #[test]
     fn reinterpret_matches_protobuf_decoding() {
-        assert_eq!(
-            reinterpret(&Kind::Int64, &Kind::Int32, 5_000_000_000),
-            "705032704"
-        );
+        assert_eq!(reinterpret(&Kind::Int64, &Kind::Int32, 5_000_000_000), "705032704");
         assert_eq!(reinterpret(&Kind::Int32, &Kind::Uint32, -1), "4294967295");
-        assert_eq!(
-            reinterpret(&Kind::Uint32, &Kind::Int32, 4_294_967_295),
-            "-1"
-        );
+        assert_eq!(reinterpret(&Kind::Uint32, &Kind::Int32, 4_294_967_295), "-1");
         assert_eq!(reinterpret(&Kind::Int32, &Kind::Int64, -1), "-1");
-        assert_eq!(
-            reinterpret(&Kind::Int64, &Kind::Uint64, -1),
-            "18446744073709551615"
-        );
+        assert_eq!(reinterpret(&Kind::Int64, &Kind::Uint64, -1), "18446744073709551615");
         assert_eq!(reinterpret(&Kind::Sint64, &Kind::Sint32, -3), "-3");
         assert_eq!(reinterpret(&Kind::Sint32, &Kind::Sint64, -3), "-3");
-        assert_eq!(
-            reinterpret(&Kind::Fixed32, &Kind::Sfixed32, 4_294_967_295),
-            "-1"
-        );
+        assert_eq!(reinterpret(&Kind::Fixed32, &Kind::Sfixed32, 4_294_967_295), "-1");
         assert_eq!(reinterpret(&Kind::Int32, &Kind::Bool, 2), "true");
     }
 }

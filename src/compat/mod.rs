@@ -54,9 +54,7 @@ impl FromStr for RuleSet {
         match s {
             "wire" => Ok(RuleSet::Wire),
             "wire-json" | "wire_json" => Ok(RuleSet::WireJson),
-            other => Err(format!(
-                "unknown rule set '{other}' (expected 'wire' or 'wire-json')"
-            )),
+            other => Err(format!("unknown rule set '{other}' (expected 'wire' or 'wire-json')")),
         }
     }
 }
@@ -117,10 +115,7 @@ pub struct Finding {
 /// Compares `old` against `new` and returns the findings in a deterministic order
 /// (by file, line, column, then rule id). Never panics, whatever the descriptors.
 pub fn check(old: &DescriptorPool, new: &DescriptorPool, rules: RuleSet) -> Vec<Finding> {
-    rules::check(old, new, Some(rules))
-        .into_iter()
-        .map(|f| f.finding)
-        .collect()
+    rules::check(old, new, Some(rules)).into_iter().map(|f| f.finding).collect()
 }
 
 /// True when at least one finding is an [`Severity::Error`].
@@ -165,9 +160,7 @@ impl FromStr for Format {
         match s {
             "text" => Ok(Format::Text),
             "json" => Ok(Format::Json),
-            other => Err(format!(
-                "unknown format '{other}' (expected 'text' or 'json')"
-            )),
+            other => Err(format!("unknown format '{other}' (expected 'text' or 'json')")),
         }
     }
 }
@@ -240,26 +233,15 @@ pub fn run(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
 }
 
 fn load_failed(side: &str, path: &Path, e: &SchemaError, err: &mut dyn Write) -> i32 {
-    let _ = writeln!(
-        err,
-        "error: cannot load the {side} schema '{}':",
-        path.display()
-    );
+    let _ = writeln!(err, "error: cannot load the {side} schema '{}':", path.display());
     let _ = writeln!(err, "{}", e.render());
     2
 }
 
 /// Loads one side: a FileDescriptorSet by extension, else a proto dir or file.
 fn load_side(path: &Path) -> Result<Schema, SchemaError> {
-    let is_set = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e == "binpb" || e == "pb");
-    if is_set && path.is_file() {
-        schema::load_descriptor_set(path)
-    } else {
-        schema::load(&[path.to_path_buf()])
-    }
+    let is_set = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e == "binpb" || e == "pb");
+    if is_set && path.is_file() { schema::load_descriptor_set(path) } else { schema::load(&[path.to_path_buf()]) }
 }
 
 /// Turns a compiler file name back into a path the user can open: under the
@@ -273,9 +255,7 @@ fn display_path(root: &Path, file: &str) -> String {
         None
     };
     match base {
-        Some(b) if !b.as_os_str().is_empty() && b.join(file).exists() => {
-            b.join(file).display().to_string()
-        }
+        Some(b) if !b.as_os_str().is_empty() && b.join(file).exists() => b.join(file).display().to_string(),
         _ => file.to_owned(),
     }
 }

@@ -9,9 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 
 use prost::Message as _;
-use prost_reflect::{
-    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, Value,
-};
+use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, Value};
 
 use super::Finding;
 use super::rules::{self, Subject};
@@ -33,10 +31,9 @@ pub(super) fn report(old: &DescriptorPool, new: &DescriptorPool, findings: &[Fin
         if !seen.insert(subject.clone()) {
             continue;
         }
-        let (Some(om), Some(nm)) = (
-            old.get_message_by_name(&subject.message),
-            new.get_message_by_name(&subject.message),
-        ) else {
+        let (Some(om), Some(nm)) =
+            (old.get_message_by_name(&subject.message), new.get_message_by_name(&subject.message))
+        else {
             continue;
         };
         probed_messages.insert(subject.message.clone());
@@ -57,17 +54,9 @@ pub(super) fn report(old: &DescriptorPool, new: &DescriptorPool, findings: &[Fin
         }
         let numbers: Vec<u32> = om.fields().map(|f| f.number()).collect();
         let new_numbers: Vec<u32> = nm.fields().map(|f| f.number()).collect();
-        let subject = Subject {
-            message: om.full_name().to_owned(),
-            old_numbers: numbers,
-            new_numbers,
-            enum_value: None,
-        };
-        let _ = writeln!(
-            out,
-            "\nchanged without findings: message {}",
-            om.full_name()
-        );
+        let subject =
+            Subject { message: om.full_name().to_owned(), old_numbers: numbers, new_numbers, enum_value: None };
+        let _ = writeln!(out, "\nchanged without findings: message {}", om.full_name());
         out.push_str(&round_trip(&om, &nm, &subject));
     }
     if seen.is_empty() && out.lines().count() == 1 {
@@ -78,12 +67,7 @@ pub(super) fn report(old: &DescriptorPool, new: &DescriptorPool, findings: &[Fin
 
 fn describe(s: &Subject) -> String {
     let nums = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-    format!(
-        "{} (old fields {} / new fields {})",
-        s.message,
-        nums(&s.old_numbers),
-        nums(&s.new_numbers)
-    )
+    format!("{} (old fields {} / new fields {})", s.message, nums(&s.old_numbers), nums(&s.new_numbers))
 }
 
 /// Name, number, type, label and presence of every field, to spot messages that changed.
@@ -114,23 +98,13 @@ fn round_trip(om: &MessageDescriptor, nm: &MessageDescriptor, s: &Subject) -> St
         None => (None, None),
     };
     out.push_str(&one_way(
-        Side {
-            writer: "old writer",
-            wm: om,
-            write: &s.old_numbers,
-            enum_value: old_enum,
-        },
+        Side { writer: "old writer", wm: om, write: &s.old_numbers, enum_value: old_enum },
         "new reader",
         nm,
         &s.new_numbers,
     ));
     out.push_str(&one_way(
-        Side {
-            writer: "new writer",
-            wm: nm,
-            write: &s.new_numbers,
-            enum_value: new_enum,
-        },
+        Side { writer: "new writer", wm: nm, write: &s.new_numbers, enum_value: new_enum },
         "old reader",
         om,
         &s.old_numbers,
@@ -150,12 +124,7 @@ struct Side<'a> {
 }
 
 fn one_way(side: Side<'_>, reader: &str, rm: &MessageDescriptor, also: &[u32]) -> String {
-    let Side {
-        writer,
-        wm,
-        write,
-        enum_value,
-    } = side;
+    let Side { writer, wm, write, enum_value } = side;
     let mut msg = DynamicMessage::new(wm.clone());
     let mut written: Vec<FieldDescriptor> = Vec::new();
     for number in write {
@@ -163,37 +132,24 @@ fn one_way(side: Side<'_>, reader: &str, rm: &MessageDescriptor, also: &[u32]) -
             continue;
         };
         let value = match (enum_value, field.kind()) {
-            (Some(n), Kind::Enum(_)) if field.is_list() => {
-                Some(Value::List(vec![Value::EnumNumber(n)]))
-            }
+            (Some(n), Kind::Enum(_)) if field.is_list() => Some(Value::List(vec![Value::EnumNumber(n)])),
             (Some(n), Kind::Enum(_)) => Some(Value::EnumNumber(n)),
             _ => sample_value(&field, 0),
         };
         if let Some(v) = value
             && msg.try_set_field(&field, v).is_ok()
         {
-            written.retain(|w| {
-                w.containing_oneof().is_none() || w.containing_oneof() != field.containing_oneof()
-            });
+            written.retain(|w| w.containing_oneof().is_none() || w.containing_oneof() != field.containing_oneof());
             written.push(field);
         }
     }
     if written.is_empty() {
-        return format!(
-            "  {writer} -> {reader}: nothing to write (the field does not exist on the {writer} side)\n"
-        );
+        return format!("  {writer} -> {reader}: nothing to write (the field does not exist on the {writer} side)\n");
     }
     let bytes = msg.encode_to_vec();
     let wrote = written
         .iter()
-        .map(|f| {
-            format!(
-                "{}={} (field {})",
-                f.name(),
-                show(f, &msg.get_field(f)),
-                f.number()
-            )
-        })
+        .map(|f| format!("{}={} (field {})", f.name(), show(f, &msg.get_field(f)), f.number()))
         .collect::<Vec<_>>()
         .join(", ");
 
@@ -217,11 +173,7 @@ fn one_way(side: Side<'_>, reader: &str, rm: &MessageDescriptor, also: &[u32]) -
     }
     let unknown: BTreeSet<u32> = decoded.unknown_fields().map(|u| u.number()).collect();
     if !unknown.is_empty() {
-        let list = unknown
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = unknown.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
         seen_parts.push(format!("unknown field(s) {list} kept as raw bytes"));
     }
 
@@ -236,20 +188,12 @@ fn one_way(side: Side<'_>, reader: &str, rm: &MessageDescriptor, also: &[u32]) -
             continue;
         };
         // A rename keeps the number and leaves neither name on another number.
-        let same_name_elsewhere = rm
-            .get_field_by_name(w.name())
-            .is_some_and(|by_name| by_name.number() != w.number())
-            || wm
-                .get_field_by_name(rf.name())
-                .is_some_and(|by_name| by_name.number() != w.number());
+        let same_name_elsewhere = rm.get_field_by_name(w.name()).is_some_and(|by_name| by_name.number() != w.number())
+            || wm.get_field_by_name(rf.name()).is_some_and(|by_name| by_name.number() != w.number());
         let (wv, rv) = (msg.get_field(w), decoded.get_field(&rf));
         // Enum values are compared by name: the same number may mean another value.
         let both_enums = matches!((w.kind(), rf.kind()), (Kind::Enum(_), Kind::Enum(_)));
-        let same_content = if both_enums {
-            show(w, &wv) == show(&rf, &rv)
-        } else {
-            same_value(&wv, &rv)
-        };
+        let same_content = if both_enums { show(w, &wv) == show(&rf, &rv) } else { same_value(&wv, &rv) };
         let same = decoded.has_field(&rf) == msg.has_field(w) && same_content;
         if same_name_elsewhere || !same {
             misread = true;
@@ -260,10 +204,7 @@ fn one_way(side: Side<'_>, reader: &str, rm: &MessageDescriptor, also: &[u32]) -
         (false, true) => "DROPPED",
         (false, false) => "round-trips unchanged",
     };
-    format!(
-        "  {writer} {wrote} -> {reader}: {} [{verdict}]\n",
-        seen_parts.join(", ")
-    )
+    format!("  {writer} {wrote} -> {reader}: {} [{verdict}]\n", seen_parts.join(", "))
 }
 
 /// Equal as protobuf values, across kinds that share a wire form: numbers by value
@@ -297,10 +238,8 @@ fn normalize(v: &Value) -> Norm {
         Value::Message(m) => Norm::Bytes(m.encode_to_vec()),
         Value::List(items) => Norm::List(items.iter().map(normalize).collect()),
         Value::Map(entries) => {
-            let mut pairs: Vec<(Norm, Norm)> = entries
-                .iter()
-                .map(|(k, v)| (normalize(&Value::from(k.clone())), normalize(v)))
-                .collect();
+            let mut pairs: Vec<(Norm, Norm)> =
+                entries.iter().map(|(k, v)| (normalize(&Value::from(k.clone())), normalize(v))).collect();
             pairs.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
             Norm::Map(pairs)
         }
@@ -330,11 +269,7 @@ fn sample_value(f: &FieldDescriptor, depth: u32) -> Option<Value> {
         return Some(Value::Map(HashMap::from([(key, value)])));
     }
     let one = single_sample(f, f, depth)?;
-    if f.is_list() {
-        Some(Value::List(vec![one]))
-    } else {
-        Some(one)
-    }
+    if f.is_list() { Some(Value::List(vec![one])) } else { Some(one) }
 }
 
 fn single_sample(f: &FieldDescriptor, owner: &FieldDescriptor, depth: u32) -> Option<Value> {
@@ -344,9 +279,7 @@ fn single_sample(f: &FieldDescriptor, owner: &FieldDescriptor, depth: u32) -> Op
             if depth < 1 {
                 for nf in m.fields() {
                     if nf.containing_oneof().is_some()
-                        && nested
-                            .fields()
-                            .any(|(g, _)| g.containing_oneof() == nf.containing_oneof())
+                        && nested.fields().any(|(g, _)| g.containing_oneof() == nf.containing_oneof())
                     {
                         continue;
                     }
@@ -390,9 +323,7 @@ fn show(f: &FieldDescriptor, v: &Value) -> String {
             let parts: Vec<String> = items
                 .iter()
                 .map(|i| match i {
-                    Value::EnumNumber(n) => e
-                        .get_value(*n)
-                        .map_or_else(|| n.to_string(), |ev| ev.name().to_owned()),
+                    Value::EnumNumber(n) => e.get_value(*n).map_or_else(|| n.to_string(), |ev| ev.name().to_owned()),
                     other => other.to_string(),
                 })
                 .collect();

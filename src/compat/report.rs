@@ -27,11 +27,7 @@ pub(super) fn text(findings: &[Finding]) -> String {
             "compat: {errors} error{}, {warnings} warning{}{}",
             plural(errors),
             plural(warnings),
-            if is_breaking(findings) {
-                " (breaking)"
-            } else {
-                " (not breaking)"
-            }
+            if is_breaking(findings) { " (breaking)" } else { " (not breaking)" }
         );
     }
     out
@@ -52,11 +48,7 @@ pub(super) fn json(findings: &[Finding], probe: Option<&str>) -> String {
                 severity: f.severity.as_str(),
                 buf_rule: f.buf_rule,
                 message: &f.message,
-                location: f.location.as_ref().map(|l| JsonLocation {
-                    file: &l.file,
-                    line: l.line,
-                    column: l.column,
-                }),
+                location: f.location.as_ref().map(|l| JsonLocation { file: &l.file, line: l.line, column: l.column }),
             })
             .collect(),
         probe,
@@ -65,10 +57,7 @@ pub(super) fn json(findings: &[Finding], probe: Option<&str>) -> String {
 }
 
 fn counts(findings: &[Finding]) -> (usize, usize) {
-    let errors = findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .count();
+    let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
     (errors, findings.len() - errors)
 }
 

@@ -5,14 +5,13 @@
 use std::collections::{BTreeSet, HashMap};
 
 use prost_reflect::{
-    DescriptorPool, EnumDescriptor, EnumValueDescriptor, ExtensionDescriptor, FieldDescriptor,
-    FileDescriptor, Kind, MessageDescriptor, MethodDescriptor, Syntax,
+    DescriptorPool, EnumDescriptor, EnumValueDescriptor, ExtensionDescriptor, FieldDescriptor, FileDescriptor, Kind,
+    MessageDescriptor, MethodDescriptor, Syntax,
 };
 
 use super::field::{
-    FieldInfo, cardinality, cardinality_reason, default_of, integer_change, is_named,
-    named_type_mismatch, real_oneof, same_wire_shape, type_change_reason, type_text, wire_group,
-    wire_json_group,
+    FieldInfo, cardinality, cardinality_reason, default_of, integer_change, is_named, named_type_mismatch, real_oneof,
+    same_wire_shape, type_change_reason, type_text, wire_group, wire_json_group,
 };
 use super::source::{self, join, locate};
 use super::{Finding, Location, RuleSet, Severity};
@@ -64,13 +63,8 @@ pub(super) const BUF_WIRE_JSON: &[&str] = &[
 ];
 
 /// Our own rules, on in both rule sets.
-pub(super) const PROTOSERVE: &[&str] = &[
-    FIELD_MOVED_NUMBER,
-    FIELD_SWAPPED_NUMBERS,
-    FIELD_NARROWED_TYPE,
-    FIELD_SIGN_CHANGED,
-    ENUM_VALUE_RENUMBERED,
-];
+pub(super) const PROTOSERVE: &[&str] =
+    &[FIELD_MOVED_NUMBER, FIELD_SWAPPED_NUMBERS, FIELD_NARROWED_TYPE, FIELD_SIGN_CHANGED, ENUM_VALUE_RENUMBERED];
 
 const FIELD_MOVED_NUMBER: &str = "PROTOSERVE_FIELD_MOVED_NUMBER";
 const FIELD_SWAPPED_NUMBERS: &str = "PROTOSERVE_FIELD_SWAPPED_NUMBERS";
@@ -114,10 +108,7 @@ pub(super) struct Raw {
 
 /// Runs every rule of `set` (every rule there is when `None`) and sorts the findings.
 pub(super) fn check(old: &DescriptorPool, new: &DescriptorPool, set: Option<RuleSet>) -> Vec<Raw> {
-    let mut c = Checker {
-        set,
-        out: Vec::new(),
-    };
+    let mut c = Checker { set, out: Vec::new() };
     for of in old.files() {
         if let Some(nf) = new.get_file_by_name(of.name()) {
             c.file_pair(&of, &nf);
@@ -133,15 +124,8 @@ pub(super) fn check(old: &DescriptorPool, new: &DescriptorPool, set: Option<Rule
             c.enum_pair(&oe, &ne);
         }
     }
-    let new_extensions: HashMap<(String, u32), ExtensionDescriptor> = new
-        .all_extensions()
-        .map(|e| {
-            (
-                (e.containing_message().full_name().to_owned(), e.number()),
-                e,
-            )
-        })
-        .collect();
+    let new_extensions: HashMap<(String, u32), ExtensionDescriptor> =
+        new.all_extensions().map(|e| ((e.containing_message().full_name().to_owned(), e.number()), e)).collect();
     for oe in old.all_extensions() {
         let key = (oe.containing_message().full_name().to_owned(), oe.number());
         if let Some(ne) = new_extensions.get(&key) {
@@ -199,22 +183,9 @@ impl Checker {
             return;
         }
         let ours = PROTOSERVE.contains(&rule);
-        let severity = if rule == FIELD_NARROWED_TYPE || rule == FIELD_SIGN_CHANGED {
-            Severity::Warning
-        } else {
-            Severity::Error
-        };
-        self.out.push(Raw {
-            finding: Finding {
-                rule,
-                severity,
-                message,
-                location,
-                buf_rule: !ours,
-            },
-            side,
-            subject,
-        });
+        let severity =
+            if rule == FIELD_NARROWED_TYPE || rule == FIELD_SIGN_CHANGED { Severity::Warning } else { Severity::Error };
+        self.out.push(Raw { finding: Finding { rule, severity, message, location, buf_rule: !ours }, side, subject });
     }
 
     fn file_pair(&mut self, of: &FileDescriptor, nf: &FileDescriptor) {
@@ -253,13 +224,7 @@ impl Checker {
                     of.name()
                 );
                 let subject = subject(&name, &[of.number()], &[of.number()]);
-                self.emit(
-                    "MESSAGE_SAME_REQUIRED_FIELDS",
-                    msg,
-                    locate(&ofile, of.path()),
-                    Side::Old,
-                    subject,
-                );
+                self.emit("MESSAGE_SAME_REQUIRED_FIELDS", msg, locate(&ofile, of.path()), Side::Old, subject);
             }
         }
         for nf in nm.fields().filter(|f| f.is_required()) {
@@ -271,21 +236,13 @@ impl Checker {
                     nf.name()
                 );
                 let subject = subject(&name, &[nf.number()], &[nf.number()]);
-                self.emit(
-                    "MESSAGE_SAME_REQUIRED_FIELDS",
-                    msg,
-                    locate(&nfile, nf.path()),
-                    Side::New,
-                    subject,
-                );
+                self.emit("MESSAGE_SAME_REQUIRED_FIELDS", msg, locate(&nfile, nf.path()), Side::New, subject);
             }
         }
 
         // RESERVED_MESSAGE_NO_DELETE
-        let new_ranges: Vec<(i64, i64)> = nm
-            .reserved_ranges()
-            .map(|r| (i64::from(r.start), i64::from(r.end) - 1))
-            .collect();
+        let new_ranges: Vec<(i64, i64)> =
+            nm.reserved_ranges().map(|r| (i64::from(r.start), i64::from(r.end) - 1)).collect();
         for (i, r) in om.reserved_ranges().enumerate() {
             let old_range = (i64::from(r.start), i64::from(r.end) - 1);
             let missing = missing_ranges(old_range, &new_ranges);
@@ -295,20 +252,14 @@ impl Checker {
                      that misread old data",
                     ranges_text(&missing, MESSAGE_MAX)
                 );
-                let loc = locate(
-                    &ofile,
-                    &join(om.path(), &[source::MESSAGE_RESERVED_RANGE, index(i)]),
-                );
+                let loc = locate(&ofile, &join(om.path(), &[source::MESSAGE_RESERVED_RANGE, index(i)]));
                 self.emit("RESERVED_MESSAGE_NO_DELETE", msg, loc, Side::Old, None);
             }
         }
         for (i, rn) in om.reserved_names().enumerate() {
             if !nm.reserved_names().any(|n| n == rn) {
                 let msg = format!("message \"{name}\" no longer reserves the name \"{rn}\"");
-                let loc = locate(
-                    &ofile,
-                    &join(om.path(), &[source::MESSAGE_RESERVED_NAME, index(i)]),
-                );
+                let loc = locate(&ofile, &join(om.path(), &[source::MESSAGE_RESERVED_NAME, index(i)]));
                 self.emit("RESERVED_MESSAGE_NO_DELETE", msg, loc, Side::Old, None);
             }
         }
@@ -319,13 +270,7 @@ impl Checker {
                 "message \"{name}\" lost full JSON support: its file changed from proto3 to proto2 \
                  (json_format ALLOW -> LEGACY_BEST_EFFORT)"
             );
-            self.emit(
-                "MESSAGE_SAME_JSON_FORMAT",
-                msg,
-                locate(&nfile, nm.path()),
-                Side::New,
-                None,
-            );
+            self.emit("MESSAGE_SAME_JSON_FORMAT", msg, locate(&nfile, nm.path()), Side::New, None);
         }
 
         self.moved_fields(om, nm);
@@ -342,13 +287,7 @@ impl Checker {
                  a later field may reuse {n} and misread what old writers still send",
                 of.name()
             );
-            self.emit(
-                "FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED",
-                msg,
-                loc.clone(),
-                Side::Old,
-                subj.clone(),
-            );
+            self.emit("FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED", msg, loc.clone(), Side::Old, subj.clone());
         }
         if !nm.reserved_names().any(|r| r == of.name()) {
             let msg = format!(
@@ -357,13 +296,7 @@ impl Checker {
                 of.name(),
                 of.name()
             );
-            self.emit(
-                "FIELD_NO_DELETE_UNLESS_NAME_RESERVED",
-                msg,
-                loc,
-                Side::Old,
-                subj,
-            );
+            self.emit("FIELD_NO_DELETE_UNLESS_NAME_RESERVED", msg, loc, Side::Old, subj);
         }
     }
 
@@ -374,11 +307,7 @@ impl Checker {
         let what = if nf.extension { "extension" } else { "field" };
         let desc = format!("{what} {n} (\"{}\") on message \"{message}\"", nf.name());
         // The probe only handles message fields.
-        let subj = if nf.extension {
-            None
-        } else {
-            subject(&message, &[n], &[n])
-        };
+        let subj = if nf.extension { None } else { subject(&message, &[n], &[n]) };
         // Fields of map entries have no source of their own: point at the map field.
         let map_field = nf.map_field.clone();
         let desc = match &map_field {
@@ -394,11 +323,7 @@ impl Checker {
         let type_loc = || match &map_field {
             Some(mf) => locate(&nfile, &join(mf.path(), &[source::FIELD_TYPE_NAME])),
             None => {
-                let sub = if is_named(nf) {
-                    source::FIELD_TYPE_NAME
-                } else {
-                    source::FIELD_TYPE
-                };
+                let sub = if is_named(nf) { source::FIELD_TYPE_NAME } else { source::FIELD_TYPE };
                 locate(&nfile, &join(nf.path(), &[sub]))
             }
         };
@@ -406,18 +331,14 @@ impl Checker {
 
         // FIELD_WIRE_COMPATIBLE_TYPE / FIELD_WIRE_JSON_COMPATIBLE_TYPE
         for (rule, groups) in [
-            (
-                "FIELD_WIRE_COMPATIBLE_TYPE",
-                wire_group as fn(&FieldInfo) -> u8,
-            ),
+            ("FIELD_WIRE_COMPATIBLE_TYPE", wire_group as fn(&FieldInfo) -> u8),
             ("FIELD_WIRE_JSON_COMPATIBLE_TYPE", wire_json_group),
         ] {
             if !self.on(rule) {
                 continue;
             }
-            let allowed_string_to_bytes = rule == "FIELD_WIRE_COMPATIBLE_TYPE"
-                && of.kind() == Kind::String
-                && nf.kind() == Kind::Bytes;
+            let allowed_string_to_bytes =
+                rule == "FIELD_WIRE_COMPATIBLE_TYPE" && of.kind() == Kind::String && nf.kind() == Kind::Bytes;
             if groups(of) != groups(nf) {
                 if !allowed_string_to_bytes {
                     let msg = format!(
@@ -429,11 +350,7 @@ impl Checker {
                     self.emit(rule, msg, type_loc(), Side::New, subj.clone());
                 }
             } else if let Some(why) = named_type_mismatch(of, nf) {
-                let msg = format!(
-                    "{desc} changed type from {} to {}: {why}",
-                    type_text(of),
-                    type_text(nf)
-                );
+                let msg = format!("{desc} changed type from {} to {}: {why}", type_text(of), type_text(nf));
                 self.emit(rule, msg, type_loc(), Side::New, subj.clone());
             }
         }
@@ -449,13 +366,7 @@ impl Checker {
                     nc.text(),
                     cardinality_reason(oc, nc)
                 );
-                self.emit(
-                    "FIELD_WIRE_COMPATIBLE_CARDINALITY",
-                    msg,
-                    field_loc.clone(),
-                    Side::New,
-                    subj.clone(),
-                );
+                self.emit("FIELD_WIRE_COMPATIBLE_CARDINALITY", msg, field_loc.clone(), Side::New, subj.clone());
             }
             if oc.wire_json_group() != nc.wire_json_group() {
                 let msg = format!(
@@ -464,13 +375,7 @@ impl Checker {
                     nc.text(),
                     cardinality_reason(oc, nc)
                 );
-                self.emit(
-                    "FIELD_WIRE_JSON_COMPATIBLE_CARDINALITY",
-                    msg,
-                    field_loc.clone(),
-                    Side::New,
-                    subj.clone(),
-                );
+                self.emit("FIELD_WIRE_JSON_COMPATIBLE_CARDINALITY", msg, field_loc.clone(), Side::New, subj.clone());
             }
         }
 
@@ -505,20 +410,15 @@ impl Checker {
                 "{desc} changed default value from {} to {}: an unset field reads differently on each side",
                 od.text, nd.text
             );
-            let loc = locate(&nfile, &join(nf.path(), &[source::FIELD_DEFAULT]))
-                .or_else(|| field_loc.clone());
+            let loc = locate(&nfile, &join(nf.path(), &[source::FIELD_DEFAULT])).or_else(|| field_loc.clone());
             self.emit("FIELD_SAME_DEFAULT", msg, loc, Side::New, subj.clone());
         }
 
         // FIELD_SAME_NAME / FIELD_SAME_JSON_NAME
         if of.name() != nf.name() {
-            let msg = format!(
-                "{what} {n} on message \"{message}\" changed name from \"{}\" to \"{}\"",
-                of.name(),
-                nf.name()
-            );
-            let loc = locate(&nfile, &join(nf.path(), &[source::FIELD_NAME]))
-                .or_else(|| field_loc.clone());
+            let msg =
+                format!("{what} {n} on message \"{message}\" changed name from \"{}\" to \"{}\"", of.name(), nf.name());
+            let loc = locate(&nfile, &join(nf.path(), &[source::FIELD_NAME])).or_else(|| field_loc.clone());
             self.emit("FIELD_SAME_NAME", msg, loc, Side::New, subj.clone());
         }
         if let (Some(oj), Some(nj)) = (of.json_name(), nf.json_name())
@@ -529,8 +429,7 @@ impl Checker {
                  by the other",
                 oj, nj
             );
-            let loc = locate(&nfile, &join(nf.path(), &[source::FIELD_JSON_NAME]))
-                .or_else(|| field_loc.clone());
+            let loc = locate(&nfile, &join(nf.path(), &[source::FIELD_JSON_NAME])).or_else(|| field_loc.clone());
             self.emit("FIELD_SAME_JSON_NAME", msg, loc, Side::New, subj.clone());
         }
 
@@ -538,11 +437,7 @@ impl Checker {
         if cardinality(of).wire_group() == cardinality(nf).wire_group()
             && let Some((rule, why)) = integer_change(of, nf)
         {
-            let msg = format!(
-                "{desc} changed type from {} to {}: {why}",
-                type_text(of),
-                type_text(nf)
-            );
+            let msg = format!("{desc} changed type from {} to {}: {why}", type_text(of), type_text(nf));
             self.emit(rule, msg, type_loc(), Side::New, subj);
         }
     }
@@ -563,11 +458,7 @@ impl Checker {
             for j in i + 1..moved.len() {
                 let (ao, an) = &moved[i];
                 let (bo, bn) = &moved[j];
-                if in_swap[i]
-                    || in_swap[j]
-                    || an.number() != bo.number()
-                    || bn.number() != ao.number()
-                {
+                if in_swap[i] || in_swap[j] || an.number() != bo.number() || bn.number() != ao.number() {
                     continue;
                 }
                 in_swap[i] = true;
@@ -581,24 +472,10 @@ impl Checker {
                     bo.number(),
                     ao.name(),
                     bo.name(),
-                    if same_wire_shape(ao, bo) {
-                        ", silently, because the wire types match"
-                    } else {
-                        ""
-                    }
+                    if same_wire_shape(ao, bo) { ", silently, because the wire types match" } else { "" }
                 );
-                let subj = subject(
-                    &message,
-                    &[ao.number(), bo.number()],
-                    &[an.number(), bn.number()],
-                );
-                self.emit(
-                    FIELD_SWAPPED_NUMBERS,
-                    msg,
-                    locate(&nfile, an.path()),
-                    Side::New,
-                    subj,
-                );
+                let subj = subject(&message, &[ao.number(), bo.number()], &[an.number(), bn.number()]);
+                self.emit(FIELD_SWAPPED_NUMBERS, msg, locate(&nfile, an.path()), Side::New, subj);
             }
         }
         for (k, (of, nf)) in moved.iter().enumerate() {
@@ -619,8 +496,7 @@ impl Checker {
                  it as field {on} and {new_reader}; new writers send field {nn} and {old_reader}",
                 of.name()
             );
-            let loc = locate(&nfile, &join(nf.path(), &[source::FIELD_NUMBER]))
-                .or_else(|| locate(&nfile, nf.path()));
+            let loc = locate(&nfile, &join(nf.path(), &[source::FIELD_NUMBER])).or_else(|| locate(&nfile, nf.path()));
             let subj = subject(&message, &[on], &[on, nn]);
             self.emit(FIELD_MOVED_NUMBER, msg, loc, Side::New, subj);
         }
@@ -633,12 +509,9 @@ impl Checker {
         let numbers: BTreeSet<i32> = oe.values().map(|v| v.number()).collect();
 
         for &number in &numbers {
-            let old_values: Vec<EnumValueDescriptor> =
-                oe.values().filter(|v| v.number() == number).collect();
-            let old_names: BTreeSet<String> =
-                old_values.iter().map(|v| v.name().to_owned()).collect();
-            let new_values: Vec<EnumValueDescriptor> =
-                ne.values().filter(|v| v.number() == number).collect();
+            let old_values: Vec<EnumValueDescriptor> = oe.values().filter(|v| v.number() == number).collect();
+            let old_names: BTreeSet<String> = old_values.iter().map(|v| v.name().to_owned()).collect();
+            let new_values: Vec<EnumValueDescriptor> = ne.values().filter(|v| v.number() == number).collect();
             let first_old_loc = old_values.first().and_then(|v| locate(&ofile, v.path()));
             let names_text = quoted_list(&old_names);
             if new_values.is_empty() {
@@ -655,28 +528,18 @@ impl Checker {
                         None,
                     );
                 }
-                if !old_names
-                    .iter()
-                    .all(|n| ne.reserved_names().any(|r| r == n))
-                {
+                if !old_names.iter().all(|n| ne.reserved_names().any(|r| r == n)) {
                     let msg = format!(
                         "enum value {number} ({names_text}) was deleted from enum \"{name}\" without reserving \
                          its name: a later value may reuse the name and misread old JSON"
                     );
-                    self.emit(
-                        "ENUM_VALUE_NO_DELETE_UNLESS_NAME_RESERVED",
-                        msg,
-                        first_old_loc,
-                        Side::Old,
-                        None,
-                    );
+                    self.emit("ENUM_VALUE_NO_DELETE_UNLESS_NAME_RESERVED", msg, first_old_loc, Side::Old, None);
                 }
                 continue;
             }
             // ENUM_VALUE_SAME_NAME: every old name for this number must still name it
             // (adding an alias is fine, dropping or renaming one is not).
-            let new_names: BTreeSet<String> =
-                new_values.iter().map(|v| v.name().to_owned()).collect();
+            let new_names: BTreeSet<String> = new_values.iter().map(|v| v.name().to_owned()).collect();
             if !old_names.is_subset(&new_names) {
                 for v in &new_values {
                     let msg = format!(
@@ -692,10 +555,8 @@ impl Checker {
         }
 
         // RESERVED_ENUM_NO_DELETE
-        let new_ranges: Vec<(i64, i64)> = ne
-            .reserved_ranges()
-            .map(|r| (i64::from(*r.start()), i64::from(*r.end())))
-            .collect();
+        let new_ranges: Vec<(i64, i64)> =
+            ne.reserved_ranges().map(|r| (i64::from(*r.start()), i64::from(*r.end()))).collect();
         for (i, r) in oe.reserved_ranges().enumerate() {
             let missing = missing_ranges((i64::from(*r.start()), i64::from(*r.end())), &new_ranges);
             if !missing.is_empty() {
@@ -703,20 +564,14 @@ impl Checker {
                     "enum \"{name}\" no longer reserves {}: those numbers may be reused with another meaning",
                     ranges_text(&missing, ENUM_MAX)
                 );
-                let loc = locate(
-                    &ofile,
-                    &join(oe.path(), &[source::ENUM_RESERVED_RANGE, index(i)]),
-                );
+                let loc = locate(&ofile, &join(oe.path(), &[source::ENUM_RESERVED_RANGE, index(i)]));
                 self.emit("RESERVED_ENUM_NO_DELETE", msg, loc, Side::Old, None);
             }
         }
         for (i, rn) in oe.reserved_names().enumerate() {
             if !ne.reserved_names().any(|n| n == rn) {
                 let msg = format!("enum \"{name}\" no longer reserves the name \"{rn}\"");
-                let loc = locate(
-                    &ofile,
-                    &join(oe.path(), &[source::ENUM_RESERVED_NAME, index(i)]),
-                );
+                let loc = locate(&ofile, &join(oe.path(), &[source::ENUM_RESERVED_NAME, index(i)]));
                 self.emit("RESERVED_ENUM_NO_DELETE", msg, loc, Side::Old, None);
             }
         }
@@ -727,13 +582,7 @@ impl Checker {
                 "enum \"{name}\" lost full JSON support: its file changed from proto3 to proto2 \
                  (json_format ALLOW -> LEGACY_BEST_EFFORT)"
             );
-            self.emit(
-                "ENUM_SAME_JSON_FORMAT",
-                msg,
-                locate(&nfile, ne.path()),
-                Side::New,
-                None,
-            );
+            self.emit("ENUM_SAME_JSON_FORMAT", msg, locate(&nfile, ne.path()), Side::New, None);
         }
 
         // PROTOSERVE_ENUM_VALUE_RENUMBERED
@@ -758,8 +607,8 @@ impl Checker {
                  as {on}, which {now} for new readers; new writers send {nn}, which {then}",
                 ov.name()
             );
-            let loc = locate(&nfile, &join(nv.path(), &[source::ENUM_VALUE_NUMBER]))
-                .or_else(|| locate(&nfile, nv.path()));
+            let loc =
+                locate(&nfile, &join(nv.path(), &[source::ENUM_VALUE_NUMBER])).or_else(|| locate(&nfile, nv.path()));
             let subject = enum_carrier(oe, ne.parent_pool()).map(|(message, number)| Subject {
                 message,
                 old_numbers: vec![number],
@@ -772,11 +621,7 @@ impl Checker {
 
     fn method_pair(&mut self, om: &MethodDescriptor, nm: &MethodDescriptor) {
         let nfile = nm.parent_service().parent_file();
-        let what = format!(
-            "RPC \"{}\" on service \"{}\"",
-            nm.name(),
-            nm.parent_service().full_name()
-        );
+        let what = format!("RPC \"{}\" on service \"{}\"", nm.name(), nm.parent_service().full_name());
         let method_loc = locate(&nfile, nm.path());
         if om.input().full_name() != nm.input().full_name() {
             let msg = format!(
@@ -802,13 +647,7 @@ impl Checker {
                 streaming(om.is_client_streaming()),
                 streaming(nm.is_client_streaming())
             );
-            self.emit(
-                "RPC_SAME_CLIENT_STREAMING",
-                msg,
-                method_loc.clone(),
-                Side::New,
-                None,
-            );
+            self.emit("RPC_SAME_CLIENT_STREAMING", msg, method_loc.clone(), Side::New, None);
         }
         if om.is_server_streaming() != nm.is_server_streaming() {
             let msg = format!(
@@ -816,13 +655,7 @@ impl Checker {
                 streaming(om.is_server_streaming()),
                 streaming(nm.is_server_streaming())
             );
-            self.emit(
-                "RPC_SAME_SERVER_STREAMING",
-                msg,
-                method_loc.clone(),
-                Side::New,
-                None,
-            );
+            self.emit("RPC_SAME_SERVER_STREAMING", msg, method_loc.clone(), Side::New, None);
         }
         let (ol, nl) = (idempotency(om), idempotency(nm));
         if ol != nl {
@@ -850,15 +683,13 @@ fn subject(message: &str, old_numbers: &[u32], new_numbers: &[u32]) -> Option<Su
 /// A message field of enum type `e` that exists with the same number and enum in
 /// both schemas, for the probe to carry a renumbered enum value.
 fn enum_carrier(oe: &EnumDescriptor, new: &DescriptorPool) -> Option<(String, u32)> {
-    let uses = |f: &FieldDescriptor, name: &str| {
-        matches!(f.kind(), Kind::Enum(e) if e.full_name() == name) && !f.is_map()
-    };
+    let uses =
+        |f: &FieldDescriptor, name: &str| matches!(f.kind(), Kind::Enum(e) if e.full_name() == name) && !f.is_map();
     oe.parent_pool().all_messages().find_map(|m| {
         let nm = new.get_message_by_name(m.full_name())?;
         m.fields().find_map(|f| {
             let nf = nm.get_field(f.number())?;
-            (uses(&f, oe.full_name()) && uses(&nf, oe.full_name()))
-                .then(|| (m.full_name().to_owned(), f.number()))
+            (uses(&f, oe.full_name()) && uses(&nf, oe.full_name())).then(|| (m.full_name().to_owned(), f.number()))
         })
     })
 }
@@ -869,11 +700,7 @@ fn index(i: usize) -> i32 {
 
 fn file_start(f: &FileDescriptor) -> Option<Location> {
     f.file_descriptor_proto().source_code_info.as_ref()?;
-    Some(Location {
-        file: f.name().to_owned(),
-        line: 1,
-        column: 1,
-    })
+    Some(Location { file: f.name().to_owned(), line: 1, column: 1 })
 }
 
 fn streaming(b: bool) -> &'static str {
@@ -881,11 +708,7 @@ fn streaming(b: bool) -> &'static str {
 }
 
 fn idempotency(m: &MethodDescriptor) -> i32 {
-    m.method_descriptor_proto()
-        .options
-        .as_ref()
-        .and_then(|o| o.idempotency_level)
-        .unwrap_or(0)
+    m.method_descriptor_proto().options.as_ref().and_then(|o| o.idempotency_level).unwrap_or(0)
 }
 
 fn idempotency_name(level: i32) -> String {
@@ -898,11 +721,7 @@ fn idempotency_name(level: i32) -> String {
 }
 
 fn quoted_list(names: &BTreeSet<String>) -> String {
-    names
-        .iter()
-        .map(|n| format!("\"{n}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
+    names.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")
 }
 
 /// The parts of `old` (inclusive) not covered by any of `new` (inclusive).
@@ -941,15 +760,7 @@ fn ranges_text(ranges: &[(i64, i64)], max: i64) -> String {
             (false, false) => format!("{lo} to {hi}"),
         })
         .collect();
-    format!(
-        "number{} {}",
-        if matches!(ranges, [(lo, hi)] if lo == hi) {
-            ""
-        } else {
-            "s"
-        },
-        parts.join(", ")
-    )
+    format!("number{} {}", if matches!(ranges, [(lo, hi)] if lo == hi) { "" } else { "s" }, parts.join(", "))
 }
 
 #[cfg(test)]
@@ -959,14 +770,8 @@ mod tests {
     #[test]
     fn ranges_text_reads_naturally() {
         assert_eq!(ranges_text(&[(2, 2)], MESSAGE_MAX), "number 2");
-        assert_eq!(
-            ranges_text(&[(8, 8), (10, 10)], MESSAGE_MAX),
-            "numbers 8, 10"
-        );
-        assert_eq!(
-            ranges_text(&[(101, MESSAGE_MAX)], MESSAGE_MAX),
-            "numbers 101 to max"
-        );
+        assert_eq!(ranges_text(&[(8, 8), (10, 10)], MESSAGE_MAX), "numbers 8, 10");
+        assert_eq!(ranges_text(&[(101, MESSAGE_MAX)], MESSAGE_MAX), "numbers 101 to max");
         assert_eq!(ranges_text(&[(-10, -8)], ENUM_MAX), "numbers -10 to -8");
     }
 

@@ -179,3 +179,61 @@ fn watcher_logs_compile_errors_with_location_and_sighup_reloads() {
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn on_breaking_reject_logs_the_rules_that_blocked_the_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&users_dir(), dir.path());
+    let file = dir.path().join("user_service.proto");
+    let (mut child, _port) = spawn_server(&[dir.path().to_str().unwrap(), "--on-breaking", "reject"]);
+    let mut log = LogTail::new(&mut child);
+    log.wait_for("listening on");
+    let good = std::fs::read_to_string(&file).unwrap();
+    // int32 -> string: old clients would misread every age.
+    std::fs::write(&file, good.replace("int32 age = 4;", "string age = 4;")).unwrap();
+    log.wait_for("rejected for breaking wire compatibility");
+    log.wait_for("FIELD_WIRE_COMPATIBLE_TYPE");
+    log.wait_for("user_service.proto:");
+    std::fs::write(&file, good.replace("int32 age = 4;", "int32 age = 4;\n  string nick = 6;")).unwrap();
+    log.wait_for("generation 2 live");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn reading_the_schema_does_not_trigger_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&users_dir(), dir.path());
+    let file = dir.path().join("user_service.proto");
+    let (mut child, _port) = spawn_server(&[dir.path().to_str().unwrap()]);
+    let mut log = LogTail::new(&mut child);
+    log.wait_for("listening on");
+    let good = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, good.replace("int32 age = 4;", "int32 age = 4;\n  string nick = 6;")).unwrap();
+    log.wait_for("generation 2 live");
+    // The reload read the files; that must not start another reload. SIGTERM after a
+    // pause, then count reload lines in the whole log.
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    log.wait_for("draining");
+    let _ = child.wait();
+    assert_eq!(log.seen.matches("live:").count(), 1, "one edit, one reload:\n{}", log.seen);
+    assert!(!log.seen.contains("schema unchanged"), "no reload without an edit:\n{}", log.seen);
+}
+
+#[test]
+fn compat_command_reports_and_exits_by_verdict() {
+    let ex = root().join("docs/examples/compat-renumber");
+    let out = bin().arg("compat").arg(ex.join("old")).arg(ex.join("new")).arg("--probe").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("PROTOSERVE_FIELD_MOVED_NUMBER") && text.contains("user_service.proto:34:18"), "{text}");
+    assert!(text.contains("old writer email="), "{text}");
+    let same = bin().arg("compat").arg(users_dir()).arg(users_dir()).output().unwrap();
+    assert_eq!(same.status.code(), Some(0));
+    let json = bin().args(["compat", "--format", "json"]).arg(ex.join("old")).arg(ex.join("new")).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON report");
+    assert!(v.to_string().contains("PROTOSERVE_FIELD_MOVED_NUMBER"), "{v}");
+    let bad = bin().args(["compat", "--rules", "nope", "a", "b"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}

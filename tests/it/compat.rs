@@ -25,27 +25,17 @@ fn cases() -> Vec<PathBuf> {
         .filter(|p| p.join("old").is_dir() && p.join("new").is_dir())
         .collect();
     v.sort();
-    assert!(
-        v.len() >= 30,
-        "expected the compat fixtures, found {}",
-        v.len()
-    );
+    assert!(v.len() >= 30, "expected the compat fixtures, found {}", v.len());
     v
 }
 
 fn case_name(case: &Path) -> String {
-    case.file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("?")
-        .to_owned()
+    case.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_owned()
 }
 
 fn rule_set(case: &Path) -> RuleSet {
     match std::fs::read_to_string(case.join("rules.txt")) {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .expect("rules.txt holds 'wire' or 'wire-json'"),
+        Ok(s) => s.trim().parse().expect("rules.txt holds 'wire' or 'wire-json'"),
         Err(_) => RuleSet::Wire,
     }
 }
@@ -53,11 +43,7 @@ fn rule_set(case: &Path) -> RuleSet {
 fn pool(dir: &Path) -> DescriptorPool {
     match schema::load(&[dir.to_path_buf()]) {
         Ok(s) => s.pool().clone(),
-        Err(e) => panic!(
-            "fixture {} does not compile:\n{}",
-            dir.display(),
-            e.render()
-        ),
+        Err(e) => panic!("fixture {} does not compile:\n{}", dir.display(), e.render()),
     }
 }
 
@@ -88,17 +74,10 @@ fn fixtures_match_expected_findings() {
         }
         let want = std::fs::read_to_string(&path).unwrap_or_default();
         if got != want {
-            failures.push(format!(
-                "== {}\n-- expected\n{want}-- got\n{got}",
-                case_name(&case)
-            ));
+            failures.push(format!("== {}\n-- expected\n{want}-- got\n{got}", case_name(&case)));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "fixtures differ (COMPAT_BLESS=1 to accept):\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "fixtures differ (COMPAT_BLESS=1 to accept):\n{}", failures.join("\n"));
 }
 
 #[test]
@@ -113,21 +92,10 @@ fn every_rule_has_a_positive_and_a_negative_fixture() {
         .collect();
     for case in cases() {
         let expected = std::fs::read_to_string(case.join("expected.txt")).unwrap_or_default();
-        let rules_here: BTreeSet<&str> = expected
-            .lines()
-            .filter_map(|l| l.split(' ').next())
-            .collect();
+        let rules_here: BTreeSet<&str> = expected.lines().filter_map(|l| l.split(' ').next()).collect();
         let enabled: Vec<&str> = match rule_set(&case) {
-            RuleSet::Wire => compat::BUF_WIRE_RULES
-                .iter()
-                .chain(compat::PROTOSERVE_RULES)
-                .copied()
-                .collect(),
-            RuleSet::WireJson => compat::BUF_WIRE_JSON_RULES
-                .iter()
-                .chain(compat::PROTOSERVE_RULES)
-                .copied()
-                .collect(),
+            RuleSet::Wire => compat::BUF_WIRE_RULES.iter().chain(compat::PROTOSERVE_RULES).copied().collect(),
+            RuleSet::WireJson => compat::BUF_WIRE_JSON_RULES.iter().chain(compat::PROTOSERVE_RULES).copied().collect(),
         };
         for r in &rules_here {
             fired.insert((*r).to_owned());
@@ -141,18 +109,9 @@ fn every_rule_has_a_positive_and_a_negative_fixture() {
         }
     }
     let unfired: Vec<&&str> = all.iter().filter(|r| !fired.contains(**r)).collect();
-    assert!(
-        unfired.is_empty(),
-        "rules without a positive fixture: {unfired:?}"
-    );
-    let never_silent: Vec<&&str> = all
-        .iter()
-        .filter(|r| !silent_somewhere.contains(**r))
-        .collect();
-    assert!(
-        never_silent.is_empty(),
-        "rules without a negative (*compatible) fixture: {never_silent:?}"
-    );
+    assert!(unfired.is_empty(), "rules without a positive fixture: {unfired:?}");
+    let never_silent: Vec<&&str> = all.iter().filter(|r| !silent_somewhere.contains(**r)).collect();
+    assert!(never_silent.is_empty(), "rules without a negative (*compatible) fixture: {never_silent:?}");
 }
 
 fn buf_binary() -> PathBuf {
@@ -170,26 +129,12 @@ fn buf_binary() -> PathBuf {
 /// (WIRE or WIRE_JSON), according to buf itself.
 fn buf_rules(buf: &Path, case: &Path, category: &str) -> BTreeMap<String, usize> {
     let config = |side: &str| {
-        format!(
-            r#"{{"version":"v2","modules":[{{"path":"{side}"}}],"breaking":{{"use":["{category}"]}}}}"#
-        )
+        format!(r#"{{"version":"v2","modules":[{{"path":"{side}"}}],"breaking":{{"use":["{category}"]}}}}"#)
     };
     let output = Command::new(buf)
         .current_dir(case)
-        .args([
-            "breaking",
-            "new",
-            "--against",
-            "old",
-            "--error-format",
-            "json",
-        ])
-        .args([
-            "--config",
-            &config("new"),
-            "--against-config",
-            &config("old"),
-        ])
+        .args(["breaking", "new", "--against", "old", "--error-format", "json"])
+        .args(["--config", &config("new"), "--against-config", &config("old")])
         .output()
         .expect("buf runs");
     let code = output.status.code();
@@ -203,19 +148,11 @@ fn buf_rules(buf: &Path, case: &Path, category: &str) -> BTreeMap<String, usize>
     );
     let mut rules: BTreeMap<String, usize> = BTreeMap::new();
     for l in stdout.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value =
-            serde_json::from_str(l).expect("buf prints one JSON object per line");
-        let rule = v["type"]
-            .as_str()
-            .expect("buf finding has a type")
-            .to_owned();
+        let v: serde_json::Value = serde_json::from_str(l).expect("buf prints one JSON object per line");
+        let rule = v["type"].as_str().expect("buf finding has a type").to_owned();
         *rules.entry(rule).or_default() += 1;
     }
-    assert_eq!(
-        code == Some(100),
-        !rules.is_empty(),
-        "buf exit code and findings disagree"
-    );
+    assert_eq!(code == Some(100), !rules.is_empty(), "buf exit code and findings disagree");
     rules
 }
 
@@ -231,44 +168,24 @@ fn buf_parity_on_every_fixture_and_category() {
         for (category, set) in [("WIRE", RuleSet::Wire), ("WIRE_JSON", RuleSet::WireJson)] {
             let theirs = buf_rules(&buf, &case, category);
             let mut ours: BTreeMap<String, usize> = BTreeMap::new();
-            for f in compat::check(&old, &new, set)
-                .into_iter()
-                .filter(|f| f.buf_rule)
-            {
+            for f in compat::check(&old, &new, set).into_iter().filter(|f| f.buf_rule) {
                 *ours.entry(f.rule.to_owned()).or_default() += 1;
             }
             compared += 1;
             if theirs != ours {
-                mismatches.push(format!(
-                    "{} {category}: buf {theirs:?} / protoserve {ours:?}",
-                    case_name(&case)
-                ));
+                mismatches.push(format!("{} {category}: buf {theirs:?} / protoserve {ours:?}", case_name(&case)));
             }
         }
     }
     assert!(compared >= 60);
-    assert!(
-        mismatches.is_empty(),
-        "verdicts differ from buf:\n{}",
-        mismatches.join("\n")
-    );
+    assert!(mismatches.is_empty(), "verdicts differ from buf:\n{}", mismatches.join("\n"));
 }
 
 fn run(old: &Path, new: &Path, format: Format, probe: bool) -> (i32, String, String) {
-    let opts = Options {
-        old: old.to_path_buf(),
-        new: new.to_path_buf(),
-        rules: RuleSet::Wire,
-        format,
-        probe,
-    };
+    let opts = Options { old: old.to_path_buf(), new: new.to_path_buf(), rules: RuleSet::Wire, format, probe };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = compat::run(&opts, &mut out, &mut err);
-    (
-        code,
-        String::from_utf8(out).expect("utf-8"),
-        String::from_utf8(err).expect("utf-8"),
-    )
+    (code, String::from_utf8(out).expect("utf-8"), String::from_utf8(err).expect("utf-8"))
 }
 
 fn case_dir(name: &str) -> PathBuf {
@@ -288,9 +205,7 @@ fn run_exit_codes_follow_the_verdict() {
     // Deletions point into OLD, at the deleted field, with the path the user passed.
     let old_file = c.join("old/a.proto").display().to_string();
     assert!(
-        out.contains(&format!(
-            "{old_file}:6:3: error[FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED]: field 2 (\"gone\")"
-        )),
+        out.contains(&format!("{old_file}:6:3: error[FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED]: field 2 (\"gone\")")),
         "{out}"
     );
 
@@ -298,10 +213,7 @@ fn run_exit_codes_follow_the_verdict() {
     let c = case_dir("field_type_narrowing");
     let (code, out, _) = run(&c.join("old"), &c.join("new"), Format::Text, false);
     assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("warning[PROTOSERVE_FIELD_NARROWED_TYPE]"),
-        "{out}"
-    );
+    assert!(out.contains("warning[PROTOSERVE_FIELD_NARROWED_TYPE]"), "{out}");
     assert!(out.contains("(not breaking)"), "{out}");
 }
 
@@ -311,20 +223,13 @@ fn run_accepts_single_files_and_descriptor_sets() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let set = tmp.path().join("old.binpb");
     let old = schema::load(&[c.join("old")]).expect("old compiles");
-    let fds = prost_types::FileDescriptorSet {
-        file: old.pool().file_descriptor_protos().cloned().collect(),
-    };
+    let fds = prost_types::FileDescriptorSet { file: old.pool().file_descriptor_protos().cloned().collect() };
     std::fs::write(&set, fds.encode_to_vec()).expect("write binpb");
 
     let (code, out, err) = run(&set, &c.join("new/user.proto"), Format::Text, false);
     assert_eq!(code, 1, "{out}{err}");
     let new_file = c.join("new/user.proto").display().to_string();
-    assert!(
-        out.contains(&format!(
-            "{new_file}:10:18: error[PROTOSERVE_FIELD_MOVED_NUMBER]"
-        )),
-        "{out}"
-    );
+    assert!(out.contains(&format!("{new_file}:10:18: error[PROTOSERVE_FIELD_MOVED_NUMBER]")), "{out}");
 }
 
 #[test]
@@ -332,19 +237,12 @@ fn run_reports_load_errors_with_exit_2() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let bad = tmp.path().join("bad");
     std::fs::create_dir(&bad).expect("mkdir");
-    std::fs::write(
-        bad.join("x.proto"),
-        "syntax = \"proto3\";\nmessage M {\n  strin x = 1;\n}\n",
-    )
-    .expect("write");
+    std::fs::write(bad.join("x.proto"), "syntax = \"proto3\";\nmessage M {\n  strin x = 1;\n}\n").expect("write");
     let good = case_dir("unchanged").join("old");
     let (code, out, err) = run(&good, &bad, Format::Text, false);
     assert_eq!(code, 2, "{out}");
     assert!(err.contains("cannot load the new schema"), "{err}");
-    assert!(
-        err.contains("x.proto:3:3"),
-        "compile errors carry file:line:col: {err}"
-    );
+    assert!(err.contains("x.proto:3:3"), "compile errors carry file:line:col: {err}");
 
     let missing = tmp.path().join("nope");
     let (code, _, err) = run(&missing, &good, Format::Json, false);
@@ -357,11 +255,8 @@ fn editions_are_refused_clearly() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let ed = tmp.path().join("ed");
     std::fs::create_dir(&ed).expect("mkdir");
-    std::fs::write(
-        ed.join("e.proto"),
-        "edition = \"2023\";\npackage t;\nmessage M { string s = 1; }\n",
-    )
-    .expect("write");
+    std::fs::write(ed.join("e.proto"), "edition = \"2023\";\npackage t;\nmessage M { string s = 1; }\n")
+        .expect("write");
     let good = case_dir("unchanged").join("old");
     let (code, out, err) = run(&good, &ed, Format::Text, false);
     assert_eq!(code, 2, "{out}");
@@ -388,21 +283,14 @@ fn json_report_has_the_documented_shape() {
     assert_eq!(f["buf_rule"], false);
     assert_eq!(f["location"]["line"], 10);
     assert_eq!(f["location"]["column"], 18);
-    assert!(
-        f["location"]["file"]
-            .as_str()
-            .is_some_and(|s| s.ends_with("new/user.proto"))
-    );
+    assert!(f["location"]["file"].as_str().is_some_and(|s| s.ends_with("new/user.proto")));
     let msg = f["message"].as_str().expect("message");
     assert!(msg.contains("moved from number 3 to 6"), "{msg}");
     assert!(msg.contains("takes it for \"phone\""), "{msg}");
 
     let (_, out, _) = run(&c.join("old"), &c.join("new"), Format::Json, true);
     let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
-    assert!(
-        v["probe"].as_str().is_some_and(|p| p.contains("MISREAD")),
-        "{out}"
-    );
+    assert!(v["probe"].as_str().is_some_and(|p| p.contains("MISREAD")), "{out}");
 }
 
 #[test]
@@ -411,10 +299,7 @@ fn findings_are_deterministic_and_buf_flagged() {
     let a = findings(&c, RuleSet::Wire);
     let b = findings(&c, RuleSet::Wire);
     assert_eq!(a, b);
-    assert!(
-        a.iter()
-            .all(|f| f.buf_rule != f.rule.starts_with("PROTOSERVE_"))
-    );
+    assert!(a.iter().all(|f| f.buf_rule != f.rule.starts_with("PROTOSERVE_")));
     assert!(a.iter().all(|f| f.severity == Severity::Error));
     assert!(compat::is_breaking(&a));
     assert!(!compat::is_breaking(&[]));
@@ -456,16 +341,11 @@ fn probe_shows_swapped_fields_and_narrowing() {
     // -5000000001 as int64 read as int32 keeps the low 32 bits.
     let truncated = (-5_000_000_001_i64) as i32;
     assert!(
-        p.contains(&format!(
-            "old writer count=-5000000001 (field 1) -> new reader: count={truncated} [MISREAD]"
-        )),
+        p.contains(&format!("old writer count=-5000000001 (field 1) -> new reader: count={truncated} [MISREAD]")),
         "{p}"
     );
     let p = probe_case("field_type_sign");
-    assert!(
-        p.contains("old writer a=-101 (field 1) -> new reader: a=4294967195 [MISREAD]"),
-        "{p}"
-    );
+    assert!(p.contains("old writer a=-101 (field 1) -> new reader: a=4294967195 [MISREAD]"), "{p}");
 }
 
 #[test]
@@ -479,20 +359,14 @@ fn probe_shows_compatible_edits_round_tripping() {
 
     // A rename is invisible on the wire: the value lands in the renamed field.
     let p = probe_case("field_name_wire");
-    assert!(
-        p.contains("old writer user_name=\"user_name-1\" (field 1)"),
-        "{p}"
-    );
+    assert!(p.contains("old writer user_name=\"user_name-1\" (field 1)"), "{p}");
     assert!(p.contains("-> new reader: login=\"user_name-1\""), "{p}");
     assert!(!p.contains("MISREAD"), "{p}");
 
     // Widening is safe old -> new, but the probe shows new writers' large values
     // truncated by old readers.
     let p = probe_case("field_type_compatible");
-    assert!(
-        p.contains("-> new reader: widen=-101, widen_unsigned=4000000002"),
-        "{p}"
-    );
+    assert!(p.contains("-> new reader: widen=-101, widen_unsigned=4000000002"), "{p}");
     assert!(p.contains("old reader: widen=-705032705"), "{p}");
 }
 
@@ -512,10 +386,7 @@ fn never_panics_on_unrelated_schema_pairs() {
         .into_iter()
         .flat_map(|c| {
             let name = case_name(&c);
-            [
-                (format!("{name}/old"), pool(&c.join("old"))),
-                (format!("{name}/new"), pool(&c.join("new"))),
-            ]
+            [(format!("{name}/old"), pool(&c.join("old"))), (format!("{name}/new"), pool(&c.join("new")))]
         })
         .collect();
     let empty = DescriptorPool::new();
@@ -569,21 +440,13 @@ fn probe_marks_deleted_fields_as_dropped() {
 fn docs_worked_example_output_is_current() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let example = root.join("docs/examples/compat-renumber");
-    let (code, out, err) = run(
-        &example.join("old"),
-        &example.join("new"),
-        Format::Text,
-        true,
-    );
+    let (code, out, err) = run(&example.join("old"), &example.join("new"), Format::Text, true);
     assert_eq!(code, 1, "{out}{err}");
     let doc = std::fs::read_to_string(root.join("docs/compat.md")).expect("docs/compat.md");
     let prefix = format!("{}/", root.display());
     for line in out.lines().filter(|l| !l.trim().is_empty()) {
         let line = line.replace(&prefix, "");
-        assert!(
-            doc.contains(&line),
-            "docs/compat.md is missing this output line:\n{line}"
-        );
+        assert!(doc.contains(&line), "docs/compat.md is missing this output line:\n{line}");
     }
 }
 
@@ -611,12 +474,7 @@ fn descriptor_sets_without_source_info_give_unknown_locations() {
     }
     let (code, out, err) = run(&paths[0], &paths[1], Format::Text, true);
     assert_eq!(code, 1, "{out}{err}");
-    assert_eq!(
-        out.matches("<unknown>: error[FIELD_WIRE_COMPATIBLE_TYPE]")
-            .count(),
-        7,
-        "{out}"
-    );
+    assert_eq!(out.matches("<unknown>: error[FIELD_WIRE_COMPATIBLE_TYPE]").count(), 7, "{out}");
     assert!(out.contains("probe"), "{out}");
     let (_, json, _) = run(&paths[0], &paths[1], Format::Json, false);
     let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
@@ -657,10 +515,7 @@ fn protoserve_findings_explain_the_misread() {
     );
     let text = compat::render_text(&findings(&case_dir("field_swapped_numbers"), RuleSet::Wire));
     assert!(text.contains("swapped numbers (2 <-> 3)"), "{text}");
-    assert!(
-        text.contains("silently, because the wire types match"),
-        "{text}"
-    );
+    assert!(text.contains("silently, because the wire types match"), "{text}");
     let text = compat::render_text(&findings(&case_dir("field_type_sign"), RuleSet::Wire));
     assert!(
         text.contains(
@@ -670,10 +525,7 @@ fn protoserve_findings_explain_the_misread() {
         ),
         "{text}"
     );
-    assert!(
-        text.contains("compat: 0 errors, 5 warnings (not breaking)"),
-        "{text}"
-    );
+    assert!(text.contains("compat: 0 errors, 5 warnings (not breaking)"), "{text}");
     let text = compat::render_text(&findings(&case_dir("field_type_narrowing"), RuleSet::Wire));
     assert!(
         text.contains("int64 values outside the int32 range are truncated to their low 32 bits (old writer 5000000000 -> new reader 705032704)"),
@@ -685,15 +537,11 @@ fn protoserve_findings_explain_the_misread() {
 fn probe_shows_renumbered_enum_values_misread() {
     let p = probe_case("enum_value_renumbered");
     assert!(
-        p.contains(
-            "old writer status=STATUS_ACTIVE (field 1) -> new reader: status=STATUS_BANNED [MISREAD]"
-        ),
+        p.contains("old writer status=STATUS_ACTIVE (field 1) -> new reader: status=STATUS_BANNED [MISREAD]"),
         "{p}"
     );
     assert!(
-        p.contains(
-            "new writer status=STATUS_ACTIVE (field 1) -> old reader: status=STATUS_BANNED [MISREAD]"
-        ),
+        p.contains("new writer status=STATUS_ACTIVE (field 1) -> old reader: status=STATUS_BANNED [MISREAD]"),
         "{p}"
     );
 }
@@ -716,8 +564,8 @@ impl Rng {
 }
 
 const SCALARS: &[&str] = &[
-    "int32", "int64", "uint32", "uint64", "sint32", "sint64", "fixed32", "fixed64", "sfixed32",
-    "sfixed64", "bool", "string", "bytes", "float", "double",
+    "int32", "int64", "uint32", "uint64", "sint32", "sint64", "fixed32", "fixed64", "sfixed32", "sfixed64", "bool",
+    "string", "bytes", "float", "double",
 ];
 
 /// A field declaration line: `[label] type name = number [options];`.
@@ -734,19 +582,8 @@ fn parse_field_line(line: &str) -> Option<FieldLine> {
     let body = line.trim().strip_suffix(';')?;
     let (decl, rest) = body.split_once(" = ")?;
     let words: Vec<&str> = decl.split_whitespace().collect();
-    let keywords = [
-        "option",
-        "reserved",
-        "rpc",
-        "syntax",
-        "package",
-        "import",
-        "extensions",
-    ];
-    if words.first().is_none_or(|w| keywords.contains(w))
-        || decl.contains("map<")
-        || decl.contains('{')
-    {
+    let keywords = ["option", "reserved", "rpc", "syntax", "package", "import", "extensions"];
+    if words.first().is_none_or(|w| keywords.contains(w)) || decl.contains("map<") || decl.contains('{') {
         return None;
     }
     let (label, ty, name) = match words.as_slice() {
@@ -772,11 +609,8 @@ fn mutate_field(mut f: FieldLine, proto2: bool, rng: &mut Rng) -> String {
         0 if SCALARS.contains(&f.ty.as_str()) => f.ty = rng.pick(SCALARS).to_owned(),
         0 | 1 => f.number += [1, 2, 50][rng.below(3)],
         2 => {
-            let labels: &[&str] = if proto2 {
-                &["optional", "repeated", "required"]
-            } else {
-                &["", "optional", "repeated"]
-            };
+            let labels: &[&str] =
+                if proto2 { &["optional", "repeated", "required"] } else { &["", "optional", "repeated"] };
             f.label = rng.pick(labels).to_owned();
             f.options.clear();
         }
@@ -784,20 +618,9 @@ fn mutate_field(mut f: FieldLine, proto2: bool, rng: &mut Rng) -> String {
         4 => return String::new(),
         _ => return format!("{}reserved {};", f.indent, f.number),
     }
-    let label = if f.label.is_empty() {
-        String::new()
-    } else {
-        format!("{} ", f.label)
-    };
-    let options = if f.options.is_empty() {
-        String::new()
-    } else {
-        format!(" {}", f.options)
-    };
-    format!(
-        "{}{label}{} {} = {}{options};",
-        f.indent, f.ty, f.name, f.number
-    )
+    let label = if f.label.is_empty() { String::new() } else { format!("{} ", f.label) };
+    let options = if f.options.is_empty() { String::new() } else { format!(" {}", f.options) };
+    format!("{}{label}{} {} = {}{options};", f.indent, f.ty, f.name, f.number)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -825,9 +648,7 @@ fn mutate_protos(dir: &Path, rng: &mut Rng) -> Option<String> {
         let text = std::fs::read_to_string(&path).expect("read proto");
         let proto2 = text.contains("\"proto2\"");
         let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        let fields: Vec<usize> = (0..lines.len())
-            .filter(|&i| parse_field_line(&lines[i]).is_some())
-            .collect();
+        let fields: Vec<usize> = (0..lines.len()).filter(|&i| parse_field_line(&lines[i]).is_some()).collect();
         for _ in 0..1 + rng.below(3) {
             if fields.is_empty() {
                 break;
@@ -862,10 +683,7 @@ fn buf_parity_on_random_mutations() {
         let Some(new_text) = mutate_protos(&dir.join("new"), &mut rng) else {
             continue;
         };
-        let (Ok(old), Ok(new)) = (
-            schema::load(&[dir.join("old")]),
-            schema::load(&[dir.join("new")]),
-        ) else {
+        let (Ok(old), Ok(new)) = (schema::load(&[dir.join("old")]), schema::load(&[dir.join("new")])) else {
             continue; // the edit made the schema invalid (e.g. a duplicate number)
         };
         for (category, set) in [("WIRE", RuleSet::Wire), ("WIRE_JSON", RuleSet::WireJson)] {
@@ -878,17 +696,12 @@ fn buf_parity_on_random_mutations() {
             }
             compared += 1;
             if theirs != ours {
-                mismatches.push(format!(
-                    "{name} {category}: buf {theirs:?} / protoserve {ours:?}\nnew schema:\n{new_text}"
-                ));
+                mismatches
+                    .push(format!("{name} {category}: buf {theirs:?} / protoserve {ours:?}\nnew schema:\n{new_text}"));
             }
         }
     }
     eprintln!("compared {compared} mutated schemas with buf");
     assert!(compared >= 100, "only {compared} mutated schemas compiled");
-    assert!(
-        mismatches.is_empty(),
-        "verdicts differ from buf:\n{}",
-        mismatches.join("\n")
-    );
+    assert!(mismatches.is_empty(), "verdicts differ from buf:\n{}", mismatches.join("\n"));
 }

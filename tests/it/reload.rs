@@ -354,3 +354,35 @@ async fn load_during_many_valid_and_invalid_edits_loses_nothing() {
         .unwrap();
     assert_eq!(all.len(), created.load(Ordering::Relaxed), "no record was lost");
 }
+
+#[tokio::test]
+async fn on_breaking_reject_keeps_the_live_schema_until_a_compatible_edit() {
+    let live =
+        Live::start(|d| Server::builder().schema_dir(d.join("users")).on_breaking(protoserve::OnBreaking::Reject))
+            .await;
+    // Renumbering email (3 -> 6) breaks old clients.
+    live.edit("string email = 3;", "string email = 6;");
+    let err = live.handle.reload().await.unwrap_err();
+    assert!(matches!(err, protoserve::ReloadError::Breaking { live: 1, .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED"), "{text}");
+    assert!(text.contains("PROTOSERVE_FIELD_MOVED_NUMBER"), "{text}");
+    assert_eq!(live.handle.generation(), 1);
+    let pool = live.handle.snapshot().schema().pool().clone();
+    assert_eq!(pool.get_message_by_name("users.User").unwrap().get_field_by_name("email").unwrap().number(), 3);
+
+    // Undo it and make a compatible edit: that goes live.
+    live.edit("string email = 6;", "string email = 3;\n  string nick = 7;");
+    live.wait_gen(2).await;
+    let pool = live.handle.snapshot().schema().pool().clone();
+    assert!(pool.get_message_by_name("users.User").unwrap().get_field_by_name("nick").is_some());
+}
+
+#[tokio::test]
+async fn on_breaking_warn_goes_live() {
+    let live = Live::users().await;
+    live.edit("string email = 3;", "string email = 6;");
+    live.wait_gen(2).await;
+    let pool = live.handle.snapshot().schema().pool().clone();
+    assert_eq!(pool.get_message_by_name("users.User").unwrap().get_field_by_name("email").unwrap().number(), 6);
+}
