@@ -29,6 +29,8 @@
 #   PROTOSERVE_TARGET_DIR [bench/target]: cargo --target-dir for protoserve; bench/target
 #     keeps clear of the root build's lock. PROTOSERVE_TARGET_DIR="$PWD/target" reuses the
 #     root build instead.  PROTOSERVE_BIN: a protoserve binary to use as is (skips its build).
+#   PROTOSERVE_REV: build this committed revision (e.g. HEAD) instead of the work tree; it is
+#     exported with git archive to bench/target/protoserve-src, the work tree is not touched.
 #   OUT [bench/results]
 set -euo pipefail
 
@@ -43,7 +45,7 @@ COLD_RUNS=${COLD_RUNS:-5} FILL_N=${FILL_N:-1000000} CHECK=${CHECK:-1}
 PIN=${PIN:-1} SRV_CPUS=${SRV_CPUS:-0} LG_CPUS=${LG_CPUS:-1} H2_THREADS=${H2_THREADS:-1}
 BUILD=${BUILD:-1} OUT=${OUT:-$BENCH/results}
 PROTOSERVE_TARGET_DIR=${PROTOSERVE_TARGET_DIR:-$BENCH/target}
-PROTOSERVE_BIN=${PROTOSERVE_BIN:-}
+PROTOSERVE_BIN=${PROTOSERVE_BIN:-} PROTOSERVE_REV=${PROTOSERVE_REV:-}
 BASELINE_NAME=baseline
 export RUST_LIB_BACKTRACE=0  # one-line errors from loadgen in the logs
 
@@ -72,8 +74,20 @@ if [ "$BUILD" = 1 ]; then
   log "building the bench workspace (baseline, loadgen)"
   cargo build --release --quiet --manifest-path "$BENCH/Cargo.toml" -p baseline -p loadgen
   if wants protoserve && [ -z "$PROTOSERVE_BIN" ]; then
-    log "building protoserve (release, --target-dir $PROTOSERVE_TARGET_DIR)"
-    cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" --bin protoserve \
+    src=$ROOT
+    if [ -n "$PROTOSERVE_REV" ]; then
+      # A committed revision, exported (git archive) so the work tree is left alone.
+      src=$BENCH/target/protoserve-src
+      rev=$(git -C "$ROOT" rev-parse --verify "$PROTOSERVE_REV^{commit}") || die "unknown revision $PROTOSERVE_REV"
+      if [ "$(cat "$src/.rev" 2>/dev/null)" != "$rev" ]; then
+        log "exporting protoserve $PROTOSERVE_REV ($rev) to $src"
+        rm -rf "$src" && mkdir -p "$src"
+        git -C "$ROOT" archive "$rev" | tar -x -C "$src"
+        echo "$rev" >"$src/.rev"
+      fi
+    fi
+    log "building protoserve from $src (release, --target-dir $PROTOSERVE_TARGET_DIR)"
+    cargo build --release --quiet --manifest-path "$src/Cargo.toml" --bin protoserve \
       --target-dir "$PROTOSERVE_TARGET_DIR"
   fi
 fi
@@ -210,7 +224,11 @@ metric_of() { case $1 in ListUsers) echo "ListUsers($PAGE)" ;; BulkCreate) echo 
 {
   echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "host: $(nproc) cores, $(lscpu | sed -nE 's/^Model name: *//p' | head -1)"
-  echo "commit: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')"
+  if [ -n "$PROTOSERVE_REV" ]; then
+    echo "protoserve: $PROTOSERVE_REV = $(git -C "$ROOT" rev-parse --short "$PROTOSERVE_REV")"
+  else
+    echo "protoserve: work tree at $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')"
+  fi
   echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "h2load: $(h2load --version | head -1)"
   echo "settings: ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS STREAMS=$STREAMS" \
