@@ -63,11 +63,9 @@ impl UserService for Directory {
     async fn list_users(&self, request: Request<ListUsersRequest>) -> Result<Response<Self::ListUsersStream>, Status> {
         let req = request.into_inner();
         let limit = usize::try_from(req.page_size).ok().filter(|&n| n > 0).unwrap_or(DEFAULT_PAGE_SIZE);
-        let page = self
-            .read()
-            .page(&req.page_token, limit)
-            .map(<[User]>::to_vec)
-            .ok_or_else(|| Status::invalid_argument(format!("Unknown page_token '{}'", req.page_token)))?;
+        let page = self.read().page(&req.page_token, limit).map(<[User]>::to_vec).ok_or_else(|| {
+            Status::invalid_argument(format!("invalid page_token '{}': no such record", req.page_token))
+        })?;
         Ok(Response::new(Box::pin(tokio_stream::iter(page.into_iter().map(Ok)))))
     }
 
