@@ -2,9 +2,7 @@
 //! type; replies encode from a [`DynamicMessage`] or pass through as pre-encoded
 //! bytes. Framing, compression and size limits stay in tonic's `Grpc`.
 
-use std::sync::Arc;
-
-use bytes::BufMut as _;
+use bytes::{Buf as _, BufMut as _, Bytes};
 use prost::Message as _;
 use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage as _};
 use tonic::Status;
@@ -12,32 +10,23 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 use crate::handler::Reply;
 
-/// Codec for one method; built per call from the route (two reference-count bumps).
-#[derive(Debug, Clone)]
-pub(crate) struct DynamicCodec {
-    input: MessageDescriptor,
-    /// The method path, named in decode errors.
-    path: Arc<str>,
-}
-
-impl DynamicCodec {
-    pub(crate) fn new(input: MessageDescriptor, path: Arc<str>) -> Self {
-        Self { input, path }
-    }
-}
+/// The codec of every method: requests stay bytes until needed, replies are
+/// encoded from a dynamic message or sent as stored bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct DynamicCodec;
 
 impl Codec for DynamicCodec {
     type Encode = Reply;
-    type Decode = DynamicMessage;
+    type Decode = Bytes;
     type Encoder = ReplyEncoder;
-    type Decoder = DynamicDecoder;
+    type Decoder = RawDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
         ReplyEncoder
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        DynamicDecoder { input: self.input.clone(), path: self.path.clone() }
+        RawDecoder
     }
 }
 
@@ -62,23 +51,28 @@ impl Encoder for ReplyEncoder {
     }
 }
 
-/// Decodes requests of one message type.
+/// Hands each request message over as its bytes (zero-copy): decoding into a
+/// dynamic message happens later, and only when something needs it.
 #[derive(Debug)]
-pub(crate) struct DynamicDecoder {
-    input: MessageDescriptor,
-    path: Arc<str>,
-}
+pub(crate) struct RawDecoder;
 
-impl Decoder for DynamicDecoder {
-    type Item = DynamicMessage;
+impl Decoder for RawDecoder {
+    type Item = Bytes;
     type Error = Status;
 
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<DynamicMessage>, Status> {
-        // Per gRPC's status code guide, a message the server cannot parse is INTERNAL.
-        DynamicMessage::decode(self.input.clone(), src).map(Some).map_err(|e| {
-            Status::internal(format!("{}: request is not a valid {} message: {e}", self.path, self.input.full_name()))
-        })
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
+}
+
+/// Decodes a request message of type `desc`.
+pub(crate) fn decode(desc: &MessageDescriptor, path: &str, raw: Bytes) -> Result<DynamicMessage, Status> {
+    DynamicMessage::decode(desc.clone(), raw).map_err(|e| malformed(path, desc, e))
+}
+
+/// Per gRPC's status code guide, a message the server cannot parse is INTERNAL.
+pub(crate) fn malformed(path: &str, desc: &MessageDescriptor, e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("{path}: request is not a valid {} message: {e}", desc.full_name()))
 }
 
 /// Refuses a reply over the send limit with RESOURCE_EXHAUSTED. Done before the

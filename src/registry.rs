@@ -14,7 +14,7 @@ use prost_reflect::MethodDescriptor;
 use tokio::sync::watch;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::handler::store::{Plan, SharedStore};
+use crate::handler::store::{Convention, SharedStore};
 use crate::handler::{Handler, Kind};
 use crate::health::HealthState;
 use crate::reflection::Reflection;
@@ -27,7 +27,7 @@ pub(crate) enum Target {
     /// A handler registered by Rust code.
     Handler(Handler),
     /// A resource-store convention.
-    Store(Plan),
+    Store(Box<Convention>),
     /// Nothing serves this method; the message says how to serve it.
     Unimplemented(String),
 }
@@ -237,8 +237,8 @@ fn build_snapshot(
                 Some(h) => {
                     return Err(BuildError::KindMismatch { path, handler: h.kind().name(), method: kind.name() });
                 }
-                None => match Plan::resolve(&method) {
-                    Some(plan) => Target::Store(plan),
+                None => match Convention::resolve(&method) {
+                    Some(conv) => Target::Store(Box::new(conv)),
                     None => Target::Unimplemented(format!(
                         "{} is not implemented: no handler is registered for it and its name \
                          follows no resource-store convention (Create/Get/List/Update/Delete/BulkCreate<X>); \

@@ -18,7 +18,10 @@ use tonic::{Request, Response, Status, Streaming};
 use tower_service::Service as _;
 use tracing::Instrument as _;
 
+use bytes::Bytes;
+
 use crate::codec::{self, DynamicCodec};
+use crate::handler::store::{Input, SharedStore};
 use crate::handler::{BoxFuture, Call, Handler, Kind, Replies, Reply, RequestStream};
 use crate::reflection::{V1_PREFIX, V1ALPHA_PREFIX};
 use crate::registry::{Registry, Route, Snapshot, Target};
@@ -108,9 +111,9 @@ async fn dispatch(
     limits: Limits,
     registry: Arc<Registry>,
 ) -> http::Response<Body> {
-    let codec = DynamicCodec::new(route.method.input(), route.path.clone());
     // tonic enforces the receive limit while framing; the send limit is checked in `Svc`.
-    let mut grpc = Grpc::new(codec).max_decoding_message_size(limits.max_recv).max_encoding_message_size(usize::MAX);
+    let mut grpc =
+        Grpc::new(DynamicCodec).max_decoding_message_size(limits.max_recv).max_encoding_message_size(usize::MAX);
     let svc = Svc { snap, route, registry, max_send: limits.max_send };
     let mut response = match svc.route.kind {
         Kind::Unary => grpc.unary(svc, req).await,
@@ -130,140 +133,173 @@ struct Svc {
     max_send: usize,
 }
 
+/// What an RPC needs from its call, owned so the response future is `'static`.
+#[derive(Clone)]
+struct Ctx {
+    snap: Arc<Snapshot>,
+    route: Arc<Route>,
+    store: SharedStore,
+    max_send: usize,
+}
+
 impl Svc {
-    fn validate(&self, msg: &DynamicMessage) -> Result<(), Status> {
-        if self.route.validate { validate::check(&self.snap.validator, msg) } else { Ok(()) }
+    fn ctx(&self) -> Ctx {
+        Ctx {
+            snap: self.snap.clone(),
+            route: self.route.clone(),
+            store: self.registry.store.clone(),
+            max_send: self.max_send,
+        }
+    }
+}
+
+impl Ctx {
+    fn input(&self, raw: Bytes) -> Input {
+        Input { raw, decoded: None, desc: self.route.method.input(), path: self.route.path.clone() }
     }
 
-    /// The request stream of a streaming call, each message validated as it arrives.
-    fn request_stream(&self, stream: Streaming<DynamicMessage>) -> RequestStream {
-        let snap = self.snap.clone();
-        let validate = self.route.validate;
-        Box::pin(stream.map(move |r| match r {
-            Ok(m) if validate => validate::check(&snap.validator, &m).map(|()| m),
-            Ok(m) => Ok(m),
-            Err(e) => Err(codec::fix_oversize(e)),
-        }))
+    /// The request as the store needs it: decoded and validated only when the
+    /// method's input carries `buf.validate` rules.
+    fn store_input(&self, raw: Bytes) -> Result<Input, Status> {
+        let mut input = self.input(raw);
+        if self.route.validate {
+            let msg = input.message_ref()?;
+            validate::check(&self.snap.validator, msg)?;
+        }
+        Ok(input)
+    }
+
+    /// The request as a handler sees it: decoded and validated.
+    fn message(&self, raw: Bytes) -> Result<DynamicMessage, Status> {
+        let msg = self.input(raw).message()?;
+        if self.route.validate {
+            validate::check(&self.snap.validator, &msg)?;
+        }
+        Ok(msg)
+    }
+
+    /// A streaming request: oversize frames mapped to RESOURCE_EXHAUSTED.
+    fn frames(stream: Streaming<Bytes>) -> impl futures_util::Stream<Item = Result<Bytes, Status>> + Send {
+        stream.map(|r| r.map_err(codec::fix_oversize))
+    }
+
+    /// The request stream a handler sees: each message decoded and validated as it arrives.
+    fn request_stream(&self, stream: Streaming<Bytes>) -> RequestStream {
+        let ctx = self.clone();
+        Box::pin(Self::frames(stream).map(move |r| r.and_then(|raw| ctx.message(raw))))
     }
 
     fn mismatch(&self) -> Status {
         Status::internal(format!("{}: handler kind does not match the method", self.route.path))
     }
-}
 
-fn limit_stream(replies: Replies, max: usize) -> Replies {
-    Box::pin(replies.map(move |r| r.and_then(|r| codec::check_reply_size(r, max))))
+    fn limit(&self, reply: Reply) -> Result<Reply, Status> {
+        codec::check_reply_size(reply, self.max_send)
+    }
+
+    fn limit_stream(&self, replies: Replies) -> Replies {
+        let max = self.max_send;
+        Box::pin(replies.map(move |r| r.and_then(|r| codec::check_reply_size(r, max))))
+    }
 }
 
 fn not_implemented(msg: &str) -> Status {
     Status::unimplemented(msg.to_owned())
 }
 
-impl UnaryService<DynamicMessage> for Svc {
+impl UnaryService<Bytes> for Svc {
     type Response = Reply;
     type Future = BoxFuture<Result<Response<Reply>, Status>>;
 
-    fn call(&mut self, request: Request<DynamicMessage>) -> Self::Future {
-        let (metadata, _, message) = request.into_parts();
-        let checked = self.validate(&message);
-        let route = self.route.clone();
-        let store = self.registry.store.clone();
-        let mismatch = self.mismatch();
-        let max_send = self.max_send;
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let (metadata, _, raw) = request.into_parts();
+        let ctx = self.ctx();
         Box::pin(async move {
-            checked?;
-            let reply = match &route.target {
-                Target::Store(plan) => plan.unary(&store, message)?,
+            let reply = match &ctx.route.target {
+                Target::Store(conv) => conv.unary(&ctx.store, ctx.store_input(raw)?)?,
                 Target::Handler(Handler::Unary(f)) => {
-                    f(Call { method: route.method.clone(), metadata, message }).await?
+                    let message = ctx.message(raw)?;
+                    f(Call { method: ctx.route.method.clone(), metadata, message }).await?
                 }
                 Target::Unimplemented(m) => return Err(not_implemented(m)),
-                Target::Handler(_) => return Err(mismatch),
+                Target::Handler(_) => return Err(ctx.mismatch()),
             };
-            Ok(Response::new(codec::check_reply_size(reply, max_send)?))
+            Ok(Response::new(ctx.limit(reply)?))
         })
     }
 }
 
-impl ServerStreamingService<DynamicMessage> for Svc {
+impl ServerStreamingService<Bytes> for Svc {
     type Response = Reply;
     type ResponseStream = Replies;
     type Future = BoxFuture<Result<Response<Replies>, Status>>;
 
-    fn call(&mut self, request: Request<DynamicMessage>) -> Self::Future {
-        let (metadata, _, message) = request.into_parts();
-        let checked = self.validate(&message);
-        let route = self.route.clone();
-        let store = self.registry.store.clone();
-        let mismatch = self.mismatch();
-        let max_send = self.max_send;
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let (metadata, _, raw) = request.into_parts();
+        let ctx = self.ctx();
         Box::pin(async move {
-            checked?;
-            let replies: Replies = match &route.target {
-                Target::Store(plan) => {
-                    let page = plan.stream(&store, &message)?;
+            let replies: Replies = match &ctx.route.target {
+                Target::Store(conv) => {
+                    let page = conv.stream(&ctx.store, ctx.store_input(raw)?)?;
                     Box::pin(futures_util::stream::iter(page.into_iter().map(|b| Ok(Reply::Encoded(b)))))
                 }
                 Target::Handler(Handler::ServerStreaming(f)) => {
-                    f(Call { method: route.method.clone(), metadata, message }).await?
+                    let message = ctx.message(raw)?;
+                    f(Call { method: ctx.route.method.clone(), metadata, message }).await?
                 }
                 Target::Unimplemented(m) => return Err(not_implemented(m)),
-                Target::Handler(_) => return Err(mismatch),
+                Target::Handler(_) => return Err(ctx.mismatch()),
             };
-            Ok(Response::new(limit_stream(replies, max_send)))
+            Ok(Response::new(ctx.limit_stream(replies)))
         })
     }
 }
 
-impl ClientStreamingService<DynamicMessage> for Svc {
+impl ClientStreamingService<Bytes> for Svc {
     type Response = Reply;
     type Future = BoxFuture<Result<Response<Reply>, Status>>;
 
-    fn call(&mut self, request: Request<Streaming<DynamicMessage>>) -> Self::Future {
+    fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
         let (metadata, _, stream) = request.into_parts();
-        let stream = self.request_stream(stream);
-        let route = self.route.clone();
-        let store = self.registry.store.clone();
-        let mismatch = self.mismatch();
-        let max_send = self.max_send;
+        let ctx = self.ctx();
         Box::pin(async move {
-            let reply = match &route.target {
-                Target::Store(plan) => {
+            let reply = match &ctx.route.target {
+                Target::Store(conv) => {
                     // All or nothing: read (and validate) every request before storing any.
-                    let all: Vec<DynamicMessage> = stream.try_collect().await?;
-                    plan.bulk(&store, all)?
+                    let frames: Vec<Bytes> = Ctx::frames(stream).try_collect().await?;
+                    let inputs = frames.into_iter().map(|raw| ctx.store_input(raw)).collect::<Result<Vec<_>, _>>()?;
+                    conv.bulk(&ctx.store, inputs)?
                 }
                 Target::Handler(Handler::ClientStreaming(f)) => {
-                    f(Call { method: route.method.clone(), metadata, message: stream }).await?
+                    let message = ctx.request_stream(stream);
+                    f(Call { method: ctx.route.method.clone(), metadata, message }).await?
                 }
                 Target::Unimplemented(m) => return Err(not_implemented(m)),
-                Target::Handler(_) => return Err(mismatch),
+                Target::Handler(_) => return Err(ctx.mismatch()),
             };
-            Ok(Response::new(codec::check_reply_size(reply, max_send)?))
+            Ok(Response::new(ctx.limit(reply)?))
         })
     }
 }
 
-impl StreamingService<DynamicMessage> for Svc {
+impl StreamingService<Bytes> for Svc {
     type Response = Reply;
     type ResponseStream = Replies;
     type Future = BoxFuture<Result<Response<Replies>, Status>>;
 
-    fn call(&mut self, request: Request<Streaming<DynamicMessage>>) -> Self::Future {
+    fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
         let (metadata, _, stream) = request.into_parts();
-        let stream = self.request_stream(stream);
-        let route = self.route.clone();
-        let mismatch = self.mismatch();
-        let max_send = self.max_send;
+        let ctx = self.ctx();
         Box::pin(async move {
-            let replies = match &route.target {
+            let replies = match &ctx.route.target {
                 Target::Handler(Handler::Bidi(f)) => {
-                    f(Call { method: route.method.clone(), metadata, message: stream }).await?
+                    let message = ctx.request_stream(stream);
+                    f(Call { method: ctx.route.method.clone(), metadata, message }).await?
                 }
                 Target::Unimplemented(m) => return Err(not_implemented(m)),
-                Target::Store(_) | Target::Handler(_) => return Err(mismatch),
+                Target::Store(_) | Target::Handler(_) => return Err(ctx.mismatch()),
             };
-            Ok(Response::new(limit_stream(replies, max_send)))
+            Ok(Response::new(ctx.limit_stream(replies)))
         })
     }
 }

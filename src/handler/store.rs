@@ -19,6 +19,7 @@ use prost_reflect::{
 };
 use tonic::Status;
 
+use super::wire::{self, FlatShape};
 use super::{Kind, Reply};
 
 /// Records by message full name; each table keeps insertion order.
@@ -319,7 +320,7 @@ pub(crate) struct ListPlan {
 
 impl Plan {
     /// Matches a method to a convention, or `None` when none applies.
-    pub(crate) fn resolve(method: &MethodDescriptor) -> Option<Plan> {
+    fn resolve(method: &MethodDescriptor) -> Option<Plan> {
         let pool = method.parent_pool();
         let package = method.parent_service().package_name().to_owned();
         let name = method.name();
@@ -461,25 +462,6 @@ impl Plan {
         }
     }
 
-    /// Serves a client-streaming bulk create, all or nothing.
-    pub(crate) fn bulk(&self, store: &Store, reqs: Vec<DynamicMessage>) -> Result<Reply, Status> {
-        let Plan::BulkCreate { res, from, count, ids, output } = self else {
-            return Err(Status::internal("not a client-streaming convention"));
-        };
-        let records: Vec<_> = reqs.into_iter().map(|r| new_record(res, from, r)).collect();
-        let id_list: Vec<Value> = records.iter().map(|(id, _)| Value::String(id.clone())).collect();
-        let n = records.len();
-        store.insert_all(res.table(), records).map_err(|e| exists(res, e))?;
-        let mut out = DynamicMessage::new(output.clone());
-        if let Some(f) = count {
-            out.set_field(f, int_value(f, n as u64));
-        }
-        if let Some(f) = ids {
-            out.set_field(f, Value::List(id_list));
-        }
-        Ok(Reply::Message(out))
-    }
-
     /// One line saying what this convention does, for `check` and logs.
     pub(crate) fn describe(&self) -> String {
         match self {
@@ -495,15 +477,237 @@ impl Plan {
 
 impl ListPlan {
     fn page(&self, store: &Store, req: &DynamicMessage) -> Result<(Vec<Bytes>, Option<String>), Status> {
-        let n = match self.page_size.as_ref().map(|f| key_string(&req.get_field(f))) {
-            Some(s) => match s.parse::<i64>() {
-                Ok(n) if n > 0 => n as usize,
-                _ => 10,
-            },
-            None => 10,
+        let size = self.page_size.as_ref().map(|f| key_string(&req.get_field(f)));
+        let token = self.page_token.as_ref().map(|f| key_string(&req.get_field(f)));
+        store.page(self.res.table(), token.as_deref().filter(|t| !t.is_empty()), page_size(size.as_deref()))
+    }
+
+    /// The same, reading `page_size` and `page_token` straight from the request bytes.
+    fn page_raw(&self, store: &Store, shape: &FlatShape, input: &Input) -> Result<Vec<Bytes>, Status> {
+        let (mut size, mut token) = (None, None);
+        wire::walk(&input.raw, shape, |f| {
+            if let Some(pf) = self.page_size.as_ref().filter(|pf| pf.number() == f.number) {
+                size = Some(wire::key_of(pf, &f));
+            } else if let Some(tf) = self.page_token.as_ref().filter(|tf| tf.number() == f.number) {
+                token = Some(wire::key_of(tf, &f));
+            }
+        })
+        .map_err(|e| input.malformed(e))?;
+        let token = token.filter(|t| !t.is_empty());
+        store.page(self.res.table(), token.as_deref(), page_size(size.as_deref())).map(|(items, _)| items)
+    }
+}
+
+/// `page_size` when positive, else the default of 10.
+fn page_size(value: Option<&str>) -> usize {
+    match value.map(str::parse::<i64>) {
+        Some(Ok(n)) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
+        _ => 10,
+    }
+}
+
+/// A request as the store receives it: the wire bytes, and the decoded message
+/// when someone (validation) already needed it.
+#[derive(Debug)]
+pub(crate) struct Input {
+    pub(crate) raw: Bytes,
+    pub(crate) decoded: Option<DynamicMessage>,
+    pub(crate) desc: MessageDescriptor,
+    pub(crate) path: std::sync::Arc<str>,
+}
+
+impl Input {
+    /// The decoded message, decoding it now (and keeping it) if nobody has yet.
+    pub(crate) fn message_ref(&mut self) -> Result<&DynamicMessage, Status> {
+        if self.decoded.is_none() {
+            self.decoded = Some(crate::codec::decode(&self.desc, &self.path, self.raw.clone())?);
+        }
+        Ok(self.decoded.as_ref().expect("decoded just above"))
+    }
+
+    /// The decoded message (decoding now if nobody has yet).
+    pub(crate) fn message(self) -> Result<DynamicMessage, Status> {
+        match self.decoded {
+            Some(m) => Ok(m),
+            None => crate::codec::decode(&self.desc, &self.path, self.raw),
+        }
+    }
+
+    fn malformed(&self, e: impl std::fmt::Display) -> Status {
+        crate::codec::malformed(&self.path, &self.desc, e)
+    }
+}
+
+/// A convention plus its wire-level fast paths, used when the request type is
+/// flat (see [`wire`]): then Get, List and Create never build a dynamic message.
+#[derive(Debug)]
+pub(crate) struct Convention {
+    plan: Plan,
+    shape: Option<FlatShape>,
+    create: Option<FastCreate>,
+}
+
+impl Convention {
+    /// Matches a method to a convention, or `None` when none applies.
+    pub(crate) fn resolve(method: &MethodDescriptor) -> Option<Convention> {
+        let plan = Plan::resolve(method)?;
+        let shape = FlatShape::of(&method.input());
+        let create = match (&plan, &shape) {
+            (
+                Plan::Create { res, from: Source::Fields(pairs) }
+                | Plan::BulkCreate { res, from: Source::Fields(pairs), .. },
+                Some(_),
+            ) => Some(FastCreate::new(res, pairs)),
+            _ => None,
         };
-        let token = self.page_token.as_ref().map(|f| key_string(&req.get_field(f))).filter(|t| !t.is_empty());
-        store.page(self.res.table(), token.as_deref(), n)
+        Some(Convention { plan, shape, create })
+    }
+
+    /// One line saying what this convention does, for `check` and logs.
+    pub(crate) fn describe(&self) -> String {
+        self.plan.describe()
+    }
+
+    /// Serves a unary method.
+    pub(crate) fn unary(&self, store: &Store, input: Input) -> Result<Reply, Status> {
+        match (&self.plan, &self.shape, &self.create) {
+            (Plan::Get { res, key }, Some(shape), _) => {
+                let mut id = None;
+                wire::walk(&input.raw, shape, |f| {
+                    if f.number == key.number() {
+                        id = Some(f);
+                    }
+                })
+                .map_err(|e| input.malformed(e))?;
+                let id = id.map(|f| wire::key_of(key, &f)).unwrap_or_default();
+                store.get(res.table(), &id).map(Reply::Encoded).ok_or_else(|| res.not_found(&id))
+            }
+            (Plan::Create { res, .. }, Some(shape), Some(fast)) => {
+                let (id, bytes) = fast.record(res, shape, &input.raw).map_err(|e| input.malformed(e))?;
+                store.insert(res.table(), id, bytes.clone()).map_err(|e| exists(res, e))?;
+                Ok(Reply::Encoded(bytes))
+            }
+            _ => self.plan.unary(store, input.message()?),
+        }
+    }
+
+    /// Serves a server-streaming list: the page, as encoded records.
+    pub(crate) fn stream(&self, store: &Store, input: Input) -> Result<Vec<Bytes>, Status> {
+        match (&self.plan, &self.shape) {
+            (Plan::List(list), Some(shape)) if list.unary.is_none() => list.page_raw(store, shape, &input),
+            _ => self.plan.stream(store, &input.message()?),
+        }
+    }
+
+    /// Serves a client-streaming bulk create, all or nothing.
+    pub(crate) fn bulk(&self, store: &Store, inputs: Vec<Input>) -> Result<Reply, Status> {
+        let Plan::BulkCreate { res, from, count, ids, output } = &self.plan else {
+            return Err(Status::internal("not a client-streaming convention"));
+        };
+        let records = match (&self.shape, &self.create) {
+            (Some(shape), Some(fast)) => inputs
+                .iter()
+                .map(|i| fast.record(res, shape, &i.raw).map_err(|e| i.malformed(e)))
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => inputs
+                .into_iter()
+                .map(|i| i.message().map(|m| new_record(res, from, m)))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let id_list: Vec<Value> = records.iter().map(|(id, _)| Value::String(id.clone())).collect();
+        let n = records.len();
+        store.insert_all(res.table(), records).map_err(|e| exists(res, e))?;
+        let mut out = DynamicMessage::new(output.clone());
+        if let Some(f) = count {
+            out.set_field(f, int_value(f, n as u64));
+        }
+        if let Some(f) = ids {
+            out.set_field(f, Value::List(id_list));
+        }
+        Ok(Reply::Message(out))
+    }
+}
+
+/// Create without dynamic messages: re-tag the request's fields to the resource's
+/// numbers, then append the generated id and timestamps (last one wins on the wire).
+#[derive(Debug)]
+struct FastCreate {
+    /// (request field number, resource field number), timestamps excluded.
+    map: Vec<(u32, u32)>,
+    /// The request field that becomes the resource's id, if any.
+    id_in: Option<u32>,
+    /// `created_at`/`updated_at`-like fields, set to now.
+    times: Vec<FieldDescriptor>,
+}
+
+impl FastCreate {
+    fn new(res: &Resource, pairs: &[(FieldDescriptor, FieldDescriptor)]) -> FastCreate {
+        let times: Vec<FieldDescriptor> = [&res.created, &res.updated].into_iter().flatten().cloned().collect();
+        FastCreate {
+            map: pairs
+                .iter()
+                .filter(|(_, of)| !times.contains(of))
+                .map(|(rf, of)| (rf.number(), of.number()))
+                .collect(),
+            id_in: res.id.as_ref().and_then(|idf| pairs.iter().find(|(_, of)| of == idf)).map(|(rf, _)| rf.number()),
+            times,
+        }
+    }
+
+    fn record(&self, res: &Resource, shape: &FlatShape, raw: &[u8]) -> Result<(String, Bytes), String> {
+        let mut out = Vec::with_capacity(raw.len() + 64);
+        let mut given = None;
+        wire::walk(raw, shape, |f| {
+            if let Some(&(_, to)) = self.map.iter().find(|(from, _)| *from == f.number) {
+                if Some(f.number) == self.id_in {
+                    given = Some(f);
+                }
+                wire::put_retagged(&mut out, to, &f);
+            }
+        })?;
+        let id = match &res.id {
+            Some(idf) => {
+                let given = given.map(|f| wire::key_of(idf, &f)).unwrap_or_default();
+                if needs_new_id(idf, &given) {
+                    let fresh = new_id(idf);
+                    match idf.kind() {
+                        FieldKind::String => wire::put_string(&mut out, idf.number(), &fresh),
+                        _ => wire::put_varint(&mut out, idf.number(), fresh.parse().unwrap_or(1)),
+                    }
+                    fresh
+                } else {
+                    given
+                }
+            }
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        for f in &self.times {
+            match f.kind() {
+                FieldKind::Message(_) => {
+                    wire::put_timestamp(&mut out, f.number(), now.as_secs() as i64, now.subsec_nanos() as i32)
+                }
+                _ => wire::put_varint(&mut out, f.number(), now.as_secs()),
+            }
+        }
+        Ok((id, Bytes::from(out)))
+    }
+}
+
+/// Whether a create must generate the id: an empty string, or a zero number.
+fn needs_new_id(field: &FieldDescriptor, given: &str) -> bool {
+    match field.kind() {
+        FieldKind::String => given.is_empty(),
+        _ => given.is_empty() || given == "0",
+    }
+}
+
+/// A fresh id: a UUID v4 for strings, a random positive 53-bit number otherwise.
+fn new_id(field: &FieldDescriptor) -> String {
+    let uuid = uuid::Uuid::new_v4();
+    match field.kind() {
+        FieldKind::String => uuid.to_string(),
+        _ => ((uuid.as_u128() as u64) >> 11).max(1).to_string(),
     }
 }
 
@@ -520,15 +724,11 @@ fn new_record(res: &Resource, from: &Source, req: DynamicMessage) -> (String, By
     let id;
     if let Some(f) = &res.id {
         let mut given = key_string(&msg.get_field(f));
-        if given.is_empty() || given == "0" {
-            given = uuid::Uuid::new_v4().to_string();
-            if f.kind() == FieldKind::String {
-                msg.set_field(f, Value::String(given.clone()));
-            } else {
-                // Integer ids: a random positive 53-bit number from the UUID's bits.
-                let n = (uuid::Uuid::parse_str(&given).map_or(1, |u| u.as_u128()) as u64) >> 11;
-                given = n.to_string();
-                msg.set_field(f, int_value(f, n));
+        if needs_new_id(f, &given) {
+            given = new_id(f);
+            match f.kind() {
+                FieldKind::String => msg.set_field(f, Value::String(given.clone())),
+                _ => msg.set_field(f, int_value(f, given.parse().unwrap_or(1))),
             }
         }
         id = given;

@@ -480,3 +480,80 @@ async fn every_violation_is_reported_in_bad_request_details() {
     assert_eq!(get_str(&created, "name"), "Ann");
     assert!(!get_str(&created, "id").is_empty());
 }
+
+#[tokio::test]
+async fn store_conventions_ids_timestamps_pages_update_delete() {
+    let srv = TestServer::start(Server::builder().schema_dir(root().join("tests/data/store"))).await;
+    let mut c = srv.client().await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let create = |c: &Client, v: serde_json::Value| c.msg("items.CreateItemRequest", v);
+
+    // An empty id becomes a UUID; a given one is kept; packed repeated fields survive.
+    let a = c.unary("/items.Items/CreateItem", create(&c, json!({"title": "A", "sizes": [1, 2, 300]}))).await.unwrap();
+    assert!(uuid::Uuid::parse_str(&get_str(&a, "id")).is_ok());
+    let sizes: Vec<i32> =
+        a.get_field_by_name("sizes").unwrap().as_list().unwrap().iter().map(|v| v.as_i32().unwrap()).collect();
+    assert_eq!(sizes, [1, 2, 300]);
+    let ts = a.get_field_by_name("create_time").unwrap().as_message().unwrap().clone();
+    let secs = ts.get_field_by_name("seconds").unwrap().as_i64().unwrap();
+    assert!((now..now + 5).contains(&secs), "create_time {secs} is now");
+    assert!(a.has_field_by_name("update_time"));
+    let b = c.unary("/items.Items/CreateItem", create(&c, json!({"id": "b", "title": "B"}))).await.unwrap();
+    assert_eq!(get_str(&b, "id"), "b");
+    let dup = c.unary("/items.Items/CreateItem", create(&c, json!({"id": "b"}))).await.unwrap_err();
+    assert_eq!((dup.code(), dup.message()), (Code::AlreadyExists, "Item 'b' already exists"));
+
+    let got = c.unary("/items.Items/GetItem", c.msg("items.GetItemRequest", json!({"item_id": "b"}))).await.unwrap();
+    assert_eq!(got, b);
+
+    // Unary List with page tokens.
+    let page = |c: &Client, token: &str| c.msg("items.ListItemsRequest", json!({"page_size": 1, "page_token": token}));
+    let p1 = c.unary("/items.Items/ListItems", page(&c, "")).await.unwrap();
+    let items = p1.get_field_by_name("items").unwrap().as_list().unwrap().to_vec();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].as_message().unwrap(), &a);
+    let token = get_str(&p1, "next_page_token");
+    assert_eq!(token, get_str(&a, "id"));
+    let p2 = c.unary("/items.Items/ListItems", page(&c, &token)).await.unwrap();
+    assert_eq!(p2.get_field_by_name("items").unwrap().as_list().unwrap()[0].as_message().unwrap(), &b);
+    assert_eq!(get_str(&p2, "next_page_token"), "", "no more pages");
+
+    // Update merges the fields the request sets; Delete returns the record.
+    let upd = c.unary("/items.Items/UpdateItem", c.msg("items.Item", json!({"id": "b", "title": "B2"}))).await.unwrap();
+    assert_eq!(get_str(&upd, "title"), "B2");
+    assert_eq!(get_str(&upd, "id"), "b");
+    let missing = c.unary("/items.Items/UpdateItem", c.msg("items.Item", json!({"id": "zz"}))).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    let del = c.unary("/items.Items/DeleteItem", c.msg("items.GetItemRequest", json!({"item_id": "b"}))).await.unwrap();
+    assert_eq!(get_str(&del, "title"), "B2");
+    let gone =
+        c.unary("/items.Items/GetItem", c.msg("items.GetItemRequest", json!({"item_id": "b"}))).await.unwrap_err();
+    assert_eq!((gone.code(), gone.message()), (Code::NotFound, "Item 'b' not found"));
+
+    // Integer ids: zero gets a fresh positive number, a given one is kept.
+    let n = c.unary("/items.Items/CreateCounter", c.msg("items.Counter", json!({"label": "x"}))).await.unwrap();
+    let id = n.get_field_by_name("id").unwrap().as_i64().unwrap();
+    assert!(id > 0);
+    let seven =
+        c.unary("/items.Items/CreateCounter", c.msg("items.Counter", json!({"id": "7", "label": "y"}))).await.unwrap();
+    assert_eq!(seven.get_field_by_name("id").unwrap().as_i64(), Some(7));
+    let got =
+        c.unary("/items.Items/GetCounter", c.msg("items.CounterKey", json!({"id": id.to_string()}))).await.unwrap();
+    assert_eq!(got, n);
+}
+
+#[tokio::test]
+async fn wrong_wire_type_and_bad_utf8_are_internal_like_a_full_decode() {
+    let srv = TestServer::users().await;
+    let mut c = srv.client().await;
+    // Field 1 (string user_id) sent as a varint.
+    let err = c.raw_unary(GET, vec![0x08, 1]).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    // Field 1 with invalid UTF-8.
+    let err = c.raw_unary(GET, vec![0x0a, 1, 0xff]).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert!(err.message().contains("users.GetUserRequest"), "{}", err.message());
+    // Unknown fields are fine, as for any protobuf reader.
+    let err = c.raw_unary(GET, vec![0x0a, 1, b'x', 0x48, 1]).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::NotFound, "User 'x' not found"));
+}
