@@ -47,7 +47,8 @@ pub(crate) struct Route {
 pub struct Snapshot {
     pub(crate) generation: u64,
     pub(crate) schema: Schema,
-    pub(crate) routes: HashMap<Box<str>, Arc<Route>>,
+    /// By path; looked up once per RPC, hence the fast hasher.
+    pub(crate) routes: HashMap<Box<str>, Arc<Route>, foldhash::fast::RandomState>,
     pub(crate) validator: Validator,
     /// Built on the first reflection request: most RPCs never need it, and it
     /// costs memory and reload time.
@@ -227,7 +228,7 @@ fn build_snapshot(
     handlers: &HashMap<String, Handler>,
     generation: u64,
 ) -> Result<Snapshot, BuildError> {
-    let mut routes = HashMap::new();
+    let mut routes = HashMap::default();
     for service in schema.pool().services() {
         for method in service.methods() {
             let path = format!("/{}/{}", service.full_name(), method.name());

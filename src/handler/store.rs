@@ -22,18 +22,23 @@ use tonic::Status;
 use super::wire::{self, FlatShape};
 use super::{Kind, Reply};
 
+/// A fast, seeded hasher for the store's maps (ids can be long UUID strings, and
+/// SipHash showed up in profiles); foldhash is already in the tree via hashbrown.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Records by message full name; each table keeps insertion order.
 #[derive(Debug, Default)]
 pub(crate) struct Store {
-    tables: RwLock<HashMap<String, Table>>,
+    tables: RwLock<FastMap<String, Table>>,
 }
 
 #[derive(Debug, Default)]
 struct Table {
     /// Insertion order; a deleted record leaves `None` so positions stay valid.
-    rows: Vec<Option<(String, Bytes)>>,
+    /// The id is shared with the index (one allocation per record).
+    rows: Vec<Option<(Arc<str>, Bytes)>>,
     /// id -> position in `rows`.
-    index: HashMap<String, usize>,
+    index: FastMap<Arc<str>, usize>,
 }
 
 impl Table {
@@ -42,9 +47,17 @@ impl Table {
         self.rows[pos].as_ref().map(|(_, b)| b)
     }
 
-    fn insert(&mut self, id: String, bytes: Bytes) {
-        self.index.insert(id.clone(), self.rows.len());
-        self.rows.push(Some((id, bytes)));
+    /// Appends a record unless its id is taken (one hash lookup).
+    fn try_insert(&mut self, id: String, bytes: Bytes) -> Result<(), StoreError> {
+        let id: Arc<str> = Arc::from(id);
+        match self.index.entry(id.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => Err(StoreError::Exists(id.to_string())),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(self.rows.len());
+                self.rows.push(Some((id, bytes)));
+                Ok(())
+            }
+        }
     }
 }
 
@@ -63,26 +76,24 @@ impl Store {
     /// Inserts one record; an id already present fails.
     pub(crate) fn insert(&self, table: &str, id: String, bytes: Bytes) -> Result<(), StoreError> {
         let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
-        let t = table_mut(&mut tables, table);
-        if t.index.contains_key(&id) {
-            return Err(StoreError::Exists(id));
-        }
-        t.insert(id, bytes);
-        Ok(())
+        table_mut(&mut tables, table).try_insert(id, bytes)
     }
 
-    /// Inserts all records or none (an id already present fails the whole batch).
+    /// Inserts all records or none: an id already present (or repeated in the
+    /// batch) fails the whole batch and undoes what this call inserted.
     pub(crate) fn insert_all(&self, table: &str, records: Vec<(String, Bytes)>) -> Result<(), StoreError> {
         let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
         let t = table_mut(&mut tables, table);
-        let mut seen = std::collections::HashSet::with_capacity(records.len());
-        for (id, _) in &records {
-            if t.index.contains_key(id) || !seen.insert(id.as_str()) {
-                return Err(StoreError::Exists(id.clone()));
-            }
-        }
+        let start = t.rows.len();
+        t.rows.reserve(records.len());
+        t.index.reserve(records.len());
         for (id, bytes) in records {
-            t.insert(id, bytes);
+            if let Err(e) = t.try_insert(id, bytes) {
+                for (id, _) in t.rows.drain(start..).flatten() {
+                    t.index.remove(&id);
+                }
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -143,10 +154,10 @@ impl Store {
         }
         // More follow when a live row remains after the last one returned.
         let more = last.is_some_and(|id| {
-            let pos = t.index[id.as_str()];
+            let pos = t.index[&**id];
             t.rows[pos + 1..].iter().any(Option::is_some)
         });
-        Ok((out, if more { last.cloned() } else { None }))
+        Ok((out, if more { last.map(|id| id.to_string()) } else { None }))
     }
 
     /// Number of live records in a table.
@@ -158,7 +169,7 @@ impl Store {
 }
 
 /// The table for `name`, created on first use (no allocation when it exists).
-fn table_mut<'a>(tables: &'a mut HashMap<String, Table>, name: &str) -> &'a mut Table {
+fn table_mut<'a>(tables: &'a mut FastMap<String, Table>, name: &str) -> &'a mut Table {
     if !tables.contains_key(name) {
         tables.insert(name.to_owned(), Table::default());
     }
@@ -894,6 +905,16 @@ mod tests {
         let err = s.insert_all("t", vec![("b".into(), Bytes::new()), ("a".into(), Bytes::new())]);
         assert!(err.is_err());
         assert_eq!(s.len("t"), 1);
+        assert!(s.get("t", "b").is_none(), "the batch was undone");
+        // A repeated id inside one batch fails it too.
+        let err = s.insert_all("t", vec![("c".into(), Bytes::new()), ("c".into(), Bytes::new())]);
+        assert!(err.is_err());
+        assert!(s.get("t", "c").is_none());
+        // And the table still works afterwards.
+        s.insert_all("t", vec![("c".into(), Bytes::from_static(b"x"))]).unwrap();
+        assert_eq!(s.get("t", "c"), Some(Bytes::from_static(b"x")));
+        let (page, _) = s.page("t", None, 10).unwrap();
+        assert_eq!(page.len(), 2);
     }
 
     #[test]
