@@ -100,13 +100,16 @@ pub(crate) fn walk<'a>(raw: &'a [u8], shape: &FlatShape, mut each: impl FnMut(Fi
                 (Expect::Varint { .. }, WireType::Varint) => true,
                 (Expect::Fixed32 { .. }, WireType::ThirtyTwoBit) => true,
                 (Expect::Fixed64 { .. }, WireType::SixtyFourBit) => true,
-                (
-                    Expect::Varint { packed_ok: true }
-                    | Expect::Fixed32 { packed_ok: true }
-                    | Expect::Fixed64 { packed_ok: true }
-                    | Expect::Bytes,
-                    WireType::LengthDelimited,
-                ) => true,
+                (Expect::Bytes, WireType::LengthDelimited) => true,
+                (Expect::Varint { packed_ok: true }, WireType::LengthDelimited) => {
+                    let mut packed = payload;
+                    while !packed.is_empty() {
+                        decode_varint(&mut packed).map_err(|e| format!("field {number}: {e}"))?;
+                    }
+                    true
+                }
+                (Expect::Fixed32 { packed_ok: true }, WireType::LengthDelimited) => payload.len() % 4 == 0,
+                (Expect::Fixed64 { packed_ok: true }, WireType::LengthDelimited) => payload.len() % 8 == 0,
                 (Expect::Utf8, WireType::LengthDelimited) => {
                     std::str::from_utf8(payload).map_err(|_| format!("field {number}: invalid UTF-8 in a string"))?;
                     true
@@ -188,6 +191,14 @@ mod tests {
         assert!(walk(&[0x0a, 1, 0xff], &shape(), |_| {}).is_err(), "bad UTF-8");
         assert!(walk(&[0x10 | 2, 0], &shape(), |_| {}).is_err(), "wrong wire type for field 2");
         assert!(walk(&[0x0c], &shape(), |_| {}).is_err(), "stray end-group");
+
+        // Packed repeated fields: their contents are checked too.
+        let packed = FlatShape {
+            fields: vec![(3, Expect::Varint { packed_ok: true }), (4, Expect::Fixed32 { packed_ok: true })],
+        };
+        assert!(walk(&[0x1a, 2, 1, 2], &packed, |_| {}).is_ok());
+        assert!(walk(&[0x1a, 1, 0x80], &packed, |_| {}).is_err(), "truncated varint inside packed");
+        assert!(walk(&[0x22, 3, 0, 0, 0], &packed, |_| {}).is_err(), "packed fixed32 not a multiple of 4");
     }
 
     #[test]
