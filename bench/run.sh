@@ -310,7 +310,11 @@ if [ "$FILL_N" -gt 0 ]; then
   done
 fi
 
-# Reload latency (schema hot reload) is measured separately by bench/reload.sh.
-
 log "== medians over $ROUNDS rounds (${SECONDS}s); ratio = median of per-round ratios to $BASELINE_NAME"
 "$LOADGEN" report "$RAW" "$BASELINE_NAME" | tee "$OUT/table.txt"
+
+# Reload latency (schema hot reload): protoserve only, after the comparison (RELOAD=0 skips).
+if [ "${RELOAD:-1}" = 1 ]; then
+  log "== hot reload (bench/reload.sh)"
+  "$(dirname "$0")/reload.sh" | tee "$OUT/reload.txt"
+fi
