@@ -293,31 +293,12 @@ fn key_field(input: &MessageDescriptor, res: &Resource) -> Option<FieldDescripto
 /// A resolved convention for one method.
 #[derive(Debug)]
 pub(crate) enum Plan {
-    Create {
-        res: Resource,
-        from: Source,
-    },
-    Get {
-        res: Resource,
-        key: FieldDescriptor,
-    },
+    Create { res: Resource, from: Source },
+    Get { res: Resource, key: FieldDescriptor },
     List(ListPlan),
-    BulkCreate {
-        res: Resource,
-        from: Source,
-        count: Option<FieldDescriptor>,
-        ids: Option<FieldDescriptor>,
-        output: MessageDescriptor,
-    },
-    Update {
-        res: Resource,
-        from: Source,
-    },
-    Delete {
-        res: Resource,
-        key: FieldDescriptor,
-        output: MessageDescriptor,
-    },
+    BulkCreate { res: Resource, from: Source, count: Option<FieldDescriptor>, ids: Option<FieldDescriptor> },
+    Update { res: Resource, from: Source },
+    Delete { res: Resource, key: FieldDescriptor, output: MessageDescriptor },
 }
 
 #[derive(Debug)]
@@ -353,7 +334,7 @@ impl Plan {
             });
             let ids =
                 output.fields().find(|f| f.is_list() && f.kind() == FieldKind::String && f.name().ends_with("ids"));
-            return Some(Plan::BulkCreate { res, from, count, ids, output });
+            return Some(Plan::BulkCreate { res, from, count, ids });
         }
         if let Some(x) = name.strip_prefix("Create") {
             let res = find(x)?;
@@ -612,7 +593,7 @@ impl Convention {
 
     /// Serves a client-streaming bulk create, all or nothing.
     pub(crate) fn bulk(&self, store: &Store, inputs: Vec<Input>) -> Result<Reply, Status> {
-        let Plan::BulkCreate { res, from, count, ids, output } = &self.plan else {
+        let Plan::BulkCreate { res, from, count, ids } = &self.plan else {
             return Err(Status::internal("not a client-streaming convention"));
         };
         let records = match (&self.shape, &self.create) {
@@ -625,17 +606,18 @@ impl Convention {
                 .map(|i| i.message().map(|m| new_record(res, from, m)))
                 .collect::<Result<Vec<_>, _>>()?,
         };
-        let id_list: Vec<Value> = records.iter().map(|(id, _)| Value::String(id.clone())).collect();
-        let n = records.len();
-        store.insert_all(res.table(), records).map_err(|e| exists(res, e))?;
-        let mut out = DynamicMessage::new(output.clone());
+        // The response, written straight to the wire: the count, then the ids in order.
+        let mut out = Vec::with_capacity(8 + records.iter().map(|(id, _)| id.len() + 2).sum::<usize>());
         if let Some(f) = count {
-            out.set_field(f, int_value(f, n as u64));
+            wire::put_varint(&mut out, f.number(), records.len() as u64);
         }
         if let Some(f) = ids {
-            out.set_field(f, Value::List(id_list));
+            for (id, _) in &records {
+                wire::put_string(&mut out, f.number(), id);
+            }
         }
-        Ok(Reply::Message(out))
+        store.insert_all(res.table(), records).map_err(|e| exists(res, e))?;
+        Ok(Reply::Encoded(Bytes::from(out)))
     }
 }
 
