@@ -108,8 +108,8 @@ pub(crate) fn walk<'a>(raw: &'a [u8], shape: &FlatShape, mut each: impl FnMut(Fi
                     }
                     true
                 }
-                (Expect::Fixed32 { packed_ok: true }, WireType::LengthDelimited) => payload.len() % 4 == 0,
-                (Expect::Fixed64 { packed_ok: true }, WireType::LengthDelimited) => payload.len() % 8 == 0,
+                (Expect::Fixed32 { packed_ok: true }, WireType::LengthDelimited) => payload.len().is_multiple_of(4),
+                (Expect::Fixed64 { packed_ok: true }, WireType::LengthDelimited) => payload.len().is_multiple_of(8),
                 (Expect::Utf8, WireType::LengthDelimited) => {
                     std::str::from_utf8(payload).map_err(|_| format!("field {number}: invalid UTF-8 in a string"))?;
                     true
