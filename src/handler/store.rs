@@ -399,7 +399,9 @@ impl Plan {
             }
             Plan::Update { res, from } => {
                 let mut msg = from.build(res, req);
-                let id_field = res.id.as_ref().expect("resolve() requires an id field");
+                let Some(id_field) = res.id.as_ref() else {
+                    return Err(Status::internal("update convention without an id field"));
+                };
                 let id = key_string(&msg.get_field(id_field));
                 if let Some(f) = &res.updated {
                     msg.set_field(f, now_value(f));
@@ -429,7 +431,9 @@ impl Plan {
             }
             Plan::List(list) => {
                 let (items, next) = list.page(store, &req)?;
-                let (output, items_field, next_field) = list.unary.as_ref().expect("unary list plan");
+                let Some((output, items_field, next_field)) = list.unary.as_ref() else {
+                    return Err(Status::internal("streaming list called as unary"));
+                };
                 let mut out = DynamicMessage::new(output.clone());
                 let decoded = items
                     .into_iter()
