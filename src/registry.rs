@@ -19,7 +19,7 @@ use crate::handler::{Handler, Kind};
 use crate::health::HealthState;
 use crate::reflection::Reflection;
 use crate::schema::Schema;
-use crate::validate::needs_validation;
+use crate::validate::Validation;
 
 /// How a route answers.
 #[derive(Debug)]
@@ -39,8 +39,8 @@ pub(crate) struct Route {
     pub(crate) method: MethodDescriptor,
     pub(crate) kind: Kind,
     pub(crate) target: Target,
-    /// Whether requests carry `buf.validate` rules to check.
-    pub(crate) validate: bool,
+    /// How requests are checked against their `buf.validate` rules.
+    pub(crate) validation: Validation,
 }
 
 /// Everything one generation of the schema needs to serve RPCs.
@@ -249,8 +249,8 @@ fn build_snapshot(
                     )),
                 },
             };
-            let validate = needs_validation(&method.input());
-            let route = Route { path: Arc::from(path.as_str()), method, kind, target, validate };
+            let validation = Validation::of(&method.input());
+            let route = Route { path: Arc::from(path.as_str()), method, kind, target, validation };
             routes.insert(path.into_boxed_str(), Arc::new(route));
         }
     }

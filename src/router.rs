@@ -25,7 +25,7 @@ use crate::handler::store::{Input, SharedStore};
 use crate::handler::{BoxFuture, Call, Handler, Kind, Replies, Reply, RequestStream};
 use crate::reflection::{V1_PREFIX, V1ALPHA_PREFIX};
 use crate::registry::{Registry, Route, Snapshot, Target};
-use crate::validate;
+use crate::validate::{self, Validation};
 
 type HealthServer = tonic_health::pb::health_server::HealthServer<crate::health::HealthState>;
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
@@ -162,9 +162,12 @@ impl Ctx {
     /// method's input carries `buf.validate` rules.
     fn store_input(&self, raw: Bytes) -> Result<Input, Status> {
         let mut input = self.input(raw);
-        if self.route.validate {
-            let msg = input.message_ref()?;
-            validate::check(&self.snap.validator, msg)?;
+        match &self.route.validation {
+            Validation::None => {}
+            Validation::Native(rules) => {
+                rules.check_raw(&input.raw).map_err(|e| e.unwrap_or_else(|bad| input.malformed(bad)))?
+            }
+            Validation::Full => validate::check(&self.snap.validator, input.message_ref()?)?,
         }
         Ok(input)
     }
@@ -172,8 +175,10 @@ impl Ctx {
     /// The request as a handler sees it: decoded and validated.
     fn message(&self, raw: Bytes) -> Result<DynamicMessage, Status> {
         let msg = self.input(raw).message()?;
-        if self.route.validate {
-            validate::check(&self.snap.validator, &msg)?;
+        match &self.route.validation {
+            Validation::None => {}
+            Validation::Native(rules) => rules.check_message(&msg)?,
+            Validation::Full => validate::check(&self.snap.validator, &msg)?,
         }
         Ok(msg)
     }

@@ -7,6 +7,8 @@ use std::collections::HashSet;
 use prost::Message as _;
 use prost_protovalidate::{Error as ValidateError, Validator};
 use prost_reflect::{DynamicMessage, ExtensionDescriptor, Kind, MessageDescriptor, ReflectMessage as _};
+
+use crate::handler::wire::FlatShape;
 use tonic::{Code, Status};
 
 /// True when `msg` or any message reachable from its fields carries a
@@ -49,39 +51,211 @@ pub(crate) fn check(validator: &Validator, msg: &DynamicMessage) -> Result<(), S
     match validator.validate(msg) {
         Ok(()) => Ok(()),
         Err(ValidateError::Validation(err)) => {
-            let violations = err.violations();
             let text = |v: &prost_protovalidate::Violation| {
                 if v.message().is_empty() { format!("[{}]", v.rule_id()) } else { v.message().to_owned() }
             };
-            let message = match violations {
-                [one] => text(one),
-                many => many.iter().map(|v| format!("{}: {}", v.field_path(), text(v))).collect::<Vec<_>>().join("; "),
-            };
-            let bad_request = BadRequest {
-                field_violations: violations
-                    .iter()
-                    .map(|v| FieldViolation {
-                        field: v.field_path(),
-                        description: text(v),
-                        reason: v.rule_id().to_owned(),
-                    })
-                    .collect(),
-            };
-            let details = RpcStatus {
-                code: Code::InvalidArgument as i32,
-                message: message.clone(),
-                details: vec![prost_types::Any {
-                    type_url: "type.googleapis.com/google.rpc.BadRequest".to_owned(),
-                    value: bad_request.encode_to_vec(),
-                }],
-            };
-            Err(Status::with_details(Code::InvalidArgument, message, details.encode_to_vec().into()))
+            let violations: Vec<FieldViolation> = err
+                .violations()
+                .iter()
+                .map(|v| FieldViolation { field: v.field_path(), description: text(v), reason: v.rule_id().to_owned() })
+                .collect();
+            Err(invalid(violations))
         }
         Err(other) => {
             tracing::error!(message = %msg.descriptor().full_name(), error = %other, "validation rule failed to evaluate");
             Err(Status::internal("validation rules could not be evaluated"))
         }
     }
+}
+
+/// INVALID_ARGUMENT for a non-empty list of violations: the message is the one
+/// violation's own message, or `field: message` pairs; all go in a BadRequest detail.
+fn invalid(field_violations: Vec<FieldViolation>) -> Status {
+    let message = match field_violations.as_slice() {
+        [one] => one.description.clone(),
+        many => many.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "),
+    };
+    let bad_request = BadRequest { field_violations };
+    let details = RpcStatus {
+        code: Code::InvalidArgument as i32,
+        message: message.clone(),
+        details: vec![prost_types::Any {
+            type_url: "type.googleapis.com/google.rpc.BadRequest".to_owned(),
+            value: bad_request.encode_to_vec(),
+        }],
+    };
+    Status::with_details(Code::InvalidArgument, message, details.encode_to_vec().into())
+}
+
+/// How a method's input is validated, decided once per schema.
+#[derive(Debug)]
+pub(crate) enum Validation {
+    /// No `buf.validate` rules anywhere in the input.
+    None,
+    /// Only rules we evaluate exactly in Rust (see [`NativeRules`]).
+    Native(NativeRules),
+    /// Everything else: prost-protovalidate on the decoded message.
+    Full,
+}
+
+impl Validation {
+    pub(crate) fn of(msg: &MessageDescriptor) -> Validation {
+        if !needs_validation(msg) {
+            return Validation::None;
+        }
+        NativeRules::of(msg).map_or(Validation::Full, Validation::Native)
+    }
+}
+
+/// CEL string rules simple enough to evaluate exactly without a CEL interpreter:
+/// `this.contains('lit')`, `this.startsWith('lit')` and `this.endsWith('lit')` on
+/// singular string fields of a flat message, each with its own message and no
+/// other rule on the field or the message. Same violations, in the same order,
+/// as prost-protovalidate gives (checked by a differential test); anything else
+/// takes the full path.
+#[derive(Debug, Clone)]
+pub(crate) struct NativeRules {
+    rules: Vec<NativeRule>,
+    shape: FlatShape,
+}
+
+#[derive(Debug, Clone)]
+struct NativeRule {
+    number: u32,
+    field: String,
+    op: StrOp,
+    literal: String,
+    id: String,
+    message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StrOp {
+    Contains,
+    StartsWith,
+    EndsWith,
+}
+
+impl NativeRule {
+    fn holds(&self, value: &str) -> bool {
+        match self.op {
+            StrOp::Contains => value.contains(self.literal.as_str()),
+            StrOp::StartsWith => value.starts_with(self.literal.as_str()),
+            StrOp::EndsWith => value.ends_with(self.literal.as_str()),
+        }
+    }
+
+    fn violation(&self) -> FieldViolation {
+        FieldViolation { field: self.field.clone(), description: self.message.clone(), reason: self.id.clone() }
+    }
+}
+
+impl NativeRules {
+    fn of(msg: &MessageDescriptor) -> Option<NativeRules> {
+        let pool = msg.parent_pool();
+        let field_ext = pool.get_extension_by_name("buf.validate.field")?;
+        let message_ext = pool.get_extension_by_name("buf.validate.message")?;
+        let oneof_ext = pool.get_extension_by_name("buf.validate.oneof")?;
+        if msg.options().has_extension(&message_ext) || msg.oneofs().any(|o| o.options().has_extension(&oneof_ext)) {
+            return None;
+        }
+        let shape = FlatShape::of(msg)?;
+        let mut rules = Vec::new();
+        for f in msg.fields() {
+            let options = f.options();
+            if !options.has_extension(&field_ext) {
+                continue;
+            }
+            if f.kind() != Kind::String || f.is_list() || f.supports_presence() {
+                return None;
+            }
+            let value = options.get_extension(&field_ext);
+            let field_rules = value.as_message()?;
+            if !only_fields(field_rules, &["cel"]) {
+                return None;
+            }
+            for rule in field_rules.get_field_by_name("cel")?.as_list()? {
+                let rule = rule.as_message()?;
+                if !only_fields(rule, &["id", "message", "expression"]) {
+                    return None;
+                }
+                let text = |n: &str| rule.get_field_by_name(n).and_then(|v| v.as_str().map(str::to_owned));
+                let (op, literal) = parse_expression(&text("expression")?)?;
+                let message = text("message").filter(|m| !m.is_empty())?;
+                rules.push(NativeRule {
+                    number: f.number(),
+                    field: f.name().to_owned(),
+                    op,
+                    literal,
+                    id: text("id").unwrap_or_default(),
+                    message,
+                });
+            }
+        }
+        (!rules.is_empty()).then_some(NativeRules { rules, shape })
+    }
+
+    /// Checks a decoded message.
+    pub(crate) fn check_message(&self, msg: &DynamicMessage) -> Result<(), Status> {
+        self.report(|number| {
+            msg.descriptor().get_field(number).and_then(|f| msg.get_field(&f).as_str().map(str::to_owned))
+        })
+    }
+
+    /// Checks the request bytes directly; `Err(Ok(..))` is a violation, `Err(Err(..))`
+    /// bytes that do not decode.
+    pub(crate) fn check_raw(&self, raw: &[u8]) -> Result<(), Result<Status, String>> {
+        let mut values: Vec<(u32, &[u8])> = Vec::with_capacity(self.rules.len());
+        crate::handler::wire::walk(raw, &self.shape, |f| {
+            if self.rules.iter().any(|r| r.number == f.number) {
+                match values.iter_mut().find(|(n, _)| *n == f.number) {
+                    Some(slot) => slot.1 = f.payload,
+                    None => values.push((f.number, f.payload)),
+                }
+            }
+        })
+        .map_err(Err)?;
+        self.report(|number| {
+            let bytes = values.iter().find(|(n, _)| *n == number).map_or(&[][..], |(_, b)| *b);
+            // The walker checked UTF-8 already.
+            Some(String::from_utf8_lossy(bytes).into_owned())
+        })
+        .map_err(Ok)
+    }
+
+    fn report(&self, value_of: impl Fn(u32) -> Option<String>) -> Result<(), Status> {
+        let mut violations = Vec::new();
+        for rule in &self.rules {
+            let value = value_of(rule.number).unwrap_or_default();
+            if !rule.holds(&value) {
+                violations.push(rule.violation());
+            }
+        }
+        if violations.is_empty() { Ok(()) } else { Err(invalid(violations)) }
+    }
+}
+
+/// True when `msg` sets no field outside `allowed`, no extension and no unknown field.
+fn only_fields(msg: &DynamicMessage, allowed: &[&str]) -> bool {
+    msg.fields().all(|(f, _)| allowed.contains(&f.name()))
+        && msg.extensions().next().is_none()
+        && msg.unknown_fields().next().is_none()
+}
+
+/// `this.contains('lit')` (or startsWith / endsWith, either quote style, no escapes).
+fn parse_expression(expr: &str) -> Option<(StrOp, String)> {
+    let rest = expr.trim().strip_prefix("this.")?;
+    let (op, rest) =
+        [("contains(", StrOp::Contains), ("startsWith(", StrOp::StartsWith), ("endsWith(", StrOp::EndsWith)]
+            .into_iter()
+            .find_map(|(p, op)| rest.strip_prefix(p).map(|r| (op, r)))?;
+    let rest = rest.trim().strip_suffix(')')?.trim();
+    let quote = rest.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    let literal = rest.strip_prefix(quote)?.strip_suffix(quote)?;
+    if literal.contains(['\\', '\'', '"']) {
+        return None;
+    }
+    Some((op, literal.to_owned()))
 }
 
 /// `google.rpc.Status`, as carried in `grpc-status-details-bin`.
@@ -111,4 +285,79 @@ pub(crate) struct FieldViolation {
     pub(crate) description: String,
     #[prost(string, tag = "3")]
     pub(crate) reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_reflect::Value;
+
+    const SCHEMA: &str = r#"
+syntax = "proto3";
+package v;
+import "buf/validate/validate.proto";
+message M {
+  string a = 1 [(buf.validate.field).cel = {id: "a.at", message: "needs an @", expression: "this.contains('@')"}];
+  string b = 2 [
+    (buf.validate.field).cel = {id: "b.pre", message: "starts with x", expression: "this.startsWith(\"x\")"},
+    (buf.validate.field).cel = {id: "b.suf", message: "ends with !", expression: "this.endsWith('!')"}
+  ];
+  string c = 3;
+  int32 d = 4;
+}
+message N { string a = 1 [(buf.validate.field).string.min_len = 1]; }
+message O { optional string a = 1 [(buf.validate.field).cel = {id: "x", message: "m", expression: "this.contains('@')"}]; }
+message P { string a = 1 [(buf.validate.field).cel = {id: "x", message: "m", expression: "this.contains('@') && size(this) > 2"}]; }
+message Q { M inner = 1; }
+"#;
+
+    fn pool() -> prost_reflect::DescriptorPool {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("v.proto"), SCHEMA).unwrap();
+        crate::schema::load(&[dir.path().to_path_buf()]).unwrap().pool().clone()
+    }
+
+    #[test]
+    fn only_simple_string_rules_are_native() {
+        let pool = pool();
+        let of = |n: &str| Validation::of(&pool.get_message_by_name(n).unwrap());
+        assert!(matches!(of("v.M"), Validation::Native(_)));
+        for full in ["v.N", "v.O", "v.P", "v.Q"] {
+            assert!(matches!(of(full), Validation::Full), "{full}");
+        }
+    }
+
+    #[test]
+    fn native_rules_agree_with_prost_protovalidate() {
+        let pool = pool();
+        let desc = pool.get_message_by_name("v.M").unwrap();
+        let Validation::Native(native) = Validation::of(&desc) else { panic!("native expected") };
+        let validator = Validator::new();
+        let mut checked = 0;
+        for a in ["", "a@b", "ab", "@", "é@"] {
+            for b in ["", "x!", "x", "!", "yx!", "x!!"] {
+                let mut m = DynamicMessage::new(desc.clone());
+                m.set_field_by_name("a", Value::String(a.into()));
+                m.set_field_by_name("b", Value::String(b.into()));
+                m.set_field_by_name("c", Value::String("free".into()));
+                let full = check(&validator, &m);
+                let by_msg = native.check_message(&m);
+                let by_raw = native.check_raw(&m.encode_to_vec()).map_err(|e| e.expect("bytes decode"));
+                for got in [&by_msg, &by_raw] {
+                    match (&full, got) {
+                        (Ok(()), Ok(())) => {}
+                        (Err(x), Err(y)) => {
+                            assert_eq!((x.code(), x.message()), (y.code(), y.message()), "a={a:?} b={b:?}");
+                            assert_eq!(x.details(), y.details(), "a={a:?} b={b:?}");
+                        }
+                        _ => panic!("a={a:?} b={b:?}: full {full:?} vs native {got:?}"),
+                    }
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 30);
+        // Malformed bytes are reported as such, not as a violation.
+        assert!(matches!(native.check_raw(&[0x0a, 5, b'a']), Err(Err(_))));
+    }
 }

@@ -7,7 +7,7 @@
 //! which is how the store replies without re-encoding).
 
 pub(crate) mod store;
-mod wire;
+pub(crate) mod wire;
 
 use std::fmt;
 use std::future::Future;

@@ -529,7 +529,7 @@ impl Input {
         }
     }
 
-    fn malformed(&self, e: impl std::fmt::Display) -> Status {
+    pub(crate) fn malformed(&self, e: impl std::fmt::Display) -> Status {
         crate::codec::malformed(&self.path, &self.desc, e)
     }
 }
