@@ -152,14 +152,23 @@ impl LogTail {
     }
 }
 
-#[test]
-fn watcher_logs_compile_errors_with_location_and_sighup_reloads() {
+/// Serves a temp copy of the seed schema with the binary and waits until it listens.
+fn serve_seed_copy(args: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, std::process::Child, LogTail) {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&users_dir(), dir.path());
-    let file = dir.path().join("user_service.proto");
-    let (mut child, _port) = spawn_server(&[dir.path().to_str().unwrap()]);
+    let mut all = vec![dir.path().to_str().unwrap().to_owned()];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let (mut child, _port) = spawn_server(&all);
     let mut log = LogTail::new(&mut child);
     log.wait_for("listening on");
+    let file = dir.path().join("user_service.proto");
+    (dir, file, child, log)
+}
+
+#[test]
+fn watcher_logs_compile_errors_with_location_and_sighup_reloads() {
+    let (_dir, file, mut child, mut log) = serve_seed_copy(&[]);
 
     let good = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, good.replace("string user_id = 1;", "string user_id = ;")).unwrap();
@@ -182,12 +191,7 @@ fn watcher_logs_compile_errors_with_location_and_sighup_reloads() {
 
 #[test]
 fn on_breaking_reject_logs_the_rules_that_blocked_the_reload() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&users_dir(), dir.path());
-    let file = dir.path().join("user_service.proto");
-    let (mut child, _port) = spawn_server(&[dir.path().to_str().unwrap(), "--on-breaking", "reject"]);
-    let mut log = LogTail::new(&mut child);
-    log.wait_for("listening on");
+    let (_dir, file, mut child, mut log) = serve_seed_copy(&["--on-breaking", "reject"]);
     let good = std::fs::read_to_string(&file).unwrap();
     // int32 -> string: old clients would misread every age.
     std::fs::write(&file, good.replace("int32 age = 4;", "string age = 4;")).unwrap();
@@ -202,12 +206,7 @@ fn on_breaking_reject_logs_the_rules_that_blocked_the_reload() {
 
 #[test]
 fn reading_the_schema_does_not_trigger_reloads() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&users_dir(), dir.path());
-    let file = dir.path().join("user_service.proto");
-    let (mut child, _port) = spawn_server(&[dir.path().to_str().unwrap()]);
-    let mut log = LogTail::new(&mut child);
-    log.wait_for("listening on");
+    let (_dir, file, mut child, mut log) = serve_seed_copy(&[]);
     let good = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, good.replace("int32 age = 4;", "int32 age = 4;\n  string nick = 6;")).unwrap();
     log.wait_for("generation 2 live");
