@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::{FutureExt as _, StreamExt, TryStreamExt};
 use hyper::body::Incoming;
 use prost_reflect::DynamicMessage;
 use tonic::body::Body;
@@ -194,6 +194,23 @@ impl Ctx {
         Box::pin(Self::frames(stream).map(move |r| r.and_then(|raw| ctx.message(raw))))
     }
 
+    /// Runs a registered handler's future; a panic in it becomes INTERNAL for this
+    /// call (and is logged) instead of a reset stream.
+    async fn guard<T>(&self, fut: BoxFuture<Result<T, Status>>) -> Result<T, Status> {
+        match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+            Ok(r) => r,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(method = %self.route.path, panic = %what, "handler panicked");
+                Err(Status::internal(format!("{}: the handler panicked", self.route.path)))
+            }
+        }
+    }
+
     fn mismatch(&self) -> Status {
         Status::internal(format!("{}: handler kind does not match the method", self.route.path))
     }
@@ -224,7 +241,7 @@ impl UnaryService<Bytes> for Svc {
                 Target::Store(conv) => conv.unary(&ctx.store, ctx.store_input(raw)?)?,
                 Target::Handler(Handler::Unary(f)) => {
                     let message = ctx.message(raw)?;
-                    f(Call { method: ctx.route.method.clone(), metadata, message }).await?
+                    ctx.guard(f(Call { method: ctx.route.method.clone(), metadata, message })).await?
                 }
                 Target::Unimplemented(m) => return Err(not_implemented(m)),
                 Target::Handler(_) => return Err(ctx.mismatch()),
@@ -250,7 +267,7 @@ impl ServerStreamingService<Bytes> for Svc {
                 }
                 Target::Handler(Handler::ServerStreaming(f)) => {
                     let message = ctx.message(raw)?;
-                    f(Call { method: ctx.route.method.clone(), metadata, message }).await?
+                    ctx.guard(f(Call { method: ctx.route.method.clone(), metadata, message })).await?
                 }
                 Target::Unimplemented(m) => return Err(not_implemented(m)),
                 Target::Handler(_) => return Err(ctx.mismatch()),
@@ -277,7 +294,7 @@ impl ClientStreamingService<Bytes> for Svc {
                 }
                 Target::Handler(Handler::ClientStreaming(f)) => {
                     let message = ctx.request_stream(stream);
-                    f(Call { method: ctx.route.method.clone(), metadata, message }).await?
+                    ctx.guard(f(Call { method: ctx.route.method.clone(), metadata, message })).await?
                 }
                 Target::Unimplemented(m) => return Err(not_implemented(m)),
                 Target::Handler(_) => return Err(ctx.mismatch()),
@@ -299,7 +316,7 @@ impl StreamingService<Bytes> for Svc {
             let replies = match &ctx.route.target {
                 Target::Handler(Handler::Bidi(f)) => {
                     let message = ctx.request_stream(stream);
-                    f(Call { method: ctx.route.method.clone(), metadata, message }).await?
+                    ctx.guard(f(Call { method: ctx.route.method.clone(), metadata, message })).await?
                 }
                 Target::Unimplemented(m) => return Err(not_implemented(m)),
                 Target::Store(_) | Target::Handler(_) => return Err(ctx.mismatch()),

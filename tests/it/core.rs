@@ -557,3 +557,22 @@ async fn wrong_wire_type_and_bad_utf8_are_internal_like_a_full_decode() {
     let err = c.raw_unary(GET, vec![0x0a, 1, b'x', 0x48, 1]).await.unwrap_err();
     assert_eq!((err.code(), err.message()), (Code::NotFound, "User 'x' not found"));
 }
+
+#[tokio::test]
+async fn a_panicking_handler_is_internal_and_the_server_lives_on() {
+    let srv = TestServer::start(Server::builder().schema_dir(kinds_dir()).unary(
+        "kinds.Echo/Say",
+        |call: Call<DynamicMessage>| async move {
+            if get_str(&call.message, "text") == "boom" {
+                panic!("handler bug");
+            }
+            Ok(call.reply())
+        },
+    ))
+    .await;
+    let mut c = srv.client().await;
+    let err = c.unary("/kinds.Echo/Say", note(&c, "boom", 0)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert!(err.message().contains("/kinds.Echo/Say") && err.message().contains("panicked"), "{}", err.message());
+    c.unary("/kinds.Echo/Say", note(&c, "fine", 0)).await.expect("the server still serves");
+}
