@@ -188,6 +188,27 @@ impl Checker {
         self.out.push(Raw { finding: Finding { rule, severity, message, location, buf_rule: !ours }, side, subject });
     }
 
+    /// RESERVED_*_NO_DELETE: every number and name the old element reserved is still
+    /// reserved by the new one; findings point at the old reservation.
+    fn reserved_kept(&mut self, r: Reserved<'_>) {
+        for (i, &old) in r.old_ranges.iter().enumerate() {
+            let missing = missing_ranges(old, &r.new_ranges);
+            if !missing.is_empty() {
+                let msg =
+                    format!("{} no longer reserves {}: {}", r.element, ranges_text(&missing, r.max), r.consequence);
+                let loc = locate(r.file, &join(r.path, &[r.tags.0, index(i)]));
+                self.emit(r.rule, msg, loc, Side::Old, None);
+            }
+        }
+        for (i, rn) in r.old_names.iter().enumerate() {
+            if !r.new_names.contains(rn) {
+                let msg = format!("{} no longer reserves the name \"{rn}\"", r.element);
+                let loc = locate(r.file, &join(r.path, &[r.tags.1, index(i)]));
+                self.emit(r.rule, msg, loc, Side::Old, None);
+            }
+        }
+    }
+
     fn file_pair(&mut self, of: &FileDescriptor, nf: &FileDescriptor) {
         if of.package_name() != nf.package_name() {
             let msg = format!(
@@ -240,29 +261,23 @@ impl Checker {
             }
         }
 
-        // RESERVED_MESSAGE_NO_DELETE
-        let new_ranges: Vec<(i64, i64)> =
-            nm.reserved_ranges().map(|r| (i64::from(r.start), i64::from(r.end) - 1)).collect();
-        for (i, r) in om.reserved_ranges().enumerate() {
-            let old_range = (i64::from(r.start), i64::from(r.end) - 1);
-            let missing = missing_ranges(old_range, &new_ranges);
-            if !missing.is_empty() {
-                let msg = format!(
-                    "message \"{name}\" no longer reserves {}: those numbers may now be reused by fields \
-                     that misread old data",
-                    ranges_text(&missing, MESSAGE_MAX)
-                );
-                let loc = locate(&ofile, &join(om.path(), &[source::MESSAGE_RESERVED_RANGE, index(i)]));
-                self.emit("RESERVED_MESSAGE_NO_DELETE", msg, loc, Side::Old, None);
-            }
-        }
-        for (i, rn) in om.reserved_names().enumerate() {
-            if !nm.reserved_names().any(|n| n == rn) {
-                let msg = format!("message \"{name}\" no longer reserves the name \"{rn}\"");
-                let loc = locate(&ofile, &join(om.path(), &[source::MESSAGE_RESERVED_NAME, index(i)]));
-                self.emit("RESERVED_MESSAGE_NO_DELETE", msg, loc, Side::Old, None);
-            }
-        }
+        // RESERVED_MESSAGE_NO_DELETE (message reserved ranges are end-exclusive)
+        let ranges = |m: &MessageDescriptor| -> Vec<(i64, i64)> {
+            m.reserved_ranges().map(|r| (i64::from(r.start), i64::from(r.end) - 1)).collect()
+        };
+        self.reserved_kept(Reserved {
+            rule: "RESERVED_MESSAGE_NO_DELETE",
+            element: format!("message \"{name}\""),
+            consequence: "those numbers may now be reused by fields that misread old data",
+            max: MESSAGE_MAX,
+            old_ranges: ranges(om),
+            new_ranges: ranges(nm),
+            old_names: om.reserved_names().collect(),
+            new_names: nm.reserved_names().collect(),
+            file: &ofile,
+            path: om.path(),
+            tags: (source::MESSAGE_RESERVED_RANGE, source::MESSAGE_RESERVED_NAME),
+        });
 
         // MESSAGE_SAME_JSON_FORMAT: proto3 files allow JSON, proto2 ones only "best effort".
         if ofile.syntax() == Syntax::Proto3 && nfile.syntax() != Syntax::Proto3 {
@@ -554,27 +569,23 @@ impl Checker {
             }
         }
 
-        // RESERVED_ENUM_NO_DELETE
-        let new_ranges: Vec<(i64, i64)> =
-            ne.reserved_ranges().map(|r| (i64::from(*r.start()), i64::from(*r.end()))).collect();
-        for (i, r) in oe.reserved_ranges().enumerate() {
-            let missing = missing_ranges((i64::from(*r.start()), i64::from(*r.end())), &new_ranges);
-            if !missing.is_empty() {
-                let msg = format!(
-                    "enum \"{name}\" no longer reserves {}: those numbers may be reused with another meaning",
-                    ranges_text(&missing, ENUM_MAX)
-                );
-                let loc = locate(&ofile, &join(oe.path(), &[source::ENUM_RESERVED_RANGE, index(i)]));
-                self.emit("RESERVED_ENUM_NO_DELETE", msg, loc, Side::Old, None);
-            }
-        }
-        for (i, rn) in oe.reserved_names().enumerate() {
-            if !ne.reserved_names().any(|n| n == rn) {
-                let msg = format!("enum \"{name}\" no longer reserves the name \"{rn}\"");
-                let loc = locate(&ofile, &join(oe.path(), &[source::ENUM_RESERVED_NAME, index(i)]));
-                self.emit("RESERVED_ENUM_NO_DELETE", msg, loc, Side::Old, None);
-            }
-        }
+        // RESERVED_ENUM_NO_DELETE (enum reserved ranges are end-inclusive)
+        let ranges = |e: &EnumDescriptor| -> Vec<(i64, i64)> {
+            e.reserved_ranges().map(|r| (i64::from(*r.start()), i64::from(*r.end()))).collect()
+        };
+        self.reserved_kept(Reserved {
+            rule: "RESERVED_ENUM_NO_DELETE",
+            element: format!("enum \"{name}\""),
+            consequence: "those numbers may be reused with another meaning",
+            max: ENUM_MAX,
+            old_ranges: ranges(oe),
+            new_ranges: ranges(ne),
+            old_names: oe.reserved_names().collect(),
+            new_names: ne.reserved_names().collect(),
+            file: &ofile,
+            path: oe.path(),
+            tags: (source::ENUM_RESERVED_RANGE, source::ENUM_RESERVED_NAME),
+        });
 
         // ENUM_SAME_JSON_FORMAT
         if ofile.syntax() == Syntax::Proto3 && nfile.syntax() != Syntax::Proto3 {
@@ -692,6 +703,27 @@ fn enum_carrier(oe: &EnumDescriptor, new: &DescriptorPool) -> Option<(String, u3
             (uses(&f, oe.full_name()) && uses(&nf, oe.full_name())).then(|| (m.full_name().to_owned(), f.number()))
         })
     })
+}
+
+/// The reservations of one message or enum, old and new, for [`Checker::reserved_kept`].
+struct Reserved<'a> {
+    rule: &'static str,
+    /// `message "pkg.M"` or `enum "pkg.E"`.
+    element: String,
+    /// Why losing a reserved number matters, for the finding's message.
+    consequence: &'static str,
+    /// The largest number, written as "max".
+    max: i64,
+    /// Inclusive ranges.
+    old_ranges: Vec<(i64, i64)>,
+    new_ranges: Vec<(i64, i64)>,
+    old_names: Vec<&'a str>,
+    new_names: Vec<&'a str>,
+    /// The old element's file and source path, and the source tags of its
+    /// reserved ranges and names.
+    file: &'a FileDescriptor,
+    path: &'a [i32],
+    tags: (i32, i32),
 }
 
 fn index(i: usize) -> i32 {
