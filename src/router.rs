@@ -77,7 +77,8 @@ impl Router {
         };
         let deadline = grpc_timeout(req.headers());
         let span = tracing::debug_span!("rpc", method = %route.path, generation = snap.generation);
-        let call = dispatch(snap, route, req, self.limits, self.registry.clone()).instrument(span);
+        let ctx = Ctx { snap, route, store: self.registry.store.clone(), max_send: self.limits.max_send };
+        let call = dispatch(ctx, req, self.limits.max_recv).instrument(span);
         match deadline {
             None => call.await,
             Some(d) => match tokio::time::timeout(d, call).await {
@@ -104,18 +105,11 @@ fn unknown_method(path: &str) -> Status {
     Status::unimplemented(format!("unknown method {method} for service {service}: the live schema does not define it"))
 }
 
-async fn dispatch(
-    snap: Arc<Snapshot>,
-    route: Arc<Route>,
-    req: http::Request<Incoming>,
-    limits: Limits,
-    registry: Arc<Registry>,
-) -> http::Response<Body> {
-    // tonic enforces the receive limit while framing; the send limit is checked in `Svc`.
-    let mut grpc =
-        Grpc::new(DynamicCodec).max_decoding_message_size(limits.max_recv).max_encoding_message_size(usize::MAX);
-    let svc = Svc { snap, route, registry, max_send: limits.max_send };
-    let mut response = match svc.route.kind {
+async fn dispatch(ctx: Ctx, req: http::Request<Incoming>, max_recv: usize) -> http::Response<Body> {
+    // tonic enforces the receive limit while framing; the send limit is checked in `Ctx`.
+    let mut grpc = Grpc::new(DynamicCodec).max_decoding_message_size(max_recv).max_encoding_message_size(usize::MAX);
+    let svc = Svc(ctx);
+    let mut response = match svc.0.route.kind {
         Kind::Unary => grpc.unary(svc, req).await,
         Kind::ServerStreaming => grpc.server_streaming(svc, req).await,
         Kind::ClientStreaming => grpc.client_streaming(svc, req).await,
@@ -125,32 +119,17 @@ async fn dispatch(
     response
 }
 
-/// One call's view of the world: its snapshot, its route, the shared store.
-struct Svc {
-    snap: Arc<Snapshot>,
-    route: Arc<Route>,
-    registry: Arc<Registry>,
-    max_send: usize,
-}
+/// The tonic service for one call: tonic's traits want `&mut self` and a `'static`
+/// future, so each call clones its [`Ctx`] (reference counts only).
+struct Svc(Ctx);
 
-/// What an RPC needs from its call, owned so the response future is `'static`.
+/// One call's view of the world: its snapshot, its route, the shared store.
 #[derive(Clone)]
 struct Ctx {
     snap: Arc<Snapshot>,
     route: Arc<Route>,
     store: SharedStore,
     max_send: usize,
-}
-
-impl Svc {
-    fn ctx(&self) -> Ctx {
-        Ctx {
-            snap: self.snap.clone(),
-            route: self.route.clone(),
-            store: self.registry.store.clone(),
-            max_send: self.max_send,
-        }
-    }
 }
 
 impl Ctx {
@@ -235,7 +214,7 @@ impl UnaryService<Bytes> for Svc {
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let (metadata, _, raw) = request.into_parts();
-        let ctx = self.ctx();
+        let ctx = self.0.clone();
         Box::pin(async move {
             let reply = match &ctx.route.target {
                 Target::Store(conv) => conv.unary(&ctx.store, ctx.store_input(raw)?)?,
@@ -258,7 +237,7 @@ impl ServerStreamingService<Bytes> for Svc {
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let (metadata, _, raw) = request.into_parts();
-        let ctx = self.ctx();
+        let ctx = self.0.clone();
         Box::pin(async move {
             let replies: Replies = match &ctx.route.target {
                 Target::Store(conv) => {
@@ -283,7 +262,7 @@ impl ClientStreamingService<Bytes> for Svc {
 
     fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
         let (metadata, _, stream) = request.into_parts();
-        let ctx = self.ctx();
+        let ctx = self.0.clone();
         Box::pin(async move {
             let reply = match &ctx.route.target {
                 Target::Store(conv) => {
@@ -311,7 +290,7 @@ impl StreamingService<Bytes> for Svc {
 
     fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
         let (metadata, _, stream) = request.into_parts();
-        let ctx = self.ctx();
+        let ctx = self.0.clone();
         Box::pin(async move {
             let replies = match &ctx.route.target {
                 Target::Handler(Handler::Bidi(f)) => {
