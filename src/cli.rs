@@ -39,6 +39,8 @@ pub struct ServeConfig {
     pub watch: bool,
     /// What a reload does with a schema that breaks wire compatibility.
     pub on_breaking: crate::OnBreaking,
+    /// Which encoding compresses responses for clients that accept it.
+    pub compression: crate::Compression,
 }
 
 /// `protoserve check`.
@@ -110,6 +112,19 @@ struct ServeArgs {
     /// `reject` (log, keep serving the old schema).
     #[arg(long, value_enum, default_value_t = BreakingArg::Warn, value_name = "POLICY")]
     on_breaking: BreakingArg,
+    /// Response compression for clients that list it in grpc-accept-encoding:
+    /// gzip, deflate, zstd or none. Compressed requests (gzip, deflate, zstd)
+    /// are always accepted.
+    #[arg(long, value_enum, default_value_t = CompressionArg::Gzip, value_name = "ENCODING")]
+    compression: CompressionArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CompressionArg {
+    Gzip,
+    Deflate,
+    Zstd,
+    None,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -159,6 +174,12 @@ impl Config {
                 on_breaking: match a.on_breaking {
                     BreakingArg::Warn => crate::OnBreaking::Warn,
                     BreakingArg::Reject => crate::OnBreaking::Reject,
+                },
+                compression: match a.compression {
+                    CompressionArg::Gzip => crate::Compression::Gzip,
+                    CompressionArg::Deflate => crate::Compression::Deflate,
+                    CompressionArg::Zstd => crate::Compression::Zstd,
+                    CompressionArg::None => crate::Compression::None,
                 },
             }),
             Cmd::Check(a) => {

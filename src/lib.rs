@@ -28,28 +28,35 @@
 //! - [`schema`]: find `.proto` files, compile them with protox, render errors.
 //! - [`compat`]: pure wire-compatibility checks between two pools (buf's rules
 //!   and ours), reports, and the encode/decode probe.
-//! - `registry`: the live [`Snapshot`] (pool, routes, handlers, validator,
-//!   reflection) behind an `ArcSwap`; building and publishing snapshots.
-//! - `codec`: the `DynamicMessage` codec for tonic.
-//! - `router`: path -> route -> handler; the one place errors become statuses.
+//! - `registry`: the live [`Snapshot`] (pool, routes, validator, reflection)
+//!   behind an `ArcSwap`; building and publishing snapshots.
 //! - [`reload`]: file watching, recompiling, checking and swapping snapshots.
-//! - [`handler`]: the handler types and the built-in resource store.
+//! - `call`: the protocol-neutral call core ([`CallRequest`] -> [`Answer`]).
+//! - `protocol`: adapters from HTTP (gRPC today) to calls; the only code that knows HTTP.
+//! - [`middleware`]: tower layers over calls (deadline, tracing span, yours).
+//! - `responder`: what answers a method: registered handlers, then the resource store.
+//! - [`store`]: the [`Store`](store::Store) trait and the in-memory store.
+//! - [`error`]: the one [`Error`] type and its one mapping to gRPC statuses.
 //! - `validate`: `buf.validate` checks (prost-protovalidate, CEL included).
-//! - `reflection`: reflection v1 + v1alpha for the live snapshot.
-//! - `server`: HTTP/2 serving, graceful drain.
+//! - `reflection`, `health`: the built-in gRPC services.
+//! - `server`: listener/acceptor, HTTP/1.1 + HTTP/2 connections, graceful drain.
 
+mod call;
 mod cli;
-mod codec;
 pub mod compat;
-pub mod handler;
+pub mod error;
 mod health;
+pub mod middleware;
+mod protocol;
 mod reflection;
 mod registry;
 pub mod reload;
-mod router;
+mod responder;
 pub mod schema;
 mod server;
+pub mod store;
 mod validate;
+mod wire;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -60,62 +67,33 @@ use prost_reflect::DynamicMessage;
 use tokio::net::TcpListener;
 use tonic::Status;
 
+pub use call::{Answer, BoxFuture, CallRequest, Kind, Replies, Reply};
 pub use cli::{CheckConfig, Command, Config, ServeConfig, parse_size};
-pub use handler::{BoxFuture, Call, Handler, Kind, Reply, ReplyStream, RequestStream};
+pub use error::Error;
+pub use middleware::CallService;
+pub use protocol::Compression;
 pub use registry::{BuildError, Snapshot};
 pub use reload::{OnBreaking, ReloadError, ReloadHandle, Reloaded, SchemaDiff};
+pub use responder::handler::{Call, Handler, ReplyStream, RequestStream};
 pub use schema::{Schema, SchemaError};
+pub use server::Listener;
 
-use handler::store::{self, Store};
+use protocol::Router;
+use protocol::grpc::GrpcAdapter;
 use registry::{Registry, method_path};
-use router::{Limits, Router};
+use responder::handler::Handlers;
+use store::{MemoryStore, Store};
 
 /// Default maximum message size, both directions: 10 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 10 * 1024 * 1024;
-
-/// Why protoserve could not start or run.
-#[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum Error {
-    /// The schema did not compile.
-    #[error(transparent)]
-    #[diagnostic(transparent)]
-    Schema(#[from] SchemaError),
-    /// The compiled schema and the registered handlers do not fit together.
-    #[error(transparent)]
-    Build(#[from] BuildError),
-    /// The `--data` file is unreadable or holds a bad record.
-    #[error("{0}")]
-    Data(String),
-    /// Binding or another I/O operation failed.
-    #[error("{context}: {source}")]
-    Io {
-        /// What was being done.
-        context: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-}
-
-impl Error {
-    /// The process exit code for this error: 1 for schema errors, 2 for usage and I/O.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Error::Schema(e) if !e.is_io() => 1,
-            Error::Build(_) => 1,
-            _ => 2,
-        }
-    }
-
-    /// Renders the error like a compiler (file:line:col, source line, caret).
-    pub fn render(&self) -> String {
-        schema::render_diagnostic(self)
-    }
-}
 
 /// Configures a [`Server`]: schema roots, handlers, data, limits.
 pub struct Builder {
     roots: Vec<PathBuf>,
     handlers: HashMap<String, Handler>,
+    store: Option<Arc<dyn Store>>,
+    layers: Vec<middleware::UserLayer>,
+    compression: Compression,
     data: Option<PathBuf>,
     max_recv: usize,
     max_send: usize,
@@ -139,6 +117,9 @@ impl Default for Builder {
         Self {
             roots: Vec::new(),
             handlers: HashMap::new(),
+            store: None,
+            layers: Vec::new(),
+            compression: Compression::default(),
             data: None,
             max_recv: DEFAULT_MAX_MESSAGE_SIZE,
             max_send: DEFAULT_MAX_MESSAGE_SIZE,
@@ -199,6 +180,31 @@ impl Builder {
         self.handler(method, Handler::bidi(f))
     }
 
+    /// Keeps resource-store records in `store` instead of the built-in in-memory one.
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Adds a tower layer around every call (after the deadline and tracing
+    /// layers, before the responder; layers run in the order added).
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: tower_layer::Layer<CallService> + Send + Sync + 'static,
+        L::Service:
+            tower_service::Service<CallRequest, Response = Answer, Error = Error> + Clone + Send + Sync + 'static,
+        <L::Service as tower_service::Service<CallRequest>>::Future: Send + 'static,
+    {
+        self.layers.push(middleware::user_layer(layer));
+        self
+    }
+
+    /// Which encoding compresses responses (default gzip, for clients that accept it).
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
     /// Pre-loads the resource store from a YAML or JSON file.
     pub fn data_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.data = Some(path.into());
@@ -229,15 +235,23 @@ impl Builder {
     pub fn build(self) -> Result<Server, Error> {
         let roots = if self.roots.is_empty() { vec![PathBuf::from(".")] } else { self.roots };
         let schema = schema::load(&roots)?;
-        let store = Arc::new(Store::default());
+        let store: Arc<dyn Store> = self.store.unwrap_or_else(|| Arc::new(MemoryStore::default()));
         if let Some(path) = &self.data {
-            let n = store::load_data(&store, schema.pool(), path).map_err(Error::Data)?;
+            let n = responder::store::load_data(&*store, schema.pool(), path).map_err(Error::data)?;
             tracing::info!(records = n, file = %path.display(), "pre-loaded data");
         }
         let health = health::HealthState::default();
         let health_server = health.server();
-        let registry = Arc::new(Registry::new(schema, self.handlers, store, health)?);
-        let limits = Limits { max_recv: self.max_recv, max_send: self.max_send };
+        let chain = responder::chain(Handlers::new(self.handlers), store);
+        let registry = Arc::new(Registry::new(schema, chain, health)?);
+        let calls = middleware::stack(call::Core { max_send: self.max_send }, &self.layers);
+        let router = Router::new(GrpcAdapter {
+            registry: registry.clone(),
+            health: health_server,
+            calls,
+            max_recv: self.max_recv,
+            compression: self.compression,
+        });
         let reload = ReloadHandle::new(registry.clone(), roots, self.on_breaking, self.compat);
         // Watch from now on, so an edit made before `serve` runs is not missed.
         let watcher = if self.watch {
@@ -251,7 +265,7 @@ impl Builder {
         } else {
             None
         };
-        Ok(Server { router: Router::new(registry.clone(), health_server, limits), registry, reload, watcher })
+        Ok(Server { router, registry, reload, watcher })
     }
 }
 
@@ -288,9 +302,10 @@ impl Server {
         self.reload.clone()
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then drains in-flight RPCs.
-    /// With [`Builder::watch`], schema edits are hot-reloaded meanwhile.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    /// Serves on `listener` (a bound `TcpListener`, or any [`Listener`]) until
+    /// `shutdown` resolves, then drains in-flight RPCs. With [`Builder::watch`],
+    /// schema edits are hot-reloaded meanwhile.
+    pub async fn serve<L: Listener>(self, listener: L, shutdown: impl Future<Output = ()>) {
         let _watching = self.watcher.map(|w| w.run(self.reload.clone()));
         let registry = self.registry.clone();
         registry.set_health(&registry.load());
@@ -304,8 +319,11 @@ impl Server {
 
 /// Runs `protoserve serve`: build, bind, log one line, serve until `shutdown`.
 pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let mut builder =
-        Server::builder().max_message_size(config.max_message_size).watch(config.watch).on_breaking(config.on_breaking);
+    let mut builder = Server::builder()
+        .max_message_size(config.max_message_size)
+        .watch(config.watch)
+        .on_breaking(config.on_breaking)
+        .compression(config.compression);
     for root in &config.roots {
         builder = builder.schema_dir(root);
     }
@@ -315,8 +333,8 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
     let server = builder.build()?;
     let listener = TcpListener::bind(config.addr)
         .await
-        .map_err(|source| Error::Io { context: format!("cannot listen on {}", config.addr), source })?;
-    let addr = listener.local_addr().map_err(|source| Error::Io { context: "local address".into(), source })?;
+        .map_err(|source| Error::io(format!("cannot listen on {}", config.addr), source))?;
+    let addr = listener.local_addr().map_err(|source| Error::io("local address", source))?;
     let snap = server.snapshot();
     let services = snap.services();
     tracing::info!(
@@ -356,7 +374,7 @@ pub fn check(config: &CheckConfig) -> Result<String, Error> {
     let snap = server.snapshot();
     if let Some(path) = &config.descriptor_set_out {
         std::fs::write(path, snap.schema().pool().encode_to_vec())
-            .map_err(|source| Error::Io { context: format!("cannot write '{}'", path.display()), source })?;
+            .map_err(|source| Error::io(format!("cannot write '{}'", path.display()), source))?;
     }
     let mut out = format!(
         "{} file(s), {} service(s), {} method(s)\n",

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use crate::handler::BoxFuture;
+use crate::call::BoxFuture;
 
 use hyper::body::Incoming;
 use prost_reflect::DescriptorPool;

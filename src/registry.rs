@@ -14,23 +14,12 @@ use prost_reflect::MethodDescriptor;
 use tokio::sync::watch;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::handler::store::{Convention, SharedStore};
-use crate::handler::{Handler, Kind};
+use crate::call::Kind;
 use crate::health::HealthState;
 use crate::reflection::Reflection;
+use crate::responder::{self, Respond, Responder};
 use crate::schema::Schema;
 use crate::validate::Validation;
-
-/// How a route answers.
-#[derive(Debug)]
-pub(crate) enum Target {
-    /// A handler registered by Rust code.
-    Handler(Handler),
-    /// A resource-store convention.
-    Store(Box<Convention>),
-    /// Nothing serves this method; the message says how to serve it.
-    Unimplemented(String),
-}
 
 /// One method of the live schema, resolved once per schema.
 #[derive(Debug)]
@@ -38,7 +27,8 @@ pub(crate) struct Route {
     pub(crate) path: Arc<str>,
     pub(crate) method: MethodDescriptor,
     pub(crate) kind: Kind,
-    pub(crate) target: Target,
+    /// What answers it (the first responder of the chain that does).
+    pub(crate) responder: Arc<dyn Respond>,
     /// How requests are checked against their `buf.validate` rules.
     pub(crate) validation: Validation,
 }
@@ -95,14 +85,7 @@ impl Snapshot {
         let mut v: Vec<_> = self
             .routes
             .values()
-            .map(|r| {
-                let by = match &r.target {
-                    Target::Handler(_) => "registered handler".to_owned(),
-                    Target::Store(p) => p.describe(),
-                    Target::Unimplemented(_) => "UNIMPLEMENTED (no handler, no convention)".to_owned(),
-                };
-                format!("{}  [{}] {}", r.path, r.kind.name(), by)
-            })
+            .map(|r| format!("{}  [{}] {}", r.path, r.kind.name(), r.responder.describe()))
             .collect();
         v.sort();
         v
@@ -122,17 +105,16 @@ pub enum BuildError {
         /// What the method is.
         method: &'static str,
     },
-    /// Building the snapshot failed unexpectedly (a bug; the live schema is kept).
+    /// Building the snapshot panicked or was cancelled (a bug; the live schema is kept).
     #[error("building the snapshot failed: {0}")]
-    Internal(String),
+    Internal(#[source] tokio::task::JoinError),
 }
 
-/// Owns the live snapshot, the handlers registered by code, the store (which
-/// outlives reloads) and health statuses.
+/// Owns the live snapshot, the responder chain (handlers registered by code, the
+/// store, which outlive reloads) and health statuses.
 pub(crate) struct Registry {
     live: ArcSwap<Snapshot>,
-    handlers: HashMap<String, Handler>,
-    pub(crate) store: SharedStore,
+    chain: Vec<Arc<dyn Responder>>,
     health: HealthState,
     next_generation: AtomicU64,
     generations: watch::Sender<u64>,
@@ -151,27 +133,13 @@ pub(crate) fn method_path(name: &str) -> String {
 
 impl Registry {
     /// Builds the first snapshot. Handlers are keyed by path (`/pkg.Service/Method`).
-    pub(crate) fn new(
-        schema: Schema,
-        handlers: HashMap<String, Handler>,
-        store: SharedStore,
-        health: HealthState,
-    ) -> Result<Self, BuildError> {
-        let first = build_snapshot(schema, &handlers, 1)?;
-        for path in handlers.keys() {
-            if !first.routes.contains_key(path.as_str()) {
-                tracing::warn!(%path, "a handler is registered for a method the schema does not have");
-            }
+    pub(crate) fn new(schema: Schema, chain: Vec<Arc<dyn Responder>>, health: HealthState) -> Result<Self, BuildError> {
+        let first = build_snapshot(schema, &chain, 1)?;
+        for r in &chain {
+            r.unmatched(&|path| first.routes.contains_key(path));
         }
         let (generations, _) = watch::channel(1);
-        Ok(Self {
-            live: ArcSwap::from_pointee(first),
-            handlers,
-            store,
-            health,
-            next_generation: AtomicU64::new(2),
-            generations,
-        })
+        Ok(Self { live: ArcSwap::from_pointee(first), chain, health, next_generation: AtomicU64::new(2), generations })
     }
 
     /// The live snapshot (one atomic load and a reference-count bump).
@@ -182,7 +150,7 @@ impl Registry {
     /// Builds a snapshot for `schema` without publishing it.
     pub(crate) fn prepare(&self, schema: Schema) -> Result<Snapshot, BuildError> {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        build_snapshot(schema, &self.handlers, generation)
+        build_snapshot(schema, &self.chain, generation)
     }
 
     /// Publishes a complete snapshot and updates health to match its services.
@@ -223,34 +191,19 @@ impl Registry {
     }
 }
 
-fn build_snapshot(
-    schema: Schema,
-    handlers: &HashMap<String, Handler>,
-    generation: u64,
-) -> Result<Snapshot, BuildError> {
+fn build_snapshot(schema: Schema, chain: &[Arc<dyn Responder>], generation: u64) -> Result<Snapshot, BuildError> {
     let mut routes = HashMap::default();
     for service in schema.pool().services() {
         for method in service.methods() {
             let path = format!("/{}/{}", service.full_name(), method.name());
-            let kind = Kind::of(&method);
-            let target = match handlers.get(&path) {
-                Some(h) if h.kind() == kind => Target::Handler(h.clone()),
-                Some(h) => {
-                    return Err(BuildError::KindMismatch { path, handler: h.kind().name(), method: kind.name() });
-                }
-                None => match Convention::resolve(&method) {
-                    Some(conv) => Target::Store(Box::new(conv)),
-                    None => Target::Unimplemented(format!(
-                        "{} is not implemented: no handler is registered for it and its name \
-                         follows no resource-store convention (Create/Get/List/Update/Delete/BulkCreate<X>); \
-                         register a handler for \"{}\" in Rust",
-                        &path[1..],
-                        &path[1..]
-                    )),
-                },
+            let responder = responder::resolve(chain, &method)?;
+            let route = Route {
+                path: Arc::from(path.as_str()),
+                kind: Kind::of(&method),
+                validation: Validation::of(&method.input()),
+                method,
+                responder,
             };
-            let validation = Validation::of(&method.input());
-            let route = Route { path: Arc::from(path.as_str()), method, kind, target, validation };
             routes.insert(path.into_boxed_str(), Arc::new(route));
         }
     }

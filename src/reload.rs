@@ -270,7 +270,7 @@ impl ReloadHandle {
         let registry = self.inner.registry.clone();
         let snapshot = tokio::task::spawn_blocking(move || registry.prepare(schema))
             .await
-            .map_err(|e| ReloadError::Build { error: BuildError::Internal(e.to_string()), live: live_gen })?
+            .map_err(|e| ReloadError::Build { error: BuildError::Internal(e), live: live_gen })?
             .map_err(|error| ReloadError::Build { error, live: live_gen })?;
         let published = self.inner.registry.publish(snapshot).await;
         Ok(Reloaded { generation: published.generation(), diff, compile, swap: swap_started.elapsed() })

@@ -8,8 +8,9 @@ use prost::Message as _;
 use prost_protovalidate::{Error as ValidateError, Validator};
 use prost_reflect::{DynamicMessage, ExtensionDescriptor, Kind, MessageDescriptor, ReflectMessage as _};
 
-use crate::handler::wire::FlatShape;
-use tonic::{Code, Status};
+use crate::Error;
+use crate::wire::FlatShape;
+use tonic::Code;
 
 /// True when `msg` or any message reachable from its fields carries a
 /// `buf.validate` rule.
@@ -47,7 +48,7 @@ fn has_rules(
 /// Validates one request; a violation becomes INVALID_ARGUMENT whose message is the
 /// rule's own message when there is one violation, with every violation in a
 /// `google.rpc.BadRequest` detail.
-pub(crate) fn check(validator: &Validator, msg: &DynamicMessage) -> Result<(), Status> {
+pub(crate) fn check(validator: &Validator, msg: &DynamicMessage) -> Result<(), Error> {
     match validator.validate(msg) {
         Ok(()) => Ok(()),
         Err(ValidateError::Validation(err)) => {
@@ -63,14 +64,14 @@ pub(crate) fn check(validator: &Validator, msg: &DynamicMessage) -> Result<(), S
         }
         Err(other) => {
             tracing::error!(message = %msg.descriptor().full_name(), error = %other, "validation rule failed to evaluate");
-            Err(Status::internal("validation rules could not be evaluated"))
+            Err(Error::internal("validation rules could not be evaluated"))
         }
     }
 }
 
 /// INVALID_ARGUMENT for a non-empty list of violations: the message is the one
 /// violation's own message, or `field: message` pairs; all go in a BadRequest detail.
-fn invalid(field_violations: Vec<FieldViolation>) -> Status {
+fn invalid(field_violations: Vec<FieldViolation>) -> Error {
     let message = match field_violations.as_slice() {
         [one] => one.description.clone(),
         many => many.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "),
@@ -84,7 +85,7 @@ fn invalid(field_violations: Vec<FieldViolation>) -> Status {
             value: bad_request.encode_to_vec(),
         }],
     };
-    Status::with_details(Code::InvalidArgument, message, details.encode_to_vec().into())
+    Error::invalid_argument_with_details(message, details.encode_to_vec().into())
 }
 
 /// How a method's input is validated, decided once per schema.
@@ -196,7 +197,7 @@ impl NativeRules {
     }
 
     /// Checks a decoded message.
-    pub(crate) fn check_message(&self, msg: &DynamicMessage) -> Result<(), Status> {
+    pub(crate) fn check_message(&self, msg: &DynamicMessage) -> Result<(), Error> {
         self.report(|number| {
             msg.descriptor().get_field(number).and_then(|f| msg.get_field(&f).as_str().map(str::to_owned))
         })
@@ -204,9 +205,9 @@ impl NativeRules {
 
     /// Checks the request bytes directly; `Err(Ok(..))` is a violation, `Err(Err(..))`
     /// bytes that do not decode.
-    pub(crate) fn check_raw(&self, raw: &[u8]) -> Result<(), Result<Status, String>> {
+    pub(crate) fn check_raw(&self, raw: &[u8]) -> Result<(), Result<Error, String>> {
         let mut values: Vec<(u32, &[u8])> = Vec::with_capacity(self.rules.len());
-        crate::handler::wire::walk(raw, &self.shape, |f| {
+        crate::wire::walk(raw, &self.shape, |f| {
             if self.rules.iter().any(|r| r.number == f.number) {
                 match values.iter_mut().find(|(n, _)| *n == f.number) {
                     Some(slot) => slot.1 = f.payload,
@@ -223,7 +224,7 @@ impl NativeRules {
         .map_err(Ok)
     }
 
-    fn report(&self, value_of: impl Fn(u32) -> Option<String>) -> Result<(), Status> {
+    fn report(&self, value_of: impl Fn(u32) -> Option<String>) -> Result<(), Error> {
         let mut violations = Vec::new();
         for rule in &self.rules {
             let value = value_of(rule.number).unwrap_or_default();
@@ -340,9 +341,9 @@ message Q { M inner = 1; }
                 m.set_field_by_name("a", Value::String(a.into()));
                 m.set_field_by_name("b", Value::String(b.into()));
                 m.set_field_by_name("c", Value::String("free".into()));
-                let full = check(&validator, &m);
-                let by_msg = native.check_message(&m);
-                let by_raw = native.check_raw(&m.encode_to_vec()).map_err(|e| e.expect("bytes decode"));
+                let full = check(&validator, &m).map_err(Error::into_status);
+                let by_msg = native.check_message(&m).map_err(Error::into_status);
+                let by_raw = native.check_raw(&m.encode_to_vec()).map_err(|e| e.expect("bytes decode").into_status());
                 for got in [&by_msg, &by_raw] {
                     match (&full, got) {
                         (Ok(()), Ok(())) => {}

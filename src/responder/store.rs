@@ -8,177 +8,22 @@
 //! wrote: after a schema reload each record reads back exactly as its bytes decode
 //! under the new schema, and replies go out without being re-encoded.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_util::TryStreamExt as _;
 use prost::Message as _;
 use prost_reflect::{
     DescriptorPool, DynamicMessage, FieldDescriptor, Kind as FieldKind, MessageDescriptor, MethodDescriptor, Value,
 };
-use tonic::Status;
 
-use super::wire::{self, FlatShape};
-use super::{Kind, Reply};
-
-/// A fast, seeded hasher for the store's maps (ids can be long UUID strings, and
-/// SipHash showed up in profiles); foldhash is already in the tree via hashbrown.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
-/// Records by message full name; each table keeps insertion order.
-#[derive(Debug, Default)]
-pub(crate) struct Store {
-    tables: RwLock<FastMap<String, Table>>,
-}
-
-#[derive(Debug, Default)]
-struct Table {
-    /// Insertion order; a deleted record leaves `None` so positions stay valid.
-    /// The id is shared with the index (one allocation per record).
-    rows: Vec<Option<(Arc<str>, Bytes)>>,
-    /// id -> position in `rows`.
-    index: FastMap<Arc<str>, usize>,
-}
-
-impl Table {
-    fn get(&self, id: &str) -> Option<&Bytes> {
-        let pos = *self.index.get(id)?;
-        self.rows[pos].as_ref().map(|(_, b)| b)
-    }
-
-    /// Appends a record unless its id is taken (one hash lookup).
-    fn try_insert(&mut self, id: String, bytes: Bytes) -> Result<(), StoreError> {
-        let id: Arc<str> = Arc::from(id);
-        match self.index.entry(id.clone()) {
-            std::collections::hash_map::Entry::Occupied(_) => Err(StoreError::Exists(id.to_string())),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(self.rows.len());
-                self.rows.push(Some((id, bytes)));
-                Ok(())
-            }
-        }
-    }
-}
-
-/// Why a store operation failed; mapped to a status by the caller.
-#[derive(Debug)]
-pub(crate) enum StoreError {
-    Exists(String),
-}
-
-impl Store {
-    pub(crate) fn get(&self, table: &str, id: &str) -> Option<Bytes> {
-        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
-        tables.get(table)?.get(id).cloned()
-    }
-
-    /// Inserts one record; an id already present fails.
-    pub(crate) fn insert(&self, table: &str, id: String, bytes: Bytes) -> Result<(), StoreError> {
-        let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
-        table_mut(&mut tables, table).try_insert(id, bytes)
-    }
-
-    /// Inserts all records or none: an id already present (or repeated in the
-    /// batch) fails the whole batch and undoes what this call inserted.
-    pub(crate) fn insert_all(&self, table: &str, records: Vec<(String, Bytes)>) -> Result<(), StoreError> {
-        let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
-        let t = table_mut(&mut tables, table);
-        let start = t.rows.len();
-        t.rows.reserve(records.len());
-        t.index.reserve(records.len());
-        for (id, bytes) in records {
-            if let Err(e) = t.try_insert(id, bytes) {
-                for (id, _) in t.rows.drain(start..).flatten() {
-                    t.index.remove(&id);
-                }
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    /// Replaces an existing record; false when there is none.
-    pub(crate) fn replace(&self, table: &str, id: &str, bytes: Bytes) -> bool {
-        let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
-        let Some(t) = tables.get_mut(table) else {
-            return false;
-        };
-        let Some(&pos) = t.index.get(id) else {
-            return false;
-        };
-        match &mut t.rows[pos] {
-            Some((_, b)) => {
-                *b = bytes;
-                true
-            }
-            None => false,
-        }
-    }
-
-    pub(crate) fn delete(&self, table: &str, id: &str) -> Option<Bytes> {
-        let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
-        let t = tables.get_mut(table)?;
-        let pos = t.index.remove(id)?;
-        t.rows[pos].take().map(|(_, b)| b)
-    }
-
-    /// Up to `n` records after the record `after` (from the start when `None`),
-    /// plus the id of the last one returned when more follow.
-    pub(crate) fn page(
-        &self,
-        table: &str,
-        after: Option<&str>,
-        n: usize,
-    ) -> Result<(Vec<Bytes>, Option<String>), Status> {
-        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
-        let Some(t) = tables.get(table) else {
-            return match after {
-                None => Ok((Vec::new(), None)),
-                Some(tok) => Err(bad_token(tok)),
-            };
-        };
-        let start = match after {
-            None => 0,
-            Some(tok) => t.index.get(tok).map(|p| p + 1).ok_or_else(|| bad_token(tok))?,
-        };
-        let mut out = Vec::with_capacity(n.min(1024));
-        let mut last = None;
-        let mut rows = t.rows[start..].iter().flatten();
-        for (id, bytes) in rows.by_ref() {
-            if out.len() == n {
-                break;
-            }
-            out.push(bytes.clone());
-            last = Some(id);
-        }
-        // More follow when a live row remains after the last one returned.
-        let more = last.is_some_and(|id| {
-            let pos = t.index[&**id];
-            t.rows[pos + 1..].iter().any(Option::is_some)
-        });
-        Ok((out, if more { last.map(|id| id.to_string()) } else { None }))
-    }
-
-    /// Number of live records in a table.
-    #[cfg(test)]
-    pub(crate) fn len(&self, table: &str) -> usize {
-        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
-        tables.get(table).map_or(0, |t| t.index.len())
-    }
-}
-
-/// The table for `name`, created on first use (no allocation when it exists).
-fn table_mut<'a>(tables: &'a mut FastMap<String, Table>, name: &str) -> &'a mut Table {
-    if !tables.contains_key(name) {
-        tables.insert(name.to_owned(), Table::default());
-    }
-    tables.get_mut(name).expect("just inserted")
-}
-
-fn bad_token(tok: &str) -> Status {
-    Status::invalid_argument(format!("invalid page_token '{tok}': no such record"))
-}
+use super::{Respond, Responder};
+use crate::Error;
+use crate::call::{Answer, BoxFuture, CallRequest, Input, Kind, Reply};
+use crate::registry::BuildError;
+use crate::store::{InsertError, Store};
+use crate::wire::{self, FlatShape};
 
 /// The resource message a convention works on.
 #[derive(Debug, Clone)]
@@ -210,8 +55,8 @@ impl Resource {
         self.msg.full_name()
     }
 
-    fn not_found(&self, id: &str) -> Status {
-        Status::not_found(format!("{} '{}' not found", self.display, id))
+    fn not_found(&self, id: &str) -> Error {
+        Error::not_found(format!("{} '{}' not found", self.display, id))
     }
 }
 
@@ -385,7 +230,7 @@ impl Plan {
     }
 
     /// Serves a unary method.
-    pub(crate) fn unary(&self, store: &Store, req: DynamicMessage) -> Result<Reply, Status> {
+    pub(crate) fn unary(&self, store: &dyn Store, req: DynamicMessage) -> Result<Reply, Error> {
         match self {
             Plan::Create { res, from } => {
                 let (id, bytes) = new_record(res, from, req);
@@ -395,34 +240,33 @@ impl Plan {
             Plan::Get { res, key } => {
                 let id = req.get_field(key);
                 let id = key_str(&id);
-                store.get(res.table(), &id).map(Reply::Encoded).ok_or_else(|| res.not_found(&id))
+                store.get(res.table(), &id)?.map(Reply::Encoded).ok_or_else(|| res.not_found(&id))
             }
             Plan::Update { res, from } => {
                 let mut msg = from.build(res, req);
                 let Some(id_field) = res.id.as_ref() else {
-                    return Err(Status::internal("update convention without an id field"));
+                    return Err(Error::internal("update convention without an id field"));
                 };
                 let id = key_string(&msg.get_field(id_field));
                 if let Some(f) = &res.updated {
                     msg.set_field(f, now_value(f));
                 }
-                // Keep what the old record had for fields the request leaves unset.
-                let old = store.get(res.table(), &id).ok_or_else(|| res.not_found(&id))?;
-                let mut merged = DynamicMessage::decode(res.msg.clone(), old)
-                    .map_err(|e| Status::internal(format!("stored {} '{id}' does not decode: {e}", res.display)))?;
-                for (f, v) in msg.fields() {
-                    merged.set_field(&f, v.clone());
-                }
-                let bytes = Bytes::from(merged.encode_to_vec());
-                if store.replace(res.table(), &id, bytes.clone()) {
-                    Ok(Reply::Encoded(bytes))
-                } else {
-                    Err(res.not_found(&id))
-                }
+                // Keep what the record has for fields the request leaves unset; the
+                // store runs the merge under the record's lock, so concurrent
+                // updates of one record never lose each other's fields.
+                let merged = store.update(res.table(), &id, &mut |old| {
+                    let mut merged = DynamicMessage::decode(res.msg.clone(), old.clone())
+                        .map_err(|e| Error::internal(format!("stored {} '{id}' does not decode: {e}", res.display)))?;
+                    for (f, v) in msg.fields() {
+                        merged.set_field(&f, v.clone());
+                    }
+                    Ok(Bytes::from(merged.encode_to_vec()))
+                })?;
+                merged.map(Reply::Encoded).ok_or_else(|| res.not_found(&id))
             }
             Plan::Delete { res, key, output } => {
                 let id = key_string(&req.get_field(key));
-                let old = store.delete(res.table(), &id).ok_or_else(|| res.not_found(&id))?;
+                let old = store.delete(res.table(), &id)?.ok_or_else(|| res.not_found(&id))?;
                 Ok(if *output == res.msg {
                     Reply::Encoded(old)
                 } else {
@@ -432,29 +276,29 @@ impl Plan {
             Plan::List(list) => {
                 let (items, next) = list.page(store, &req)?;
                 let Some((output, items_field, next_field)) = list.unary.as_ref() else {
-                    return Err(Status::internal("streaming list called as unary"));
+                    return Err(Error::internal("streaming list called as unary"));
                 };
                 let mut out = DynamicMessage::new(output.clone());
                 let decoded = items
                     .into_iter()
                     .map(|b| DynamicMessage::decode(list.res.msg.clone(), b).map(Value::Message))
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| Status::internal(format!("stored {} does not decode: {e}", list.res.display)))?;
+                    .map_err(|e| Error::internal(format!("stored {} does not decode: {e}", list.res.display)))?;
                 out.set_field(items_field, Value::List(decoded));
                 if let (Some(f), Some(tok)) = (next_field, next) {
                     out.set_field(f, Value::String(tok));
                 }
                 Ok(Reply::Message(out))
             }
-            Plan::BulkCreate { .. } => Err(Status::internal("BulkCreate is client-streaming")),
+            Plan::BulkCreate { .. } => Err(Error::internal("BulkCreate is client-streaming")),
         }
     }
 
     /// Serves a server-streaming list: the page, as encoded records.
-    pub(crate) fn stream(&self, store: &Store, req: &DynamicMessage) -> Result<Vec<Bytes>, Status> {
+    pub(crate) fn stream(&self, store: &dyn Store, req: &DynamicMessage) -> Result<Vec<Bytes>, Error> {
         match self {
             Plan::List(list) => list.page(store, req).map(|(items, _)| items),
-            _ => Err(Status::internal("not a streaming convention")),
+            _ => Err(Error::internal("not a streaming convention")),
         }
     }
 
@@ -472,14 +316,16 @@ impl Plan {
 }
 
 impl ListPlan {
-    fn page(&self, store: &Store, req: &DynamicMessage) -> Result<(Vec<Bytes>, Option<String>), Status> {
+    fn page(&self, store: &dyn Store, req: &DynamicMessage) -> Result<(Vec<Bytes>, Option<String>), Error> {
         let size = self.page_size.as_ref().map(|f| key_string(&req.get_field(f)));
         let token = self.page_token.as_ref().map(|f| key_string(&req.get_field(f)));
-        store.page(self.res.table(), token.as_deref().filter(|t| !t.is_empty()), page_size(size.as_deref()))
+        let page =
+            store.page(self.res.table(), token.as_deref().filter(|t| !t.is_empty()), page_size(size.as_deref()))?;
+        Ok((page.records, page.next))
     }
 
     /// The same, reading `page_size` and `page_token` straight from the request bytes.
-    fn page_raw(&self, store: &Store, shape: &FlatShape, input: &Input) -> Result<Vec<Bytes>, Status> {
+    fn page_raw(&self, store: &dyn Store, shape: &FlatShape, input: &Input) -> Result<Vec<Bytes>, Error> {
         let (mut size, mut token) = (None, None);
         wire::walk(&input.raw, shape, |f| {
             if let Some(pf) = self.page_size.as_ref().filter(|pf| pf.number() == f.number) {
@@ -490,7 +336,7 @@ impl ListPlan {
         })
         .map_err(|e| input.malformed(e))?;
         let token = token.filter(|t| !t.is_empty());
-        store.page(self.res.table(), token.as_deref(), page_size(size.as_deref())).map(|(items, _)| items)
+        store.page(self.res.table(), token.as_deref(), page_size(size.as_deref())).map(|p| p.records)
     }
 }
 
@@ -499,38 +345,6 @@ fn page_size(value: Option<&str>) -> usize {
     match value.map(str::parse::<i64>) {
         Some(Ok(n)) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
         _ => 10,
-    }
-}
-
-/// A request as the store receives it: the wire bytes, and the decoded message
-/// when someone (validation) already needed it.
-#[derive(Debug)]
-pub(crate) struct Input {
-    pub(crate) raw: Bytes,
-    pub(crate) decoded: Option<DynamicMessage>,
-    pub(crate) desc: MessageDescriptor,
-    pub(crate) path: std::sync::Arc<str>,
-}
-
-impl Input {
-    /// The decoded message, decoding it now (and keeping it) if nobody has yet.
-    pub(crate) fn message_ref(&mut self) -> Result<&DynamicMessage, Status> {
-        if self.decoded.is_none() {
-            self.decoded = Some(crate::codec::decode(&self.desc, &self.path, self.raw.clone())?);
-        }
-        Ok(self.decoded.as_ref().expect("decoded just above"))
-    }
-
-    /// The decoded message (decoding now if nobody has yet).
-    pub(crate) fn message(self) -> Result<DynamicMessage, Status> {
-        match self.decoded {
-            Some(m) => Ok(m),
-            None => crate::codec::decode(&self.desc, &self.path, self.raw),
-        }
-    }
-
-    pub(crate) fn malformed(&self, e: impl std::fmt::Display) -> Status {
-        crate::codec::malformed(&self.path, &self.desc, e)
     }
 }
 
@@ -565,7 +379,7 @@ impl Convention {
     }
 
     /// Serves a unary method.
-    pub(crate) fn unary(&self, store: &Store, input: Input) -> Result<Reply, Status> {
+    pub(crate) fn unary(&self, store: &dyn Store, input: Input) -> Result<Reply, Error> {
         match (&self.plan, &self.shape, &self.create) {
             (Plan::Get { res, key }, Some(shape), _) => {
                 let mut id = None;
@@ -576,7 +390,7 @@ impl Convention {
                 })
                 .map_err(|e| input.malformed(e))?;
                 let id = id.map(|f| wire::key_of(key, &f)).unwrap_or_default();
-                store.get(res.table(), &id).map(Reply::Encoded).ok_or_else(|| res.not_found(&id))
+                store.get(res.table(), &id)?.map(Reply::Encoded).ok_or_else(|| res.not_found(&id))
             }
             (Plan::Create { res, .. }, Some(shape), Some(fast)) => {
                 let (id, bytes) = fast.record(res, shape, &input.raw).map_err(|e| input.malformed(e))?;
@@ -588,7 +402,7 @@ impl Convention {
     }
 
     /// Serves a server-streaming list: the page, as encoded records.
-    pub(crate) fn stream(&self, store: &Store, input: Input) -> Result<Vec<Bytes>, Status> {
+    pub(crate) fn stream(&self, store: &dyn Store, input: Input) -> Result<Vec<Bytes>, Error> {
         match (&self.plan, &self.shape) {
             (Plan::List(list), Some(shape)) if list.unary.is_none() => list.page_raw(store, shape, &input),
             _ => self.plan.stream(store, &input.message()?),
@@ -596,9 +410,9 @@ impl Convention {
     }
 
     /// Serves a client-streaming bulk create, all or nothing.
-    pub(crate) fn bulk(&self, store: &Store, inputs: Vec<Input>) -> Result<Reply, Status> {
+    pub(crate) fn bulk(&self, store: &dyn Store, inputs: Vec<Input>) -> Result<Reply, Error> {
         let Plan::BulkCreate { res, from, count, ids } = &self.plan else {
-            return Err(Status::internal("not a client-streaming convention"));
+            return Err(Error::internal("not a client-streaming convention"));
         };
         let records = match (&self.shape, &self.create) {
             (Some(shape), Some(fast)) => inputs
@@ -708,9 +522,10 @@ fn new_id(field: &FieldDescriptor) -> String {
     }
 }
 
-fn exists(res: &Resource, e: StoreError) -> Status {
+fn exists(res: &Resource, e: InsertError) -> Error {
     match e {
-        StoreError::Exists(id) => Status::already_exists(format!("{} '{}' already exists", res.display, id)),
+        InsertError::Exists(id) => Error::already_exists(format!("{} '{}' already exists", res.display, id)),
+        InsertError::Store(e) => e,
     }
 }
 
@@ -826,7 +641,7 @@ fn snake_case(s: &str) -> String {
 
 /// Pre-loads records from a YAML or JSON file: message full name -> list of records
 /// in the proto3 JSON mapping. Returns how many records were loaded.
-pub(crate) fn load_data(store: &Store, pool: &DescriptorPool, path: &std::path::Path) -> Result<usize, String> {
+pub(crate) fn load_data(store: &dyn Store, pool: &DescriptorPool, path: &std::path::Path) -> Result<usize, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read data file '{}': {e}", path.display()))?;
     let doc: serde_json::Value = yaml_serde::from_str(&text)
         .map_err(|e| format!("data file '{}' is not valid YAML/JSON: {e}", path.display()))?;
@@ -854,59 +669,83 @@ pub(crate) fn load_data(store: &Store, pool: &DescriptorPool, path: &std::path::
             batch.push((id, Bytes::from(msg.encode_to_vec())));
         }
         total += batch.len();
-        store.insert_all(&name, batch).map_err(|StoreError::Exists(id)| {
-            format!("data file '{}': {name} record with id '{id}' appears twice", path.display())
+        store.insert_all(&name, batch).map_err(|e| match e {
+            InsertError::Exists(id) => {
+                format!("data file '{}': {name} record with id '{id}' appears twice", path.display())
+            }
+            InsertError::Store(e) => format!("data file '{}': {name}: {e}", path.display()),
         })?;
     }
     Ok(total)
 }
 
-/// Shared handle to the store (it outlives schema reloads).
-pub(crate) type SharedStore = Arc<Store>;
+/// The resource-store responder: CRUD-shaped methods answered from a [`Store`].
+#[derive(Debug)]
+pub(crate) struct StoreResponder {
+    store: Arc<dyn Store>,
+}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl StoreResponder {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+}
 
-    #[test]
-    fn pages_follow_insertion_order_and_tokens() {
-        let s = Store::default();
-        let recs = (0..5).map(|i| (format!("id{i}"), Bytes::from(vec![i as u8]))).collect();
-        s.insert_all("t", recs).unwrap();
-        let (p1, next) = s.page("t", None, 2).unwrap();
-        assert_eq!(p1, vec![Bytes::from(vec![0]), Bytes::from(vec![1])]);
-        assert_eq!(next.as_deref(), Some("id1"));
-        s.delete("t", "id2").unwrap();
-        let (p2, next) = s.page("t", next.as_deref(), 2).unwrap();
-        assert_eq!(p2, vec![Bytes::from(vec![3]), Bytes::from(vec![4])]);
-        assert_eq!(next, None);
-        assert!(s.page("t", Some("nope"), 2).is_err());
-        assert_eq!(s.len("t"), 4);
+impl Responder for StoreResponder {
+    fn name(&self) -> &'static str {
+        "store"
     }
 
-    #[test]
-    fn insert_all_is_all_or_nothing() {
-        let s = Store::default();
-        s.insert_all("t", vec![("a".into(), Bytes::new())]).unwrap();
-        let err = s.insert_all("t", vec![("b".into(), Bytes::new()), ("a".into(), Bytes::new())]);
-        assert!(err.is_err());
-        assert_eq!(s.len("t"), 1);
-        assert!(s.get("t", "b").is_none(), "the batch was undone");
-        // A repeated id inside one batch fails it too.
-        let err = s.insert_all("t", vec![("c".into(), Bytes::new()), ("c".into(), Bytes::new())]);
-        assert!(err.is_err());
-        assert!(s.get("t", "c").is_none());
-        // And the table still works afterwards.
-        s.insert_all("t", vec![("c".into(), Bytes::from_static(b"x"))]).unwrap();
-        assert_eq!(s.get("t", "c"), Some(Bytes::from_static(b"x")));
-        let (page, _) = s.page("t", None, 10).unwrap();
-        assert_eq!(page.len(), 2);
+    fn resolve(&self, method: &MethodDescriptor) -> Result<Option<Arc<dyn Respond>>, BuildError> {
+        Ok(Convention::resolve(method).map(|conv| {
+            let route = StoreRoute { conv, store: self.store.clone() };
+            Arc::new(StoreRouteRef(Arc::new(route))) as Arc<dyn Respond>
+        }))
+    }
+}
+
+/// One method answered by the store.
+#[derive(Debug)]
+struct StoreRoute {
+    conv: Convention,
+    store: Arc<dyn Store>,
+}
+
+/// Shared so each call's future owns a reference (one count bump per call).
+#[derive(Debug)]
+struct StoreRouteRef(Arc<StoreRoute>);
+
+impl Respond for StoreRouteRef {
+    fn respond(&self, call: CallRequest) -> BoxFuture<Result<Answer, Error>> {
+        let this = self.0.clone();
+        Box::pin(async move {
+            let (conv, store) = (&this.conv, &*this.store);
+            match Kind::of(call.method()) {
+                Kind::Unary => {
+                    let (ex, input) = call.into_unary().await?;
+                    Ok(Answer::one(conv.unary(store, ex.checked(input)?)?))
+                }
+                Kind::ServerStreaming => {
+                    let (ex, input) = call.into_unary().await?;
+                    let page = conv.stream(store, ex.checked(input)?)?;
+                    Ok(Answer::stream(Box::pin(futures_util::stream::iter(
+                        page.into_iter().map(|b| Ok(Reply::Encoded(b))),
+                    ))))
+                }
+                Kind::ClientStreaming => {
+                    // All or nothing: read (and validate) every request before storing any.
+                    let (ex, frames) = call.into_streaming();
+                    let frames: Vec<Bytes> = frames.try_collect().await?;
+                    let inputs =
+                        frames.into_iter().map(|raw| ex.checked(ex.input(raw))).collect::<Result<Vec<_>, _>>()?;
+                    Ok(Answer::one(conv.bulk(store, inputs)?))
+                }
+                Kind::Bidi => Err(Error::internal(format!("{}: no store convention is bidi-streaming", call.path()))),
+            }
+        })
     }
 
-    #[test]
-    fn plural_and_snake() {
-        assert_eq!(plural_candidates("Users")[0], "User");
-        assert_eq!(plural_candidates("Categories")[0], "Category");
-        assert_eq!(snake_case("UserProfile"), "user_profile");
+    fn describe(&self) -> String {
+        self.0.conv.describe()
     }
 }

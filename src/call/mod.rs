@@ -1,0 +1,411 @@
+//! The protocol-neutral call: a route plus a request (one message or a stream of
+//! them, as protobuf bytes) in, an [`Answer`] (one reply or a stream) out.
+//!
+//! Protocol adapters build a [`CallRequest`] and hand it to the call stack: the
+//! middleware layers, then [`Core`], which runs the route's responder under a
+//! panic guard (building its future included), checks reply sizes and turns a
+//! panic in a reply stream into INTERNAL. Requests stay bytes until a responder
+//! needs a message: [`Input`] decodes and validates on demand.
+
+use std::any::Any;
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::{FutureExt as _, Stream, StreamExt as _};
+use prost::Message as _;
+use prost_reflect::{DynamicMessage, MessageDescriptor, MethodDescriptor};
+use tokio::time::Instant;
+use tonic::metadata::MetadataMap;
+
+use crate::Error;
+use crate::registry::{Route, Snapshot};
+use crate::validate::{self, Validation};
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
+
+/// A stream of request messages as bytes, in arrival order.
+pub(crate) type Frames = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send + 'static>>;
+
+/// A stream of replies.
+pub type Replies = Pin<Box<dyn Stream<Item = Result<Reply, Error>> + Send + 'static>>;
+
+/// A message on its way out: a dynamic message, or bytes already encoded with the
+/// method's output type (the store keeps records as wire bytes).
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Encode this message.
+    Message(DynamicMessage),
+    /// Send these bytes as they are.
+    Encoded(Bytes),
+}
+
+impl Reply {
+    /// The encoded length.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Reply::Message(m) => m.encoded_len(),
+            Reply::Encoded(b) => b.len(),
+        }
+    }
+}
+
+impl From<DynamicMessage> for Reply {
+    fn from(m: DynamicMessage) -> Self {
+        Reply::Message(m)
+    }
+}
+
+/// The four RPC kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Unary.
+    Unary,
+    /// Server-streaming.
+    ServerStreaming,
+    /// Client-streaming.
+    ClientStreaming,
+    /// Bidirectional streaming.
+    Bidi,
+}
+
+impl Kind {
+    /// The kind of a method, from its descriptor.
+    pub fn of(method: &MethodDescriptor) -> Kind {
+        match (method.is_client_streaming(), method.is_server_streaming()) {
+            (false, false) => Kind::Unary,
+            (false, true) => Kind::ServerStreaming,
+            (true, false) => Kind::ClientStreaming,
+            (true, true) => Kind::Bidi,
+        }
+    }
+
+    /// A human name: `unary`, `server-streaming`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Unary => "unary",
+            Kind::ServerStreaming => "server-streaming",
+            Kind::ClientStreaming => "client-streaming",
+            Kind::Bidi => "bidi-streaming",
+        }
+    }
+}
+
+/// The body of a request.
+pub(crate) enum Body {
+    /// Exactly one message (protocols that frame unary requests themselves).
+    #[allow(dead_code)] // used by the browser protocols' adapters
+    One(Bytes),
+    /// Messages as they arrive.
+    Frames(Frames),
+}
+
+/// One call as the middleware and the responders see it.
+pub struct CallRequest {
+    pub(crate) snap: Arc<Snapshot>,
+    pub(crate) route: Arc<Route>,
+    metadata: MetadataMap,
+    deadline: Option<Instant>,
+    body: Body,
+}
+
+impl fmt::Debug for CallRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallRequest")
+            .field("path", &self.route.path)
+            .field("generation", &self.snap.generation())
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallRequest {
+    pub(crate) fn new(
+        snap: Arc<Snapshot>,
+        route: Arc<Route>,
+        metadata: MetadataMap,
+        deadline: Option<Instant>,
+        body: Body,
+    ) -> Self {
+        Self { snap, route, metadata, deadline, body }
+    }
+
+    /// The method called.
+    pub fn method(&self) -> &MethodDescriptor {
+        &self.route.method
+    }
+
+    /// The method's path, `/pkg.Service/Method`.
+    pub fn path(&self) -> &str {
+        &self.route.path
+    }
+
+    /// The schema generation this call runs on, start to end.
+    pub fn generation(&self) -> u64 {
+        self.snap.generation()
+    }
+
+    /// The request metadata (headers).
+    pub fn metadata(&self) -> &MetadataMap {
+        &self.metadata
+    }
+
+    /// The request metadata, for layers that add to what responders see.
+    pub fn metadata_mut(&mut self) -> &mut MetadataMap {
+        &mut self.metadata
+    }
+
+    /// When the whole call (streamed replies included) must be over.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Sets (or clears) the deadline.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// Splits off the metadata and the one request message (unary and
+    /// server-streaming methods).
+    pub(crate) async fn into_unary(self) -> Result<(Exchange, Input), Error> {
+        let raw = match self.body {
+            Body::One(b) => b,
+            Body::Frames(mut frames) => match frames.next().await {
+                Some(r) => r?,
+                None => return Err(Error::internal(format!("{}: missing request message", self.route.path))),
+            },
+        };
+        let exchange = Exchange { snap: self.snap, route: self.route, metadata: self.metadata };
+        let input = exchange.input(raw);
+        Ok((exchange, input))
+    }
+
+    /// Splits off the metadata and the request stream (client- and bidi-streaming).
+    pub(crate) fn into_streaming(self) -> (Exchange, Frames) {
+        let frames = match self.body {
+            Body::One(b) => Box::pin(futures_util::stream::once(std::future::ready(Ok(b)))),
+            Body::Frames(f) => f,
+        };
+        (Exchange { snap: self.snap, route: self.route, metadata: self.metadata }, frames)
+    }
+}
+
+/// A call once its body has been split off: what decoding and validation need.
+pub(crate) struct Exchange {
+    pub(crate) snap: Arc<Snapshot>,
+    pub(crate) route: Arc<Route>,
+    pub(crate) metadata: MetadataMap,
+}
+
+impl Exchange {
+    pub(crate) fn input(&self, raw: Bytes) -> Input {
+        Input { raw, decoded: None, desc: self.route.method.input(), path: self.route.path.clone() }
+    }
+
+    /// The request as the store needs it: decoded and validated only when the
+    /// method's input carries `buf.validate` rules.
+    pub(crate) fn checked(&self, mut input: Input) -> Result<Input, Error> {
+        match &self.route.validation {
+            Validation::None => {}
+            Validation::Native(rules) => {
+                rules.check_raw(&input.raw).map_err(|e| e.unwrap_or_else(|bad| input.malformed(bad)))?
+            }
+            Validation::Full => validate::check(&self.snap.validator, input.message_ref()?)?,
+        }
+        Ok(input)
+    }
+
+    /// The request decoded and validated.
+    pub(crate) fn message(&self, input: Input) -> Result<DynamicMessage, Error> {
+        let msg = input.message()?;
+        match &self.route.validation {
+            Validation::None => {}
+            Validation::Native(rules) => rules.check_message(&msg)?,
+            Validation::Full => validate::check(&self.snap.validator, &msg)?,
+        }
+        Ok(msg)
+    }
+
+    /// A request stream decoded and validated message by message.
+    pub(crate) fn messages(self, frames: Frames) -> impl Stream<Item = Result<DynamicMessage, Error>> + Send {
+        frames.map(move |r| r.and_then(|raw| self.message(self.input(raw))))
+    }
+}
+
+/// A request message: its wire bytes, and the decoded message once someone needed it.
+#[derive(Debug)]
+pub(crate) struct Input {
+    pub(crate) raw: Bytes,
+    decoded: Option<DynamicMessage>,
+    desc: MessageDescriptor,
+    path: Arc<str>,
+}
+
+impl Input {
+    /// The decoded message, decoding it now (and keeping it) if nobody has yet.
+    pub(crate) fn message_ref(&mut self) -> Result<&DynamicMessage, Error> {
+        let decoded = match self.decoded.take() {
+            Some(m) => m,
+            None => decode(&self.desc, &self.path, self.raw.clone())?,
+        };
+        Ok(self.decoded.insert(decoded))
+    }
+
+    /// The decoded message (decoding now if nobody has yet).
+    pub(crate) fn message(self) -> Result<DynamicMessage, Error> {
+        match self.decoded {
+            Some(m) => Ok(m),
+            None => decode(&self.desc, &self.path, self.raw),
+        }
+    }
+
+    /// A request whose bytes are not a valid message of the input type.
+    pub(crate) fn malformed(&self, e: impl fmt::Display) -> Error {
+        malformed(&self.path, &self.desc, e)
+    }
+}
+
+/// Decodes a request message of type `desc`.
+pub(crate) fn decode(desc: &MessageDescriptor, path: &str, raw: Bytes) -> Result<DynamicMessage, Error> {
+    DynamicMessage::decode(desc.clone(), raw).map_err(|e| malformed(path, desc, e))
+}
+
+fn malformed(path: &str, desc: &MessageDescriptor, e: impl fmt::Display) -> Error {
+    Error::malformed(format!("{path}: request is not a valid {} message: {e}", desc.full_name()))
+}
+
+/// What a call answers: response metadata and one reply or a stream of them.
+pub struct Answer {
+    /// Response metadata (headers) to send.
+    pub metadata: MetadataMap,
+    pub(crate) body: Output,
+}
+
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let body = match &self.body {
+            Output::One(_) => "one",
+            Output::Many(_) => "stream",
+        };
+        f.debug_struct("Answer").field("body", &body).finish_non_exhaustive()
+    }
+}
+
+pub(crate) enum Output {
+    One(Reply),
+    Many(Replies),
+}
+
+impl Answer {
+    /// One reply.
+    pub fn one(reply: impl Into<Reply>) -> Self {
+        Answer { metadata: MetadataMap::new(), body: Output::One(reply.into()) }
+    }
+
+    /// A stream of replies.
+    pub fn stream(replies: Replies) -> Self {
+        Answer { metadata: MetadataMap::new(), body: Output::Many(replies) }
+    }
+
+    /// Maps a stream answer's replies (a one-reply answer goes through `f` once).
+    pub fn map_stream(self, f: impl FnOnce(Replies) -> Replies) -> Self {
+        let body = match self.body {
+            Output::One(r) => Output::One(r),
+            Output::Many(s) => Output::Many(f(s)),
+        };
+        Answer { metadata: self.metadata, body }
+    }
+
+    /// The replies as one stream, without allocating for a single reply.
+    pub(crate) fn into_stream(self) -> (MetadataMap, OutStream) {
+        let s = match self.body {
+            Output::One(r) => OutStream::One(Some(r)),
+            Output::Many(s) => OutStream::Many(s),
+        };
+        (self.metadata, s)
+    }
+}
+
+/// One reply or a stream of them, as a stream.
+pub(crate) enum OutStream {
+    One(Option<Reply>),
+    Many(Replies),
+}
+
+impl Stream for OutStream {
+    type Item = Result<Reply, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut() {
+            OutStream::One(r) => Poll::Ready(r.take().map(Ok)),
+            OutStream::Many(s) => s.as_mut().poll_next(cx),
+        }
+    }
+}
+
+/// Refuses a reply over the send limit with RESOURCE_EXHAUSTED.
+fn limit(reply: Reply, max: usize) -> Result<Reply, Error> {
+    let len = reply.encoded_len();
+    if len > max {
+        return Err(Error::too_large(format!(
+            "reply of {len} bytes is larger than the {max}-byte limit (see --max-message-size)"
+        )));
+    }
+    Ok(reply)
+}
+
+fn panicked(path: &str, panic: Box<dyn Any + Send>) -> Error {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(method = %path, panic = %what, "responder panicked");
+    Error::internal(format!("{path}: the handler panicked"))
+}
+
+/// The innermost service of the call stack: runs the route's responder.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Core {
+    pub(crate) max_send: usize,
+}
+
+impl tower_service::Service<CallRequest> for Core {
+    type Response = Answer;
+    type Error = Error;
+    type Future = BoxFuture<Result<Answer, Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: CallRequest) -> Self::Future {
+        let route = call.route.clone();
+        let max = self.max_send;
+        // The guard covers building the responder's future as well as running it.
+        let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| route.responder.respond(call))) {
+            Ok(fut) => fut,
+            Err(panic) => return Box::pin(std::future::ready(Err(panicked(&route.path, panic)))),
+        };
+        Box::pin(async move {
+            let answer = match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(answer) => answer?,
+                Err(panic) => return Err(panicked(&route.path, panic)),
+            };
+            Ok(match answer.body {
+                Output::One(r) => Answer { metadata: answer.metadata, body: Output::One(limit(r, max)?) },
+                Output::Many(s) => {
+                    let guarded = AssertUnwindSafe(s).catch_unwind().map(move |r| match r {
+                        Ok(item) => item.and_then(|r| limit(r, max)),
+                        Err(panic) => Err(panicked(&route.path, panic)),
+                    });
+                    Answer { metadata: answer.metadata, body: Output::Many(Box::pin(guarded)) }
+                }
+            })
+        })
+    }
+}

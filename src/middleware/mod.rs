@@ -1,0 +1,98 @@
+//! The middleware seam: every call passes through a tower stack of layers over
+//! [`CallRequest`] -> [`Answer`] before the call core runs its responder. Layers
+//! see the method descriptor, the metadata and the deadline, never HTTP.
+//!
+//! The stack, outermost first: [`TraceLayer`] (the per-RPC span and a debug line),
+//! [`DeadlineLayer`] (the whole call, streamed replies included), the layers
+//! added with `Builder::layer` in the order added, then the core.
+
+mod deadline;
+mod trace;
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub use deadline::DeadlineLayer;
+pub use trace::TraceLayer;
+
+use crate::Error;
+use crate::call::{Answer, BoxFuture, CallRequest, Core};
+
+type CallFn = dyn Fn(CallRequest) -> BoxFuture<Result<Answer, Error>> + Send + Sync;
+
+/// A type-erased call service: what layers wrap and what protocol adapters call.
+/// Cloning is one reference-count bump.
+#[derive(Clone)]
+pub struct CallService(Arc<CallFn>);
+
+impl fmt::Debug for CallService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CallService")
+    }
+}
+
+impl CallService {
+    /// Erases a tower service over calls.
+    pub fn new<S>(svc: S) -> Self
+    where
+        S: Service<CallRequest, Response = Answer, Error = Error> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+    {
+        CallService(Arc::new(move |call| {
+            let mut svc = svc.clone();
+            Box::pin(async move {
+                std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
+                svc.call(call).await
+            })
+        }))
+    }
+
+    /// Runs one call through the stack.
+    pub fn run(&self, call: CallRequest) -> BoxFuture<Result<Answer, Error>> {
+        (self.0)(call)
+    }
+}
+
+impl Service<CallRequest> for CallService {
+    type Response = Answer;
+    type Error = Error;
+    type Future = BoxFuture<Result<Answer, Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: CallRequest) -> Self::Future {
+        self.run(call)
+    }
+}
+
+/// A layer added with `Builder::layer`, type-erased.
+pub(crate) type UserLayer = Arc<dyn Fn(CallService) -> CallService + Send + Sync>;
+
+/// Erases a tower layer over call services.
+pub(crate) fn user_layer<L>(layer: L) -> UserLayer
+where
+    L: Layer<CallService> + Send + Sync + 'static,
+    L::Service: Service<CallRequest, Response = Answer, Error = Error> + Clone + Send + Sync + 'static,
+    <L::Service as Service<CallRequest>>::Future: Send + 'static,
+{
+    Arc::new(move |inner| CallService::new(layer.layer(inner)))
+}
+
+/// Builds the call stack around the core.
+pub(crate) fn stack(core: Core, layers: &[UserLayer]) -> CallService {
+    fn outer<S>(inner: S) -> trace::Trace<deadline::Deadline<S>> {
+        TraceLayer.layer(DeadlineLayer.layer(inner))
+    }
+    if layers.is_empty() {
+        // No user layers: the core's future is not boxed twice.
+        return CallService::new(outer(core));
+    }
+    let inner = layers.iter().rev().fold(CallService::new(core), |svc, l| l(svc));
+    CallService::new(outer(inner))
+}

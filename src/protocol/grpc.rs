@@ -1,0 +1,263 @@
+//! gRPC over HTTP/2: tonic's `Grpc` does the framing, compression and receive
+//! limit; this adapter turns a request into a [`CallRequest`] (metadata,
+//! `grpc-timeout`, the message stream) for the call stack, and the [`Answer`] or
+//! [`Error`] back into a gRPC response through [`Error::into_status`].
+//! Health and reflection, tonic services of their own, are answered here too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf as _, BufMut as _, Bytes};
+use futures_util::{FutureExt as _, StreamExt as _};
+use hyper::body::Incoming;
+use prost::Message as _;
+use prost_reflect::ReflectMessage as _;
+use tonic::body::Body;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::server::{Grpc, StreamingService};
+use tonic::{Request, Response, Status, Streaming};
+use tower_service::Service as _;
+
+use crate::Error;
+use crate::call::{Answer, Body as CallBody, BoxFuture, CallRequest, OutStream, Reply};
+use crate::middleware::CallService;
+use crate::reflection::{V1_PREFIX, V1ALPHA_PREFIX};
+use crate::registry::{Registry, Route, Snapshot};
+
+type HealthServer = tonic_health::pb::health_server::HealthServer<crate::health::HealthState>;
+const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+
+/// Which encoding compresses responses (requests in gzip, deflate and zstd are
+/// always accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Never compress responses.
+    None,
+    /// gzip, when the client lists it in `grpc-accept-encoding` (the default).
+    #[default]
+    Gzip,
+    /// deflate, when the client accepts it.
+    Deflate,
+    /// zstd, when the client accepts it.
+    Zstd,
+}
+
+impl Compression {
+    fn encoding(self) -> Option<CompressionEncoding> {
+        match self {
+            Compression::None => None,
+            Compression::Gzip => Some(CompressionEncoding::Gzip),
+            Compression::Deflate => Some(CompressionEncoding::Deflate),
+            Compression::Zstd => Some(CompressionEncoding::Zstd),
+        }
+    }
+}
+
+/// What the gRPC adapter needs, shared by all connections.
+pub(crate) struct GrpcAdapter {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) health: HealthServer,
+    pub(crate) calls: CallService,
+    pub(crate) max_recv: usize,
+    pub(crate) compression: Compression,
+}
+
+impl GrpcAdapter {
+    pub(crate) async fn serve(&self, req: http::Request<Incoming>) -> http::Response<Body> {
+        let path = req.uri().path();
+        if path.starts_with(HEALTH_PREFIX) {
+            return match self.health.clone().call(req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+        }
+        // The one snapshot this RPC uses, start to end.
+        let snap = self.registry.load();
+        if path.starts_with(V1_PREFIX) || path.starts_with(V1ALPHA_PREFIX) {
+            return match snap.reflection() {
+                Ok(r) => r.call(req).await,
+                Err(e) => Error::internal(format!("reflection is unavailable: {e}")).into_status().into_http(),
+            };
+        }
+        let Some(route) = snap.routes.get(path).cloned() else {
+            return unknown_method(path).into_status().into_http();
+        };
+        let deadline = grpc_timeout(req.headers()).map(|d| tokio::time::Instant::now() + d);
+        let mut grpc = self.framing(req.headers());
+        grpc.streaming(GrpcCall { snap, route, deadline, calls: self.calls.clone() }, req).await
+    }
+
+    /// tonic's framing for one request: the receive limit, every encoding
+    /// accepted, and the response compressed when configured and the client
+    /// accepts it (a compressed request may also be answered in its own encoding).
+    fn framing(&self, headers: &http::HeaderMap) -> Grpc<DynamicCodec> {
+        let mut grpc = Grpc::new(DynamicCodec)
+            .max_decoding_message_size(self.max_recv)
+            // The send limit is the call core's, which answers RESOURCE_EXHAUSTED.
+            .max_encoding_message_size(usize::MAX)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Deflate)
+            .accept_compressed(CompressionEncoding::Zstd);
+        if let Some(configured) = self.compression.encoding() {
+            grpc = grpc.send_compressed(configured);
+            if let Some(own) = request_encoding(headers) {
+                grpc = grpc.send_compressed(own);
+            }
+        }
+        grpc
+    }
+}
+
+/// The encoding a request was compressed with, if it is one we speak.
+fn request_encoding(headers: &http::HeaderMap) -> Option<CompressionEncoding> {
+    match headers.get("grpc-encoding")?.as_bytes() {
+        b"gzip" => Some(CompressionEncoding::Gzip),
+        b"deflate" => Some(CompressionEncoding::Deflate),
+        b"zstd" => Some(CompressionEncoding::Zstd),
+        _ => None,
+    }
+}
+
+fn unknown_method(path: &str) -> Error {
+    let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
+    Error::unimplemented(format!("unknown method {method} for service {service}: the live schema does not define it"))
+}
+
+/// A failure reported by tonic's framing of the request stream. Its only
+/// OUT_OF_RANGE is the receive limit, which gRPC servers answer as RESOURCE_EXHAUSTED.
+fn framing_error(status: Status) -> Error {
+    if status.code() == tonic::Code::OutOfRange {
+        Error::too_large(status.message().to_owned())
+    } else {
+        Error::from(status)
+    }
+}
+
+/// One call as tonic's `Grpc::streaming` drives it (all four kinds: the call
+/// core takes the single request of unary kinds from the stream).
+struct GrpcCall {
+    snap: Arc<Snapshot>,
+    route: Arc<Route>,
+    deadline: Option<tokio::time::Instant>,
+    calls: CallService,
+}
+
+type ReplyItem = fn(Result<Reply, Error>) -> Result<Reply, Status>;
+type GrpcStream = futures_util::stream::Map<OutStream, ReplyItem>;
+type Head = fn(Result<Answer, Error>) -> Result<Response<GrpcStream>, Status>;
+
+fn reply_item(r: Result<Reply, Error>) -> Result<Reply, Status> {
+    r.map_err(Error::into_status)
+}
+
+fn head(r: Result<Answer, Error>) -> Result<Response<GrpcStream>, Status> {
+    let (metadata, stream) = r.map_err(Error::into_status)?.into_stream();
+    Ok(Response::from_parts(metadata, stream.map(reply_item as ReplyItem), Default::default()))
+}
+
+impl StreamingService<Bytes> for GrpcCall {
+    type Response = Reply;
+    type ResponseStream = GrpcStream;
+    type Future = futures_util::future::Map<BoxFuture<Result<Answer, Error>>, Head>;
+
+    fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
+        let (metadata, _, stream) = request.into_parts();
+        let frames = Box::pin(stream.map(|r| r.map_err(framing_error)));
+        let call =
+            CallRequest::new(self.snap.clone(), self.route.clone(), metadata, self.deadline, CallBody::Frames(frames));
+        self.calls.run(call).map(head as Head)
+    }
+}
+
+/// The codec of every method: requests stay bytes until needed, replies are
+/// encoded from a dynamic message or sent as stored bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct DynamicCodec;
+
+impl Codec for DynamicCodec {
+    type Encode = Reply;
+    type Decode = Bytes;
+    type Encoder = ReplyEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ReplyEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+/// Encodes replies (their size was checked against the limit by the call core).
+#[derive(Debug)]
+pub(crate) struct ReplyEncoder;
+
+impl Encoder for ReplyEncoder {
+    type Item = Reply;
+    type Error = Status;
+
+    fn encode(&mut self, item: Reply, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        match item {
+            Reply::Message(m) => m.encode(dst).map_err(|e| {
+                Error::internal(format!("failed to encode {}: {e}", m.descriptor().full_name())).into_status()
+            }),
+            Reply::Encoded(bytes) => {
+                dst.put_slice(&bytes);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Hands each request message over as its bytes (zero-copy): decoding into a
+/// dynamic message happens later, and only when something needs it.
+#[derive(Debug)]
+pub(crate) struct RawDecoder;
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// Parses `grpc-timeout` (at most 8 digits and a unit: H M S m u n).
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grpc_timeout;
+    use std::time::Duration;
+
+    #[test]
+    fn parses_grpc_timeout() {
+        let mut h = http::HeaderMap::new();
+        h.insert("grpc-timeout", "150m".parse().unwrap());
+        assert_eq!(grpc_timeout(&h), Some(Duration::from_millis(150)));
+        h.insert("grpc-timeout", "2S".parse().unwrap());
+        assert_eq!(grpc_timeout(&h), Some(Duration::from_secs(2)));
+        h.insert("grpc-timeout", "123456789m".parse().unwrap());
+        assert_eq!(grpc_timeout(&h), None);
+        h.insert("grpc-timeout", "5x".parse().unwrap());
+        assert_eq!(grpc_timeout(&h), None);
+    }
+}

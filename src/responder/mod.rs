@@ -1,0 +1,89 @@
+//! What answers a method: a chain of [`Responder`]s, resolved once per snapshot.
+//!
+//! For every method of a new schema the registry asks each responder in order
+//! (registered handler > stub > resource store) whether it answers it; the
+//! first that does is the route's [`Respond`]. A method nobody answers gets
+//! [`Unimplemented`], whose message says how to serve it. A new responder joins
+//! by implementing [`Responder`] and adding one line to [`chain`].
+
+pub(crate) mod handler;
+pub(crate) mod store;
+
+use std::fmt;
+use std::sync::Arc;
+
+use prost_reflect::MethodDescriptor;
+
+use crate::Error;
+use crate::call::{Answer, BoxFuture, CallRequest};
+use crate::registry::BuildError;
+
+/// Answers calls of one method (resolved per snapshot; shared by its calls).
+pub(crate) trait Respond: Send + Sync + fmt::Debug {
+    /// Answers one call. The call core guards this against panics (building the
+    /// future included), enforces the deadline and checks reply sizes.
+    fn respond(&self, call: CallRequest) -> BoxFuture<Result<Answer, Error>>;
+
+    /// One line saying what answers, for `check` and the logs.
+    fn describe(&self) -> String;
+}
+
+/// A kind of responder: decides, once per schema, which methods it answers.
+pub(crate) trait Responder: Send + Sync + fmt::Debug {
+    /// A short name: `handler`, `stub`, `store`.
+    fn name(&self) -> &'static str;
+
+    /// How this responder answers `method`, or `None` to leave it to the next.
+    /// An error refuses the whole schema (e.g. a handler of the wrong kind).
+    fn resolve(&self, method: &MethodDescriptor) -> Result<Option<Arc<dyn Respond>>, BuildError>;
+
+    /// Called once per schema with a lookup of the schema's paths, to warn about
+    /// anything registered for a method the schema does not have.
+    fn unmatched(&self, _routes: &dyn Fn(&str) -> bool) {}
+}
+
+/// The chain in priority order. Adding a responder is one line here.
+pub(crate) fn chain(handlers: handler::Handlers, store: Arc<dyn crate::store::Store>) -> Vec<Arc<dyn Responder>> {
+    vec![Arc::new(handlers), Arc::new(store::StoreResponder::new(store))]
+}
+
+/// Resolves `method` against the chain: the first responder that answers it,
+/// else [`Unimplemented`] with an explanation.
+pub(crate) fn resolve(chain: &[Arc<dyn Responder>], method: &MethodDescriptor) -> Result<Arc<dyn Respond>, BuildError> {
+    for r in chain {
+        if let Some(answer) = r.resolve(method)? {
+            tracing::trace!(method = method.full_name(), responder = r.name(), "resolved");
+            return Ok(answer);
+        }
+    }
+    Ok(Arc::new(Unimplemented::for_method(method)))
+}
+
+/// The end of the chain: UNIMPLEMENTED, saying how to serve the method.
+#[derive(Debug)]
+pub(crate) struct Unimplemented {
+    message: String,
+}
+
+impl Unimplemented {
+    fn for_method(method: &MethodDescriptor) -> Self {
+        let name = format!("{}/{}", method.parent_service().full_name(), method.name());
+        Self {
+            message: format!(
+                "{name} is not implemented: no handler is registered for it and its name \
+                 follows no resource-store convention (Create/Get/List/Update/Delete/BulkCreate<X>); \
+                 register a handler for \"{name}\" in Rust"
+            ),
+        }
+    }
+}
+
+impl Respond for Unimplemented {
+    fn respond(&self, _call: CallRequest) -> BoxFuture<Result<Answer, Error>> {
+        Box::pin(std::future::ready(Err(Error::unimplemented(self.message.clone()))))
+    }
+
+    fn describe(&self) -> String {
+        "UNIMPLEMENTED (no handler, no convention)".to_owned()
+    }
+}

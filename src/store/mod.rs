@@ -1,0 +1,63 @@
+//! Where records live: a [`Store`] keeps records as (table, id, wire bytes).
+//! Tables are named by message full name; records keep insertion order.
+//!
+//! The resource-store responder (`responder::store`) turns CRUD-shaped methods
+//! into these operations; [`memory::MemoryStore`] is the built-in implementation.
+//! Another store joins with `Builder::store(..)`.
+
+pub mod memory;
+
+use bytes::Bytes;
+
+use crate::Error;
+
+pub use memory::MemoryStore;
+
+/// One page of a table.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// The records, in insertion order.
+    pub records: Vec<Bytes>,
+    /// The token of the next page when more records follow.
+    pub next: Option<String>,
+}
+
+/// A replacement computed from a record's current bytes, under the record's lock.
+pub type Merge<'a> = &'a mut dyn FnMut(&Bytes) -> Result<Bytes, Error>;
+
+/// A store of records as wire bytes. Implementations must make each operation
+/// atomic: `insert_all` stores all records or none, and `update` runs the merge
+/// with no other write to that record in between.
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// The record `id` in `table`, if present.
+    fn get(&self, table: &str, id: &str) -> Result<Option<Bytes>, Error>;
+
+    /// Inserts one record; an id already present is ALREADY_EXISTS (the error's
+    /// message is built by `exists(id)`).
+    fn insert(&self, table: &str, id: String, bytes: Bytes) -> Result<(), InsertError> {
+        self.insert_all(table, vec![(id, bytes)])
+    }
+
+    /// Inserts all records or none: an id already present, or repeated in the batch,
+    /// fails the whole batch.
+    fn insert_all(&self, table: &str, records: Vec<(String, Bytes)>) -> Result<(), InsertError>;
+
+    /// Replaces record `id` with `merge(current)`, atomically. `Ok(None)` when there
+    /// is no such record; an error from `merge` leaves the record as it was.
+    fn update(&self, table: &str, id: &str, merge: Merge<'_>) -> Result<Option<Bytes>, Error>;
+
+    /// Removes record `id`, returning its bytes.
+    fn delete(&self, table: &str, id: &str) -> Result<Option<Bytes>, Error>;
+
+    /// Up to `n` records after the page token `after` (from the start when `None`).
+    fn page(&self, table: &str, after: Option<&str>, n: usize) -> Result<Page, Error>;
+}
+
+/// Why an insert failed.
+#[derive(Debug)]
+pub enum InsertError {
+    /// A record with this id exists (or the batch repeats it).
+    Exists(String),
+    /// The store itself failed.
+    Store(Error),
+}
