@@ -9,8 +9,25 @@ use std::fmt;
 use bytes::Bytes;
 use tonic::{Code, Status};
 
-use crate::registry::BuildError;
 use crate::schema::SchemaError;
+
+/// Why a snapshot could not be built from a compiled schema.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A registered handler's kind does not match the method's.
+    #[error("handler for {path} is {handler} but the method is {method}")]
+    KindMismatch {
+        /// The method path.
+        path: String,
+        /// What the handler answers.
+        handler: &'static str,
+        /// What the method is.
+        method: &'static str,
+    },
+    /// Building the snapshot panicked or was cancelled (a bug; the live schema is kept).
+    #[error("building the snapshot failed: {0}")]
+    Internal(#[source] tokio::task::JoinError),
+}
 
 /// Why protoserve could not start, or why a call failed.
 pub struct Error(Box<Repr>);

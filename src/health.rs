@@ -62,7 +62,7 @@ impl Health for HealthState {
         let name = &request.get_ref().service;
         match self.get(name) {
             Some(status) => Ok(Response::new(HealthCheckResponse { status: status as i32 })),
-            None => Err(Status::not_found(format!("unknown service '{name}'"))),
+            None => Err(crate::Error::not_found(format!("unknown service '{name}'")).into_status()),
         }
     }
 

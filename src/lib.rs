@@ -48,7 +48,6 @@ pub mod error;
 mod health;
 pub mod middleware;
 mod protocol;
-mod reflection;
 mod registry;
 pub mod reload;
 mod responder;
@@ -251,6 +250,7 @@ impl Builder {
             calls,
             max_recv: self.max_recv,
             compression: self.compression,
+            reflection: Default::default(),
         });
         let reload = ReloadHandle::new(registry.clone(), roots, self.on_breaking, self.compat);
         // Watch from now on, so an edit made before `serve` runs is not missed.

@@ -10,28 +10,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use prost_protovalidate::Validator;
-use prost_reflect::MethodDescriptor;
 use tokio::sync::watch;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::call::Kind;
+pub(crate) use crate::call::Route;
+use crate::call::{CallSchema, Kind};
+pub use crate::error::BuildError;
 use crate::health::HealthState;
-use crate::reflection::Reflection;
-use crate::responder::{self, Respond, Responder};
+use crate::responder::{self, Responder};
 use crate::schema::Schema;
 use crate::validate::Validation;
-
-/// One method of the live schema, resolved once per schema.
-#[derive(Debug)]
-pub(crate) struct Route {
-    pub(crate) path: Arc<str>,
-    pub(crate) method: MethodDescriptor,
-    pub(crate) kind: Kind,
-    /// What answers it (the first responder of the chain that does).
-    pub(crate) responder: Arc<dyn Respond>,
-    /// How requests are checked against their `buf.validate` rules.
-    pub(crate) validation: Validation,
-}
 
 /// Everything one generation of the schema needs to serve RPCs.
 pub struct Snapshot {
@@ -40,9 +28,6 @@ pub struct Snapshot {
     /// By path; looked up once per RPC, hence the fast hasher.
     pub(crate) routes: HashMap<Box<str>, Arc<Route>, foldhash::fast::RandomState>,
     pub(crate) validator: Validator,
-    /// Built on the first reflection request: most RPCs never need it, and it
-    /// costs memory and reload time.
-    reflection: std::sync::OnceLock<Result<Reflection, String>>,
 }
 
 impl fmt::Debug for Snapshot {
@@ -58,11 +43,6 @@ impl Snapshot {
     /// The generation number: 1 for the schema loaded at startup, +1 per reload.
     pub fn generation(&self) -> u64 {
         self.generation
-    }
-
-    /// Reflection for this schema, built on first use.
-    pub(crate) fn reflection(&self) -> Result<&Reflection, &str> {
-        self.reflection.get_or_init(|| Reflection::new(self.schema.pool())).as_ref().map_err(String::as_str)
     }
 
     /// The compiled schema.
@@ -90,24 +70,6 @@ impl Snapshot {
         v.sort();
         v
     }
-}
-
-/// Why a snapshot could not be built from a compiled schema.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// A registered handler's kind does not match the method's.
-    #[error("handler for {path} is {handler} but the method is {method}")]
-    KindMismatch {
-        /// The method path.
-        path: String,
-        /// What the handler answers.
-        handler: &'static str,
-        /// What the method is.
-        method: &'static str,
-    },
-    /// Building the snapshot panicked or was cancelled (a bug; the live schema is kept).
-    #[error("building the snapshot failed: {0}")]
-    Internal(#[source] tokio::task::JoinError),
 }
 
 /// Owns the live snapshot, the responder chain (handlers registered by code, the
@@ -207,5 +169,15 @@ fn build_snapshot(schema: Schema, chain: &[Arc<dyn Responder>], generation: u64)
             routes.insert(path.into_boxed_str(), Arc::new(route));
         }
     }
-    Ok(Snapshot { generation, schema, routes, validator: Validator::new(), reflection: std::sync::OnceLock::new() })
+    Ok(Snapshot { generation, schema, routes, validator: Validator::new() })
+}
+
+impl CallSchema for Snapshot {
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn validator(&self) -> &Validator {
+        &self.validator
+    }
 }

@@ -22,8 +22,8 @@ use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 
 use crate::Error;
-use crate::registry::{Route, Snapshot};
 use crate::validate::{self, Validation};
+use prost_protovalidate::Validator;
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
@@ -95,6 +95,38 @@ impl Kind {
     }
 }
 
+/// One method of the live schema, resolved once per schema.
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub(crate) path: Arc<str>,
+    pub(crate) method: MethodDescriptor,
+    pub(crate) kind: Kind,
+    /// What answers it (the first responder of the chain that does).
+    pub(crate) responder: Arc<dyn Respond>,
+    /// How requests are checked against their `buf.validate` rules.
+    pub(crate) validation: Validation,
+}
+
+/// What a call needs of the schema generation it runs on (the registry's
+/// snapshot); the call keeps it alive to its end.
+pub(crate) trait CallSchema: Send + Sync {
+    /// The generation number.
+    fn generation(&self) -> u64;
+    /// The `buf.validate` validator of this generation.
+    fn validator(&self) -> &Validator;
+}
+
+/// Answers calls of one method (resolved per snapshot; shared by its calls).
+/// Implemented by the responders (`crate::responder`).
+pub(crate) trait Respond: Send + Sync + fmt::Debug {
+    /// Answers one call. The call core guards this against panics (building the
+    /// future included), and checks reply sizes; the deadline layer bounds it.
+    fn respond(&self, call: CallRequest) -> BoxFuture<Result<Answer, Error>>;
+
+    /// One line saying what answers, for `check` and the logs.
+    fn describe(&self) -> String;
+}
+
 /// The body of a request.
 pub(crate) enum Body {
     /// Exactly one message (protocols that frame unary requests themselves).
@@ -106,7 +138,7 @@ pub(crate) enum Body {
 
 /// One call as the middleware and the responders see it.
 pub struct CallRequest {
-    pub(crate) snap: Arc<Snapshot>,
+    pub(crate) snap: Arc<dyn CallSchema>,
     pub(crate) route: Arc<Route>,
     metadata: MetadataMap,
     deadline: Option<Instant>,
@@ -125,7 +157,7 @@ impl fmt::Debug for CallRequest {
 
 impl CallRequest {
     pub(crate) fn new(
-        snap: Arc<Snapshot>,
+        snap: Arc<dyn CallSchema>,
         route: Arc<Route>,
         metadata: MetadataMap,
         deadline: Option<Instant>,
@@ -196,7 +228,7 @@ impl CallRequest {
 
 /// A call once its body has been split off: what decoding and validation need.
 pub(crate) struct Exchange {
-    pub(crate) snap: Arc<Snapshot>,
+    pub(crate) snap: Arc<dyn CallSchema>,
     pub(crate) route: Arc<Route>,
     pub(crate) metadata: MetadataMap,
 }
@@ -214,7 +246,7 @@ impl Exchange {
             Validation::Native(rules) => {
                 rules.check_raw(&input.raw).map_err(|e| e.unwrap_or_else(|bad| input.malformed(bad)))?
             }
-            Validation::Full => validate::check(&self.snap.validator, input.message_ref()?)?,
+            Validation::Full => validate::check(self.snap.validator(), input.message_ref()?)?,
         }
         Ok(input)
     }
@@ -225,7 +257,7 @@ impl Exchange {
         match &self.route.validation {
             Validation::None => {}
             Validation::Native(rules) => rules.check_message(&msg)?,
-            Validation::Full => validate::check(&self.snap.validator, &msg)?,
+            Validation::Full => validate::check(self.snap.validator(), &msg)?,
         }
         Ok(msg)
     }

@@ -18,10 +18,10 @@ use tonic::server::{Grpc, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
 use tower_service::Service as _;
 
+use super::reflection::{Reflection, V1_PREFIX, V1ALPHA_PREFIX};
 use crate::Error;
 use crate::call::{Answer, Body as CallBody, BoxFuture, CallRequest, OutStream, Reply};
 use crate::middleware::CallService;
-use crate::reflection::{V1_PREFIX, V1ALPHA_PREFIX};
 use crate::registry::{Registry, Route, Snapshot};
 
 type HealthServer = tonic_health::pb::health_server::HealthServer<crate::health::HealthState>;
@@ -60,6 +60,9 @@ pub(crate) struct GrpcAdapter {
     pub(crate) calls: CallService,
     pub(crate) max_recv: usize,
     pub(crate) compression: Compression,
+    /// Reflection for the newest generation asked about, built on first use:
+    /// most RPCs never need it, and it costs memory and reload time.
+    pub(crate) reflection: arc_swap::ArcSwapOption<(u64, Result<Reflection, String>)>,
 }
 
 impl GrpcAdapter {
@@ -74,7 +77,8 @@ impl GrpcAdapter {
         // The one snapshot this RPC uses, start to end.
         let snap = self.registry.load();
         if path.starts_with(V1_PREFIX) || path.starts_with(V1ALPHA_PREFIX) {
-            return match snap.reflection() {
+            let reflection = self.reflection_for(&snap);
+            return match &reflection.1 {
                 Ok(r) => r.call(req).await,
                 Err(e) => Error::internal(format!("reflection is unavailable: {e}")).into_status().into_http(),
             };
@@ -85,6 +89,17 @@ impl GrpcAdapter {
         let deadline = grpc_timeout(req.headers()).map(|d| tokio::time::Instant::now() + d);
         let mut grpc = self.framing(req.headers());
         grpc.streaming(GrpcCall { snap, route, deadline, calls: self.calls.clone() }, req).await
+    }
+
+    /// Reflection services describing exactly `snap`'s schema.
+    fn reflection_for(&self, snap: &Snapshot) -> Arc<(u64, Result<Reflection, String>)> {
+        let generation = snap.generation();
+        if let Some(cached) = self.reflection.load_full().filter(|c| c.0 == generation) {
+            return cached;
+        }
+        let built = Arc::new((generation, Reflection::new(snap.schema().pool())));
+        self.reflection.store(Some(built.clone()));
+        built
     }
 
     /// tonic's framing for one request: the receive limit, every encoding

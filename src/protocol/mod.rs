@@ -5,6 +5,7 @@
 //! here plus one arm in [`Protocol::of`].
 
 pub(crate) mod grpc;
+mod reflection;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -18,7 +18,7 @@ use tonic::metadata::MetadataMap;
 use super::{Respond, Responder};
 use crate::Error;
 use crate::call::{Answer, BoxFuture, CallRequest, Kind, Replies, Reply};
-use crate::registry::BuildError;
+use crate::error::BuildError;
 
 /// A boxed stream of responses.
 pub type ReplyStream = std::pin::Pin<Box<dyn Stream<Item = Result<DynamicMessage, Status>> + Send + 'static>>;

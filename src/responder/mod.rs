@@ -15,18 +15,9 @@ use std::sync::Arc;
 use prost_reflect::MethodDescriptor;
 
 use crate::Error;
+pub(crate) use crate::call::Respond;
 use crate::call::{Answer, BoxFuture, CallRequest};
-use crate::registry::BuildError;
-
-/// Answers calls of one method (resolved per snapshot; shared by its calls).
-pub(crate) trait Respond: Send + Sync + fmt::Debug {
-    /// Answers one call. The call core guards this against panics (building the
-    /// future included), enforces the deadline and checks reply sizes.
-    fn respond(&self, call: CallRequest) -> BoxFuture<Result<Answer, Error>>;
-
-    /// One line saying what answers, for `check` and the logs.
-    fn describe(&self) -> String;
-}
+use crate::error::BuildError;
 
 /// A kind of responder: decides, once per schema, which methods it answers.
 pub(crate) trait Responder: Send + Sync + fmt::Debug {

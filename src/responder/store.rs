@@ -21,7 +21,7 @@ use prost_reflect::{
 use super::{Respond, Responder};
 use crate::Error;
 use crate::call::{Answer, BoxFuture, CallRequest, Input, Kind, Reply};
-use crate::registry::BuildError;
+use crate::error::BuildError;
 use crate::store::{InsertError, Store};
 use crate::wire::{self, FlatShape};
 

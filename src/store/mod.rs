@@ -32,8 +32,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The record `id` in `table`, if present.
     fn get(&self, table: &str, id: &str) -> Result<Option<Bytes>, Error>;
 
-    /// Inserts one record; an id already present is ALREADY_EXISTS (the error's
-    /// message is built by `exists(id)`).
+    /// Inserts one record; an id already present fails.
     fn insert(&self, table: &str, id: String, bytes: Bytes) -> Result<(), InsertError> {
         self.insert_all(table, vec![(id, bytes)])
     }
@@ -60,4 +59,26 @@ pub enum InsertError {
     Exists(String),
     /// The store itself failed.
     Store(Error),
+}
+
+/// A shared store is a store (so callers can keep a handle to the one they plug in).
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn get(&self, table: &str, id: &str) -> Result<Option<Bytes>, Error> {
+        (**self).get(table, id)
+    }
+    fn insert(&self, table: &str, id: String, bytes: Bytes) -> Result<(), InsertError> {
+        (**self).insert(table, id, bytes)
+    }
+    fn insert_all(&self, table: &str, records: Vec<(String, Bytes)>) -> Result<(), InsertError> {
+        (**self).insert_all(table, records)
+    }
+    fn update(&self, table: &str, id: &str, merge: Merge<'_>) -> Result<Option<Bytes>, Error> {
+        (**self).update(table, id, merge)
+    }
+    fn delete(&self, table: &str, id: &str) -> Result<Option<Bytes>, Error> {
+        (**self).delete(table, id)
+    }
+    fn page(&self, table: &str, after: Option<&str>, n: usize) -> Result<Page, Error> {
+        (**self).page(table, after, n)
+    }
 }

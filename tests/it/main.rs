@@ -4,6 +4,8 @@
 
 mod harness;
 
+mod architecture;
+mod call_core;
 mod cli;
 mod compat;
 mod core;

@@ -1,0 +1,336 @@
+//! The call core's seams and guarantees: statuses pass through unchanged, panics
+//! anywhere in a handler are INTERNAL, deadlines bound whole streams, compression
+//! both ways, HTTP answers for non-gRPC requests, user layers and custom stores.
+
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use prost_reflect::DynamicMessage;
+use protoserve::store::{InsertError, MemoryStore, Merge, Page, Store};
+use protoserve::{Answer, BoxFuture, Call, CallRequest, CallService, Compression, ReplyStream, Server};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::codec::CompressionEncoding;
+use tonic::{Code, Request, Status};
+
+use crate::harness::*;
+
+fn note<T>(c: &Client<T>, text: &str) -> DynamicMessage {
+    c.msg("kinds.Note", json!({"text": text}))
+}
+
+fn kinds() -> protoserve::Builder {
+    Server::builder().schema_dir(kinds_dir())
+}
+
+#[tokio::test]
+async fn a_handlers_own_out_of_range_reaches_the_client_unchanged() {
+    let srv = TestServer::start(
+        kinds()
+            .unary("kinds.Echo/Say", |_call: Call<DynamicMessage>| async {
+                Err(Status::out_of_range("page too large"))
+            })
+            .server_streaming("kinds.Echo/Repeat", |call: Call<DynamicMessage>| async move {
+                let first = Ok(call.reply());
+                let then = Err(Status::out_of_range("offset too large"));
+                Ok(Box::pin(futures_util::stream::iter([first, then])) as ReplyStream)
+            }),
+    )
+    .await;
+    let mut c = srv.client().await;
+    let err = c.unary("/kinds.Echo/Say", note(&c, "x")).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::OutOfRange, "page too large"));
+    let err = c.server_stream("/kinds.Echo/Repeat", note(&c, "x")).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::OutOfRange, "offset too large"));
+}
+
+#[tokio::test]
+async fn a_panic_before_the_handlers_future_is_internal_and_the_server_lives_on() {
+    let srv = TestServer::start(kinds().unary("kinds.Echo/Say", |call: Call<DynamicMessage>| {
+        // The synchronous part of the closure, before any future exists.
+        if get_str(&call.message, "text") == "boom" {
+            panic!("bug before the async block");
+        }
+        async move { Ok(call.reply()) }
+    }))
+    .await;
+    let mut c = srv.client().await;
+    let err = c.unary("/kinds.Echo/Say", note(&c, "boom")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert!(err.message().contains("panicked"), "{}", err.message());
+    c.unary("/kinds.Echo/Say", note(&c, "fine")).await.expect("the server still serves");
+}
+
+#[tokio::test]
+async fn a_panic_inside_a_reply_stream_is_internal() {
+    let srv =
+        TestServer::start(kinds().server_streaming("kinds.Echo/Repeat", |call: Call<DynamicMessage>| async move {
+            let first = futures_util::stream::once(async move { Ok(call.reply()) });
+            let boom = futures_util::stream::once(async { panic!("bug while streaming") });
+            Ok(Box::pin(first.chain(boom)) as ReplyStream)
+        }))
+        .await;
+    let mut c = srv.client().await;
+    let mut s = c.server_stream_open("/kinds.Echo/Repeat", note(&c, "x")).await.unwrap();
+    assert!(s.message().await.unwrap().is_some(), "the first reply arrives");
+    let err = s.message().await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert!(err.message().contains("panicked"), "a status, not a reset stream: {}", err.message());
+}
+
+#[tokio::test]
+async fn a_server_stream_that_outlives_its_deadline_ends_with_deadline_exceeded() {
+    let srv =
+        TestServer::start(kinds().server_streaming("kinds.Echo/Repeat", |call: Call<DynamicMessage>| async move {
+            // One reply, then nothing ever again.
+            let first = futures_util::stream::once(async move { Ok(call.reply()) });
+            Ok(Box::pin(first.chain(futures_util::stream::pending())) as ReplyStream)
+        }))
+        .await;
+    // A client that does not enforce deadlines itself: the answer is the server's.
+    let c = srv.client().await;
+    let msg = note(&c, "x");
+    let mut c = c.with_grpc(srv.raw_grpc());
+    let out = c.pool.get_message_by_name("kinds.Note").unwrap();
+    let mut req = Request::new(msg);
+    req.metadata_mut().insert("grpc-timeout", "300m".parse().unwrap());
+    c.grpc.ready().await.unwrap();
+    let mut s = c
+        .grpc
+        .server_streaming(req, "/kinds.Echo/Repeat".parse().unwrap(), DynCodec(out))
+        .await
+        .expect("the stream starts")
+        .into_inner();
+    assert!(s.message().await.unwrap().is_some(), "the first reply arrives");
+    // Bounded only so a regression fails instead of hanging the suite.
+    let end = tokio::time::timeout(Duration::from_secs(20), s.message()).await.expect("the server ended the stream");
+    let err = end.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+}
+
+/// Calls GetUser with the given client-side compression settings; returns the
+/// reply and the response's `grpc-encoding`.
+async fn get_user_with(
+    srv: &TestServer,
+    send: Option<CompressionEncoding>,
+    accept: Option<CompressionEncoding>,
+) -> Result<(DynamicMessage, Option<String>), Status> {
+    let mut c = srv.client().await;
+    let created = c
+        .unary(
+            "/users.UserService/CreateUser",
+            c.msg("users.CreateUserRequest", json!({"name": "Zed", "email": "zed@example.com"})),
+        )
+        .await?;
+    let id = get_str(&created, "id");
+    let mut grpc = c.grpc.clone();
+    if let Some(e) = send {
+        grpc = grpc.send_compressed(e);
+    }
+    if let Some(e) = accept {
+        grpc = grpc.accept_compressed(e);
+    }
+    let out = c.pool.get_message_by_name("users.User").unwrap();
+    grpc.ready().await.unwrap();
+    let req = Request::new(c.msg("users.GetUserRequest", json!({"user_id": id})));
+    let res = grpc.unary(req, "/users.UserService/GetUser".parse().unwrap(), DynCodec(out)).await?;
+    let enc = res.metadata().get("grpc-encoding").map(|v| v.to_str().unwrap().to_owned());
+    let user = res.into_inner();
+    assert_eq!(get_str(&user, "name"), "Zed");
+    Ok((user, enc))
+}
+
+#[tokio::test]
+async fn compressed_requests_are_accepted_and_responses_compressed_on_request() {
+    let srv = TestServer::users().await;
+    // Each encoding both ways: the request compressed, the response too when accepted.
+    for (enc, name) in [
+        (CompressionEncoding::Gzip, "gzip"),
+        (CompressionEncoding::Deflate, "deflate"),
+        (CompressionEncoding::Zstd, "zstd"),
+    ] {
+        let (_, got) = get_user_with(&srv, Some(enc), Some(enc)).await.unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!(got.as_deref(), Some(name), "a {name} request from a {name} client is answered in {name}");
+    }
+    // The default (gzip) for a client that accepts gzip without compressing its request.
+    let (_, got) = get_user_with(&srv, None, Some(CompressionEncoding::Gzip)).await.unwrap();
+    assert_eq!(got.as_deref(), Some("gzip"));
+    // A client that accepts nothing gets nothing compressed.
+    let (_, got) = get_user_with(&srv, None, None).await.unwrap();
+    assert_eq!(got, None);
+}
+
+#[tokio::test]
+async fn compression_none_never_compresses_responses_but_accepts_compressed_requests() {
+    let srv = TestServer::start(Server::builder().schema_dir(users_dir()).compression(Compression::None)).await;
+    let (_, got) = get_user_with(&srv, Some(CompressionEncoding::Gzip), Some(CompressionEncoding::Gzip)).await.unwrap();
+    assert_eq!(got, None);
+    // zstd configured: zstd for clients that accept it, nothing for gzip-only clients.
+    let srv = TestServer::start(Server::builder().schema_dir(users_dir()).compression(Compression::Zstd)).await;
+    let (_, got) = get_user_with(&srv, None, Some(CompressionEncoding::Zstd)).await.unwrap();
+    assert_eq!(got.as_deref(), Some("zstd"));
+    let (_, got) = get_user_with(&srv, None, Some(CompressionEncoding::Gzip)).await.unwrap();
+    assert_eq!(got, None);
+}
+
+#[tokio::test]
+async fn a_foreign_content_type_over_http2_gets_415() {
+    let srv = TestServer::users().await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<Bytes>>();
+    let req = http::Request::post(format!("http://{}/users.UserService/GetUser", srv.addr))
+        .header("content-type", "text/plain")
+        .body(http_body_util::Full::new(Bytes::from_static(b"hello")))
+        .unwrap();
+    let res = client.request(req).await.expect("an HTTP answer");
+    assert_eq!(res.status(), http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(res.version(), http::Version::HTTP_2);
+}
+
+/// Sends `request` on a fresh connection and reads the whole answer.
+async fn http1_exchange(srv: &TestServer, request: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await.expect("the server closes").unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_plain_http1_request_gets_an_http1_answer() {
+    let srv = TestServer::users().await;
+    let got = http1_exchange(&srv, "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
+    assert!(got.starts_with("HTTP/1.1 415 "), "{got}");
+    assert!(got.contains("application/grpc"), "the answer says what is served: {got}");
+    // gRPC needs HTTP/2: a gRPC content-type over HTTP/1.1 is told so.
+    let got = http1_exchange(
+        &srv,
+        "POST /users.UserService/GetUser HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/grpc\r\n\
+         content-length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 505 "), "{got}");
+}
+
+/// A user layer: rejects calls without `x-key: k`, adds `x-who` for handlers,
+/// and records the methods it saw.
+#[derive(Clone)]
+struct RequireKey(Arc<Mutex<Vec<String>>>);
+
+impl tower_layer::Layer<CallService> for RequireKey {
+    type Service = KeyCheck;
+    fn layer(&self, inner: CallService) -> KeyCheck {
+        KeyCheck { inner, seen: self.0.clone() }
+    }
+}
+
+#[derive(Clone)]
+struct KeyCheck {
+    inner: CallService,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl tower_service::Service<CallRequest> for KeyCheck {
+    type Response = Answer;
+    type Error = protoserve::Error;
+    type Future = BoxFuture<Result<Answer, protoserve::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), protoserve::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut call: CallRequest) -> Self::Future {
+        self.seen.lock().unwrap().push(call.method().full_name().to_owned());
+        if call.metadata().get("x-key").is_none_or(|v| v != "k") {
+            return Box::pin(async { Err(Status::unauthenticated("Missing or invalid token").into()) });
+        }
+        call.metadata_mut().insert("x-who", "layer".parse().unwrap());
+        self.inner.run(call)
+    }
+}
+
+#[tokio::test]
+async fn a_user_layer_sees_every_call_and_can_reject_or_add_metadata() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let srv = TestServer::start(kinds().layer(RequireKey(seen.clone())).unary(
+        "kinds.Echo/Say",
+        |call: Call<DynamicMessage>| async move {
+            let mut out = call.reply();
+            let who = call.metadata.get("x-who").and_then(|v| v.to_str().ok()).unwrap_or("nobody").to_owned();
+            out.set_field_by_name("text", prost_reflect::Value::String(who));
+            Ok(out)
+        },
+    ))
+    .await;
+    let mut c = srv.client().await;
+    let err = c.unary("/kinds.Echo/Say", note(&c, "x")).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::Unauthenticated, "Missing or invalid token"));
+    let mut req = Request::new(note(&c, "x"));
+    req.metadata_mut().insert("x-key", "k".parse().unwrap());
+    let got = c.unary_req("/kinds.Echo/Say", req).await.unwrap();
+    assert_eq!(get_str(&got, "text"), "layer");
+    // Store routes and UNIMPLEMENTED ones pass through the layer too.
+    let err = c.unary("/kinds.Echo/Frobnicate", note(&c, "x")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(*seen.lock().unwrap(), ["kinds.Echo.Say", "kinds.Echo.Say", "kinds.Echo.Frobnicate"]);
+}
+
+/// A store that counts what goes through it, on top of the in-memory one.
+#[derive(Debug, Default)]
+struct CountingStore {
+    inner: MemoryStore,
+    ops: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingStore {
+    fn tick(&self) {
+        self.ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Store for CountingStore {
+    fn get(&self, table: &str, id: &str) -> Result<Option<Bytes>, protoserve::Error> {
+        self.tick();
+        self.inner.get(table, id)
+    }
+    fn insert_all(&self, table: &str, records: Vec<(String, Bytes)>) -> Result<(), InsertError> {
+        self.tick();
+        self.inner.insert_all(table, records)
+    }
+    fn update(&self, table: &str, id: &str, merge: Merge<'_>) -> Result<Option<Bytes>, protoserve::Error> {
+        self.tick();
+        self.inner.update(table, id, merge)
+    }
+    fn delete(&self, table: &str, id: &str) -> Result<Option<Bytes>, protoserve::Error> {
+        self.tick();
+        self.inner.delete(table, id)
+    }
+    fn page(&self, table: &str, after: Option<&str>, n: usize) -> Result<Page, protoserve::Error> {
+        self.tick();
+        self.inner.page(table, after, n)
+    }
+}
+
+#[tokio::test]
+async fn another_store_plugs_in_with_builder_store() {
+    let store = Arc::new(CountingStore::default());
+    let srv = TestServer::start(Server::builder().schema_dir(users_dir()).store(store.clone())).await;
+    let mut c = srv.client().await;
+    let created = c
+        .unary(
+            "/users.UserService/CreateUser",
+            c.msg("users.CreateUserRequest", json!({"name": "Ann", "email": "ann@example.com"})),
+        )
+        .await
+        .unwrap();
+    let id = get_str(&created, "id");
+    let got =
+        c.unary("/users.UserService/GetUser", c.msg("users.GetUserRequest", json!({"user_id": id}))).await.unwrap();
+    assert_eq!(got, created);
+    assert_eq!(store.ops.load(std::sync::atomic::Ordering::Relaxed), 2, "create and get went through it");
+    assert!(store.inner.get("users.User", &id).unwrap().is_some());
+}
