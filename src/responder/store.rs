@@ -22,7 +22,7 @@ use super::{Respond, Responder};
 use crate::Error;
 use crate::call::{Answer, BoxFuture, CallRequest, Input, Kind, Reply};
 use crate::error::BuildError;
-use crate::store::{InsertError, Store};
+use crate::store::{After, InsertError, Store};
 use crate::wire::{self, FlatShape};
 
 /// The resource message a convention works on.
@@ -294,10 +294,10 @@ impl Plan {
         }
     }
 
-    /// Serves a server-streaming list: the page, as encoded records.
-    pub(crate) fn stream(&self, store: &dyn Store, req: &DynamicMessage) -> Result<Vec<Bytes>, Error> {
+    /// What a server-streaming list asks for.
+    pub(crate) fn stream(&self, req: &DynamicMessage) -> Result<ListQuery, Error> {
         match self {
-            Plan::List(list) => list.page(store, req).map(|(items, _)| items),
+            Plan::List(list) => Ok(list.query(req)),
             _ => Err(Error::internal("not a streaming convention")),
         }
     }
@@ -315,17 +315,39 @@ impl Plan {
     }
 }
 
+/// A list request: up to `n` records of `table` after the record `after_id`.
+#[derive(Debug)]
+pub(crate) struct ListQuery {
+    pub(crate) table: String,
+    pub(crate) after_id: Option<String>,
+    pub(crate) n: usize,
+}
+
 impl ListPlan {
-    fn page(&self, store: &dyn Store, req: &DynamicMessage) -> Result<(Vec<Bytes>, Option<String>), Error> {
+    fn query(&self, req: &DynamicMessage) -> ListQuery {
         let size = self.page_size.as_ref().map(|f| key_string(&req.get_field(f)));
-        let token = self.page_token.as_ref().map(|f| key_string(&req.get_field(f)));
-        let page =
-            store.page(self.res.table(), token.as_deref().filter(|t| !t.is_empty()), page_size(size.as_deref()))?;
+        let token = self.page_token.as_ref().map(|f| key_string(&req.get_field(f))).filter(|t| !t.is_empty());
+        ListQuery { table: self.res.table().to_owned(), after_id: token, n: page_size(size.as_deref()) }
+    }
+
+    /// A unary list's page. Its `page_token` is the `next_page_token` of the
+    /// previous page (opaque, valid across deletions) or, as before tokens were
+    /// opaque, the id of the last record seen.
+    fn page(&self, store: &dyn Store, req: &DynamicMessage) -> Result<(Vec<Bytes>, Option<String>), Error> {
+        let q = self.query(req);
+        let page = match q.after_id.as_deref() {
+            None => store.page(&q.table, After::Start, q.n)?,
+            Some(tok) => match store.page(&q.table, After::Token(tok), q.n) {
+                Ok(page) => page,
+                Err(e) if e.is_invalid_argument() => store.page(&q.table, After::Id(tok), q.n)?,
+                Err(e) => return Err(e),
+            },
+        };
         Ok((page.records, page.next))
     }
 
-    /// The same, reading `page_size` and `page_token` straight from the request bytes.
-    fn page_raw(&self, store: &dyn Store, shape: &FlatShape, input: &Input) -> Result<Vec<Bytes>, Error> {
+    /// [`Self::query`], reading `page_size` and `page_token` straight from the request bytes.
+    fn query_raw(&self, shape: &FlatShape, input: &Input) -> Result<ListQuery, Error> {
         let (mut size, mut token) = (None, None);
         wire::walk(&input.raw, shape, |f| {
             if let Some(pf) = self.page_size.as_ref().filter(|pf| pf.number() == f.number) {
@@ -336,7 +358,7 @@ impl ListPlan {
         })
         .map_err(|e| input.malformed(e))?;
         let token = token.filter(|t| !t.is_empty());
-        store.page(self.res.table(), token.as_deref(), page_size(size.as_deref())).map(|p| p.records)
+        Ok(ListQuery { table: self.res.table().to_owned(), after_id: token, n: page_size(size.as_deref()) })
     }
 }
 
@@ -401,11 +423,11 @@ impl Convention {
         }
     }
 
-    /// Serves a server-streaming list: the page, as encoded records.
-    pub(crate) fn stream(&self, store: &dyn Store, input: Input) -> Result<Vec<Bytes>, Error> {
+    /// What a server-streaming list asks for (read from the request bytes when flat).
+    pub(crate) fn stream(&self, input: Input) -> Result<ListQuery, Error> {
         match (&self.plan, &self.shape) {
-            (Plan::List(list), Some(shape)) if list.unary.is_none() => list.page_raw(store, shape, &input),
-            _ => self.plan.stream(store, &input.message()?),
+            (Plan::List(list), Some(shape)) if list.unary.is_none() => list.query_raw(shape, &input),
+            _ => self.plan.stream(&input.message()?),
         }
     }
 
@@ -727,10 +749,8 @@ impl Respond for StoreRouteRef {
                 }
                 Kind::ServerStreaming => {
                     let (ex, input) = call.into_unary().await?;
-                    let page = conv.stream(store, ex.checked(input)?)?;
-                    Ok(Answer::stream(Box::pin(futures_util::stream::iter(
-                        page.into_iter().map(|b| Ok(Reply::Encoded(b))),
-                    ))))
+                    let query = conv.stream(ex.checked(input)?)?;
+                    Ok(Answer::stream(Box::pin(ListStream::start(this.store.clone(), query)?)))
                 }
                 Kind::ClientStreaming => {
                     // All or nothing: read (and validate) every request before storing any.
@@ -747,5 +767,56 @@ impl Respond for StoreRouteRef {
 
     fn describe(&self) -> String {
         self.0.conv.describe()
+    }
+}
+
+/// A server-streaming list, read from the store a chunk at a time as the client
+/// takes replies: a stream nobody reads holds one chunk, not the whole page.
+struct ListStream {
+    store: Arc<dyn Store>,
+    table: String,
+    /// Records still to send after `buf`.
+    left: usize,
+    /// Where the next chunk starts (the store's token), `None` at the end.
+    next: Option<String>,
+    buf: std::vec::IntoIter<Bytes>,
+}
+
+/// Records read from the store per chunk.
+const LIST_CHUNK: usize = 256;
+
+impl ListStream {
+    /// Reads the first chunk now, so a bad page token fails the call before it streams.
+    fn start(store: Arc<dyn Store>, q: ListQuery) -> Result<Self, Error> {
+        let after = q.after_id.as_deref().map_or(After::Start, After::Id);
+        let first = store.page(&q.table, after, q.n.min(LIST_CHUNK))?;
+        let left = q.n - first.records.len();
+        Ok(Self { store, table: q.table, left, next: first.next, buf: first.records.into_iter() })
+    }
+}
+
+impl futures_util::Stream for ListStream {
+    type Item = Result<Reply, Error>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(b) = this.buf.next() {
+            return std::task::Poll::Ready(Some(Ok(Reply::Encoded(b))));
+        }
+        let Some(token) = this.next.take().filter(|_| this.left > 0) else {
+            return std::task::Poll::Ready(None);
+        };
+        match this.store.page(&this.table, After::Token(&token), this.left.min(LIST_CHUNK)) {
+            Ok(page) => {
+                this.left -= page.records.len();
+                this.next = page.next;
+                this.buf = page.records.into_iter();
+                std::task::Poll::Ready(this.buf.next().map(|b| Ok(Reply::Encoded(b))))
+            }
+            Err(e) => std::task::Poll::Ready(Some(Err(e))),
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 
-use super::{InsertError, Merge, Page, Store};
+use super::{After, InsertError, Merge, Page, Store};
 use crate::Error;
 
 /// A fast, seeded hasher for the store's maps (ids can be long UUID strings, and
@@ -22,19 +22,38 @@ pub struct MemoryStore {
     tables: RwLock<FastMap<String, RwLock<Table>>>,
 }
 
+/// How many deleted ids a table remembers, so a client paging by the id of a
+/// record deleted meanwhile can still continue after it.
+const REMEMBERED_DELETIONS: usize = 4096;
+
 #[derive(Debug, Default)]
 struct Table {
-    /// Insertion order; a deleted record leaves `None` so positions stay valid.
-    /// The id is shared with the index (one allocation per record).
-    rows: Vec<Option<(Arc<str>, Bytes)>>,
+    /// Insertion order, by sequence number. A deleted record leaves its slot
+    /// (`None`) until the next compaction, so positions stay valid in between.
+    rows: Vec<(u64, Option<Row>)>,
     /// id -> position in `rows`.
     index: FastMap<Arc<str>, usize>,
+    /// The next record's sequence number.
+    next_seq: u64,
+    /// Empty slots in `rows`.
+    dead: usize,
+    /// Recently deleted ids -> their sequence numbers (at most
+    /// [`REMEMBERED_DELETIONS`], oldest first in `gone_order`).
+    gone: FastMap<Arc<str>, u64>,
+    gone_order: std::collections::VecDeque<Arc<str>>,
+}
+
+#[derive(Debug)]
+struct Row {
+    /// Shared with the index (one allocation per record).
+    id: Arc<str>,
+    bytes: Bytes,
 }
 
 impl Table {
     fn get(&self, id: &str) -> Option<&Bytes> {
         let pos = *self.index.get(id)?;
-        self.rows[pos].as_ref().map(|(_, b)| b)
+        self.rows[pos].1.as_ref().map(|r| &r.bytes)
     }
 
     /// Appends a record unless its id is taken (one hash lookup).
@@ -44,15 +63,90 @@ impl Table {
             Entry::Occupied(_) => Err(InsertError::Exists(id.to_string())),
             Entry::Vacant(v) => {
                 v.insert(self.rows.len());
-                self.rows.push(Some((id, bytes)));
+                self.rows.push((self.next_seq, Some(Row { id, bytes })));
+                self.next_seq += 1;
                 Ok(())
             }
         }
     }
+
+    /// Undoes the inserts since `rows` had `len` entries (an all-or-nothing batch).
+    fn truncate(&mut self, len: usize) {
+        for (_, row) in self.rows.drain(len..) {
+            if let Some(row) = row {
+                self.index.remove(&row.id);
+            } else {
+                self.dead -= 1;
+            }
+        }
+    }
+
+    fn delete(&mut self, id: &str) -> Option<Bytes> {
+        let pos = self.index.remove(id)?;
+        let (seq, slot) = &mut self.rows[pos];
+        let row = slot.take()?;
+        self.dead += 1;
+        if self.gone_order.len() == REMEMBERED_DELETIONS
+            && let Some(old) = self.gone_order.pop_front()
+        {
+            self.gone.remove(&old);
+        }
+        self.gone.insert(row.id.clone(), *seq);
+        self.gone_order.push_back(row.id);
+        // Memory follows live records: drop the empty slots once they outnumber them.
+        if self.dead > 64 && self.dead > self.index.len() {
+            self.compact();
+        }
+        Some(row.bytes)
+    }
+
+    fn compact(&mut self) {
+        self.rows.retain(|(_, r)| r.is_some());
+        self.rows.shrink_to(self.rows.len() * 2);
+        for (pos, (_, row)) in self.rows.iter().enumerate() {
+            if let Some(row) = row {
+                *self.index.get_mut(&row.id).expect("every live row is indexed") = pos;
+            }
+        }
+        self.dead = 0;
+    }
+
+    /// The position of the first row after `after`.
+    fn start(&self, after: After<'_>) -> Result<usize, Error> {
+        let after_seq = |seq: u64| self.rows.partition_point(|(s, _)| *s <= seq);
+        match after {
+            After::Start => Ok(0),
+            After::Id(id) => match self.index.get(id) {
+                Some(&pos) => Ok(pos + 1),
+                None => self.gone.get(id).map(|&seq| after_seq(seq)).ok_or_else(|| bad_token(id)),
+            },
+            After::Token(tok) => parse_token(tok).map(after_seq).ok_or_else(|| bad_token(tok)),
+        }
+    }
+}
+
+/// Page tokens: the sequence number of the last record returned, opaque to
+/// clients (`p` and the number in base 36).
+fn token(seq: u64) -> String {
+    let mut digits = Vec::new();
+    let mut n = seq;
+    loop {
+        digits.push(char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    std::iter::once('p').chain(digits.into_iter().rev()).collect()
+}
+
+fn parse_token(tok: &str) -> Option<u64> {
+    let digits = tok.strip_prefix('p').filter(|d| !d.is_empty() && d.len() <= 13)?;
+    u64::from_str_radix(digits, 36).ok()
 }
 
 fn bad_token(tok: &str) -> Error {
-    Error::invalid_argument(format!("invalid page_token '{tok}': no such record"))
+    Error::invalid_argument(format!("invalid page_token '{tok}': it names no position in this list"))
 }
 
 impl MemoryStore {
@@ -80,9 +174,16 @@ impl MemoryStore {
     }
 
     /// Number of live records in a table.
+    /// Number of live records in a table.
     #[cfg(test)]
     pub(crate) fn len(&self, table: &str) -> usize {
         self.read(table, |t| t.index.len()).unwrap_or(0)
+    }
+
+    /// Slots (live and empty) in a table: what its memory follows.
+    #[cfg(test)]
+    pub(crate) fn slots(&self, table: &str) -> usize {
+        self.read(table, |t| t.rows.len()).unwrap_or(0)
     }
 }
 
@@ -102,9 +203,7 @@ impl Store for MemoryStore {
             t.index.reserve(records.len());
             for (id, bytes) in records {
                 if let Err(e) = t.try_insert(id, bytes) {
-                    for (id, _) in t.rows.drain(start..).flatten() {
-                        t.index.remove(&id);
-                    }
+                    t.truncate(start);
                     return Err(e);
                 }
             }
@@ -116,48 +215,40 @@ impl Store for MemoryStore {
     fn update(&self, table: &str, id: &str, merge: Merge<'_>) -> Result<Option<Bytes>, Error> {
         self.write(table, false, |t| {
             let Some(&pos) = t.index.get(id) else { return Ok(None) };
-            let Some((_, current)) = t.rows[pos].as_mut() else { return Ok(None) };
-            let next = merge(current)?;
-            *current = next.clone();
+            let Some(row) = t.rows[pos].1.as_mut() else { return Ok(None) };
+            let next = merge(&row.bytes)?;
+            row.bytes = next.clone();
             Ok(Some(next))
         })
         .unwrap_or(Ok(None))
     }
 
     fn delete(&self, table: &str, id: &str) -> Result<Option<Bytes>, Error> {
-        Ok(self
-            .write(table, false, |t| {
-                let pos = t.index.remove(id)?;
-                t.rows[pos].take().map(|(_, b)| b)
-            })
-            .flatten())
+        Ok(self.write(table, false, |t| t.delete(id)).flatten())
     }
 
-    fn page(&self, table: &str, after: Option<&str>, n: usize) -> Result<Page, Error> {
+    fn page(&self, table: &str, after: After<'_>, n: usize) -> Result<Page, Error> {
         self.read(table, |t| {
-            let start = match after {
-                None => 0,
-                Some(tok) => t.index.get(tok).map(|p| p + 1).ok_or_else(|| bad_token(tok))?,
-            };
+            let start = t.start(after)?;
             let mut records = Vec::with_capacity(n.min(1024));
             let mut last = None;
-            for (id, bytes) in t.rows[start..].iter().flatten() {
+            for (seq, row) in &t.rows[start..] {
                 if records.len() == n {
                     break;
                 }
-                records.push(bytes.clone());
-                last = Some(id);
+                if let Some(row) = row {
+                    records.push(row.bytes.clone());
+                    last = Some(*seq);
+                }
             }
-            // More follow when a live row remains after the last one returned.
-            let more = last.is_some_and(|id| {
-                let pos = t.index[&**id];
-                t.rows[pos + 1..].iter().any(Option::is_some)
-            });
-            Ok(Page { records, next: if more { last.map(|id| id.to_string()) } else { None } })
+            // More may follow when rows (live or not) remain after the last one returned.
+            let more = last.is_some_and(|seq| t.rows.last().is_some_and(|(s, _)| *s > seq));
+            Ok(Page { records, next: if more { last.map(token) } else { None } })
         })
         .unwrap_or_else(|| match after {
-            None => Ok(Page::default()),
-            Some(tok) => Err(bad_token(tok)),
+            After::Start => Ok(Page::default()),
+            After::Token(tok) if parse_token(tok).is_some() => Ok(Page::default()),
+            After::Token(tok) | After::Id(tok) => Err(bad_token(tok)),
         })
     }
 }
@@ -171,15 +262,69 @@ mod tests {
         let s = MemoryStore::default();
         let recs = (0..5).map(|i| (format!("id{i}"), Bytes::from(vec![i as u8]))).collect();
         s.insert_all("t", recs).unwrap();
-        let p1 = s.page("t", None, 2).unwrap();
+        let p1 = s.page("t", After::Start, 2).unwrap();
         assert_eq!(p1.records, vec![Bytes::from(vec![0]), Bytes::from(vec![1])]);
-        assert_eq!(p1.next.as_deref(), Some("id1"));
+        let next = p1.next.expect("more follow");
         s.delete("t", "id2").unwrap();
-        let p2 = s.page("t", p1.next.as_deref(), 2).unwrap();
+        let p2 = s.page("t", After::Token(&next), 2).unwrap();
         assert_eq!(p2.records, vec![Bytes::from(vec![3]), Bytes::from(vec![4])]);
         assert_eq!(p2.next, None);
-        assert!(s.page("t", Some("nope"), 2).is_err());
+        // By id, as a streaming client continues.
+        assert_eq!(s.page("t", After::Id("id3"), 5).unwrap().records, vec![Bytes::from(vec![4])]);
+        assert!(s.page("t", After::Id("nope"), 2).is_err());
+        assert!(s.page("t", After::Token("nope"), 2).is_err());
         assert_eq!(s.len("t"), 4);
+    }
+
+    #[test]
+    fn tokens_and_ids_survive_deleting_the_record_they_follow() {
+        let s = MemoryStore::default();
+        s.insert_all("t", (0..6u8).map(|i| (format!("id{i}"), Bytes::from(vec![i]))).collect()).unwrap();
+        let p1 = s.page("t", After::Start, 3).unwrap();
+        let tok = p1.next.unwrap();
+        // The record the token follows, and the next one, are deleted meanwhile.
+        s.delete("t", "id2").unwrap();
+        s.delete("t", "id3").unwrap();
+        assert_eq!(
+            s.page("t", After::Token(&tok), 10).unwrap().records,
+            vec![Bytes::from(vec![4]), Bytes::from(vec![5])]
+        );
+        assert_eq!(
+            s.page("t", After::Id("id2"), 10).unwrap().records,
+            vec![Bytes::from(vec![4]), Bytes::from(vec![5])]
+        );
+        // A token past the end of an emptied table is an empty page, not an error.
+        for i in 0..6 {
+            let _ = s.delete("t", &format!("id{i}"));
+        }
+        assert!(s.page("t", After::Token(&tok), 10).unwrap().records.is_empty());
+    }
+
+    #[test]
+    fn memory_follows_live_records_through_create_delete_cycles() {
+        let s = MemoryStore::default();
+        for i in 0..100_000u32 {
+            s.insert("t", format!("r{i}"), Bytes::from_static(b"x")).unwrap();
+            if i >= 64 {
+                s.delete("t", &format!("r{}", i - 64)).unwrap();
+            }
+        }
+        assert_eq!(s.len("t"), 64);
+        assert!(s.slots("t") <= 64 * 2 + 65, "slots {} for 64 live records", s.slots("t"));
+        // Paging still sees exactly the live records, in order.
+        let page = s.page("t", After::Start, 1000).unwrap();
+        assert_eq!(page.records.len(), 64);
+        assert_eq!(s.get("t", "r99999").unwrap(), Some(Bytes::from_static(b"x")));
+    }
+
+    #[test]
+    fn page_tokens_round_trip() {
+        for seq in [0, 1, 35, 36, 1 << 40, u64::MAX] {
+            assert_eq!(parse_token(&token(seq)), Some(seq));
+        }
+        for bad in ["", "p", "x1", "p-1", "pzzzzzzzzzzzzzz", "p\u{e9}"] {
+            assert_eq!(parse_token(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -197,7 +342,7 @@ mod tests {
         // And the table still works afterwards.
         s.insert_all("t", vec![("c".into(), Bytes::from_static(b"x"))]).unwrap();
         assert_eq!(s.get("t", "c").unwrap(), Some(Bytes::from_static(b"x")));
-        assert_eq!(s.page("t", None, 10).unwrap().records.len(), 2);
+        assert_eq!(s.page("t", After::Start, 10).unwrap().records.len(), 2);
     }
 
     #[test]

@@ -18,8 +18,22 @@ pub use memory::MemoryStore;
 pub struct Page {
     /// The records, in insertion order.
     pub records: Vec<Bytes>,
-    /// The token of the next page when more records follow.
+    /// An opaque token for [`After::Token`] continuing after the last record
+    /// returned, when more records may follow.
     pub next: Option<String>,
+}
+
+/// Where a page starts.
+#[derive(Debug, Clone, Copy)]
+pub enum After<'a> {
+    /// At the first record.
+    Start,
+    /// After the position a [`Page::next`] token names; it stays valid when records
+    /// are deleted (the record it followed included).
+    Token(&'a str),
+    /// After the record with this id (how a client that only sees records, as in a
+    /// server-streaming list, continues). A recently deleted id still works.
+    Id(&'a str),
 }
 
 /// A replacement computed from a record's current bytes, under the record's lock.
@@ -48,8 +62,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Removes record `id`, returning its bytes.
     fn delete(&self, table: &str, id: &str) -> Result<Option<Bytes>, Error>;
 
-    /// Up to `n` records after the page token `after` (from the start when `None`).
-    fn page(&self, table: &str, after: Option<&str>, n: usize) -> Result<Page, Error>;
+    /// Up to `n` records in insertion order, starting as `after` says. A token or
+    /// id the store cannot place is INVALID_ARGUMENT.
+    fn page(&self, table: &str, after: After<'_>, n: usize) -> Result<Page, Error>;
 }
 
 /// Why an insert failed.
@@ -78,7 +93,7 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn delete(&self, table: &str, id: &str) -> Result<Option<Bytes>, Error> {
         (**self).delete(table, id)
     }
-    fn page(&self, table: &str, after: Option<&str>, n: usize) -> Result<Page, Error> {
+    fn page(&self, table: &str, after: After<'_>, n: usize) -> Result<Page, Error> {
         (**self).page(table, after, n)
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use prost_reflect::DynamicMessage;
-use protoserve::store::{InsertError, MemoryStore, Merge, Page, Store};
+use protoserve::store::{After, InsertError, MemoryStore, Merge, Page, Store};
 use protoserve::{Answer, BoxFuture, Call, CallRequest, CallService, Compression, ReplyStream, Server};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -309,7 +309,7 @@ impl Store for CountingStore {
         self.tick();
         self.inner.delete(table, id)
     }
-    fn page(&self, table: &str, after: Option<&str>, n: usize) -> Result<Page, protoserve::Error> {
+    fn page(&self, table: &str, after: After<'_>, n: usize) -> Result<Page, protoserve::Error> {
         self.tick();
         self.inner.page(table, after, n)
     }
