@@ -41,6 +41,8 @@ pub struct ServeConfig {
     pub on_breaking: crate::OnBreaking,
     /// Which encoding compresses responses for clients that accept it.
     pub compression: crate::Compression,
+    /// Most request bytes one client-streaming store call may buffer.
+    pub max_call_buffer: usize,
 }
 
 /// `protoserve check`.
@@ -117,6 +119,10 @@ struct ServeArgs {
     /// are always accepted.
     #[arg(long, value_enum, default_value_t = CompressionArg::Gzip, value_name = "ENCODING")]
     compression: CompressionArg,
+    /// Most request bytes one client-streaming call answered by the store
+    /// (BulkCreate) may buffer before it stores all or nothing.
+    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_size)]
+    max_call_buffer: usize,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -181,6 +187,7 @@ impl Config {
                     CompressionArg::Zstd => crate::Compression::Zstd,
                     CompressionArg::None => crate::Compression::None,
                 },
+                max_call_buffer: a.max_call_buffer,
             }),
             Cmd::Check(a) => {
                 Command::Check(CheckConfig { roots: roots(a.dirs), descriptor_set_out: a.descriptor_set_out })

@@ -86,6 +86,9 @@ use store::{MemoryStore, Store};
 /// Default maximum message size, both directions: 10 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 10 * 1024 * 1024;
 
+/// Default for the request bytes one client-streaming store call may buffer: 64 MiB.
+pub const DEFAULT_MAX_CALL_BUFFER: usize = 64 * 1024 * 1024;
+
 /// Configures a [`Server`]: schema roots, handlers, data, limits.
 pub struct Builder {
     roots: Vec<PathBuf>,
@@ -96,6 +99,7 @@ pub struct Builder {
     data: Option<PathBuf>,
     max_recv: usize,
     max_send: usize,
+    max_call_buffer: usize,
     watch: bool,
     on_breaking: OnBreaking,
     compat: Option<reload::CompatCheck>,
@@ -122,6 +126,7 @@ impl Default for Builder {
             data: None,
             max_recv: DEFAULT_MAX_MESSAGE_SIZE,
             max_send: DEFAULT_MAX_MESSAGE_SIZE,
+            max_call_buffer: DEFAULT_MAX_CALL_BUFFER,
             watch: false,
             on_breaking: OnBreaking::Warn,
             compat: Some(Arc::new(wire_check)),
@@ -217,6 +222,13 @@ impl Builder {
         self
     }
 
+    /// The most request bytes one client-streaming call answered by the store
+    /// (BulkCreate) may buffer before storing all or nothing; more is RESOURCE_EXHAUSTED.
+    pub fn max_call_buffer(mut self, bytes: usize) -> Self {
+        self.max_call_buffer = bytes;
+        self
+    }
+
     /// Watches the schema roots while serving and hot-reloads on changes
     /// (off by default for the library; on by default for `protoserve serve`).
     pub fn watch(mut self, yes: bool) -> Self {
@@ -241,7 +253,7 @@ impl Builder {
         }
         let health = health::HealthState::default();
         let health_server = health.server();
-        let chain = responder::chain(Handlers::new(self.handlers), store);
+        let chain = responder::chain(Handlers::new(self.handlers), store, self.max_call_buffer);
         let registry = Arc::new(Registry::new(schema, chain, health)?);
         let calls = middleware::stack(call::Core { max_send: self.max_send }, &self.layers);
         let router = Router::new(GrpcAdapter {
@@ -323,7 +335,8 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
         .max_message_size(config.max_message_size)
         .watch(config.watch)
         .on_breaking(config.on_breaking)
-        .compression(config.compression);
+        .compression(config.compression)
+        .max_call_buffer(config.max_call_buffer);
     for root in &config.roots {
         builder = builder.schema_dir(root);
     }

@@ -227,6 +227,7 @@ impl CallRequest {
 }
 
 /// A call once its body has been split off: what decoding and validation need.
+#[derive(Clone)]
 pub(crate) struct Exchange {
     pub(crate) snap: Arc<dyn CallSchema>,
     pub(crate) route: Arc<Route>,
@@ -262,9 +263,18 @@ impl Exchange {
         Ok(msg)
     }
 
+    /// The request decoded (off the async workers when large) and validated.
+    pub(crate) async fn message_off_worker(&self, mut input: Input) -> Result<DynamicMessage, Error> {
+        input.predecode().await?;
+        self.message(input)
+    }
+
     /// A request stream decoded and validated message by message.
     pub(crate) fn messages(self, frames: Frames) -> impl Stream<Item = Result<DynamicMessage, Error>> + Send {
-        frames.map(move |r| r.and_then(|raw| self.message(self.input(raw))))
+        frames.then(move |r| {
+            let ex = self.clone();
+            async move { ex.message_off_worker(ex.input(r?)).await }
+        })
     }
 }
 
@@ -287,6 +297,22 @@ impl Input {
         Ok(self.decoded.insert(decoded))
     }
 
+    /// Decodes a large request now on the blocking pool (a few at a time), so
+    /// that decoding it never stalls the async workers serving other calls.
+    /// Small requests are left to decode in place, where that is cheaper.
+    pub(crate) async fn predecode(&mut self) -> Result<(), Error> {
+        if self.decoded.is_some() || self.raw.len() < HEAVY_DECODE {
+            return Ok(());
+        }
+        let _permit = heavy_work().acquire().await.map_err(|_| Error::internal("the decode pool is closed"))?;
+        let (desc, path, raw) = (self.desc.clone(), self.path.clone(), self.raw.clone());
+        let decoded = tokio::task::spawn_blocking(move || decode(&desc, &path, raw))
+            .await
+            .map_err(|e| Error::internal(format!("{}: decoding the request failed: {e}", self.path)))??;
+        self.decoded = Some(decoded);
+        Ok(())
+    }
+
     /// The decoded message (decoding now if nobody has yet).
     pub(crate) fn message(self) -> Result<DynamicMessage, Error> {
         match self.decoded {
@@ -299,6 +325,17 @@ impl Input {
     pub(crate) fn malformed(&self, e: impl fmt::Display) -> Error {
         malformed(&self.path, &self.desc, e)
     }
+}
+
+/// Requests at least this large are decoded on the blocking pool.
+pub(crate) const HEAVY_DECODE: usize = 64 * 1024;
+
+/// Bounds how much heavy work (large decodes, large batch inserts) runs at once:
+/// one task per core, so heavy calls queue behind each other instead of
+/// occupying every thread.
+pub(crate) fn heavy_work() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())))
 }
 
 /// Decodes a request message of type `desc`.

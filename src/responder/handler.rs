@@ -141,13 +141,13 @@ impl Handler {
             match this {
                 Handler::Unary(f) => {
                     let (ex, input) = call.into_unary().await?;
-                    let message = ex.message(input)?;
+                    let message = ex.message_off_worker(input).await?;
                     let reply = f(Call { method, metadata: ex.metadata, message }).await?;
                     Ok(Answer::one(reply))
                 }
                 Handler::ServerStreaming(f) => {
                     let (ex, input) = call.into_unary().await?;
-                    let message = ex.message(input)?;
+                    let message = ex.message_off_worker(input).await?;
                     let replies = f(Call { method, metadata: ex.metadata, message }).await?;
                     Ok(Answer::stream(replies))
                 }

@@ -20,7 +20,7 @@ use prost_reflect::{
 
 use super::{Respond, Responder};
 use crate::Error;
-use crate::call::{Answer, BoxFuture, CallRequest, Input, Kind, Reply};
+use crate::call::{Answer, BoxFuture, CallRequest, Exchange, Input, Kind, Reply};
 use crate::error::BuildError;
 use crate::store::{After, InsertError, Store};
 use crate::wire::{self, FlatShape};
@@ -705,11 +705,13 @@ pub(crate) fn load_data(store: &dyn Store, pool: &DescriptorPool, path: &std::pa
 #[derive(Debug)]
 pub(crate) struct StoreResponder {
     store: Arc<dyn Store>,
+    /// Most request bytes one client-streaming call may buffer before storing.
+    max_call_buffer: usize,
 }
 
 impl StoreResponder {
-    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub(crate) fn new(store: Arc<dyn Store>, max_call_buffer: usize) -> Self {
+        Self { store, max_call_buffer }
     }
 }
 
@@ -720,7 +722,7 @@ impl Responder for StoreResponder {
 
     fn resolve(&self, method: &MethodDescriptor) -> Result<Option<Arc<dyn Respond>>, BuildError> {
         Ok(Convention::resolve(method).map(|conv| {
-            let route = StoreRoute { conv, store: self.store.clone() };
+            let route = StoreRoute { conv, store: self.store.clone(), max_call_buffer: self.max_call_buffer };
             Arc::new(StoreRouteRef(Arc::new(route))) as Arc<dyn Respond>
         }))
     }
@@ -731,6 +733,45 @@ impl Responder for StoreResponder {
 struct StoreRoute {
     conv: Convention,
     store: Arc<dyn Store>,
+    max_call_buffer: usize,
+}
+
+/// A batch this large is validated, built and stored on the blocking pool.
+const HEAVY_BATCH: usize = 1024;
+
+impl StoreRoute {
+    /// The request decoded off the async workers when it is large and this
+    /// convention will need it decoded (validation or a non-flat request type).
+    async fn prepare(&self, ex: &Exchange, mut input: Input) -> Result<Input, Error> {
+        if self.conv.shape.is_none() || matches!(ex.route.validation, crate::validate::Validation::Full) {
+            input.predecode().await?;
+        }
+        ex.checked(input)
+    }
+
+    /// Reads a client stream whole (all or nothing needs every request before
+    /// storing any), refusing more than `max_call_buffer` bytes.
+    async fn collect(&self, path: &str, mut frames: crate::call::Frames) -> Result<Vec<Bytes>, Error> {
+        let (mut all, mut bytes) = (Vec::new(), 0usize);
+        while let Some(raw) = frames.try_next().await? {
+            bytes += raw.len();
+            if bytes > self.max_call_buffer {
+                return Err(Error::too_large(format!(
+                    "{path}: the request stream is larger than the {}-byte limit one call may buffer \
+                     (see --max-call-buffer); nothing was stored",
+                    self.max_call_buffer
+                )));
+            }
+            all.push(raw);
+        }
+        Ok(all)
+    }
+
+    /// Validates, builds and stores a batch, all or nothing.
+    fn bulk(&self, ex: &Exchange, frames: Vec<Bytes>) -> Result<Reply, Error> {
+        let inputs = frames.into_iter().map(|raw| ex.checked(ex.input(raw))).collect::<Result<Vec<_>, _>>()?;
+        self.conv.bulk(&*self.store, inputs)
+    }
 }
 
 /// Shared so each call's future owns a reference (one count bump per call).
@@ -745,20 +786,30 @@ impl Respond for StoreRouteRef {
             match Kind::of(call.method()) {
                 Kind::Unary => {
                     let (ex, input) = call.into_unary().await?;
-                    Ok(Answer::one(conv.unary(store, ex.checked(input)?)?))
+                    Ok(Answer::one(conv.unary(store, this.prepare(&ex, input).await?)?))
                 }
                 Kind::ServerStreaming => {
                     let (ex, input) = call.into_unary().await?;
-                    let query = conv.stream(ex.checked(input)?)?;
+                    let query = conv.stream(this.prepare(&ex, input).await?)?;
                     Ok(Answer::stream(Box::pin(ListStream::start(this.store.clone(), query)?)))
                 }
                 Kind::ClientStreaming => {
-                    // All or nothing: read (and validate) every request before storing any.
                     let (ex, frames) = call.into_streaming();
-                    let frames: Vec<Bytes> = frames.try_collect().await?;
-                    let inputs =
-                        frames.into_iter().map(|raw| ex.checked(ex.input(raw))).collect::<Result<Vec<_>, _>>()?;
-                    Ok(Answer::one(conv.bulk(store, inputs)?))
+                    let frames = this.collect(&ex.route.path, frames).await?;
+                    let bytes: usize = frames.iter().map(Bytes::len).sum();
+                    if frames.len() < HEAVY_BATCH && bytes < crate::call::HEAVY_DECODE {
+                        return Ok(Answer::one(this.bulk(&ex, frames)?));
+                    }
+                    // A large batch is CPU work and holds the table's lock while it
+                    // is inserted: keep it off the async workers, a few at a time.
+                    let _permit = crate::call::heavy_work()
+                        .acquire()
+                        .await
+                        .map_err(|_| Error::internal("the heavy-work pool is closed"))?;
+                    let reply = tokio::task::spawn_blocking(move || this.bulk(&ex, frames))
+                        .await
+                        .map_err(|e| Error::internal(format!("storing the batch failed: {e}")))??;
+                    Ok(Answer::one(reply))
                 }
                 Kind::Bidi => Err(Error::internal(format!("{}: no store convention is bidi-streaming", call.path()))),
             }

@@ -334,3 +334,70 @@ async fn another_store_plugs_in_with_builder_store() {
     assert_eq!(store.ops.load(std::sync::atomic::Ordering::Relaxed), 2, "create and get went through it");
     assert!(store.inner.get("users.User", &id).unwrap().is_some());
 }
+
+#[tokio::test]
+async fn a_large_request_is_decoded_off_the_workers_and_answered_the_same() {
+    let srv = TestServer::start(kinds().unary("kinds.Echo/Say", |call: Call<DynamicMessage>| async move {
+        let mut out = call.reply();
+        let n = get_str(&call.message, "text").len();
+        out.set_field_by_name("times", prost_reflect::Value::I32(n as i32));
+        Ok(out)
+    }))
+    .await;
+    let mut c = srv.client().await;
+    for n in [10, 64 * 1024, 3 * 1024 * 1024] {
+        let got = c.unary("/kinds.Echo/Say", note(&c, &"y".repeat(n))).await.unwrap();
+        assert_eq!(get_i64(&got, "times"), n as i64);
+    }
+    // Malformed bytes are still INTERNAL naming the method when large.
+    let mut bad = vec![0x0a, 0xff, 0xff, 0x7f];
+    bad.resize(200 * 1024, 0);
+    let err = c.raw_unary("/kinds.Echo/Say", bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert!(err.message().contains("/kinds.Echo/Say"), "{}", err.message());
+}
+
+fn create_req(c: &Client, i: usize) -> DynamicMessage {
+    c.msg("users.CreateUserRequest", json!({"name": format!("u{i}"), "email": "u@example.com"}))
+}
+
+#[tokio::test]
+async fn bulk_create_buffers_at_most_max_call_buffer_and_stores_nothing_beyond() {
+    let srv = TestServer::start(Server::builder().schema_dir(users_dir()).max_call_buffer(4096)).await;
+    let mut c = srv.client().await;
+    let bulk = "/users.UserService/BulkCreateUsers";
+    let reqs: Vec<_> = (0..500).map(|i| create_req(&c, i)).collect();
+    let err = c.client_stream(bulk, reqs).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("--max-call-buffer") && err.message().contains("nothing was stored"), "{err:?}");
+    let listed = c
+        .server_stream("/users.UserService/ListUsers", c.msg("users.ListUsersRequest", json!({"page_size": 1000})))
+        .await
+        .unwrap();
+    assert!(listed.is_empty(), "nothing was stored: {}", listed.len());
+    // Within the limit works.
+    let ok = c.client_stream(bulk, (0..10).map(|i| create_req(&c, i)).collect()).await.unwrap();
+    assert_eq!(get_i64(&ok, "created_count"), 10);
+}
+
+#[tokio::test]
+async fn a_large_bulk_create_is_stored_all_or_nothing_off_the_workers() {
+    let srv = TestServer::users().await;
+    let mut c = srv.client().await;
+    let bulk = "/users.UserService/BulkCreateUsers";
+    let n = 3000; // above the batch size that moves to the blocking pool
+    let ok = c.client_stream(bulk, (0..n).map(|i| create_req(&c, i)).collect()).await.unwrap();
+    assert_eq!(get_i64(&ok, "created_count"), n as i64);
+    let ids = ok.get_field_by_name("user_ids").unwrap().as_list().unwrap().len();
+    assert_eq!(ids, n);
+    // One bad email in a large batch: nothing of it is stored.
+    let mut reqs: Vec<_> = (0..n).map(|i| create_req(&c, i)).collect();
+    reqs[n - 1] = c.msg("users.CreateUserRequest", json!({"name": "bad", "email": "nope"}));
+    let err = c.client_stream(bulk, reqs).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let listed = c
+        .server_stream("/users.UserService/ListUsers", c.msg("users.ListUsersRequest", json!({"page_size": 10000})))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), n, "only the first batch is stored");
+}
