@@ -43,6 +43,8 @@ pub struct ServeConfig {
     pub compression: crate::Compression,
     /// Most request bytes one client-streaming store call may buffer.
     pub max_call_buffer: usize,
+    /// Per-connection timeouts.
+    pub conn_limits: crate::ConnLimits,
 }
 
 /// `protoserve check`.
@@ -123,6 +125,15 @@ struct ServeArgs {
     /// (BulkCreate) may buffer before it stores all or nothing.
     #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_size)]
     max_call_buffer: usize,
+    /// A connection must send its first request within this time (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    handshake_timeout: std::time::Duration,
+    /// A connection with no request in flight for this long is closed (e.g. 5m).
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    idle_timeout: std::time::Duration,
+    /// HTTP/2 keepalive PING interval to find dead peers; 0 turns pings off.
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
+    keepalive_interval: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -188,6 +199,11 @@ impl Config {
                     CompressionArg::None => crate::Compression::None,
                 },
                 max_call_buffer: a.max_call_buffer,
+                conn_limits: crate::ConnLimits {
+                    handshake_timeout: a.handshake_timeout,
+                    idle_timeout: a.idle_timeout,
+                    keepalive_interval: Some(a.keepalive_interval).filter(|d| !d.is_zero()),
+                },
             }),
             Cmd::Check(a) => {
                 Command::Check(CheckConfig { roots: roots(a.dirs), descriptor_set_out: a.descriptor_set_out })
@@ -229,9 +245,40 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     Ok(bytes)
 }
 
+/// Parses a duration: a number with a unit (ms, s, m, h), or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    use std::time::Duration;
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration (e.g. 10s, 500ms, 5m)"))?;
+    let d = match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        other => return Err(format!("unknown duration unit '{other}' (use ms, s, m, h)")),
+    };
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "s", "-1s", "1x", "1.5s", "99999999999999999999s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes() {

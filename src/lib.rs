@@ -67,7 +67,7 @@ use tokio::net::TcpListener;
 use tonic::Status;
 
 pub use call::{Answer, BoxFuture, CallRequest, Kind, Replies, Reply};
-pub use cli::{CheckConfig, Command, Config, ServeConfig, parse_size};
+pub use cli::{CheckConfig, Command, Config, ServeConfig, parse_duration, parse_size};
 pub use error::Error;
 pub use middleware::CallService;
 pub use protocol::Compression;
@@ -75,7 +75,7 @@ pub use registry::{BuildError, Snapshot};
 pub use reload::{OnBreaking, ReloadError, ReloadHandle, Reloaded, SchemaDiff};
 pub use responder::handler::{Call, Handler, ReplyStream, RequestStream};
 pub use schema::{Schema, SchemaError};
-pub use server::Listener;
+pub use server::{ConnLimits, Listener};
 
 use protocol::Router;
 use protocol::grpc::GrpcAdapter;
@@ -100,6 +100,7 @@ pub struct Builder {
     max_recv: usize,
     max_send: usize,
     max_call_buffer: usize,
+    conn_limits: ConnLimits,
     watch: bool,
     on_breaking: OnBreaking,
     compat: Option<reload::CompatCheck>,
@@ -127,6 +128,7 @@ impl Default for Builder {
             max_recv: DEFAULT_MAX_MESSAGE_SIZE,
             max_send: DEFAULT_MAX_MESSAGE_SIZE,
             max_call_buffer: DEFAULT_MAX_CALL_BUFFER,
+            conn_limits: ConnLimits::default(),
             watch: false,
             on_breaking: OnBreaking::Warn,
             compat: Some(Arc::new(wire_check)),
@@ -229,6 +231,12 @@ impl Builder {
         self
     }
 
+    /// Per-connection timeouts: handshake (to the first request), idle, keepalive.
+    pub fn conn_limits(mut self, limits: ConnLimits) -> Self {
+        self.conn_limits = limits;
+        self
+    }
+
     /// Watches the schema roots while serving and hot-reloads on changes
     /// (off by default for the library; on by default for `protoserve serve`).
     pub fn watch(mut self, yes: bool) -> Self {
@@ -277,7 +285,7 @@ impl Builder {
         } else {
             None
         };
-        Ok(Server { router, registry, reload, watcher })
+        Ok(Server { router, registry, reload, watcher, conn_limits: self.conn_limits })
     }
 }
 
@@ -294,6 +302,7 @@ fn wire_check(old: &prost_reflect::DescriptorPool, new: &prost_reflect::Descript
 pub struct Server {
     registry: Arc<Registry>,
     router: Router,
+    conn_limits: ConnLimits,
     reload: ReloadHandle,
     watcher: Option<reload::Watcher>,
 }
@@ -325,7 +334,7 @@ impl Server {
             shutdown.await;
             registry.set_not_serving();
         };
-        server::serve(listener, self.router, drain).await;
+        server::serve(listener, self.router, self.conn_limits, drain).await;
     }
 }
 
@@ -336,7 +345,8 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
         .watch(config.watch)
         .on_breaking(config.on_breaking)
         .compression(config.compression)
-        .max_call_buffer(config.max_call_buffer);
+        .max_call_buffer(config.max_call_buffer)
+        .conn_limits(config.conn_limits);
     for root in &config.roots {
         builder = builder.schema_dir(root);
     }

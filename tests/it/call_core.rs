@@ -401,3 +401,76 @@ async fn a_large_bulk_create_is_stored_all_or_nothing_off_the_workers() {
         .unwrap();
     assert_eq!(listed.len(), n, "only the first batch is stored");
 }
+
+fn with_limits(handshake_ms: u64, idle_ms: u64) -> protoserve::Builder {
+    kinds()
+        .conn_limits(protoserve::ConnLimits {
+            handshake_timeout: Duration::from_millis(handshake_ms),
+            idle_timeout: Duration::from_millis(idle_ms),
+            keepalive_interval: None,
+        })
+        .server_streaming("kinds.Echo/Repeat", |call: Call<DynamicMessage>| async move {
+            let first = futures_util::stream::once(async move { Ok(call.reply()) });
+            Ok(Box::pin(first.chain(futures_util::stream::pending())) as ReplyStream)
+        })
+}
+
+#[tokio::test]
+async fn a_connection_that_never_sends_a_request_is_closed() {
+    let srv = TestServer::start(with_limits(200, 60_000)).await;
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let mut buf = Vec::new();
+    // EOF is the signal; the bound only turns a regression into a failure.
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf))
+        .await
+        .expect("the server closed the silent connection")
+        .unwrap();
+}
+
+/// An HTTP/2 connection whose end the test can observe.
+async fn h2_connection(
+    srv: &TestServer,
+) -> (hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>, tokio::task::JoinHandle<()>) {
+    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(srv.addr).await.unwrap());
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.expect("h2 handshake");
+    (
+        send,
+        tokio::spawn(async move {
+            let _ = conn.await;
+        }),
+    )
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_but_not_one_with_a_call_in_flight() {
+    let srv = TestServer::start(with_limits(60_000, 200)).await;
+    // A connection with a server stream that never ends stays open...
+    let c = srv.client().await;
+    let msg = note(&c, "x");
+    let mut busy = c.with_grpc(srv.raw_grpc());
+    let out = busy.pool.get_message_by_name("kinds.Note").unwrap();
+    busy.grpc.ready().await.unwrap();
+    let mut stream = busy
+        .grpc
+        .server_streaming(Request::new(msg), "/kinds.Echo/Repeat".parse().unwrap(), DynCodec(out))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+    // ...while one whose only request is done is closed after the idle timeout.
+    let (mut send, closed) = h2_connection(&srv).await;
+    let req = http::Request::post(format!("http://{}/x", srv.addr))
+        .header("content-type", "text/plain")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    assert_eq!(res.status(), http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    drop(res);
+    tokio::time::timeout(Duration::from_secs(20), closed).await.expect("the idle connection was closed").unwrap();
+    // The busy one outlived that idle timeout and still holds its stream.
+    assert!(
+        futures_util::FutureExt::now_or_never(stream.message()).is_none(),
+        "the stream in flight is still open (no end, no error)"
+    );
+}
