@@ -63,7 +63,7 @@ use tonic::Status;
 pub use cli::{CheckConfig, Command, Config, ServeConfig, parse_size};
 pub use handler::{BoxFuture, Call, Handler, Kind, Reply, ReplyStream, RequestStream};
 pub use registry::{BuildError, Snapshot};
-pub use reload::{OnBreaking, ReloadError, ReloadHandle, Reloaded, SchemaDiff};
+pub use reload::{OnBreaking, Outcome, ReloadError, ReloadHandle, Reloaded, SchemaDiff};
 pub use schema::{Schema, SchemaError};
 
 use handler::store::{self, Store};
@@ -257,10 +257,8 @@ impl Builder {
 
 /// The check every reload runs: buf's WIRE rules plus ours, between the live
 /// schema and the candidate.
-fn wire_check(old: &prost_reflect::DescriptorPool, new: &prost_reflect::DescriptorPool) -> (bool, String) {
-    let findings = compat::check(old, new, compat::RuleSet::Wire);
-    let report = if findings.is_empty() { String::new() } else { compat::render_text(&findings) };
-    (compat::is_breaking(&findings), report)
+fn wire_check(old: &prost_reflect::DescriptorPool, new: &prost_reflect::DescriptorPool) -> Vec<compat::Finding> {
+    compat::check(old, new, compat::RuleSet::Wire)
 }
 
 /// A built server: serve it on a listener you bound.

@@ -17,6 +17,7 @@ use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use prost_reflect::DescriptorPool;
 use tokio::sync::{Mutex, mpsc, watch};
 
+use crate::compat::{self, Finding};
 use crate::registry::{BuildError, Registry, Snapshot};
 use crate::schema::{self, Schema, SchemaError};
 
@@ -33,9 +34,10 @@ pub enum OnBreaking {
     Reject,
 }
 
-/// A wire-compatibility check between the live pool and a candidate: returns
-/// (is it breaking, a report to log). Pure: descriptors in, findings out.
-pub type CompatCheck = Arc<dyn Fn(&DescriptorPool, &DescriptorPool) -> (bool, String) + Send + Sync>;
+/// A wire-compatibility check between the live pool and a candidate: the findings
+/// (the candidate is breaking when [`compat::is_breaking`] says so). Pure:
+/// descriptors in, findings out.
+pub type CompatCheck = Arc<dyn Fn(&DescriptorPool, &DescriptorPool) -> Vec<Finding> + Send + Sync>;
 
 /// Why a reload did not go live.
 #[derive(Debug, thiserror::Error)]
@@ -57,10 +59,13 @@ pub enum ReloadError {
         live: u64,
     },
     /// `--on-breaking reject` and the candidate breaks wire compatibility.
-    #[error("schema rejected for breaking wire compatibility; still serving generation {live}:\n{report}")]
+    #[error(
+        "schema rejected for breaking wire compatibility; still serving generation {live}:\n{}",
+        compat::render_text(findings)
+    )]
     Breaking {
-        /// The findings.
-        report: String,
+        /// What the compat check found (errors and warnings).
+        findings: Vec<Finding>,
         /// The generation still serving.
         live: u64,
     },
@@ -87,6 +92,26 @@ pub struct Reloaded {
     pub compile: Duration,
     /// Time spent building and publishing the snapshot.
     pub swap: Duration,
+}
+
+/// The result of one reload attempt, published on [`ReloadHandle::outcomes`].
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Which attempt this was: 1 for the first reload after startup, +1 per
+    /// attempt (watcher, SIGHUP or [`ReloadHandle::reload`]), successful or not.
+    /// 0 stands for the startup load, before any reload was attempted.
+    pub attempt: u64,
+    /// The generation live once the attempt was over.
+    pub generation: u64,
+    /// What the attempt did, or why nothing went live.
+    pub result: Result<Reloaded, Arc<ReloadError>>,
+}
+
+impl Outcome {
+    /// The error, when the attempt did not go live.
+    pub fn error(&self) -> Option<&ReloadError> {
+        self.result.as_ref().err().map(|e| &**e)
+    }
 }
 
 /// Services, methods and messages added, removed or changed between two schemas.
@@ -171,7 +196,10 @@ struct Inner {
     on_breaking: OnBreaking,
     compat: Option<CompatCheck>,
     /// One reload at a time; held across the compile, never on the RPC path.
-    running: Mutex<()>,
+    /// Guards the attempt counter.
+    running: Mutex<u64>,
+    /// The latest attempt's outcome.
+    outcomes: watch::Sender<Outcome>,
 }
 
 impl fmt::Debug for ReloadHandle {
@@ -187,7 +215,19 @@ impl ReloadHandle {
         on_breaking: OnBreaking,
         compat: Option<CompatCheck>,
     ) -> Self {
-        Self { inner: Arc::new(Inner { registry, roots, on_breaking, compat, running: Mutex::new(()) }) }
+        let generation = registry.load().generation();
+        let startup = Outcome {
+            attempt: 0,
+            generation,
+            result: Ok(Reloaded {
+                generation,
+                diff: SchemaDiff::default(),
+                compile: Duration::ZERO,
+                swap: Duration::ZERO,
+            }),
+        };
+        let (outcomes, _) = watch::channel(startup);
+        Self { inner: Arc::new(Inner { registry, roots, on_breaking, compat, running: Mutex::new(0), outcomes }) }
     }
 
     /// The generation live now.
@@ -211,10 +251,35 @@ impl ReloadHandle {
         let _ = rx.wait_for(|g| *g >= n).await;
     }
 
+    /// Observes the outcome of every reload attempt, failed ones included; starts
+    /// with the startup load (attempt 0). Lets callers wait for "attempt N failed
+    /// with error E" instead of guessing how long a watcher takes.
+    pub fn outcomes(&self) -> watch::Receiver<Outcome> {
+        self.inner.outcomes.subscribe()
+    }
+
+    /// The latest attempt's outcome.
+    pub fn last_outcome(&self) -> Outcome {
+        self.inner.outcomes.borrow().clone()
+    }
+
+    /// Waits until an attempt after `after` is over and returns its outcome
+    /// (the latest one, if several finished meanwhile).
+    pub async fn wait_for_attempt_after(&self, after: u64) -> Outcome {
+        let mut rx = self.outcomes();
+        match rx.wait_for(|o| o.attempt > after).await {
+            Ok(o) => o.clone(),
+            // The sender lives as long as this handle: unreachable, but not worth a panic.
+            Err(_) => self.last_outcome(),
+        }
+    }
+
     /// Recompiles the schema roots and, if the result is good, makes it live.
-    /// Logs one line either way.
-    pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
-        let _one_at_a_time = self.inner.running.lock().await;
+    /// Logs one line either way and publishes the outcome on [`Self::outcomes`].
+    pub async fn reload(&self) -> Result<Reloaded, Arc<ReloadError>> {
+        let mut attempts = self.inner.running.lock().await;
+        *attempts += 1;
+        let attempt = *attempts;
         let live = self.inner.registry.load();
         let started = Instant::now();
         let roots = self.inner.roots.clone();
@@ -223,7 +288,7 @@ impl ReloadHandle {
             Err(SchemaError::Io { path: PathBuf::from("<reload>"), source: std::io::Error::other(e) })
         });
         let compile = started.elapsed();
-        let result = self.apply(&live, compiled, compile).await;
+        let result = self.apply(&live, compiled, compile).await.map_err(Arc::new);
         match &result {
             Ok(r) if r.diff.is_empty() => {
                 tracing::info!(generation = r.generation, "reload: schema unchanged ({:.1?} compile)", r.compile);
@@ -238,6 +303,8 @@ impl ReloadHandle {
             ),
             Err(e) => tracing::error!(generation = live.generation(), "reload failed: {e}"),
         }
+        let generation = self.inner.registry.load().generation();
+        self.inner.outcomes.send_replace(Outcome { attempt, generation, result: result.clone() });
         result
     }
 
@@ -254,16 +321,17 @@ impl ReloadHandle {
             return Ok(Reloaded { generation: live_gen, diff, compile, swap: Duration::ZERO });
         }
         if let Some(check) = &self.inner.compat {
-            let (breaking, report) = check(live.schema().pool(), schema.pool());
-            if breaking {
+            let findings = check(live.schema().pool(), schema.pool());
+            if compat::is_breaking(&findings) {
                 match self.inner.on_breaking {
-                    OnBreaking::Reject => return Err(ReloadError::Breaking { report, live: live_gen }),
+                    OnBreaking::Reject => return Err(ReloadError::Breaking { findings, live: live_gen }),
                     OnBreaking::Warn => tracing::warn!(
-                        "reload: candidate breaks wire compatibility (going live, --on-breaking warn):\n{report}"
+                        "reload: candidate breaks wire compatibility (going live, --on-breaking warn):\n{}",
+                        compat::render_text(&findings)
                     ),
                 }
-            } else if !report.trim().is_empty() {
-                tracing::info!("reload: compatibility notes:\n{report}");
+            } else if !findings.is_empty() {
+                tracing::info!("reload: compatibility notes:\n{}", compat::render_text(&findings));
             }
         }
         let swap_started = Instant::now();

@@ -48,6 +48,17 @@ impl Live {
         tokio::time::timeout(WAIT, self.handle.wait_for_generation(n)).await.expect("new generation went live");
     }
 
+    /// Waits (bounded) for a reload attempt after `after` that failed; attempts that
+    /// went through meanwhile (e.g. a reload of an earlier edit) are skipped.
+    async fn wait_failed_after(&self, after: u64) -> protoserve::Outcome {
+        let mut rx = self.handle.outcomes();
+        let o = tokio::time::timeout(WAIT, rx.wait_for(|o| o.attempt > after && o.result.is_err()))
+            .await
+            .expect("a failed reload attempt was published")
+            .expect("the reload handle is alive");
+        o.clone()
+    }
+
     /// A client that knows the live schema.
     async fn client(&self) -> Client {
         self.srv.client().await.with_pool(self.handle.snapshot().schema().pool().clone())
@@ -156,6 +167,35 @@ async fn syntax_error_keeps_old_schema_and_fix_recovers() {
             .get_field_by_name("verbose")
             .is_some()
     );
+}
+
+#[tokio::test]
+async fn every_attempt_is_published_on_the_outcome_channel() {
+    let live = Live::users().await;
+    let start = live.handle.last_outcome();
+    assert_eq!((start.attempt, start.generation), (0, 1), "the startup load: {start:?}");
+    assert!(start.result.is_ok());
+
+    // The watcher's attempt on a broken edit: observed, with its error.
+    live.edit("string user_id = 1;", "string user_id = ;");
+    let failed = live.wait_failed_after(0).await;
+    assert_eq!(failed.generation, 1);
+    let text = failed.error().expect("failed").to_string();
+    assert!(text.contains("user_service.proto:27:") && text.contains("string user_id = ;"), "{text}");
+
+    // An explicit attempt gets the next number, and its error is the one published.
+    let err = live.handle.reload().await.unwrap_err();
+    let published = live.handle.last_outcome();
+    assert!(published.attempt > failed.attempt);
+    assert!(Arc::ptr_eq(&err, published.result.as_ref().unwrap_err()));
+
+    // The fix goes live and says so.
+    live.edit("string user_id = ;", "string user_id = 1;\n  bool verbose = 2;");
+    let mut rx = live.handle.outcomes();
+    let ok = tokio::time::timeout(WAIT, rx.wait_for(|o| o.generation == 2)).await.unwrap().unwrap().clone();
+    let reloaded = ok.result.expect("went live");
+    assert_eq!(reloaded.generation, 2);
+    assert!(!reloaded.diff.is_empty());
 }
 
 #[tokio::test]
@@ -336,8 +376,12 @@ async fn load_during_many_valid_and_invalid_edits_loses_nothing() {
             valid += 1;
             live.wait_gen(1 + valid).await;
         } else {
+            let before = live.handle.last_outcome().attempt;
             live.edit("string user_id = 1;", "string user_id = ;");
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            // The watcher's attempt on the broken file fails, and nothing new goes live.
+            let failed = live.wait_failed_after(before).await;
+            assert!(failed.error().and_then(|e| e.schema_error()).is_some(), "a compile error: {failed:?}");
+            assert_eq!(failed.generation, 1 + valid, "a broken edit never goes live");
             assert_eq!(live.handle.generation(), 1 + valid, "a broken edit never goes live");
         }
     }
@@ -363,7 +407,10 @@ async fn on_breaking_reject_keeps_the_live_schema_until_a_compatible_edit() {
     // Renumbering email (3 -> 6) breaks old clients.
     live.edit("string email = 3;", "string email = 6;");
     let err = live.handle.reload().await.unwrap_err();
-    assert!(matches!(err, protoserve::ReloadError::Breaking { live: 1, .. }), "{err}");
+    let protoserve::ReloadError::Breaking { live: 1, findings } = &*err else { panic!("{err}") };
+    let moved = findings.iter().find(|f| f.rule == "PROTOSERVE_FIELD_MOVED_NUMBER").expect("typed finding");
+    assert_eq!(moved.severity, protoserve::compat::Severity::Error);
+    assert!(moved.message.contains("users.User"), "{}", moved.message);
     let text = err.to_string();
     assert!(text.contains("FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED"), "{text}");
     assert!(text.contains("PROTOSERVE_FIELD_MOVED_NUMBER"), "{text}");
