@@ -236,3 +236,33 @@ fn compat_command_reports_and_exits_by_verdict() {
     let bad = bin().args(["compat", "--rules", "nope", "a", "b"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[test]
+fn addr_accepts_host_names_and_bare_ports() {
+    for (form, listens) in [("localhost:{}", "127.0.0.1:"), (":{}", "0.0.0.0:"), ("{}", "127.0.0.1:")] {
+        let port = free_port();
+        let addr = form.replace("{}", &port.to_string());
+        let mut child = bin()
+            .arg("serve")
+            .arg(users_dir())
+            .args(["--no-watch", "--addr", &addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut log = LogTail::new(&mut child);
+        log.wait_for(&format!("listening on {listens}{port}"));
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(), "{addr}");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let out = bin().args(["serve", "--addr", "localhost"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("HOST:PORT") && err.contains("localhost:50051"), "the expected form is named: {err}");
+}
