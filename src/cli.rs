@@ -29,6 +29,10 @@ pub enum Command {
 pub struct ServeConfig {
     /// Schema roots (include paths whose `.proto` files are all served).
     pub roots: Vec<PathBuf>,
+    /// Import-only roots (`-I`).
+    pub imports: Vec<PathBuf>,
+    /// `--exclude` globs.
+    pub exclude: Vec<String>,
     /// Listen address.
     pub addr: SocketAddr,
     /// Records to pre-load into the resource store.
@@ -46,6 +50,10 @@ pub struct ServeConfig {
 pub struct CheckConfig {
     /// Schema roots.
     pub roots: Vec<PathBuf>,
+    /// Import-only roots (`-I`).
+    pub imports: Vec<PathBuf>,
+    /// `--exclude` globs.
+    pub exclude: Vec<String>,
     /// Where to write the compiled schema (imports included) as a FileDescriptorSet.
     pub descriptor_set_out: Option<PathBuf>,
 }
@@ -88,11 +96,27 @@ struct CompatArgs {
     probe: bool,
 }
 
+/// Which files are read: shared by `serve` and `check`.
 #[derive(Debug, Args)]
-struct ServeArgs {
-    /// Schema directories (each is also an include root). Default: the current directory.
+struct SchemaArgs {
+    /// Schema directories or .proto files; every .proto under a directory is served
+    /// and each directory is an include root. Default: the current directory.
+    /// node_modules, target and hidden folders are not walked into.
     #[arg(value_name = "DIR")]
     dirs: Vec<PathBuf>,
+    /// Import-only root: resolves imports, its files are not served (repeatable).
+    #[arg(short = 'I', long = "import-path", value_name = "DIR")]
+    imports: Vec<PathBuf>,
+    /// Skip paths under the roots matching GLOB (relative path or file/folder name;
+    /// repeatable), e.g. --exclude vendor --exclude 'gen/**/*.proto'.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    schema: SchemaArgs,
     /// Address to listen on: HOST:PORT (`127.0.0.1:50051`, `localhost:50051`,
     /// `[::1]:50051`), `:PORT` for every interface, or a bare PORT on loopback.
     #[arg(long, default_value = "127.0.0.1:50051", value_name = "HOST:PORT", value_parser = parse_addr)]
@@ -121,9 +145,8 @@ enum BreakingArg {
 
 #[derive(Debug, Args)]
 struct CheckArgs {
-    /// Schema directories. Default: the current directory.
-    #[arg(value_name = "DIR")]
-    dirs: Vec<PathBuf>,
+    #[command(flatten)]
+    schema: SchemaArgs,
     /// Also write the compiled schema, imports included, as a binary
     /// FileDescriptorSet (usable as `protoc --descriptor_set_in`).
     #[arg(long, value_name = "FILE")]
@@ -152,7 +175,9 @@ impl Config {
     fn from_cli(cli: Cli) -> Config {
         let command = match cli.command {
             Cmd::Serve(a) => Command::Serve(ServeConfig {
-                roots: roots(a.dirs),
+                roots: roots(a.schema.dirs),
+                imports: a.schema.imports,
+                exclude: a.schema.exclude,
                 addr: a.addr,
                 data: a.data,
                 max_message_size: a.max_message_size,
@@ -162,9 +187,12 @@ impl Config {
                     BreakingArg::Reject => crate::OnBreaking::Reject,
                 },
             }),
-            Cmd::Check(a) => {
-                Command::Check(CheckConfig { roots: roots(a.dirs), descriptor_set_out: a.descriptor_set_out })
-            }
+            Cmd::Check(a) => Command::Check(CheckConfig {
+                roots: roots(a.schema.dirs),
+                imports: a.schema.imports,
+                exclude: a.schema.exclude,
+                descriptor_set_out: a.descriptor_set_out,
+            }),
             Cmd::Compat(a) => Command::Compat(crate::compat::Options {
                 old: a.old,
                 new: a.new,

@@ -108,13 +108,18 @@ impl Error {
 
     /// Renders the error like a compiler (file:line:col, source line, caret).
     pub fn render(&self) -> String {
-        schema::render_diagnostic(self)
+        match self {
+            Error::Schema(e) => e.render(),
+            other => schema::render_diagnostic(other),
+        }
     }
 }
 
 /// Configures a [`Server`]: schema roots, handlers, data, limits.
 pub struct Builder {
     roots: Vec<PathBuf>,
+    imports: Vec<PathBuf>,
+    exclude: Vec<String>,
     handlers: HashMap<String, Handler>,
     data: Option<PathBuf>,
     max_recv: usize,
@@ -138,6 +143,8 @@ impl Default for Builder {
     fn default() -> Self {
         Self {
             roots: Vec::new(),
+            imports: Vec::new(),
+            exclude: Vec::new(),
             handlers: HashMap::new(),
             data: None,
             max_recv: DEFAULT_MAX_MESSAGE_SIZE,
@@ -153,6 +160,19 @@ impl Builder {
     /// Adds a schema root: every `.proto` file under it is served, and it is an include path.
     pub fn schema_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.roots.push(dir.into());
+        self
+    }
+
+    /// Adds an import-only root (`-I`): it resolves imports, its files are not served.
+    pub fn import_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.imports.push(dir.into());
+        self
+    }
+
+    /// Skips paths under the schema roots that match a glob (`--exclude`), matched
+    /// against the path relative to its root and against file and folder names.
+    pub fn exclude(mut self, glob: impl Into<String>) -> Self {
+        self.exclude.push(glob.into());
         self
     }
 
@@ -228,7 +248,8 @@ impl Builder {
     /// Compiles the schema, loads data and resolves every route.
     pub fn build(self) -> Result<Server, Error> {
         let roots = if self.roots.is_empty() { vec![PathBuf::from(".")] } else { self.roots };
-        let schema = schema::load(&roots)?;
+        let load = schema::LoadOptions { roots, imports: self.imports, exclude: self.exclude };
+        let schema = schema::load_with(&load)?;
         let store = Arc::new(Store::default());
         if let Some(path) = &self.data {
             let n = store::load_data(&store, schema.pool(), path).map_err(Error::Data)?;
@@ -238,7 +259,7 @@ impl Builder {
         let health_server = health.server();
         let registry = Arc::new(Registry::new(schema, self.handlers, store, health)?);
         let limits = Limits { max_recv: self.max_recv, max_send: self.max_send };
-        let reload = ReloadHandle::new(registry.clone(), roots, self.on_breaking, self.compat);
+        let reload = ReloadHandle::new(registry.clone(), load, self.on_breaking, self.compat);
         // Watch from now on, so an edit made before `serve` runs is not missed.
         let watcher = if self.watch {
             match reload.start_watching() {
@@ -307,6 +328,12 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
     for root in &config.roots {
         builder = builder.schema_dir(root);
     }
+    for dir in &config.imports {
+        builder = builder.import_dir(dir);
+    }
+    for glob in &config.exclude {
+        builder = builder.exclude(glob);
+    }
     if let Some(data) = &config.data {
         builder = builder.data_file(data);
     }
@@ -350,7 +377,9 @@ fn reload_on_sighup(handle: ReloadHandle) -> tokio::task::JoinHandle<()> {
 /// Runs `protoserve check`: compiles and describes what would be served.
 pub fn check(config: &CheckConfig) -> Result<String, Error> {
     let server = Server::builder();
-    let server = config.roots.iter().fold(server, |b, r| b.schema_dir(r)).build()?;
+    let server = config.roots.iter().fold(server, |b, r| b.schema_dir(r));
+    let server = config.imports.iter().fold(server, |b, d| b.import_dir(d));
+    let server = config.exclude.iter().fold(server, |b, g| b.exclude(g)).build()?;
     let snap = server.snapshot();
     if let Some(path) = &config.descriptor_set_out {
         std::fs::write(path, snap.schema().pool().encode_to_vec())

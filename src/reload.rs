@@ -19,7 +19,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::compat::{self, Finding};
 use crate::registry::{BuildError, Registry, Snapshot};
-use crate::schema::{self, Schema, SchemaError};
+use crate::schema::{self, LoadOptions, Schema, SchemaError};
 
 /// How long the watcher waits for a burst of file events to settle.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -192,7 +192,7 @@ pub struct ReloadHandle {
 
 struct Inner {
     registry: Arc<Registry>,
-    roots: Vec<PathBuf>,
+    load: LoadOptions,
     on_breaking: OnBreaking,
     compat: Option<CompatCheck>,
     /// One reload at a time; held across the compile, never on the RPC path.
@@ -204,14 +204,14 @@ struct Inner {
 
 impl fmt::Debug for ReloadHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReloadHandle").field("roots", &self.inner.roots).finish_non_exhaustive()
+        f.debug_struct("ReloadHandle").field("roots", &self.inner.load.roots).finish_non_exhaustive()
     }
 }
 
 impl ReloadHandle {
     pub(crate) fn new(
         registry: Arc<Registry>,
-        roots: Vec<PathBuf>,
+        load: LoadOptions,
         on_breaking: OnBreaking,
         compat: Option<CompatCheck>,
     ) -> Self {
@@ -227,7 +227,7 @@ impl ReloadHandle {
             }),
         };
         let (outcomes, _) = watch::channel(startup);
-        Self { inner: Arc::new(Inner { registry, roots, on_breaking, compat, running: Mutex::new(0), outcomes }) }
+        Self { inner: Arc::new(Inner { registry, load, on_breaking, compat, running: Mutex::new(0), outcomes }) }
     }
 
     /// The generation live now.
@@ -282,9 +282,9 @@ impl ReloadHandle {
         let attempt = *attempts;
         let live = self.inner.registry.load();
         let started = Instant::now();
-        let roots = self.inner.roots.clone();
+        let load = self.inner.load.clone();
         // Compiling is CPU work: keep it off the threads serving RPCs.
-        let compiled = tokio::task::spawn_blocking(move || schema::load(&roots)).await.unwrap_or_else(|e| {
+        let compiled = tokio::task::spawn_blocking(move || schema::load_with(&load)).await.unwrap_or_else(|e| {
             Err(SchemaError::Io { path: PathBuf::from("<reload>"), source: std::io::Error::other(e) })
         });
         let compile = started.elapsed();
@@ -372,7 +372,7 @@ impl ReloadHandle {
                 }
             }
         })?;
-        for root in &self.inner.roots {
+        for root in self.inner.load.roots.iter().chain(&self.inner.load.imports) {
             debouncer.watch(root, RecursiveMode::Recursive)?;
         }
         Ok(Watcher { debouncer: Box::new(debouncer), rx })

@@ -266,3 +266,260 @@ fn addr_accepts_host_names_and_bare_ports() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("HOST:PORT") && err.contains("localhost:50051"), "the expected form is named: {err}");
 }
+
+/// Runs `protoserve check ARGS` in `dir`; returns (exit code, stdout, stderr).
+fn check_in(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = bin().arg("check").args(args).current_dir(dir).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn error_at_end_of_file_has_a_location() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("api")).unwrap();
+    std::fs::write(dir.path().join("api/eof.proto"), "syntax = \"proto3\";\nmessage Broken {\n  string x = ").unwrap();
+    let (code, _, err) = check_in(dir.path(), &["api"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("api/eof.proto:3:13: error: expected an integer, but reached end of file"), "{err}");
+    assert!(err.contains("  string x = "), "source line shown: {err}");
+}
+
+#[test]
+fn utf8_bom_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bom.proto"), "\u{FEFF}syntax = \"proto3\";\npackage bom;\nservice S { rpc GetM(M) returns (M); }\nmessage M { string id = 1; }\n").unwrap();
+    let (code, out, err) = check_in(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("/bom.S/GetM"), "{out}");
+}
+
+/// Text that reads like a schema, broken in every way: fragments that matter to the
+/// editions pre-check, the parser and the diagnostics renderer (multi-byte
+/// characters, BOMs, comments, unterminated strings, CRLF, tabs), plus raw bytes.
+fn random_text(rng: &mut fastrand::Rng) -> Vec<u8> {
+    const PIECES: &[&str] = &[
+        "\u{FEFF}",
+        "\u{FFFD}",
+        "\u{FF01}",
+        "é",
+        "𝄞",
+        "//",
+        "/*",
+        "*/",
+        "\n",
+        "\r\n",
+        "\t",
+        " ",
+        "edition",
+        "=",
+        "\"2023\"",
+        ";",
+        "syntax",
+        "\"proto3\"",
+        "message",
+        "M",
+        "{",
+        "}",
+        "string",
+        "x",
+        "1",
+        "= ",
+        "import",
+        "\"",
+        "\\",
+        "package",
+        "a.b",
+        "enum",
+        "rpc",
+        "(",
+        ")",
+        "returns",
+        "service",
+        "option",
+        "[",
+        "]",
+        "0x",
+        "-",
+        "reserved",
+        "to",
+        "max",
+        "map<",
+        ">",
+        ",",
+    ];
+    let mut out = Vec::new();
+    for _ in 0..rng.usize(0..40) {
+        if rng.u8(..) < 20 {
+            out.push(rng.u8(..));
+        } else {
+            out.extend_from_slice(PIECES[rng.usize(..PIECES.len())].as_bytes());
+        }
+    }
+    out
+}
+
+#[test]
+fn random_files_never_panic_the_loader_or_the_renderer() {
+    // Bounded and seeded: the same 3000 inputs every run, in about a second.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fuzz.proto");
+    let mut rng = fastrand::Rng::with_seed(0x5eed_0011);
+    let mut errors = 0;
+    for i in 0..3000 {
+        let bytes = random_text(&mut rng);
+        std::fs::write(&file, &bytes).unwrap();
+        let outcome = std::panic::catch_unwind(|| {
+            protoserve::schema::load(&[dir.path().to_path_buf()]).map_err(|e| (e.render(), e.is_io()))
+        });
+        match outcome {
+            Ok(Ok(_)) => {}
+            Ok(Err((text, is_io))) => {
+                errors += 1;
+                assert!(!is_io, "a text problem is a schema error (exit 1): {text}");
+                assert!(text.contains("fuzz.proto:"), "input #{i} {bytes:?}: every diagnostic is located: {text}");
+            }
+            Err(_) => panic!("input #{i} panicked: {bytes:?}"),
+        }
+    }
+    assert!(errors > 100, "the corpus exercises the error paths ({errors} errors)");
+}
+
+#[test]
+fn missing_import_is_a_schema_error_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.proto"), "syntax = \"proto3\";\nimport \"nope/missing.proto\";\n").unwrap();
+    let (code, _, err) = check_in(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("a.proto:2:1: error: import 'nope/missing.proto' not found"), "{err}");
+}
+
+#[test]
+fn diagnostics_name_paths_under_their_root_in_one_format() {
+    let dir = tempfile::tempdir().unwrap();
+    for root in ["one", "two"] {
+        std::fs::create_dir(dir.path().join(root)).unwrap();
+    }
+    std::fs::write(dir.path().join("one/a.proto"), "syntax = \"proto3\";\nmessage A {\n  strin a = 1;\n}\n").unwrap();
+    std::fs::write(dir.path().join("two/b.proto"), "syntax = \"proto3\";\nmessage B { string b = 1; }\n").unwrap();
+    let (code, _, err) = check_in(dir.path(), &["one", "two"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("one/a.proto:3:3: error:"), "the path as the user can open it: {err}");
+
+    // Many problems: each in the same format, capped with "and N more".
+    let garbage: String = (0..60).map(|i| format!("this is line {i} of prose, not protobuf!\n")).collect();
+    std::fs::write(dir.path().join("one/a.proto"), garbage).unwrap();
+    let (code, _, err) = check_in(dir.path(), &["one"]);
+    assert_eq!(code, Some(1));
+    let heads: Vec<&str> = err.lines().filter(|l| l.contains("error:")).collect();
+    assert_eq!(heads.len(), 10, "{err}");
+    assert!(heads.iter().all(|l| l.starts_with("one/a.proto:")), "{err}");
+    assert!(err.contains("... and ") && err.contains(" more error(s) not shown"), "{err}");
+    assert!(!err.contains("Error:") && !err.contains("protoserve::"), "no stray miette lines: {err}");
+    assert!(err.lines().count() < 60, "capped: {err}");
+}
+
+#[test]
+fn non_proto_inputs_are_refused() {
+    let (code, _, err) = check_in(&root(), &["README.md"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("'README.md' is not a .proto file"), "{err}");
+    assert!(err.lines().count() <= 2, "one clear line: {err}");
+}
+
+#[test]
+fn default_root_skips_node_modules_target_and_hidden_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    for d in ["node_modules/protobufjs", "target/debug", ".git", "api"] {
+        std::fs::create_dir_all(p.join(d)).unwrap();
+    }
+    std::fs::write(p.join("node_modules/protobufjs/e.proto"), "edition = \"2023\";\n").unwrap();
+    std::fs::write(p.join("target/debug/x.proto"), "not a proto").unwrap();
+    std::fs::write(p.join(".git/x.proto"), "not a proto").unwrap();
+    std::fs::write(p.join("api/a.proto"), "syntax = \"proto3\";\npackage api;\nmessage A {}\n").unwrap();
+    let (code, out, err) = check_in(p, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("1 file(s)"), "{out}");
+}
+
+#[test]
+fn exclude_and_import_only_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::create_dir_all(p.join("vendor/google/longrunning")).unwrap();
+    std::fs::create_dir_all(p.join("api")).unwrap();
+    std::fs::create_dir_all(p.join("gen")).unwrap();
+    std::fs::write(
+        p.join("vendor/google/longrunning/operations.proto"),
+        "syntax = \"proto3\";\npackage google.longrunning;\nservice Operations { rpc GetOperation(Op) returns (Op); }\nmessage Op { string name = 1; }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("api/things.proto"),
+        "syntax = \"proto3\";\npackage api;\nimport \"google/longrunning/operations.proto\";\nservice Things { rpc GetOp(google.longrunning.Op) returns (google.longrunning.Op); }\n",
+    )
+    .unwrap();
+    std::fs::write(p.join("gen/broken.proto"), "this does not compile").unwrap();
+    let (code, out, err) = check_in(p, &["--exclude", "vendor", "--exclude", "gen/*.proto", "-I", "vendor"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("/api.Things/GetOp"), "{out}");
+    assert!(!out.contains("google.longrunning.Operations"), "an import-only root is not served: {out}");
+    assert!(out.starts_with("1 file(s), 1 service(s)"), "{out}");
+    // Without -I the import does not resolve; without --exclude gen the broken file is served.
+    assert_eq!(check_in(p, &["--exclude", "vendor", "--exclude", "gen/*.proto"]).0, Some(1));
+    assert_eq!(check_in(p, &["--exclude", "vendor", "-I", "vendor"]).0, Some(1));
+}
+
+#[test]
+fn googleapis_common_protos_resolve_built_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let imports: String =
+        protoserve::schema::builtin::FILES.iter().map(|(n, _)| format!("import \"{n}\";\n")).collect();
+    std::fs::write(
+        dir.path().join("g.proto"),
+        format!(
+            "syntax = \"proto3\";\npackage g;\n{imports}\
+             service G {{\n  rpc GetDay(google.type.Date) returns (google.rpc.Status) {{\n    option (google.api.http) = {{ get: \"/v1/day\" }};\n    option (google.api.method_signature) = \"year\";\n  }}\n}}\n\
+             message T {{ string id = 1 [(google.api.field_behavior) = REQUIRED]; google.type.Money price = 2; google.rpc.BadRequest why = 3; }}\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = check_in(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("/g.G/GetDay"), "{out}");
+    let schema = protoserve::schema::load(&[dir.path().to_path_buf()]).unwrap();
+    let http = schema.pool().get_extension_by_name("google.api.http").expect("google.api.http");
+    assert_eq!(http.number(), 72295728);
+}
+
+#[tokio::test]
+async fn reflection_describes_google_rpc_error_details() {
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::{ServerReflectionRequest, server_reflection_client::ServerReflectionClient};
+    // The seed schema imports nothing from google.rpc, yet the BadRequest details
+    // its validation errors carry must be decodable by reflection clients.
+    let srv = TestServer::users().await;
+    let mut r = ServerReflectionClient::new(srv.channel().await);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol("google.rpc.BadRequest".into())),
+    };
+    let mut s = r.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+    let resp = s.message().await.unwrap().unwrap().message_response;
+    let Some(MessageResponse::FileDescriptorResponse(f)) = resp else { panic!("not found: {resp:?}") };
+    let files: Vec<prost_types::FileDescriptorProto> = f
+        .file_descriptor_proto
+        .iter()
+        .map(|b| <prost_types::FileDescriptorProto as prost::Message>::decode(b.as_slice()).unwrap())
+        .collect();
+    let details = files.iter().find(|f| f.name() == "google/rpc/error_details.proto").expect("error_details.proto");
+    let bad = details.message_type.iter().find(|m| m.name() == "BadRequest").unwrap();
+    assert_eq!(bad.nested_type[0].name(), "FieldViolation");
+    // Not a served file: `check` still counts only the user's files.
+    assert_eq!(srv.pool.services().count(), 1);
+}
