@@ -6,7 +6,6 @@
 //! compile (or, with `--on-breaking reject`, breaks wire compatibility) never goes
 //! live; the next edit is tried again from scratch.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +15,10 @@ use notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use prost_reflect::DescriptorPool;
 use tokio::sync::{Mutex, mpsc, watch};
+
+mod diff;
+
+pub use diff::SchemaDiff;
 
 use crate::compat::{self, Finding};
 use crate::registry::{BuildError, Registry, Snapshot};
@@ -111,76 +114,6 @@ impl Outcome {
     /// The error, when the attempt did not go live.
     pub fn error(&self) -> Option<&ReloadError> {
         self.result.as_ref().err().map(|e| &**e)
-    }
-}
-
-/// Services, methods and messages added, removed or changed between two schemas.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SchemaDiff {
-    /// Added services, methods (`pkg.Svc/M`) and messages.
-    pub added: Vec<String>,
-    /// Removed ones.
-    pub removed: Vec<String>,
-    /// Present in both with a different definition.
-    pub changed: Vec<String>,
-}
-
-impl SchemaDiff {
-    /// Compares the user-visible elements of two pools.
-    pub fn between(old: &DescriptorPool, new: &DescriptorPool) -> SchemaDiff {
-        let elements = |p: &DescriptorPool| {
-            let mut v: Vec<(String, Vec<u8>)> = Vec::new();
-            for s in p.services() {
-                v.push((format!("service {}", s.full_name()), Vec::new()));
-                for m in s.methods() {
-                    v.push((
-                        format!("method {}/{}", s.full_name(), m.name()),
-                        prost::Message::encode_to_vec(m.method_descriptor_proto()),
-                    ));
-                }
-            }
-            for m in p.all_messages() {
-                if !m.is_map_entry() {
-                    v.push((format!("message {}", m.full_name()), prost::Message::encode_to_vec(m.descriptor_proto())));
-                }
-            }
-            for e in p.all_enums() {
-                v.push((format!("enum {}", e.full_name()), prost::Message::encode_to_vec(e.enum_descriptor_proto())));
-            }
-            v.into_iter().collect::<std::collections::BTreeMap<_, _>>()
-        };
-        let (a, b) = (elements(old), elements(new));
-        let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-        let mut d = SchemaDiff::default();
-        for k in keys {
-            match (a.get(k), b.get(k)) {
-                (None, Some(_)) => d.added.push(k.clone()),
-                (Some(_), None) => d.removed.push(k.clone()),
-                (Some(x), Some(y)) if x != y => d.changed.push(k.clone()),
-                _ => {}
-            }
-        }
-        d
-    }
-
-    /// True when nothing changed.
-    pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
-    }
-}
-
-impl fmt::Display for SchemaDiff {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_empty() {
-            return f.write_str("no changes");
-        }
-        let mut parts = Vec::new();
-        for (sign, list) in [("+", &self.added), ("-", &self.removed), ("~", &self.changed)] {
-            if !list.is_empty() {
-                parts.push(format!("{sign}[{}]", list.join(", ")));
-            }
-        }
-        f.write_str(&parts.join(" "))
     }
 }
 
@@ -291,17 +224,20 @@ impl ReloadHandle {
         let result = self.apply(&live, compiled, compile).await.map_err(Arc::new);
         match &result {
             Ok(r) if r.diff.is_empty() => {
-                tracing::info!(generation = r.generation, "reload: schema unchanged ({:.1?} compile)", r.compile);
+                tracing::info!(
+                    "reload: schema unchanged, generation {} still live ({:.1?} compile)",
+                    r.generation,
+                    r.compile
+                );
             }
             Ok(r) => tracing::info!(
-                generation = r.generation,
                 "reload: generation {} live: {} (compile {:.1?}, swap {:.1?})",
                 r.generation,
                 r.diff,
                 r.compile,
                 r.swap
             ),
-            Err(e) => tracing::error!(generation = live.generation(), "reload failed: {e}"),
+            Err(e) => tracing::error!("reload failed: {e}"),
         }
         let generation = self.inner.registry.load().generation();
         self.inner.outcomes.send_replace(Outcome { attempt, generation, result: result.clone() });

@@ -178,7 +178,12 @@ fn watcher_logs_compile_errors_with_location_and_sighup_reloads() {
 
     std::fs::write(&file, good.replace("int32 age = 4;", "int32 age = 4;\n  string nick = 6;")).unwrap();
     log.wait_for("generation 2 live");
-    log.wait_for("~[message users.User]");
+    log.wait_for("users.User: +field nick = 6");
+    // One generation number per line, in the text; no dangling `generation=N` field
+    // after a multi-line error.
+    assert!(!log.seen.contains("generation="), "{}", log.seen);
+    let live_line = log.seen.lines().find(|l| l.contains("generation 2 live")).unwrap();
+    assert_eq!(live_line.matches("generation").count(), 1, "{live_line}");
 
     // SIGHUP reloads too (here: nothing changed on disk).
     let pid = child.id().to_string();

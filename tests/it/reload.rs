@@ -16,6 +16,20 @@ use crate::harness::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// A schema file and a reload handle, with no watcher.
+struct Unwatched {
+    file: PathBuf,
+    handle: ReloadHandle,
+}
+
+impl Unwatched {
+    fn edit(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.file).unwrap();
+        assert!(text.contains(from), "schema has {from:?}");
+        std::fs::write(&self.file, text.replacen(from, to, 1)).unwrap();
+    }
+}
+
 /// A temp copy of the seed schema served with the file watcher on.
 struct Live {
     _dir: tempfile::TempDir,
@@ -184,10 +198,15 @@ async fn every_attempt_is_published_on_the_outcome_channel() {
     assert!(text.contains("user_service.proto:27:") && text.contains("string user_id = ;"), "{text}");
 
     // An explicit attempt gets the next number, and its error is the one published.
+    let mut rx = live.handle.outcomes();
     let err = live.handle.reload().await.unwrap_err();
-    let published = live.handle.last_outcome();
+    let published =
+        tokio::time::timeout(WAIT, rx.wait_for(|o| o.result.as_ref().err().is_some_and(|e| Arc::ptr_eq(e, &err))))
+            .await
+            .expect("the error reload() returned was published")
+            .unwrap()
+            .clone();
     assert!(published.attempt > failed.attempt);
-    assert!(Arc::ptr_eq(&err, published.result.as_ref().unwrap_err()));
 
     // The fix goes live and says so.
     live.edit("string user_id = ;", "string user_id = 1;\n  bool verbose = 2;");
@@ -432,4 +451,35 @@ async fn on_breaking_warn_goes_live() {
     live.wait_gen(2).await;
     let pool = live.handle.snapshot().schema().pool().clone();
     assert_eq!(pool.get_message_by_name("users.User").unwrap().get_field_by_name("email").unwrap().number(), 6);
+}
+
+#[tokio::test]
+async fn reload_diff_says_what_changed_in_each_element_and_summarises_long_ones() {
+    // No watcher: each explicit reload() sees exactly the edits before it.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&users_dir(), dir.path());
+    let server = Server::builder().schema_dir(dir.path()).build().unwrap();
+    let live = Unwatched { file: dir.path().join("user_service.proto"), handle: server.reload_handle() };
+    live.edit("int32 age = 4;", "int32 age = 4;\n  string phone = 6;");
+    live.edit("string email = 3;", "string email = 7;");
+    live.edit("string page_token = 2;", "int64 page_token = 2;");
+    let r = live.handle.reload().await.unwrap();
+    let text = r.diff.to_string();
+    for want in [
+        "users.User: +field phone = 6",
+        "users.User: field email 3 -> 7",
+        "users.ListUsersRequest: field page_token: string -> int64",
+    ] {
+        assert!(text.contains(want), "{want:?} in {text}");
+    }
+    assert_eq!(r.diff.changed, vec!["message users.ListUsersRequest", "message users.User"]);
+
+    // A package rename touches every element: the line is summarised.
+    live.edit("package users;", "package people;");
+    let r = live.handle.reload().await.unwrap();
+    let text = r.diff.to_string();
+    assert!(text.starts_with(&format!("{} changes (", r.diff.details.len())), "{text}");
+    assert!(text.contains("+message people.User") || text.contains("-message users.User"), "{text}");
+    assert!(text.contains("; and ") && text.ends_with(" more"), "{text}");
+    assert!(text.len() < 600, "one readable line: {} chars: {text}", text.len());
 }
