@@ -350,28 +350,10 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
         snap.method_count(),
         services.join(", ")
     );
-    let hup = reload_on_sighup(server.reload_handle());
+    let hup = reload::on_signals(server.reload_handle());
     server.serve(listener, shutdown).await;
     hup.abort();
     Ok(())
-}
-
-/// Reloads the schema on every SIGHUP.
-fn reload_on_sighup(handle: ReloadHandle) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-                return;
-            };
-            while hup.recv().await.is_some() {
-                tracing::info!("SIGHUP: reloading the schema");
-                let _ = handle.reload().await;
-            }
-        }
-        #[cfg(not(unix))]
-        drop(handle);
-    })
 }
 
 /// Runs `protoserve check`: compiles and describes what would be served.

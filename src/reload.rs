@@ -63,8 +63,11 @@ pub enum ReloadError {
     },
     /// `--on-breaking reject` and the candidate breaks wire compatibility.
     #[error(
-        "schema rejected for breaking wire compatibility; still serving generation {live}:\n{}",
-        compat::render_text(findings)
+        "schema rejected for breaking wire compatibility; still serving generation {live}:\n{}\n\
+         to accept this edit as it is, send SIGUSR1 (kill -USR1 {}) or call ReloadHandle::accept_breaking(); \
+         it goes live once, later edits are checked again",
+        compat::render_text(findings),
+        std::process::id()
     )]
     Breaking {
         /// What the compat check found (errors and warnings).
@@ -210,6 +213,17 @@ impl ReloadHandle {
     /// Recompiles the schema roots and, if the result is good, makes it live.
     /// Logs one line either way and publishes the outcome on [`Self::outcomes`].
     pub async fn reload(&self) -> Result<Reloaded, Arc<ReloadError>> {
+        self.reload_gated(true).await
+    }
+
+    /// Like [`Self::reload`], but a candidate with breaking wire changes goes live
+    /// even under [`OnBreaking::Reject`]: the way to accept an intentional breaking
+    /// edit without a restart (`protoserve serve` does this on SIGUSR1).
+    pub async fn accept_breaking(&self) -> Result<Reloaded, Arc<ReloadError>> {
+        self.reload_gated(false).await
+    }
+
+    async fn reload_gated(&self, gate: bool) -> Result<Reloaded, Arc<ReloadError>> {
         let mut attempts = self.inner.running.lock().await;
         *attempts += 1;
         let attempt = *attempts;
@@ -221,7 +235,7 @@ impl ReloadHandle {
             Err(SchemaError::Io { path: PathBuf::from("<reload>"), source: std::io::Error::other(e) })
         });
         let compile = started.elapsed();
-        let result = self.apply(&live, compiled, compile).await.map_err(Arc::new);
+        let result = self.apply(&live, compiled, compile, gate).await.map_err(Arc::new);
         match &result {
             Ok(r) if r.diff.is_empty() => {
                 tracing::info!(
@@ -249,6 +263,7 @@ impl ReloadHandle {
         live: &Arc<Snapshot>,
         compiled: Result<Schema, SchemaError>,
         compile: Duration,
+        gate: bool,
     ) -> Result<Reloaded, ReloadError> {
         let live_gen = live.generation();
         let schema = compiled.map_err(|error| ReloadError::Compile { error, live: live_gen })?;
@@ -260,7 +275,11 @@ impl ReloadHandle {
             let findings = check(live.schema().pool(), schema.pool());
             if compat::is_breaking(&findings) {
                 match self.inner.on_breaking {
-                    OnBreaking::Reject => return Err(ReloadError::Breaking { findings, live: live_gen }),
+                    OnBreaking::Reject if gate => return Err(ReloadError::Breaking { findings, live: live_gen }),
+                    OnBreaking::Reject => tracing::warn!(
+                        "reload: candidate breaks wire compatibility; going live as asked (accept_breaking / SIGUSR1):\n{}",
+                        compat::render_text(&findings)
+                    ),
                     OnBreaking::Warn => tracing::warn!(
                         "reload: candidate breaks wire compatibility (going live, --on-breaking warn):\n{}",
                         compat::render_text(&findings)
@@ -313,6 +332,37 @@ impl ReloadHandle {
         }
         Ok(Watcher { debouncer: Box::new(debouncer), rx })
     }
+}
+
+/// Reloads on SIGHUP, and on SIGUSR1 reloads accepting breaking changes, until
+/// the task is aborted.
+pub(crate) fn on_signals(handle: ReloadHandle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut hup), Ok(mut usr1)) = (signal(SignalKind::hangup()), signal(SignalKind::user_defined1()))
+            else {
+                tracing::warn!("cannot listen for SIGHUP/SIGUSR1; reload by editing the files");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    Some(()) = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading the schema");
+                        let _ = handle.reload().await;
+                    }
+                    Some(()) = usr1.recv() => {
+                        tracing::info!("SIGUSR1: reloading the schema, accepting breaking changes once");
+                        let _ = handle.accept_breaking().await;
+                    }
+                    else => break,
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        drop(handle);
+    })
 }
 
 /// A running file watcher whose events have not been hooked to reloads yet.

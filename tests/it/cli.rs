@@ -203,8 +203,16 @@ fn on_breaking_reject_logs_the_rules_that_blocked_the_reload() {
     log.wait_for("rejected for breaking wire compatibility");
     log.wait_for("FIELD_WIRE_COMPATIBLE_TYPE");
     log.wait_for("user_service.proto:");
+    log.wait_for("kill -USR1");
     std::fs::write(&file, good.replace("int32 age = 4;", "int32 age = 4;\n  string nick = 6;")).unwrap();
     log.wait_for("generation 2 live");
+
+    // An intentional breaking edit is accepted with SIGUSR1, once.
+    std::fs::write(&file, good.replace("int32 age = 4;", "string age = 4;\n  string nick = 6;")).unwrap();
+    log.wait_for("still serving generation 2");
+    assert!(Command::new("kill").args(["-USR1", &child.id().to_string()]).status().unwrap().success());
+    log.wait_for("SIGUSR1: reloading the schema, accepting breaking changes once");
+    log.wait_for("generation 3 live: users.User: field age: int32 -> string");
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -483,3 +483,25 @@ async fn reload_diff_says_what_changed_in_each_element_and_summarises_long_ones(
     assert!(text.contains("; and ") && text.ends_with(" more"), "{text}");
     assert!(text.len() < 600, "one readable line: {} chars: {text}", text.len());
 }
+
+#[tokio::test]
+async fn an_intentional_breaking_edit_is_accepted_on_request() {
+    let live =
+        Live::start(|d| Server::builder().schema_dir(d.join("users")).on_breaking(protoserve::OnBreaking::Reject))
+            .await;
+    live.edit("string email = 3;", "string email = 6;");
+    let err = live.handle.reload().await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("kill -USR1") && text.contains("accept_breaking()"), "the way out is named: {text}");
+    assert_eq!(live.handle.generation(), 1);
+
+    let r = live.handle.accept_breaking().await.expect("accepted");
+    assert_eq!(r.generation, 2);
+    let pool = live.handle.snapshot().schema().pool().clone();
+    assert_eq!(pool.get_message_by_name("users.User").unwrap().get_field_by_name("email").unwrap().number(), 6);
+
+    // Only that once: the next breaking edit is refused again.
+    live.edit("string name = 2;", "string name = 9;");
+    let err = live.handle.reload().await.unwrap_err();
+    assert!(matches!(*err, protoserve::ReloadError::Breaking { live: 2, .. }), "{err}");
+}
