@@ -120,6 +120,7 @@ pub struct Builder {
     roots: Vec<PathBuf>,
     imports: Vec<PathBuf>,
     exclude: Vec<String>,
+    allow_empty: bool,
     handlers: HashMap<String, Handler>,
     data: Option<PathBuf>,
     max_recv: usize,
@@ -145,6 +146,7 @@ impl Default for Builder {
             roots: Vec::new(),
             imports: Vec::new(),
             exclude: Vec::new(),
+            allow_empty: false,
             handlers: HashMap::new(),
             data: None,
             max_recv: DEFAULT_MAX_MESSAGE_SIZE,
@@ -173,6 +175,14 @@ impl Builder {
     /// against the path relative to its root and against file and folder names.
     pub fn exclude(mut self, glob: impl Into<String>) -> Self {
         self.exclude.push(glob.into());
+        self
+    }
+
+    /// Starts even when the roots hold no `.proto` file yet, serving nothing
+    /// (health and reflection up) until files arrive (off by default; `protoserve
+    /// serve` turns it on).
+    pub fn allow_empty(mut self, yes: bool) -> Self {
+        self.allow_empty = yes;
         self
     }
 
@@ -249,7 +259,14 @@ impl Builder {
     pub fn build(self) -> Result<Server, Error> {
         let roots = if self.roots.is_empty() { vec![PathBuf::from(".")] } else { self.roots };
         let load = schema::LoadOptions { roots, imports: self.imports, exclude: self.exclude };
-        let schema = schema::load_with(&load)?;
+        let schema = match schema::load_with(&load) {
+            Err(SchemaError::NoFiles { dirs }) if self.allow_empty => {
+                let dirs: Vec<String> = dirs.iter().map(|d| format!("'{}'", d.display())).collect();
+                tracing::warn!("no .proto files under {} yet: serving nothing until some arrive", dirs.join(", "));
+                schema::empty()
+            }
+            other => other?,
+        };
         let store = Arc::new(Store::default());
         if let Some(path) = &self.data {
             let n = store::load_data(&store, schema.pool(), path).map_err(Error::Data)?;
@@ -325,6 +342,7 @@ impl Server {
 pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let mut builder =
         Server::builder().max_message_size(config.max_message_size).watch(config.watch).on_breaking(config.on_breaking);
+    builder = builder.allow_empty(true);
     for root in &config.roots {
         builder = builder.schema_dir(root);
     }

@@ -33,31 +33,58 @@ enum Element {
     Enum(EnumDescriptor, Vec<u8>),
 }
 
-fn elements(pool: &DescriptorPool) -> BTreeMap<String, Element> {
+/// Files every pool may carry that are not the user's: well-known types,
+/// buf.validate and the built-in googleapis files. Their elements are not listed.
+fn is_builtin(file: &str) -> bool {
+    file.starts_with("google/protobuf/")
+        || file == "buf/validate/validate.proto"
+        || crate::schema::builtin::FILES.iter().any(|(n, _)| *n == file)
+}
+
+/// Services first, then rpcs, messages and enums: the log line leads with what
+/// clients call.
+fn rank(key: &str) -> u8 {
+    match key.split_once(' ').map_or(key, |(k, _)| k) {
+        "service" => 0,
+        "method" => 1,
+        "message" => 2,
+        _ => 3,
+    }
+}
+
+fn elements(pool: &DescriptorPool) -> BTreeMap<(u8, String), Element> {
     let mut v = BTreeMap::new();
-    for s in pool.services() {
-        v.insert(format!("service {}", s.full_name()), Element::Service);
+    let mut insert = |k: String, e: Element| {
+        v.insert((rank(&k), k), e);
+    };
+    collect(pool, &mut insert);
+    v
+}
+
+fn collect(pool: &DescriptorPool, insert: &mut impl FnMut(String, Element)) {
+    for s in pool.services().filter(|s| !is_builtin(s.parent_file().name())) {
+        insert(format!("service {}", s.full_name()), Element::Service);
         for m in s.methods() {
-            v.insert(
+            insert(
                 format!("method {}/{}", s.full_name(), m.name()),
                 Element::Method(m.method_descriptor_proto().clone()),
             );
         }
     }
-    for m in pool.all_messages() {
+    for m in pool.all_messages().filter(|m| !is_builtin(m.parent_file().name())) {
         if !m.is_map_entry() {
             // Nested declarations are elements of their own: compare the rest.
             let mut own = m.descriptor_proto().clone();
             own.nested_type.retain(|n| n.options.as_ref().is_some_and(|o| o.map_entry()));
             own.enum_type.clear();
-            v.insert(format!("message {}", m.full_name()), Element::Message(m.clone(), own.encode_to_vec()));
+            insert(format!("message {}", m.full_name()), Element::Message(m.clone(), own.encode_to_vec()));
         }
     }
-    for e in pool.all_enums() {
+
+    for e in pool.all_enums().filter(|e| !is_builtin(e.parent_file().name())) {
         let bytes = e.enum_descriptor_proto().encode_to_vec();
-        v.insert(format!("enum {}", e.full_name()), Element::Enum(e, bytes));
+        insert(format!("enum {}", e.full_name()), Element::Enum(e, bytes));
     }
-    v
 }
 
 impl SchemaDiff {
@@ -65,22 +92,31 @@ impl SchemaDiff {
     pub fn between(old: &DescriptorPool, new: &DescriptorPool) -> SchemaDiff {
         let (a, b) = (elements(old), elements(new));
         let mut d = SchemaDiff::default();
-        for (k, x) in &a {
-            if !b.contains_key(k) {
-                d.removed.push(k.clone());
-                d.details.push(format!("-{}", short(k)));
-            } else if let Some(y) = b.get(k) {
-                let lines = changes(k, x, y);
-                if !lines.is_empty() {
-                    d.changed.push(k.clone());
-                    d.details.extend(lines);
+        // (element rank, line): sorted by rank so removals and additions of the
+        // same kind sit together (`-service a.S; +service b.S`).
+        let mut lines: Vec<(u8, String)> = Vec::new();
+        for (key, x) in &a {
+            let k = &key.1;
+            match b.get(key) {
+                None => {
+                    d.removed.push(k.clone());
+                    lines.push((key.0, format!("-{}", short(k))));
+                }
+                Some(y) => {
+                    let changed = changes(k, x, y);
+                    if !changed.is_empty() {
+                        d.changed.push(k.clone());
+                        lines.extend(changed.into_iter().map(|l| (key.0, l)));
+                    }
                 }
             }
         }
-        for k in b.keys().filter(|k| !a.contains_key(*k)) {
-            d.added.push(k.clone());
-            d.details.push(format!("+{}", short(k)));
+        for key in b.keys().filter(|k| !a.contains_key(*k)) {
+            d.added.push(key.1.clone());
+            lines.push((key.0, format!("+{}", short(&key.1))));
         }
+        lines.sort_by_key(|(rank, _)| *rank);
+        d.details = lines.into_iter().map(|(_, l)| l).collect();
         d
     }
 

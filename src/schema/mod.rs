@@ -226,6 +226,20 @@ pub fn load_with(opts: &LoadOptions) -> Result<Schema, SchemaError> {
     if sources.is_empty() {
         return Err(SchemaError::NoFiles { dirs: opts.roots.clone() });
     }
+    compile_stable(&includes, sources)
+}
+
+/// A schema with no files of the user's (only the built-ins every pool has), for
+/// a server started on roots that hold no `.proto` yet.
+pub fn empty() -> Schema {
+    match compile(&[], &[]) {
+        Ok((schema, _)) => schema,
+        // The built-ins compile (a test says so); an empty pool is still correct.
+        Err(_) => Schema { pool: DescriptorPool::new(), files: Vec::new() },
+    }
+}
+
+fn compile_stable(includes: &[PathBuf], mut sources: Vec<(Found, PathBuf)>) -> Result<Schema, SchemaError> {
     sources.sort_by(|a, b| a.0.name.cmp(&b.0.name).then_with(|| a.0.path.cmp(&b.0.path)));
     sources.dedup_by(|a, b| a.0.path == b.0.path);
     let mut problems = Vec::new();
@@ -250,7 +264,7 @@ pub fn load_with(opts: &LoadOptions) -> Result<Schema, SchemaError> {
     let mut tries = 0;
     loop {
         tries += 1;
-        let (schema, reads) = compile(&includes, &names)?;
+        let (schema, reads) = compile(includes, &names)?;
         // A file written while we read it (truncate, then write) may have been
         // caught half-written: if any file changed since, read everything again.
         let stable = reads.stamps.iter().all(|(_, path, stamp)| source::Stamp::of(path).as_ref() == Some(stamp));

@@ -536,3 +536,17 @@ async fn reflection_describes_google_rpc_error_details() {
     // Not a served file: `check` still counts only the user's files.
     assert_eq!(srv.pool.services().count(), 1);
 }
+
+#[test]
+fn serve_starts_on_an_empty_directory_and_picks_files_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _port) = spawn_server(&[dir.path().to_str().unwrap()]);
+    let mut log = LogTail::new(&mut child);
+    log.wait_for("no .proto files under");
+    log.wait_for("0 service(s)");
+    copy_dir(&users_dir(), dir.path());
+    log.wait_for("generation 2 live");
+    log.wait_for("+service users.UserService");
+    let _ = child.kill();
+    let _ = child.wait();
+}

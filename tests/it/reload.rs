@@ -479,7 +479,7 @@ async fn reload_diff_says_what_changed_in_each_element_and_summarises_long_ones(
     let r = live.handle.reload().await.unwrap();
     let text = r.diff.to_string();
     assert!(text.starts_with(&format!("{} changes (", r.diff.details.len())), "{text}");
-    assert!(text.contains("+message people.User") || text.contains("-message users.User"), "{text}");
+    assert!(text.contains("-service users.UserService; +service people.UserService"), "{text}");
     assert!(text.contains("; and ") && text.ends_with(" more"), "{text}");
     assert!(text.len() < 600, "one readable line: {} chars: {text}", text.len());
 }
@@ -504,4 +504,71 @@ async fn an_intentional_breaking_edit_is_accepted_on_request() {
     live.edit("string name = 2;", "string name = 9;");
     let err = live.handle.reload().await.unwrap_err();
     assert!(matches!(*err, protoserve::ReloadError::Breaking { live: 2, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_deleted_root_keeps_the_last_schema_and_is_watched_again_when_recreated() {
+    let live = Live::users().await;
+    let root = live.file.parent().unwrap().to_path_buf();
+    let seed = std::fs::read_to_string(&live.file).unwrap();
+
+    // A build step regenerates the folder: first it is gone.
+    let before = live.handle.last_outcome().attempt;
+    std::fs::remove_dir_all(&root).unwrap();
+    let failed = live.wait_failed_after(before).await;
+    assert_eq!(failed.generation, 1, "the last good schema keeps serving");
+    let mut c = live.client().await;
+    let e = c
+        .unary("/users.UserService/GetUser", c.msg("users.GetUserRequest", json!({"user_id": "x"})))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "still served: {e:?}");
+
+    // Then it is back, with an edit: picked up.
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(&live.file, seed.replace("int32 age = 4;", "int32 age = 4;\n  string nick = 6;")).unwrap();
+    live.wait_gen(2).await;
+    // And later edits inside the new folder are seen too: the watch was re-armed.
+    live.edit("string nick = 6;", "string nick = 6;\n  string mood = 7;");
+    live.wait_gen(3).await;
+    let pool = live.handle.snapshot().schema().pool().clone();
+    assert!(pool.get_message_by_name("users.User").unwrap().get_field_by_name("mood").is_some());
+}
+
+#[tokio::test]
+async fn an_empty_root_serves_nothing_until_files_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(Server::builder().schema_dir(dir.path()).build().is_err(), "the library refuses empty roots by default");
+    let server = Server::builder().schema_dir(dir.path()).allow_empty(true).watch(true).build().unwrap();
+    let handle = server.reload_handle();
+    let srv = TestServer::run(server).await;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut h = HealthClient::new(srv.channel().await);
+    let up = h.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert_eq!(up.status(), ServingStatus::Serving);
+    assert_eq!(handle.snapshot().services().len(), 0);
+
+    // Files arrive: served.
+    copy_dir(&users_dir(), dir.path());
+    tokio::time::timeout(WAIT, handle.wait_for_generation(2)).await.expect("the new files went live");
+    let mut c = srv.client().await.with_pool(handle.snapshot().schema().pool().clone());
+    let e = c
+        .unary("/users.UserService/GetUser", c.msg("users.GetUserRequest", json!({"user_id": "x"})))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    // Emptied again during a reload: "no .proto files", and the last schema stays.
+    let before = handle.last_outcome().attempt;
+    std::fs::remove_file(dir.path().join("user_service.proto")).unwrap();
+    let mut rx = handle.outcomes();
+    let failed = tokio::time::timeout(WAIT, rx.wait_for(|o| o.attempt > before && o.result.is_err()))
+        .await
+        .unwrap()
+        .unwrap()
+        .clone();
+    let text = failed.error().unwrap().to_string();
+    assert!(text.contains("no .proto files") && !text.contains("does not compile"), "{text}");
+    assert_eq!(failed.generation, 2);
 }
