@@ -63,7 +63,7 @@ use tonic::Status;
 pub use cli::{CheckConfig, Command, Config, ServeConfig, parse_size};
 pub use handler::{BoxFuture, Call, Handler, Kind, Reply, ReplyStream, RequestStream};
 pub use registry::{BuildError, Snapshot};
-pub use reload::{OnBreaking, Outcome, ReloadError, ReloadHandle, Reloaded, SchemaDiff};
+pub use reload::{OnBreaking, Outcome, Phases, ReloadError, ReloadHandle, Reloaded, SchemaDiff};
 pub use schema::{Schema, SchemaError};
 
 use handler::store::{self, Store};
@@ -252,6 +252,13 @@ impl Builder {
     /// What a reload does with a candidate that breaks wire compatibility.
     pub fn on_breaking(mut self, policy: OnBreaking) -> Self {
         self.on_breaking = policy;
+        self
+    }
+
+    /// Replaces the wire-compatibility check every reload runs against the live
+    /// schema (default: buf's WIRE rules plus protoserve's), or turns it off with `None`.
+    pub fn compat_check(mut self, check: Option<reload::CompatCheck>) -> Self {
+        self.compat = check;
         self
     }
 

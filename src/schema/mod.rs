@@ -32,6 +32,8 @@ use source::{DiskResolver, Excludes, Found, Reads};
 pub struct Schema {
     pool: DescriptorPool,
     files: Vec<String>,
+    /// Served files whose text is blank (nothing but white space).
+    blank: Vec<String>,
 }
 
 impl Schema {
@@ -45,10 +47,16 @@ impl Schema {
         &self.files
     }
 
+    /// Served files whose text was blank when read (e.g. caught between the
+    /// truncate and the write of an in-place save).
+    pub fn blank_files(&self) -> &[String] {
+        &self.blank
+    }
+
     /// Wraps an already built pool (every file in it counts as a user file).
     pub fn from_pool(pool: DescriptorPool) -> Self {
         let files = pool.files().map(|f| f.name().to_owned()).collect();
-        Self { pool, files }
+        Self { pool, files, blank: Vec::new() }
     }
 }
 
@@ -235,7 +243,7 @@ pub fn empty() -> Schema {
     match compile(&[], &[]) {
         Ok((schema, _)) => schema,
         // The built-ins compile (a test says so); an empty pool is still correct.
-        Err(_) => Schema { pool: DescriptorPool::new(), files: Vec::new() },
+        Err(_) => Schema { pool: DescriptorPool::new(), files: Vec::new(), blank: Vec::new() },
     }
 }
 
@@ -309,8 +317,10 @@ fn compile(includes: &[PathBuf], names: &[&str]) -> Result<(Schema, Reads), Sche
     if pool.files().any(|f| f.services().len() > 0 && !files.iter().any(|n| n == f.name())) {
         pool = without_import_services(&pool, &files);
     }
-    let schema = Schema { pool, files };
     let reads = std::mem::take(&mut *reads.borrow_mut());
+    let blank =
+        files.iter().filter(|f| reads.texts.get(*f).is_some_and(|t| t.text.trim().is_empty())).cloned().collect();
+    let schema = Schema { pool, files, blank };
     Ok((schema, reads))
 }
 

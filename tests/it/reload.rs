@@ -572,3 +572,61 @@ async fn an_empty_root_serves_nothing_until_files_arrive() {
     assert!(text.contains("no .proto files") && !text.contains("does not compile"), "{text}");
     assert_eq!(failed.generation, 2);
 }
+
+#[tokio::test]
+async fn the_compat_check_runs_off_the_async_workers() {
+    // A compat check that blocks until the test lets it go. The test runtime has
+    // one thread: if the check ran on it, nothing else could be served meanwhile.
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = std::sync::Mutex::new(release_rx);
+    let check: protoserve::reload::CompatCheck = Arc::new(move |old, new| {
+        let _ = entered_tx.send(());
+        let _ = release_rx.lock().unwrap().recv_timeout(WAIT);
+        protoserve::compat::check(old, new, protoserve::compat::RuleSet::Wire)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&users_dir(), dir.path());
+    let server = Server::builder().schema_dir(dir.path()).compat_check(Some(check)).build().unwrap();
+    let handle = server.reload_handle();
+    let srv = TestServer::run(server).await;
+    let file = dir.path().join("user_service.proto");
+    let text = std::fs::read_to_string(&file).unwrap().replace("int32 age = 4;", "int32 age = 4;\n  string nick = 6;");
+    std::fs::write(&file, text).unwrap();
+
+    let reloading = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.reload().await }
+    });
+    tokio::task::spawn_blocking(move || entered_rx.recv_timeout(WAIT)).await.unwrap().expect("the check started");
+    // The check is blocked right now; an RPC is answered anyway.
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut h = HealthClient::new(srv.channel().await);
+    h.check(HealthCheckRequest { service: String::new() }).await.expect("served during the compat check");
+    assert!(!reloading.is_finished(), "the check was still running when the RPC was answered");
+    release_tx.send(()).unwrap();
+    let r = reloading.await.unwrap().expect("the reload went live");
+    assert_eq!(r.generation, 2);
+    assert!(r.phases.check > Duration::ZERO && r.phases.compile > Duration::ZERO, "{:?}", r.phases);
+}
+
+#[tokio::test]
+async fn a_file_caught_empty_by_an_in_place_save_never_goes_live() {
+    let live = Live::users().await;
+    // Truncate, as an in-place save (or a generator) does before writing.
+    let before = live.handle.last_outcome().attempt;
+    let seed = std::fs::read_to_string(&live.file).unwrap();
+    std::fs::write(&live.file, "").unwrap();
+    let failed = live.wait_failed_after(before).await;
+    assert!(matches!(failed.error(), Some(protoserve::ReloadError::NotReady { .. })), "{failed:?}");
+    assert_eq!(failed.generation, 1);
+    let mut c = live.client().await;
+    let e = c
+        .unary("/users.UserService/GetUser", c.msg("users.GetUserRequest", json!({"user_id": "x"})))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "UserService is still served: {e:?}");
+    // The write that follows goes live.
+    std::fs::write(&live.file, seed.replace("int32 age = 4;", "int32 age = 4;\n  string nick = 6;")).unwrap();
+    live.wait_gen(2).await;
+}
