@@ -161,6 +161,10 @@ pub fn from_protox(err: &protox::Error, texts: &HashMap<String, SourceText>) -> 
 fn one(d: &dyn miette::Diagnostic, file: Option<&str>, src: Option<&SourceText>, parse: bool) -> Problem {
     let mut p = Problem::new(d.to_string());
     p.help = d.help().map(|h| h.to_string());
+    if p.message == "invalid group name" && p.help.as_deref().is_some_and(|h| h.starts_with("imports may not")) {
+        // protox-parse 0.10 titles its bad-import error like a bad group name.
+        p.message = "invalid import path: imports name a file relative to an include root".to_owned();
+    }
     let labels: Vec<miette::LabeledSpan> = d.labels().map(|l| l.collect()).unwrap_or_default();
     match (src, labels.split_last()) {
         (Some(src), Some((main, others))) => {

@@ -550,3 +550,64 @@ fn serve_starts_on_an_empty_directory_and_picks_files_up() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[cfg(unix)]
+#[test]
+fn special_and_huge_files_are_refused_without_reading_them() {
+    // A FIFO would block the reader forever, /dev/zero would never end, a huge
+    // file would be read whole: each is refused by what it is, in one line, exit 2.
+    let fifo = tempfile::tempdir().unwrap();
+    assert!(Command::new("mkfifo").arg(fifo.path().join("pipe.proto")).status().unwrap().success());
+    let zero = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/dev/zero", zero.path().join("zero.proto")).unwrap();
+    let huge = tempfile::tempdir().unwrap();
+    let f = std::fs::File::create(huge.path().join("huge.proto")).unwrap();
+    f.set_len(protoserve::schema::MAX_FILE_SIZE + 1).unwrap(); // sparse: costs no disk
+    for (dir, want) in [
+        (&fifo, "pipe.proto' is not a regular file"),
+        (&zero, "zero.proto' is not a regular file"),
+        (&huge, "huge.proto' is larger than 64 MiB"),
+    ] {
+        let (code, _, err) = check_in(dir.path(), &[]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_fifo_under_a_served_root_does_not_block_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&users_dir(), dir.path());
+    let server = protoserve::Server::builder().schema_dir(dir.path()).build().unwrap();
+    let handle = server.reload_handle();
+    assert!(Command::new("mkfifo").arg(dir.path().join("pipe.proto")).status().unwrap().success());
+    let err = tokio::time::timeout(Duration::from_secs(10), handle.reload())
+        .await
+        .expect("the reload did not block on the FIFO")
+        .unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    std::fs::remove_file(dir.path().join("pipe.proto")).unwrap();
+    handle.reload().await.expect("reloads work again");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_file_name_that_is_not_utf8_is_named_as_such() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9.proto")), "syntax = \"proto3\";\n").unwrap();
+    let (code, _, err) = check_in(dir.path(), &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("the file name is not valid UTF-8") && !err.contains("include path"), "{err}");
+}
+
+#[test]
+fn an_import_that_leaves_the_roots_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.proto"), "syntax = \"proto3\";\nimport \"../etc/passwd.proto\";\n").unwrap();
+    let (code, _, err) = check_in(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("a.proto:2:8: error: invalid import path"), "{err}");
+    assert!(!err.contains("group"), "{err}");
+}
