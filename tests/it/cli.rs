@@ -611,3 +611,101 @@ fn an_import_that_leaves_the_roots_says_so() {
     assert!(err.contains("a.proto:2:8: error: invalid import path"), "{err}");
     assert!(!err.contains("group"), "{err}");
 }
+
+/// Waits (bounded) for a child to exit and returns its exit code.
+fn exit_code_within(mut child: std::process::Child, within: Duration) -> Option<i32> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(within) {
+        Ok(status) => status.unwrap().code(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            panic!("the process did not exit within {within:?}");
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_during_startup_exits_at_once() {
+    // A --data file that is a FIFO nobody writes: startup blocks reading it.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("data.yaml");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let mut child = bin()
+        .arg("serve")
+        .arg(users_dir())
+        .arg("--data")
+        .arg(&fifo)
+        .args(["--addr", "127.0.0.1:0", "--no-watch"])
+        .env("RUST_LOG", "protoserve=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = LogTail::new(&mut child);
+    log.wait_for("signals: SIGINT/SIGTERM handled");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert_eq!(exit_code_within(child, Duration::from_secs(15)), Some(128 + 15), "{}", log.seen);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_second_signal_ends_the_drain_and_the_exit_code_says_so() {
+    let (mut child, port) = spawn_server(&[users_dir().to_str().unwrap(), "--no-watch"]);
+    let mut log = LogTail::new(&mut child);
+    log.wait_for("listening on");
+    // An RPC that never finishes: a client stream that is never closed.
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap();
+    let pool = protoserve::schema::load(&[users_dir()]).unwrap().pool().clone();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let input = pool.get_message_by_name("users.CreateUserRequest").unwrap();
+    let output = pool.get_message_by_name("users.BulkCreateResponse").unwrap();
+    let first = prost_reflect::DynamicMessage::new(input.clone());
+    // After the first message the stream stays open; say when it was asked for more.
+    let (asked_tx, asked_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut asked_tx = Some(asked_tx);
+    let rest = futures_util::stream::poll_fn(move |_| {
+        if let Some(tx) = asked_tx.take() {
+            let _ = tx.send(());
+        }
+        std::task::Poll::<Option<prost_reflect::DynamicMessage>>::Pending
+    });
+    let requests = futures_util::StreamExt::chain(tokio_stream::iter(vec![first]), rest);
+    grpc.ready().await.unwrap();
+    let mut other = grpc.clone();
+    let call = tokio::spawn(async move {
+        grpc.client_streaming(
+            tonic::Request::new(requests),
+            "/users.UserService/BulkCreateUsers".parse().unwrap(),
+            DynCodec(output),
+        )
+        .await
+    });
+    asked_rx.await.unwrap();
+    // A later call on the same connection is answered only after the server read
+    // the streaming call's headers: from then on that call is in flight there.
+    let get = pool.get_message_by_name("users.GetUserRequest").unwrap();
+    other.ready().await.unwrap();
+    let answered = other
+        .unary(
+            tonic::Request::new(prost_reflect::DynamicMessage::new(get)),
+            "/users.UserService/GetUser".parse().unwrap(),
+            DynCodec(pool.get_message_by_name("users.User").unwrap()),
+        )
+        .await;
+    assert_eq!(answered.unwrap_err().code(), tonic::Code::NotFound);
+    let pid = child.id().to_string();
+    // The first signal drains.
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    log.wait_for("draining in-flight RPCs; send it again to stop at once");
+    assert!(!call.is_finished(), "the call is still in flight");
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let code = tokio::task::spawn_blocking(move || exit_code_within(child, Duration::from_secs(15))).await.unwrap();
+    assert_eq!(code, Some(128 + 15), "a drain cut short is not exit 0");
+    call.abort();
+}
