@@ -29,6 +29,10 @@ pub enum Command {
 pub struct ServeConfig {
     /// Schema roots (include paths whose `.proto` files are all served).
     pub roots: Vec<PathBuf>,
+    /// Import-only roots (`-I`).
+    pub imports: Vec<PathBuf>,
+    /// `--exclude` globs.
+    pub exclude: Vec<String>,
     /// Listen address.
     pub addr: SocketAddr,
     /// Records to pre-load into the resource store.
@@ -52,6 +56,10 @@ pub struct ServeConfig {
 pub struct CheckConfig {
     /// Schema roots.
     pub roots: Vec<PathBuf>,
+    /// Import-only roots (`-I`).
+    pub imports: Vec<PathBuf>,
+    /// `--exclude` globs.
+    pub exclude: Vec<String>,
     /// Where to write the compiled schema (imports included) as a FileDescriptorSet.
     pub descriptor_set_out: Option<PathBuf>,
 }
@@ -94,13 +102,30 @@ struct CompatArgs {
     probe: bool,
 }
 
+/// Which files are read: shared by `serve` and `check`.
 #[derive(Debug, Args)]
-struct ServeArgs {
-    /// Schema directories (each is also an include root). Default: the current directory.
+struct SchemaArgs {
+    /// Schema directories or .proto files; every .proto under a directory is served
+    /// and each directory is an include root. Default: the current directory.
+    /// node_modules, target and hidden folders are not walked into.
     #[arg(value_name = "DIR")]
     dirs: Vec<PathBuf>,
-    /// Address to listen on (loopback unless asked).
-    #[arg(long, default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
+    /// Import-only root: resolves imports, its files are not served (repeatable).
+    #[arg(short = 'I', long = "import-path", value_name = "DIR")]
+    imports: Vec<PathBuf>,
+    /// Skip paths under the roots matching GLOB (relative path or file/folder name;
+    /// repeatable), e.g. --exclude vendor --exclude 'gen/**/*.proto'.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    schema: SchemaArgs,
+    /// Address to listen on: HOST:PORT (`127.0.0.1:50051`, `localhost:50051`,
+    /// `[::1]:50051`), `:PORT` for every interface, or a bare PORT on loopback.
+    #[arg(long, default_value = "127.0.0.1:50051", value_name = "HOST:PORT", value_parser = parse_addr)]
     addr: SocketAddr,
     /// YAML or JSON file of records to pre-load: message full name -> list of records
     /// in the proto3 JSON mapping.
@@ -152,9 +177,8 @@ enum BreakingArg {
 
 #[derive(Debug, Args)]
 struct CheckArgs {
-    /// Schema directories. Default: the current directory.
-    #[arg(value_name = "DIR")]
-    dirs: Vec<PathBuf>,
+    #[command(flatten)]
+    schema: SchemaArgs,
     /// Also write the compiled schema, imports included, as a binary
     /// FileDescriptorSet (usable as `protoc --descriptor_set_in`).
     #[arg(long, value_name = "FILE")]
@@ -183,7 +207,9 @@ impl Config {
     fn from_cli(cli: Cli) -> Config {
         let command = match cli.command {
             Cmd::Serve(a) => Command::Serve(ServeConfig {
-                roots: roots(a.dirs),
+                roots: roots(a.schema.dirs),
+                imports: a.schema.imports,
+                exclude: a.schema.exclude,
                 addr: a.addr,
                 data: a.data,
                 max_message_size: a.max_message_size,
@@ -205,9 +231,12 @@ impl Config {
                     keepalive_interval: Some(a.keepalive_interval).filter(|d| !d.is_zero()),
                 },
             }),
-            Cmd::Check(a) => {
-                Command::Check(CheckConfig { roots: roots(a.dirs), descriptor_set_out: a.descriptor_set_out })
-            }
+            Cmd::Check(a) => Command::Check(CheckConfig {
+                roots: roots(a.schema.dirs),
+                imports: a.schema.imports,
+                exclude: a.schema.exclude,
+                descriptor_set_out: a.descriptor_set_out,
+            }),
             Cmd::Compat(a) => Command::Compat(crate::compat::Options {
                 old: a.old,
                 new: a.new,
@@ -218,6 +247,40 @@ impl Config {
         };
         Config { command }
     }
+}
+
+/// Parses a listen address: `HOST:PORT` with an IP or a host name (`localhost:50051`,
+/// resolved now; IPv4 preferred when a name has both), `[IPv6]:PORT`, `:PORT` (every
+/// IPv4 interface, as Go servers read it) or a bare `PORT` (loopback).
+pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    use std::net::{Ipv4Addr, ToSocketAddrs};
+    let s = s.trim();
+    let expected = "expected HOST:PORT, e.g. 127.0.0.1:50051, localhost:50051, [::1]:50051, :50051 (every interface) or 50051 (loopback)";
+    let port = |p: &str| p.parse::<u16>().map_err(|_| format!("'{s}': '{p}' is not a port number; {expected}"));
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port(s)?)));
+    }
+    let Some((host, p)) = s.rsplit_once(':') else { return Err(format!("'{s}' has no port; {expected}")) };
+    let p = port(p)?;
+    if host.is_empty() {
+        return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, p)));
+    }
+    if host.contains(':') && !host.starts_with('[') {
+        return Err(format!("'{s}': write an IPv6 address in brackets, e.g. [::1]:{p}"));
+    }
+    let resolved: Vec<SocketAddr> = (host, p)
+        .to_socket_addrs()
+        .map_err(|e| format!("'{s}': cannot resolve host '{host}': {e}; {expected}"))?
+        .collect();
+    resolved
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| resolved.first())
+        .copied()
+        .ok_or_else(|| format!("'{s}': host '{host}' has no address; {expected}"))
 }
 
 /// Parses a byte size: a number with an optional unit (B, KB, KiB, MB, MiB, GB, GiB).
@@ -288,6 +351,19 @@ mod tests {
         assert!(parse_size("ten").is_err());
         assert!(parse_size("1XB").is_err());
         assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(parse_addr("127.0.0.1:5").unwrap().to_string(), "127.0.0.1:5");
+        assert_eq!(parse_addr(":50051").unwrap().to_string(), "0.0.0.0:50051");
+        assert_eq!(parse_addr("50051").unwrap().to_string(), "127.0.0.1:50051");
+        assert_eq!(parse_addr("[::1]:7").unwrap().to_string(), "[::1]:7");
+        assert!(parse_addr("localhost:50051").unwrap().ip().is_loopback());
+        for bad in ["", "localhost", "x:y", ":99999", "::1:5"] {
+            let e = parse_addr(bad).unwrap_err();
+            assert!(e.contains("HOST:PORT") || e.contains("brackets"), "{bad}: {e}");
+        }
     }
 
     #[test]

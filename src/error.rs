@@ -192,7 +192,10 @@ impl Error {
 
     /// Renders the error like a compiler (file:line:col, source line, caret).
     pub fn render(&self) -> String {
-        crate::schema::render_diagnostic(self)
+        match self.schema_error() {
+            Some(e) => e.render(),
+            None => crate::schema::render_diagnostic(self),
+        }
     }
 
     /// **The** mapping from an error to a gRPC status. Every protocol adapter

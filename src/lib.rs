@@ -72,7 +72,7 @@ pub use error::Error;
 pub use middleware::CallService;
 pub use protocol::Compression;
 pub use registry::{BuildError, Snapshot};
-pub use reload::{OnBreaking, ReloadError, ReloadHandle, Reloaded, SchemaDiff};
+pub use reload::{OnBreaking, Outcome, Phases, ReloadError, ReloadHandle, Reloaded, SchemaDiff};
 pub use responder::handler::{Call, Handler, ReplyStream, RequestStream};
 pub use schema::{Schema, SchemaError};
 pub use server::{ConnLimits, Listener};
@@ -92,6 +92,9 @@ pub const DEFAULT_MAX_CALL_BUFFER: usize = 64 * 1024 * 1024;
 /// Configures a [`Server`]: schema roots, handlers, data, limits.
 pub struct Builder {
     roots: Vec<PathBuf>,
+    imports: Vec<PathBuf>,
+    exclude: Vec<String>,
+    allow_empty: bool,
     handlers: HashMap<String, Handler>,
     store: Option<Arc<dyn Store>>,
     layers: Vec<middleware::UserLayer>,
@@ -120,6 +123,9 @@ impl Default for Builder {
     fn default() -> Self {
         Self {
             roots: Vec::new(),
+            imports: Vec::new(),
+            exclude: Vec::new(),
+            allow_empty: false,
             handlers: HashMap::new(),
             store: None,
             layers: Vec::new(),
@@ -140,6 +146,27 @@ impl Builder {
     /// Adds a schema root: every `.proto` file under it is served, and it is an include path.
     pub fn schema_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.roots.push(dir.into());
+        self
+    }
+
+    /// Adds an import-only root (`-I`): it resolves imports, its files are not served.
+    pub fn import_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.imports.push(dir.into());
+        self
+    }
+
+    /// Skips paths under the schema roots that match a glob (`--exclude`), matched
+    /// against the path relative to its root and against file and folder names.
+    pub fn exclude(mut self, glob: impl Into<String>) -> Self {
+        self.exclude.push(glob.into());
+        self
+    }
+
+    /// Starts even when the roots hold no `.proto` file yet, serving nothing
+    /// (health and reflection up) until files arrive (off by default; `protoserve
+    /// serve` turns it on).
+    pub fn allow_empty(mut self, yes: bool) -> Self {
+        self.allow_empty = yes;
         self
     }
 
@@ -250,10 +277,25 @@ impl Builder {
         self
     }
 
+    /// Replaces the wire-compatibility check every reload runs against the live
+    /// schema (default: buf's WIRE rules plus protoserve's), or turns it off with `None`.
+    pub fn compat_check(mut self, check: Option<reload::CompatCheck>) -> Self {
+        self.compat = check;
+        self
+    }
+
     /// Compiles the schema, loads data and resolves every route.
     pub fn build(self) -> Result<Server, Error> {
         let roots = if self.roots.is_empty() { vec![PathBuf::from(".")] } else { self.roots };
-        let schema = schema::load(&roots)?;
+        let load = schema::LoadOptions { roots, imports: self.imports, exclude: self.exclude };
+        let schema = match schema::load_with(&load) {
+            Err(SchemaError::NoFiles { dirs }) if self.allow_empty => {
+                let dirs: Vec<String> = dirs.iter().map(|d| format!("'{}'", d.display())).collect();
+                tracing::warn!("no .proto files under {} yet: serving nothing until some arrive", dirs.join(", "));
+                schema::empty()
+            }
+            other => other?,
+        };
         let store: Arc<dyn Store> = self.store.unwrap_or_else(|| Arc::new(MemoryStore::default()));
         if let Some(path) = &self.data {
             let n = responder::store::load_data(&*store, schema.pool(), path).map_err(Error::data)?;
@@ -272,7 +314,7 @@ impl Builder {
             compression: self.compression,
             reflection: Default::default(),
         });
-        let reload = ReloadHandle::new(registry.clone(), roots, self.on_breaking, self.compat);
+        let reload = ReloadHandle::new(registry.clone(), load, self.on_breaking, self.compat);
         // Watch from now on, so an edit made before `serve` runs is not missed.
         let watcher = if self.watch {
             match reload.start_watching() {
@@ -291,10 +333,8 @@ impl Builder {
 
 /// The check every reload runs: buf's WIRE rules plus ours, between the live
 /// schema and the candidate.
-fn wire_check(old: &prost_reflect::DescriptorPool, new: &prost_reflect::DescriptorPool) -> (bool, String) {
-    let findings = compat::check(old, new, compat::RuleSet::Wire);
-    let report = if findings.is_empty() { String::new() } else { compat::render_text(&findings) };
-    (compat::is_breaking(&findings), report)
+fn wire_check(old: &prost_reflect::DescriptorPool, new: &prost_reflect::DescriptorPool) -> Vec<compat::Finding> {
+    compat::check(old, new, compat::RuleSet::Wire)
 }
 
 /// A built server: serve it on a listener you bound.
@@ -346,9 +386,16 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
         .on_breaking(config.on_breaking)
         .compression(config.compression)
         .max_call_buffer(config.max_call_buffer)
-        .conn_limits(config.conn_limits);
+        .conn_limits(config.conn_limits)
+        .allow_empty(true);
     for root in &config.roots {
         builder = builder.schema_dir(root);
+    }
+    for dir in &config.imports {
+        builder = builder.import_dir(dir);
+    }
+    for glob in &config.exclude {
+        builder = builder.exclude(glob);
     }
     if let Some(data) = &config.data {
         builder = builder.data_file(data);
@@ -366,34 +413,18 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
         snap.method_count(),
         services.join(", ")
     );
-    let hup = reload_on_sighup(server.reload_handle());
+    let hup = reload::on_signals(server.reload_handle());
     server.serve(listener, shutdown).await;
     hup.abort();
     Ok(())
 }
 
-/// Reloads the schema on every SIGHUP.
-fn reload_on_sighup(handle: ReloadHandle) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-                return;
-            };
-            while hup.recv().await.is_some() {
-                tracing::info!("SIGHUP: reloading the schema");
-                let _ = handle.reload().await;
-            }
-        }
-        #[cfg(not(unix))]
-        drop(handle);
-    })
-}
-
 /// Runs `protoserve check`: compiles and describes what would be served.
 pub fn check(config: &CheckConfig) -> Result<String, Error> {
     let server = Server::builder();
-    let server = config.roots.iter().fold(server, |b, r| b.schema_dir(r)).build()?;
+    let server = config.roots.iter().fold(server, |b, r| b.schema_dir(r));
+    let server = config.imports.iter().fold(server, |b, d| b.import_dir(d));
+    let server = config.exclude.iter().fold(server, |b, g| b.exclude(g)).build()?;
     let snap = server.snapshot();
     if let Some(path) = &config.descriptor_set_out {
         std::fs::write(path, snap.schema().pool().encode_to_vec())

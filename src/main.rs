@@ -21,13 +21,22 @@ fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
         Command::Check(c) => protoserve::check(&c).map(|out| print!("{out}")),
-        Command::Serve(c) => match runtime() {
-            Ok(rt) => rt.block_on(async { protoserve::serve(&c, shutdown_signal()).await }),
-            Err(e) => {
-                eprintln!("error: cannot start the async runtime: {e}");
-                return ExitCode::from(2);
+        Command::Serve(c) => {
+            let shutdown = match signals::install() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: cannot handle SIGINT/SIGTERM: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match runtime() {
+                Ok(rt) => rt.block_on(async { protoserve::serve(&c, shutdown).await }),
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(2);
+                }
             }
-        },
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,30 +58,72 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
-/// Registers SIGINT and SIGTERM handlers now (so a signal that arrives while the
-/// server starts is not lost) and returns a future that resolves on either.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let int = signal(SignalKind::interrupt());
-        let term = signal(SignalKind::terminate());
-        async move {
-            match (int, term) {
-                (Ok(mut int), Ok(mut term)) => {
-                    tokio::select! {
-                        _ = int.recv() => {},
-                        _ = term.recv() => {},
+/// SIGINT/SIGTERM, handled on a thread of their own so that they work while the
+/// server is still starting (a slow `--data`, a blocked read) as well as while it
+/// drains:
+///
+/// - during startup, the first signal exits at once (128 + signal number);
+/// - while serving, the first signal starts the graceful drain (exit 0 once
+///   every in-flight RPC finished);
+/// - during the drain, a second signal ends it at once (128 + signal number), so
+///   the exit code says whether the drain completed.
+mod signals {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    const STARTING: u8 = 0;
+    const SERVING: u8 = 1;
+    const DRAINING: u8 = 2;
+
+    /// Starts the signal thread; returns the future that resolves when serving
+    /// should stop. The server polls it once it is up, which ends "startup".
+    pub(crate) fn install() -> std::io::Result<impl std::future::Future<Output = ()>> {
+        let phase = Arc::new(AtomicU8::new(STARTING));
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        #[cfg(unix)]
+        let (mut int, mut term) = {
+            use tokio::signal::unix::{SignalKind, signal};
+            let _guard = rt.enter();
+            (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?)
+        };
+        let seen = phase.clone();
+        std::thread::Builder::new().name("signals".into()).spawn(move || {
+            rt.block_on(async move {
+                loop {
+                    #[cfg(unix)]
+                    let (name, number) = tokio::select! {
+                        Some(()) = int.recv() => ("SIGINT", 2),
+                        Some(()) = term.recv() => ("SIGTERM", 15),
+                        else => return,
+                    };
+                    #[cfg(not(unix))]
+                    let (name, number) = match tokio::signal::ctrl_c().await {
+                        Ok(()) => ("Ctrl-C", 2),
+                        Err(_) => return,
+                    };
+                    match seen.load(Ordering::SeqCst) {
+                        STARTING => {
+                            eprintln!("protoserve: {name} during startup: exiting");
+                            std::process::exit(128 + number);
+                        }
+                        SERVING => {
+                            seen.store(DRAINING, Ordering::SeqCst);
+                            tracing::info!("{name}: draining in-flight RPCs; send it again to stop at once");
+                            let _ = tx.send(true);
+                        }
+                        _ => {
+                            eprintln!("protoserve: second {name}: stopping without waiting for in-flight RPCs");
+                            std::process::exit(128 + number);
+                        }
                     }
                 }
-                _ => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    async {
-        let _ = tokio::signal::ctrl_c().await;
+            });
+        })?;
+        tracing::debug!("signals: SIGINT/SIGTERM handled (startup: exit; serving: drain; draining: exit now)");
+        Ok(async move {
+            phase.store(SERVING, Ordering::SeqCst);
+            let _ = rx.wait_for(|stop| *stop).await;
+        })
     }
 }

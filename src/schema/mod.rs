@@ -1,17 +1,30 @@
-//! Loading a schema: find the `.proto` files under the include roots and compile
-//! them in-process with protox into a [`DescriptorPool`].
+//! Loading a schema: find the `.proto` files under the roots and compile them
+//! in-process with protox into a [`DescriptorPool`].
 //!
 //! This module knows nothing of tokio, tonic or HTTP: paths in, descriptors or a
-//! [`SchemaError`] out. Well-known types (`google/protobuf/*.proto`) and
-//! `buf/validate/validate.proto` resolve without being vendored.
+//! [`SchemaError`] out. Well-known types (`google/protobuf/*.proto`),
+//! `buf/validate/validate.proto` and the common googleapis files
+//! (`google/api/*`, `google/rpc/*`, `google/type/*`, see [`builtin`]) resolve
+//! without being vendored. Diagnostics share one format ([`diagnostic`]).
 
+use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
-use miette::{Diagnostic, NamedSource, SourceSpan};
+use miette::Diagnostic;
 use prost::Message as _;
 use prost_reflect::DescriptorPool;
-use protox::file::{ChainFileResolver, DescriptorSetFileResolver, GoogleFileResolver, IncludeFileResolver};
+use protox::file::{ChainFileResolver, DescriptorSetFileResolver, GoogleFileResolver};
+
+pub mod builtin;
+pub mod diagnostic;
+mod source;
+
+pub use diagnostic::{Position, Problem};
+pub use source::{MAX_FILE_SIZE, SKIPPED_DIRS};
+
+use source::{DiskResolver, Excludes, Found, Reads};
 
 /// A compiled schema: the pool with every file (imports included) and the names of
 /// the files that were found under the include roots.
@@ -19,6 +32,8 @@ use protox::file::{ChainFileResolver, DescriptorSetFileResolver, GoogleFileResol
 pub struct Schema {
     pool: DescriptorPool,
     files: Vec<String>,
+    /// Served files whose text is blank (nothing but white space).
+    blank: Vec<String>,
 }
 
 impl Schema {
@@ -32,10 +47,36 @@ impl Schema {
         &self.files
     }
 
+    /// Served files whose text was blank when read (e.g. caught between the
+    /// truncate and the write of an in-place save).
+    pub fn blank_files(&self) -> &[String] {
+        &self.blank
+    }
+
     /// Wraps an already built pool (every file in it counts as a user file).
     pub fn from_pool(pool: DescriptorPool) -> Self {
         let files = pool.files().map(|f| f.name().to_owned()).collect();
-        Self { pool, files }
+        Self { pool, files, blank: Vec::new() }
+    }
+}
+
+/// Where to find a schema.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Served roots: directories (every `.proto` under them is served and each is
+    /// an include path) or single `.proto` files (their directory is the include path).
+    pub roots: Vec<PathBuf>,
+    /// Import-only roots (`-I`): they resolve imports but their files are not served.
+    pub imports: Vec<PathBuf>,
+    /// Glob patterns (`--exclude`) matched against paths relative to a root, and
+    /// against file and folder names; matches are not walked into or served.
+    pub exclude: Vec<String>,
+}
+
+impl LoadOptions {
+    /// Options for served roots only.
+    pub fn roots(roots: &[PathBuf]) -> Self {
+        Self { roots: roots.to_vec(), ..Self::default() }
     }
 }
 
@@ -44,7 +85,6 @@ impl Schema {
 pub enum SchemaError {
     /// A path could not be read.
     #[error("cannot read '{}': {source}", path.display())]
-    #[diagnostic(code(protoserve::io))]
     Io {
         /// The path that failed.
         path: PathBuf,
@@ -53,34 +93,48 @@ pub enum SchemaError {
     },
     /// The include roots hold no `.proto` file.
     #[error("no .proto files found under {}", list_paths(dirs))]
-    #[diagnostic(code(protoserve::no_protos), help("pass the directory that holds your .proto files"))]
     NoFiles {
         /// The roots that were searched.
         dirs: Vec<PathBuf>,
     },
-    /// A file uses `edition = "..."`, which protox cannot compile yet.
-    #[error("{file}: editions not supported yet")]
-    #[diagnostic(
-        code(protoserve::editions),
-        help("protox 0.10 compiles proto2 and proto3 only; use `syntax = \"proto3\";` for now")
-    )]
-    Editions {
-        /// The file's name.
-        file: String,
-        /// The file's text.
-        #[source_code]
-        src: Option<NamedSource<String>>,
-        /// Where the edition declaration is.
-        #[label("edition declared here")]
-        span: Option<SourceSpan>,
+    /// A root is a file that is not a `.proto` file.
+    #[error("'{}' is not a .proto file: pass .proto files or directories that hold them", path.display())]
+    NotProto {
+        /// The path given.
+        path: PathBuf,
     },
-    /// protox reported a parse or semantic error.
-    #[error(transparent)]
-    #[diagnostic(transparent)]
-    Compile(Box<protox::Error>),
+    /// A `.proto` path is a FIFO, device or other non-regular file.
+    #[error("'{}' is not a regular file (a FIFO, socket or device?); only regular files are read", path.display())]
+    NotRegular {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A `.proto` file is larger than [`MAX_FILE_SIZE`].
+    #[error("'{}' is larger than {} MiB; not reading it", path.display(), limit / (1024 * 1024))]
+    TooLarge {
+        /// The path.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// A `.proto` file's name is not valid UTF-8, so imports cannot name it.
+    #[error("'{}': the file name is not valid UTF-8; rename it (imports name files in UTF-8)", path.display())]
+    NotUtf8Name {
+        /// The path.
+        path: PathBuf,
+    },
+    /// An `--exclude` pattern is not a valid glob.
+    #[error("{0}")]
+    BadExclude(String),
+    /// The schema's text is wrong: parse, semantic, encoding or import errors,
+    /// editions files. Each problem carries `file:line:col`.
+    #[error("{}", diagnostic::render(problems))]
+    Invalid {
+        /// Every problem found (rendering shows the first [`diagnostic::MAX_SHOWN`]).
+        problems: Vec<Problem>,
+    },
     /// A binary FileDescriptorSet could not be decoded.
     #[error("'{}' is not a valid FileDescriptorSet: {message}", path.display())]
-    #[diagnostic(code(protoserve::descriptor_set))]
     DescriptorSet {
         /// The file.
         path: PathBuf,
@@ -90,20 +144,28 @@ pub enum SchemaError {
 }
 
 impl SchemaError {
-    /// True when the failure is about reading paths rather than the schema's content
-    /// (exit code 2 rather than 1).
+    /// True when the failure is about reading paths or the command line rather
+    /// than the schema's content (exit code 2 rather than 1).
     pub fn is_io(&self) -> bool {
+        !matches!(self, SchemaError::Invalid { .. } | SchemaError::DescriptorSet { .. })
+    }
+
+    /// The problems in the schema's text, when that is what is wrong.
+    pub fn problems(&self) -> &[Problem] {
         match self {
-            SchemaError::Io { .. } | SchemaError::NoFiles { .. } => true,
-            SchemaError::Compile(e) => e.is_io() || e.is_file_not_found(),
-            _ => false,
+            SchemaError::Invalid { problems } => problems,
+            _ => &[],
         }
     }
 
-    /// Renders the error like a compiler does: `file:line:col`, the source line and
-    /// a caret under the problem. No colours, so it reads the same in logs.
+    /// Renders the error like a compiler does: `file:line:col: error: ...`, the
+    /// source line and a caret under the problem; other errors as `error: ...`.
+    /// No colours, so it reads the same in logs.
     pub fn render(&self) -> String {
-        render_diagnostic(self)
+        match self {
+            SchemaError::Invalid { problems } => diagnostic::render(problems),
+            other => format!("error: {other}"),
+        }
     }
 }
 
@@ -125,106 +187,182 @@ fn list_paths(paths: &[PathBuf]) -> String {
 /// Compiles every `.proto` file under `roots` (each root is also an include path).
 /// A root may also be a single `.proto` file, whose directory becomes the include root.
 pub fn load(roots: &[PathBuf]) -> Result<Schema, SchemaError> {
-    let mut includes = Vec::new();
-    let mut sources = Vec::new();
-    for root in roots {
+    load_with(&LoadOptions::roots(roots))
+}
+
+/// How many times a compile is retried when a file changed while it was read.
+const STABLE_TRIES: usize = 3;
+
+/// Compiles the served roots of `opts`, resolving imports from them, the
+/// import-only roots and the built-in files, in that order.
+pub fn load_with(opts: &LoadOptions) -> Result<Schema, SchemaError> {
+    let excludes = Excludes::new(&opts.exclude).map_err(SchemaError::BadExclude)?;
+    let mut includes: Vec<PathBuf> = Vec::new();
+    let mut sources: Vec<(Found, PathBuf)> = Vec::new();
+    for root in &opts.roots {
         let meta = std::fs::metadata(root).map_err(|source| SchemaError::Io { path: root.clone(), source })?;
         if meta.is_dir() {
-            includes.push(root.clone());
-            collect_protos(root, &mut sources)?;
-        } else {
+            push_unique(&mut includes, root.clone());
+            let mut found = Vec::new();
+            source::walk(root, &excludes, &mut found)?;
+            sources.extend(found.into_iter().map(|f| (f, root.clone())));
+        } else if root.extension().is_some_and(|e| e == "proto") {
+            if !meta.is_file() {
+                return Err(SchemaError::NotRegular { path: root.clone() });
+            }
             let parent = match root.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                 _ => PathBuf::from("."),
             };
-            includes.push(parent);
-            sources.push(root.clone());
+            let name = source::file_name(Path::new(root.file_name().unwrap_or_default()))
+                .ok_or_else(|| SchemaError::NotUtf8Name { path: root.clone() })?;
+            push_unique(&mut includes, parent.clone());
+            sources.push((Found { name, path: root.clone() }, parent));
+        } else {
+            return Err(SchemaError::NotProto { path: root.clone() });
+        }
+    }
+    for dir in &opts.imports {
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => push_unique(&mut includes, dir.clone()),
+            Ok(_) => {
+                return Err(SchemaError::Io { path: dir.clone(), source: std::io::Error::other("not a directory") });
+            }
+            Err(source) => return Err(SchemaError::Io { path: dir.clone(), source }),
         }
     }
     if sources.is_empty() {
-        return Err(SchemaError::NoFiles { dirs: roots.to_vec() });
+        return Err(SchemaError::NoFiles { dirs: opts.roots.clone() });
     }
-    sources.sort();
-    sources.dedup();
-    for path in &sources {
-        check_not_editions(path)?;
-    }
+    compile_stable(&includes, sources)
+}
 
-    let mut resolver = ChainFileResolver::new();
-    for inc in &includes {
-        resolver.add(IncludeFileResolver::new(inc.clone()));
+/// A schema with no files of the user's (only the built-ins every pool has), for
+/// a server started on roots that hold no `.proto` yet.
+pub fn empty() -> Schema {
+    match compile(&[], &[]) {
+        Ok((schema, _)) => schema,
+        // The built-ins compile (a test says so); an empty pool is still correct.
+        Err(_) => Schema { pool: DescriptorPool::new(), files: Vec::new(), blank: Vec::new() },
     }
+}
+
+fn compile_stable(includes: &[PathBuf], mut sources: Vec<(Found, PathBuf)>) -> Result<Schema, SchemaError> {
+    sources.sort_by(|a, b| a.0.name.cmp(&b.0.name).then_with(|| a.0.path.cmp(&b.0.path)));
+    sources.dedup_by(|a, b| a.0.path == b.0.path);
+    let mut problems = Vec::new();
+    for pair in sources.windows(2) {
+        let ((a, ra), (b, rb)) = (&pair[0], &pair[1]);
+        if a.name == b.name {
+            problems.push(
+                Problem::new(format!(
+                    "'{}' is found under two roots: '{}' and '{}'",
+                    a.name,
+                    source::display_path(ra, &a.name),
+                    source::display_path(rb, &b.name)
+                ))
+                .with_help("import names must be unique across roots; serve one of them"),
+            );
+        }
+    }
+    if !problems.is_empty() {
+        return Err(SchemaError::Invalid { problems });
+    }
+    let names: Vec<&str> = sources.iter().map(|(f, _)| f.name.as_str()).collect();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let (schema, reads) = compile(includes, &names)?;
+        // A file written while we read it (truncate, then write) may have been
+        // caught half-written: if any file changed since, read everything again.
+        let stable = reads.stamps.iter().all(|(_, path, stamp)| source::Stamp::of(path).as_ref() == Some(stamp));
+        if stable || tries >= STABLE_TRIES {
+            return Ok(schema);
+        }
+    }
+}
+
+fn push_unique(v: &mut Vec<PathBuf>, p: PathBuf) {
+    if !v.contains(&p) {
+        v.push(p);
+    }
+}
+
+fn compile(includes: &[PathBuf], names: &[&str]) -> Result<(Schema, Reads), SchemaError> {
+    let reads = Rc::new(RefCell::new(Reads::default()));
+    let mut resolver = ChainFileResolver::new();
+    resolver.add(DiskResolver::new(includes.to_vec(), reads.clone()));
     resolver.add(GoogleFileResolver::new());
-    resolver.add(validate_resolver());
+    resolver.add(builtin::BuiltinResolver);
+    resolver.add(ValidateResolver::get());
     let mut compiler = protox::Compiler::with_file_resolver(resolver);
     compiler.include_imports(true);
     compiler.include_source_info(true);
-    compiler.open_files(&sources).map_err(|e| SchemaError::Compile(Box::new(e)))?;
-    let files = compiler.files().filter(|f| !f.is_import()).map(|f| f.name().to_owned()).collect();
-    Ok(Schema { pool: compiler.descriptor_pool(), files })
+    let opened = compiler.open_files(names);
+    if let Err(e) = opened {
+        let mut reads = reads.borrow_mut();
+        if let Some(failure) = reads.failure.take() {
+            return Err(failure);
+        }
+        return Err(SchemaError::Invalid { problems: diagnostic::from_protox(&e, &reads.texts) });
+    }
+    let files: Vec<String> = compiler.files().filter(|f| !f.is_import()).map(|f| f.name().to_owned()).collect();
+    for extra in builtin::ALWAYS {
+        if compiler.files().all(|f| f.name() != *extra) {
+            // Best effort: a schema that defines these names itself keeps its own.
+            let _ = compiler.open_file(extra);
+        }
+    }
+    let mut pool = compiler.descriptor_pool();
+    if pool.files().any(|f| f.services().len() > 0 && !files.iter().any(|n| n == f.name())) {
+        pool = without_import_services(&pool, &files);
+    }
+    let reads = std::mem::take(&mut *reads.borrow_mut());
+    let blank =
+        files.iter().filter(|f| reads.texts.get(*f).is_some_and(|t| t.text.trim().is_empty())).cloned().collect();
+    let schema = Schema { pool, files, blank };
+    Ok((schema, reads))
+}
+
+/// Import-only files (`-I` roots) are not served: their services are dropped, so
+/// neither routing nor reflection offers them.
+fn without_import_services(pool: &DescriptorPool, served: &[String]) -> DescriptorPool {
+    /// `FileDescriptorProto.service`'s field number, the first element of a
+    /// source location's path inside a service.
+    const SERVICE_FIELD: i32 = 6;
+    let mut set = prost_types::FileDescriptorSet { file: pool.file_descriptor_protos().cloned().collect() };
+    for f in &mut set.file {
+        if !served.iter().any(|n| n == f.name()) && !f.service.is_empty() {
+            f.service.clear();
+            if let Some(info) = &mut f.source_code_info {
+                info.location.retain(|l| l.path.first() != Some(&SERVICE_FIELD));
+            }
+        }
+    }
+    // The same files minus some services: decoding cannot fail where the original
+    // did not, but keep the original pool rather than panic if it somehow does.
+    DescriptorPool::from_file_descriptor_set(set).unwrap_or_else(|_| pool.clone())
 }
 
 /// Resolves `buf/validate/validate.proto` from the copy that prost-protovalidate ships,
-/// keeping its extension options.
-fn validate_resolver() -> DescriptorSetFileResolver {
-    let bytes = prost_protovalidate::types::DESCRIPTOR_POOL.encode_to_vec();
-    DescriptorSetFileResolver::decode(bytes.as_slice()).expect("prost-protovalidate's embedded descriptor set decodes")
+/// keeping its extension options. Decoded once per process, shared by every compile.
+struct ValidateResolver(&'static DescriptorSetFileResolver);
+
+impl ValidateResolver {
+    fn get() -> Self {
+        static DECODED: std::sync::OnceLock<DescriptorSetFileResolver> = std::sync::OnceLock::new();
+        ValidateResolver(DECODED.get_or_init(|| {
+            let bytes = prost_protovalidate::types::DESCRIPTOR_POOL.encode_to_vec();
+            DescriptorSetFileResolver::decode(bytes.as_slice())
+                .expect("prost-protovalidate's embedded descriptor set decodes")
+        }))
+    }
 }
 
-fn collect_protos(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SchemaError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| SchemaError::Io { path: dir.to_path_buf(), source })?;
-    for entry in entries {
-        let entry = entry.map_err(|source| SchemaError::Io { path: dir.to_path_buf(), source })?;
-        let path = entry.path();
-        let name = entry.file_name();
-        if name.to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let ty = entry.file_type().map_err(|source| SchemaError::Io { path: path.clone(), source })?;
-        if ty.is_dir() {
-            collect_protos(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "proto") {
-            out.push(path);
-        }
+impl protox::file::FileResolver for ValidateResolver {
+    fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
+        self.0.open_file(name)
     }
-    Ok(())
-}
-
-/// protox 0.10 cannot parse editions files; say so plainly instead of a parse error.
-fn check_not_editions(path: &Path) -> Result<(), SchemaError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SchemaError::Io { path: path.to_path_buf(), source })?;
-    if let Some(offset) = edition_declaration(&text) {
-        let file = path.display().to_string();
-        return Err(SchemaError::Editions {
-            span: Some(SourceSpan::from((offset, "edition".len()))),
-            src: Some(NamedSource::new(file.clone(), text)),
-            file,
-        });
-    }
-    Ok(())
-}
-
-/// Byte offset of a leading `edition = ...` statement, skipping comments and blank space.
-pub(crate) fn edition_declaration(text: &str) -> Option<usize> {
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    loop {
-        while i < bytes.len()
-            && (bytes[i].is_ascii_whitespace() || bytes[i] == 0xEF || bytes[i] == 0xBB || bytes[i] == 0xBF)
-        {
-            i += 1;
-        }
-        if text[i..].starts_with("//") {
-            i = text[i..].find('\n').map_or(bytes.len(), |n| i + n);
-        } else if text[i..].starts_with("/*") {
-            i = text[i + 2..].find("*/").map_or(bytes.len(), |n| i + 2 + n + 2);
-        } else {
-            break;
-        }
-    }
-    let rest = &text[i..];
-    let after = rest.strip_prefix("edition")?;
-    after.trim_start().starts_with('=').then_some(i)
 }
 
 /// Decodes a binary FileDescriptorSet (`buf build -o x.binpb`, `protoc -o`),
@@ -234,7 +372,9 @@ pub fn load_descriptor_set(path: &Path) -> Result<Schema, SchemaError> {
     let set = prost_types::FileDescriptorSet::decode(bytes.as_slice())
         .map_err(|e| SchemaError::DescriptorSet { path: path.to_path_buf(), message: e.to_string() })?;
     if let Some(f) = set.file.iter().find(|f| f.syntax() == "editions") {
-        return Err(SchemaError::Editions { file: f.name().to_owned(), src: None, span: None });
+        let p = Problem::new(format!("{}: editions not supported yet (in '{}')", f.name(), path.display()))
+            .with_help("prost-reflect 0.16 cannot load editions descriptors; build the set from proto2/proto3 files");
+        return Err(SchemaError::Invalid { problems: vec![p] });
     }
     let pool = DescriptorPool::decode(bytes.as_slice())
         .map_err(|e| SchemaError::DescriptorSet { path: path.to_path_buf(), message: e.to_string() })?;
@@ -264,18 +404,5 @@ impl fmt::Display for Schema {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::edition_declaration;
-
-    #[test]
-    fn finds_edition_after_comments() {
-        assert_eq!(edition_declaration("// hi\n/* x */ edition = \"2023\";"), Some(14));
-        assert_eq!(edition_declaration("syntax = \"proto3\";"), None);
-        assert_eq!(edition_declaration("editions_are_not_this = 1"), None);
-        assert_eq!(edition_declaration(""), None);
     }
 }
