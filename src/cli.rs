@@ -21,7 +21,7 @@ pub enum Command {
     /// Compile and list what would be served.
     Check(CheckConfig),
     /// Compare two schemas for wire compatibility.
-    Compat(crate::compat::Options),
+    Compat(crate::compat_cmd::Options),
 }
 
 /// `protoserve serve`.
@@ -79,7 +79,8 @@ struct CompatArgs {
     /// Rule set: `wire` (buf's WIRE rules + ours) or `wire-json` (adds buf's WIRE_JSON rules).
     #[arg(long, default_value = "wire", value_name = "RULES", value_parser = clap::value_parser!(crate::compat::RuleSet))]
     rules: crate::compat::RuleSet,
-    /// Output format: `text` (compiler-like) or `json` (stable, for CI).
+    /// Output format: `text` (compiler-like), `json` (stable, for CI),
+    /// `github-actions` (workflow annotations) or `sarif` (SARIF 2.1.0).
     #[arg(long, default_value = "text", value_name = "FORMAT", value_parser = clap::value_parser!(crate::compat::Format))]
     format: crate::compat::Format,
     /// For each field-level finding, encode a sample with one schema and decode it
@@ -164,7 +165,7 @@ impl Config {
             Cmd::Check(a) => {
                 Command::Check(CheckConfig { roots: roots(a.dirs), descriptor_set_out: a.descriptor_set_out })
             }
-            Cmd::Compat(a) => Command::Compat(crate::compat::Options {
+            Cmd::Compat(a) => Command::Compat(crate::compat_cmd::Options {
                 old: a.old,
                 new: a.new,
                 rules: a.rules,

@@ -28,6 +28,7 @@
 //! - [`schema`]: find `.proto` files, compile them with protox, render errors.
 //! - [`compat`]: pure wire-compatibility checks between two pools (buf's rules
 //!   and ours), reports, and the encode/decode probe.
+//! - [`compat_cmd`]: the `protoserve compat` command (reading inputs, printing).
 //! - `registry`: the live [`Snapshot`] (pool, routes, handlers, validator,
 //!   reflection) behind an `ArcSwap`; building and publishing snapshots.
 //! - `codec`: the `DynamicMessage` codec for tonic.
@@ -41,6 +42,7 @@
 mod cli;
 mod codec;
 pub mod compat;
+pub mod compat_cmd;
 pub mod handler;
 mod health;
 mod reflection;

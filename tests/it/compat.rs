@@ -11,7 +11,8 @@ use std::process::Command;
 
 use prost::Message as _;
 use prost_reflect::DescriptorPool;
-use protoserve::compat::{self, Format, Options, RuleSet, Severity};
+use protoserve::compat::{self, Format, Rule, RuleSet, Severity};
+use protoserve::compat_cmd::{self, Options};
 use protoserve::schema;
 
 fn data_dir() -> PathBuf {
@@ -84,19 +85,12 @@ fn fixtures_match_expected_findings() {
 fn every_rule_has_a_positive_and_a_negative_fixture() {
     let mut fired: BTreeSet<String> = BTreeSet::new();
     let mut silent_somewhere: BTreeSet<String> = BTreeSet::new();
-    let all: BTreeSet<&str> = compat::BUF_WIRE_RULES
-        .iter()
-        .chain(compat::BUF_WIRE_JSON_RULES)
-        .chain(compat::PROTOSERVE_RULES)
-        .copied()
-        .collect();
+    let all: BTreeSet<&str> = Rule::ALL.iter().map(|r| r.id()).collect();
     for case in cases() {
         let expected = std::fs::read_to_string(case.join("expected.txt")).unwrap_or_default();
         let rules_here: BTreeSet<&str> = expected.lines().filter_map(|l| l.split(' ').next()).collect();
-        let enabled: Vec<&str> = match rule_set(&case) {
-            RuleSet::Wire => compat::BUF_WIRE_RULES.iter().chain(compat::PROTOSERVE_RULES).copied().collect(),
-            RuleSet::WireJson => compat::BUF_WIRE_JSON_RULES.iter().chain(compat::PROTOSERVE_RULES).copied().collect(),
-        };
+        let set = rule_set(&case);
+        let enabled: Vec<&str> = Rule::ALL.iter().filter(|r| r.in_set(set)).map(|r| r.id()).collect();
         for r in &rules_here {
             fired.insert((*r).to_owned());
         }
@@ -168,8 +162,8 @@ fn buf_parity_on_every_fixture_and_category() {
         for (category, set) in [("WIRE", RuleSet::Wire), ("WIRE_JSON", RuleSet::WireJson)] {
             let theirs = buf_rules(&buf, &case, category);
             let mut ours: BTreeMap<String, usize> = BTreeMap::new();
-            for f in compat::check(&old, &new, set).into_iter().filter(|f| f.buf_rule) {
-                *ours.entry(f.rule.to_owned()).or_default() += 1;
+            for f in compat::check(&old, &new, set).into_iter().filter(|f| f.rule.is_buf()) {
+                *ours.entry(f.rule.id().to_owned()).or_default() += 1;
             }
             compared += 1;
             if theirs != ours {
@@ -184,7 +178,7 @@ fn buf_parity_on_every_fixture_and_category() {
 fn run(old: &Path, new: &Path, format: Format, probe: bool) -> (i32, String, String) {
     let opts = Options { old: old.to_path_buf(), new: new.to_path_buf(), rules: RuleSet::Wire, format, probe };
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = compat::run(&opts, &mut out, &mut err);
+    let code = compat_cmd::run(&opts, &mut out, &mut err);
     (code, String::from_utf8(out).expect("utf-8"), String::from_utf8(err).expect("utf-8"))
 }
 
@@ -299,7 +293,7 @@ fn findings_are_deterministic_and_buf_flagged() {
     let a = findings(&c, RuleSet::Wire);
     let b = findings(&c, RuleSet::Wire);
     assert_eq!(a, b);
-    assert!(a.iter().all(|f| f.buf_rule != f.rule.starts_with("PROTOSERVE_")));
+    assert!(a.iter().all(|f| f.rule.is_buf() != f.rule.id().starts_with("PROTOSERVE_")));
     assert!(a.iter().all(|f| f.severity == Severity::Error));
     assert!(compat::is_breaking(&a));
     assert!(!compat::is_breaking(&[]));
@@ -691,8 +685,8 @@ fn buf_parity_on_random_mutations() {
             let findings = compat::check(old.pool(), new.pool(), set);
             let _ = compat::probe(old.pool(), new.pool(), &findings);
             let mut ours: BTreeMap<String, usize> = BTreeMap::new();
-            for f in findings.into_iter().filter(|f| f.buf_rule) {
-                *ours.entry(f.rule.to_owned()).or_default() += 1;
+            for f in findings.into_iter().filter(|f| f.rule.is_buf()) {
+                *ours.entry(f.rule.id().to_owned()).or_default() += 1;
             }
             compared += 1;
             if theirs != ours {
