@@ -513,8 +513,25 @@ pub(super) fn integer_change(of: &FieldInfo, nf: &FieldInfo) -> Option<(Rule, St
         return Some((Rule::ProtoserveFieldSignChanged, why));
     }
     if nbits > obits {
-        // Widening: old data always fits.
-        return None;
+        // Old data always fits; what the new side may now write does not.
+        let why = if ok == Kind::Bool {
+            let seen = reinterpret(&nk, &ok, 2);
+            format!(
+                "new writers may send {nname} values other than 0 and 1, which old readers read as true (new writer 2 -> old reader {seen})"
+            )
+        } else {
+            let sample: i128 = if nbits == 64 { 5_000_000_000 } else { 2 };
+            let seen = reinterpret(&nk, &ok, sample);
+            let mut why = format!(
+                "new writers may send {nname} values outside the {oname} range, which old readers truncate to \
+                 their low {obits} bits (new writer {sample} -> old reader {seen})"
+            );
+            if nsigned && !osigned {
+                why.push_str(&format!(", and read negative values as positive (-1 -> {})", reinterpret(&nk, &ok, -1)));
+            }
+            why
+        };
+        return Some((Rule::ProtoserveFieldWidenedType, why));
     }
     // Same width, unsigned -> signed.
     let big = if obits == 64 { i128::from(u64::MAX) } else { i128::from(u32::MAX) };

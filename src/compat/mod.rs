@@ -58,16 +58,15 @@ impl FromStr for RuleSet {
 
 /// How bad a finding is.
 ///
-/// Every buf rule reports [`Severity::Error`]. The protoserve rules report
-/// [`Severity::Error`] when every value written by one side is misread by the other
-/// (a field moved or swapped numbers, an enum value renumbered) and
-/// [`Severity::Warning`] when only some values are (narrowing, sign changes).
+/// Every rule reports [`Severity::Error`] by default: buf's rules as buf does,
+/// ours because each names an edit under which the probe shows a value misread
+/// or dropped. Configuration may downgrade a rule to [`Severity::Warning`].
 /// Only errors make [`is_breaking`] true.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
     /// The edit breaks wire compatibility.
     Error,
-    /// The edit misreads some values; worth a look but not breaking by itself.
+    /// Reported, but not breaking (only by configuration).
     Warning,
 }
 

@@ -37,6 +37,7 @@ pub enum Rule {
     ProtoserveFieldMovedNumber,
     ProtoserveFieldSwappedNumbers,
     ProtoserveFieldNarrowedType,
+    ProtoserveFieldWidenedType,
     ProtoserveFieldSignChanged,
     ProtoserveEnumValueRenumbered,
 }
@@ -68,10 +69,6 @@ struct Info {
 
 const fn buf(id: &'static str, sets: Sets) -> Info {
     Info { id, origin: Origin::Buf, sets, severity: Severity::Error }
-}
-
-const fn ours_warning(id: &'static str) -> Info {
-    Info { id, origin: Origin::Protoserve, sets: Sets::Both, severity: Severity::Warning }
 }
 
 const fn ours(id: &'static str) -> Info {
@@ -108,12 +105,13 @@ impl Rule {
         Rule::ProtoserveFieldMovedNumber,
         Rule::ProtoserveFieldSwappedNumbers,
         Rule::ProtoserveFieldNarrowedType,
+        Rule::ProtoserveFieldWidenedType,
         Rule::ProtoserveFieldSignChanged,
         Rule::ProtoserveEnumValueRenumbered,
     ];
 
-    /// The table. Our rules are errors when every value is misread (moved,
-    /// swapped, renumbered) and warnings when only some are (narrowing, sign).
+    /// The table. Every protoserve rule is an error by default because each one
+    /// names an edit under which the probe shows a value misread or dropped.
     const fn info(self) -> Info {
         use Sets::{Both, Json, Wire};
         match self {
@@ -143,8 +141,9 @@ impl Rule {
             Rule::RpcSameServerStreaming => buf("RPC_SAME_SERVER_STREAMING", Both),
             Rule::ProtoserveFieldMovedNumber => ours("PROTOSERVE_FIELD_MOVED_NUMBER"),
             Rule::ProtoserveFieldSwappedNumbers => ours("PROTOSERVE_FIELD_SWAPPED_NUMBERS"),
-            Rule::ProtoserveFieldNarrowedType => ours_warning("PROTOSERVE_FIELD_NARROWED_TYPE"),
-            Rule::ProtoserveFieldSignChanged => ours_warning("PROTOSERVE_FIELD_SIGN_CHANGED"),
+            Rule::ProtoserveFieldNarrowedType => ours("PROTOSERVE_FIELD_NARROWED_TYPE"),
+            Rule::ProtoserveFieldWidenedType => ours("PROTOSERVE_FIELD_WIDENED_TYPE"),
+            Rule::ProtoserveFieldSignChanged => ours("PROTOSERVE_FIELD_SIGN_CHANGED"),
             Rule::ProtoserveEnumValueRenumbered => ours("PROTOSERVE_ENUM_VALUE_RENUMBERED"),
         }
     }
