@@ -65,14 +65,21 @@ struct Info {
     origin: Origin,
     sets: Sets,
     severity: Severity,
+    /// False for buf rules that buf's categories include only under a v2
+    /// `buf.yaml` (buf adds new rules to v2 configurations only).
+    in_v1: bool,
 }
 
 const fn buf(id: &'static str, sets: Sets) -> Info {
-    Info { id, origin: Origin::Buf, sets, severity: Severity::Error }
+    Info { id, origin: Origin::Buf, sets, severity: Severity::Error, in_v1: true }
+}
+
+const fn buf_v2(id: &'static str, sets: Sets) -> Info {
+    Info { id, origin: Origin::Buf, sets, severity: Severity::Error, in_v1: false }
 }
 
 const fn ours(id: &'static str) -> Info {
-    Info { id, origin: Origin::Protoserve, sets: Sets::Both, severity: Severity::Error }
+    Info { id, origin: Origin::Protoserve, sets: Sets::Both, severity: Severity::Error, in_v1: true }
 }
 
 impl Rule {
@@ -121,7 +128,7 @@ impl Rule {
             Rule::EnumValueSameName => buf("ENUM_VALUE_SAME_NAME", Json),
             Rule::FieldNoDeleteUnlessNameReserved => buf("FIELD_NO_DELETE_UNLESS_NAME_RESERVED", Json),
             Rule::FieldNoDeleteUnlessNumberReserved => buf("FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED", Both),
-            Rule::FieldSameDefault => buf("FIELD_SAME_DEFAULT", Both),
+            Rule::FieldSameDefault => buf_v2("FIELD_SAME_DEFAULT", Both),
             Rule::FieldSameJsonName => buf("FIELD_SAME_JSON_NAME", Json),
             Rule::FieldSameName => buf("FIELD_SAME_NAME", Json),
             Rule::FieldSameOneof => buf("FIELD_SAME_ONEOF", Both),
@@ -169,6 +176,12 @@ impl Rule {
             (Sets::Both, _) | (Sets::Wire, RuleSet::Wire) | (Sets::Json, RuleSet::WireJson) => true,
             (Sets::Wire, RuleSet::WireJson) | (Sets::Json, RuleSet::Wire) => false,
         }
+    }
+
+    /// False for the buf rules that buf's categories leave out under a v1
+    /// `buf.yaml` (checked with buf 1.75.0: `FIELD_SAME_DEFAULT`).
+    pub const fn in_buf_v1_categories(self) -> bool {
+        self.info().in_v1
     }
 
     /// The rule with this id, if there is one.

@@ -12,8 +12,10 @@ use std::process::Command;
 use prost::Message as _;
 use prost_reflect::DescriptorPool;
 use protoserve::compat::{self, Format, Rule, RuleSet, Severity};
-use protoserve::compat_cmd::{self, Options};
+use protoserve::compat_cmd::{self, Against, Options};
 use protoserve::schema;
+
+mod ci;
 
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/compat")
@@ -176,7 +178,14 @@ fn buf_parity_on_every_fixture_and_category() {
 }
 
 fn run(old: &Path, new: &Path, format: Format, probe: bool) -> (i32, String, String) {
-    let opts = Options { old: old.to_path_buf(), new: new.to_path_buf(), rules: RuleSet::Wire, format, probe };
+    let opts = Options {
+        new: new.to_path_buf(),
+        against: Against::Path(old.to_path_buf()),
+        rules: Some(RuleSet::Wire),
+        config: None,
+        format,
+        probe,
+    };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = compat_cmd::run(&opts, &mut out, &mut err);
     (code, String::from_utf8(out).expect("utf-8"), String::from_utf8(err).expect("utf-8"))
