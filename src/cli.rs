@@ -21,7 +21,7 @@ pub enum Command {
     /// Compile and list what would be served.
     Check(CheckConfig),
     /// Compare two schemas for wire compatibility.
-    Compat(crate::compat::Options),
+    Compat(crate::compat_cmd::Options),
 }
 
 /// `protoserve serve`.
@@ -84,16 +84,29 @@ enum Cmd {
 
 #[derive(Debug, Args)]
 struct CompatArgs {
-    /// The old schema: a directory of protos, a .proto file, or a .binpb/.pb FileDescriptorSet.
+    /// The old schema (or, with --against, the new one): a directory of protos,
+    /// a .proto file, or a .binpb/.pb FileDescriptorSet.
     #[arg(value_name = "OLD")]
-    old: PathBuf,
-    /// The new schema, in any of the same forms.
+    first: PathBuf,
+    /// The new schema, in any of the same forms (not with --against).
     #[arg(value_name = "NEW")]
-    new: PathBuf,
-    /// Rule set: `wire` (buf's WIRE rules + ours) or `wire-json` (adds buf's WIRE_JSON rules).
-    #[arg(long, default_value = "wire", value_name = "RULES", value_parser = clap::value_parser!(crate::compat::RuleSet))]
-    rules: crate::compat::RuleSet,
-    /// Output format: `text` (compiler-like) or `json` (stable, for CI).
+    second: Option<PathBuf>,
+    /// Compare NEW (the only positional argument) against REF: a path as above,
+    /// a git reference of the repository around NEW (main, HEAD~1, a tag,
+    /// origin/main), or buf's `.git#branch=main,subdir=proto`. Read without
+    /// checking anything out.
+    #[arg(long, value_name = "REF", required_unless_present = "second", conflicts_with = "second")]
+    against: Option<String>,
+    /// Rule set: `wire` (buf's WIRE rules + ours) or `wire-json` (adds buf's
+    /// WIRE_JSON rules). Default: what the configuration says, else `wire`.
+    #[arg(long, value_name = "RULES", value_parser = clap::value_parser!(crate::compat::RuleSet))]
+    rules: Option<crate::compat::RuleSet>,
+    /// A buf.yaml (its `breaking` section) or protoserve.yaml (its `compat`
+    /// section). Default: the nearest ones next to or above NEW.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Output format: `text` (compiler-like), `json` (stable, for CI),
+    /// `github-actions` (workflow annotations) or `sarif` (SARIF 2.1.0).
     #[arg(long, default_value = "text", value_name = "FORMAT", value_parser = clap::value_parser!(crate::compat::Format))]
     format: crate::compat::Format,
     /// For each field-level finding, encode a sample with one schema and decode it
@@ -237,13 +250,22 @@ impl Config {
                 exclude: a.schema.exclude,
                 descriptor_set_out: a.descriptor_set_out,
             }),
-            Cmd::Compat(a) => Command::Compat(crate::compat::Options {
-                old: a.old,
-                new: a.new,
-                rules: a.rules,
-                format: a.format,
-                probe: a.probe,
-            }),
+            Cmd::Compat(a) => {
+                let (against, new) = match (a.against, a.second) {
+                    (_, Some(new)) => (crate::compat_cmd::Against::Path(a.first), new),
+                    (Some(r), None) => (crate::compat_cmd::Against::Ref(r), a.first),
+                    // clap requires one of the two.
+                    (None, None) => (crate::compat_cmd::Against::Path(a.first.clone()), a.first),
+                };
+                Command::Compat(crate::compat_cmd::Options {
+                    new,
+                    against,
+                    rules: a.rules,
+                    config: a.config,
+                    format: a.format,
+                    probe: a.probe,
+                })
+            }
         };
         Config { command }
     }

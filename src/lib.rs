@@ -30,6 +30,7 @@
 //!   and ours), reports, and the encode/decode probe.
 //! - `registry`: the live [`Snapshot`] (pool, routes, validator, reflection)
 //!   behind an `ArcSwap`; building and publishing snapshots.
+//! - [`compat_cmd`]: the `protoserve compat` command (reading inputs, printing).
 //! - [`reload`]: file watching, recompiling, checking and swapping snapshots.
 //! - `call`: the protocol-neutral call core ([`CallRequest`] -> [`Answer`]).
 //! - `protocol`: adapters from HTTP (gRPC today) to calls; the only code that knows HTTP.
@@ -45,6 +46,7 @@ mod call;
 mod cli;
 pub mod compat;
 pub mod error;
+pub mod compat_cmd;
 mod health;
 pub mod middleware;
 mod protocol;

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         .init();
     let result = match config.command {
         Command::Compat(opts) => {
-            let code = protoserve::compat::run(&opts, &mut std::io::stdout().lock(), &mut std::io::stderr().lock());
+            let code = protoserve::compat_cmd::run(&opts, &mut std::io::stdout().lock(), &mut std::io::stderr().lock());
             return ExitCode::from(code as u8);
         }
         Command::Check(c) => protoserve::check(&c).map(|out| print!("{out}")),

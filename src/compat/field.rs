@@ -2,9 +2,9 @@
 //! protobuf types: buf's compatibility groups, cardinalities, default values, and
 //! how integers are reinterpreted when one kind reads another's bytes.
 
-use prost_reflect::{Cardinality, ExtensionDescriptor, FieldDescriptor, FileDescriptor, Kind};
+use prost_reflect::{Cardinality, ExtensionDescriptor, FieldDescriptor, FileDescriptor, Kind, MessageDescriptor};
 
-use super::rules::{FIELD_NARROWED_TYPE, FIELD_SIGN_CHANGED};
+use super::rule::Rule;
 
 /// What the field rules need to know about a message field or an extension.
 pub(super) struct FieldInfo {
@@ -176,9 +176,18 @@ pub(super) fn wire_json_group(f: &FieldInfo) -> u8 {
 /// For same-group message and enum fields: why the named types are not interchangeable.
 pub(super) fn named_type_mismatch(of: &FieldInfo, nf: &FieldInfo) -> Option<String> {
     match (of.kind(), nf.kind()) {
-        (Kind::Message(a), Kind::Message(b)) if a.full_name() != b.full_name() => {
-            Some("another message type decodes the same bytes with different field meanings".to_owned())
-        }
+        (Kind::Message(a), Kind::Message(b)) if a.full_name() != b.full_name() => Some(if same_fields(&a, &b) {
+            format!(
+                "buf treats a message of another full name as another type, although \"{}\" has the same \
+                 field numbers and types as \"{}\" and both read the same bytes alike",
+                b.full_name(),
+                a.full_name()
+            )
+        } else {
+            "the other message type has other fields, so each side reads the other's field numbers with its \
+             own meanings"
+                .to_owned()
+        }),
         (Kind::Enum(a), Kind::Enum(b)) if a.full_name() != b.full_name() => {
             if a.name() != b.name() {
                 return Some("a differently named enum is treated as a different type".to_owned());
@@ -188,6 +197,28 @@ pub(super) fn named_type_mismatch(of: &FieldInfo, nf: &FieldInfo) -> Option<Stri
         }
         _ => None,
     }
+}
+
+/// One level deep: the same field numbers, each with the same kind (named
+/// types by full name), cardinality and oneof membership.
+fn same_fields(a: &MessageDescriptor, b: &MessageDescriptor) -> bool {
+    let sig = |m: &MessageDescriptor| -> Vec<(u32, String, bool, bool, bool)> {
+        let mut v: Vec<_> = m
+            .fields()
+            .map(|f| {
+                let kind = match f.kind() {
+                    Kind::Message(m) => m.full_name().to_owned(),
+                    Kind::Enum(e) => e.full_name().to_owned(),
+                    k => scalar_name(&k).to_owned(),
+                };
+                let oneof = f.containing_oneof().is_some_and(|o| !o.is_synthetic());
+                (f.number(), kind, f.is_list(), f.is_map(), oneof)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    sig(a) == sig(b)
 }
 
 pub(super) fn type_text(f: &FieldInfo) -> String {
@@ -241,6 +272,39 @@ fn wire_type_name(kind: &Kind, group: bool) -> &'static str {
 
 pub(super) fn same_wire_shape(a: &FieldDescriptor, b: &FieldDescriptor) -> bool {
     wire_type_name(&a.kind(), a.is_group()) == wire_type_name(&b.kind(), b.is_group())
+}
+
+/// How the proto3 JSON mapping writes a value of this kind.
+fn json_form(f: &FieldInfo) -> &'static str {
+    match f.kind() {
+        Kind::Int64 | Kind::Uint64 | Kind::Sint64 | Kind::Fixed64 | Kind::Sfixed64 => "a quoted decimal string",
+        Kind::Int32 | Kind::Uint32 | Kind::Sint32 | Kind::Fixed32 | Kind::Sfixed32 => "a JSON number",
+        Kind::Double | Kind::Float => "a JSON number (or \"NaN\"/\"Infinity\")",
+        Kind::Bool => "true or false",
+        Kind::String => "a JSON string",
+        Kind::Bytes => "a base64 string",
+        Kind::Enum(_) => "the value's name",
+        Kind::Message(_) => "a JSON object",
+    }
+}
+
+/// For kinds that read each other's bytes but not each other's JSON.
+pub(super) fn json_change_reason(of: &FieldInfo, nf: &FieldInfo) -> String {
+    let (o, n) = (json_form(of), json_form(nf));
+    if o == n {
+        format!(
+            "the binary encoding is compatible, but buf's JSON rules treat {} and {} as different JSON types",
+            type_text(of),
+            type_text(nf)
+        )
+    } else {
+        format!(
+            "the binary encoding is compatible, but JSON writes {} as {o} and {} as {n}, which the other side's \
+             JSON parser may reject",
+            type_text(of),
+            type_text(nf)
+        )
+    }
 }
 
 pub(super) fn type_change_reason(of: &FieldInfo, nf: &FieldInfo) -> String {
@@ -413,9 +477,10 @@ fn int_shape(k: &Kind) -> Option<(Family, u32, bool)> {
     })
 }
 
-/// Narrowing or sign changes between two integer kinds that share an encoding
-/// (buf accepts these): the rule id and an explanation with a worked value.
-pub(super) fn integer_change(of: &FieldInfo, nf: &FieldInfo) -> Option<(&'static str, String)> {
+/// Narrowing, widening or sign changes between two integer kinds that share an
+/// encoding (buf accepts these): the rule and an explanation with a worked value
+/// that the probe reproduces.
+pub(super) fn integer_change(of: &FieldInfo, nf: &FieldInfo) -> Option<(Rule, String)> {
     let (ok, nk) = (of.kind(), nf.kind());
     let (ofam, obits, osigned) = int_shape(&ok)?;
     let (nfam, nbits, nsigned) = int_shape(&nk)?;
@@ -438,25 +503,44 @@ pub(super) fn integer_change(of: &FieldInfo, nf: &FieldInfo) -> Option<(&'static
         if osigned && !nsigned && nk != Kind::Bool {
             why.push_str(&format!(", and negative values turn positive (-1 -> {})", reinterpret(&ok, &nk, -1)));
         }
-        return Some((FIELD_NARROWED_TYPE, why));
+        return Some((Rule::ProtoserveFieldNarrowedType, why));
     }
-    if ok == Kind::Bool || osigned == nsigned || (!osigned && nsigned && nbits > obits) {
-        return None;
-    }
-    let why = if osigned {
-        format!(
+    if osigned && !nsigned {
+        let why = format!(
             "negative {oname} values are misread as large unsigned numbers (old writer -1 -> new reader {})",
             reinterpret(&ok, &nk, -1)
-        )
-    } else {
-        let big = if obits == 64 { i128::from(u64::MAX) } else { i128::from(u32::MAX) };
-        format!(
-            "{oname} values above the {nname} maximum are misread as negative numbers (old writer {big} -> \
-             new reader {})",
-            reinterpret(&ok, &nk, big)
-        )
-    };
-    Some((FIELD_SIGN_CHANGED, why))
+        );
+        return Some((Rule::ProtoserveFieldSignChanged, why));
+    }
+    if nbits > obits {
+        // Old data always fits; what the new side may now write does not.
+        let why = if ok == Kind::Bool {
+            let seen = reinterpret(&nk, &ok, 2);
+            format!(
+                "new writers may send {nname} values other than 0 and 1, which old readers read as true (new writer 2 -> old reader {seen})"
+            )
+        } else {
+            let sample: i128 = if nbits == 64 { 5_000_000_000 } else { 2 };
+            let seen = reinterpret(&nk, &ok, sample);
+            let mut why = format!(
+                "new writers may send {nname} values outside the {oname} range, which old readers truncate to \
+                 their low {obits} bits (new writer {sample} -> old reader {seen})"
+            );
+            if nsigned && !osigned {
+                why.push_str(&format!(", and read negative values as positive (-1 -> {})", reinterpret(&nk, &ok, -1)));
+            }
+            why
+        };
+        return Some((Rule::ProtoserveFieldWidenedType, why));
+    }
+    // Same width, unsigned -> signed.
+    let big = if obits == 64 { i128::from(u64::MAX) } else { i128::from(u32::MAX) };
+    let why = format!(
+        "{oname} values above the {nname} maximum are misread as negative numbers (old writer {big} -> \
+         new reader {})",
+        reinterpret(&ok, &nk, big)
+    );
+    Some((Rule::ProtoserveFieldSignChanged, why))
 }
 
 /// Encodes `value` as a `from` field would on the wire and decodes it as a `to`

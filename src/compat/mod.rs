@@ -9,31 +9,28 @@
 //! data: a field moved to another number, two fields swapping numbers, integer
 //! narrowing or sign changes, and renumbered enum values.
 //!
-//! The module is pure: descriptors in, findings out. [`run`] is the
-//! `protoserve compat OLD NEW` command on top of it (loading, rendering, exit code),
-//! and [`probe`] shows what real readers decode for each field-level finding.
-//! See `docs/compat.md` for the rules table and the JSON schema.
+//! The module is pure: descriptors in, findings out, no file I/O, no printing,
+//! no async. [`rule`] is the one table of rule ids and default severities; a
+//! [`Policy`] (built from a [`RuleSet`] or from configuration) picks rules and
+//! severities; [`probe`] shows what real readers decode for each field-level
+//! finding. The `protoserve compat` command (reading files and git refs,
+//! configuration, printing, exit codes) lives in `crate::compat_cmd`.
+//! See `docs/compat.md` for the rules table and the report formats.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use prost_reflect::DescriptorPool;
 
-use crate::schema::{self, Schema, SchemaError};
-
 mod field;
 mod probe;
 mod report;
+mod rule;
 mod rules;
 mod source;
 
-/// buf's `WIRE` rule ids, all checked by [`RuleSet::Wire`].
-pub const BUF_WIRE_RULES: &[&str] = rules::BUF_WIRE;
-/// buf's `WIRE_JSON` rule ids, all checked by [`RuleSet::WireJson`].
-pub const BUF_WIRE_JSON_RULES: &[&str] = rules::BUF_WIRE_JSON;
-/// protoserve's own rule ids, checked by both rule sets.
-pub const PROTOSERVE_RULES: &[&str] = rules::PROTOSERVE;
+pub use report::Format;
+pub use rule::Rule;
 
 /// Which rules [`check`] applies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,16 +58,15 @@ impl FromStr for RuleSet {
 
 /// How bad a finding is.
 ///
-/// Every buf rule reports [`Severity::Error`]. The protoserve rules report
-/// [`Severity::Error`] when every value written by one side is misread by the other
-/// (a field moved or swapped numbers, an enum value renumbered) and
-/// [`Severity::Warning`] when only some values are (narrowing, sign changes).
+/// Every rule reports [`Severity::Error`] by default: buf's rules as buf does,
+/// ours because each names an edit under which the probe shows a value misread
+/// or dropped. Configuration may downgrade a rule to [`Severity::Warning`].
 /// Only errors make [`is_breaking`] true.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
     /// The edit breaks wire compatibility.
     Error,
-    /// The edit misreads some values; worth a look but not breaking by itself.
+    /// Reported, but not breaking (only by configuration).
     Warning,
 }
 
@@ -82,13 +78,22 @@ impl Severity {
             Severity::Warning => "warning",
         }
     }
+
+    /// Parses `error` or `warning` (as configuration spells them).
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "error" => Some(Severity::Error),
+            "warning" | "warn" => Some(Severity::Warning),
+            _ => None,
+        }
+    }
 }
 
 /// A place in a `.proto` file, 1-based.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Location {
     /// The file's name as the compiler knows it (relative to its include root).
-    /// [`run`] prefixes it with the directory the file was loaded from.
+    /// The `compat` command prefixes it with the directory the file was loaded from.
     pub file: String,
     /// 1-based line.
     pub line: u32,
@@ -99,23 +104,136 @@ pub struct Location {
 /// One incompatible (or suspicious) edit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Finding {
-    /// The rule id, e.g. `FIELD_WIRE_COMPATIBLE_TYPE` or `PROTOSERVE_FIELD_MOVED_NUMBER`.
-    pub rule: &'static str,
-    /// How bad it is.
+    /// The rule, e.g. [`Rule::FieldWireCompatibleType`]; [`Rule::id`] gives its id
+    /// and [`Rule::is_buf`] whether it is one of buf's.
+    pub rule: Rule,
+    /// How bad it is: the rule's default severity unless the [`Policy`] changed it.
     pub severity: Severity,
     /// What changed, naming the element and the numbers involved, and why it misreads.
     pub message: String,
     /// Where: in the new schema, or in the old one for deleted elements.
     /// `None` when the descriptors carry no source info (e.g. a stripped `.binpb`).
     pub location: Option<Location>,
-    /// True when `rule` is one of buf's rule ids (false for `PROTOSERVE_*`).
-    pub buf_rule: bool,
 }
 
-/// Compares `old` against `new` and returns the findings in a deterministic order
-/// (by file, line, column, then rule id). Never panics, whatever the descriptors.
+/// A finding, the side its location points into, and the element's file and
+/// package (known even without source info).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Located {
+    /// The finding.
+    pub finding: Finding,
+    /// True when the location is in the old schema (deleted elements).
+    pub in_old: bool,
+    /// The compiler name of the file holding the element.
+    pub file: String,
+    /// That file's package.
+    pub package: String,
+}
+
+/// Which rules run, at which severity, and which findings are ignored: a
+/// [`RuleSet`] by default, or what a `buf.yaml` / `protoserve.yaml` says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Enabled rules and their severities; a rule not in the map does not run.
+    severities: BTreeMap<Rule, Severity>,
+    /// Paths (files or directories, as the compiler names them: relative to the
+    /// schema root) whose findings are dropped, for every rule.
+    pub ignore: Vec<String>,
+    /// The same, per rule.
+    pub ignore_only: BTreeMap<Rule, Vec<String>>,
+    /// Drop findings in packages whose last component is unstable
+    /// (`v1alpha1`, `v2beta`, `v1test`, ...), as buf's option of that name does.
+    pub ignore_unstable_packages: bool,
+}
+
+impl Policy {
+    /// The rules of `set` (buf's category plus ours) at their default severities.
+    pub fn new(set: RuleSet) -> Policy {
+        let severities = Rule::ALL.iter().filter(|r| r.in_set(set)).map(|&r| (r, r.default_severity())).collect();
+        Policy { severities, ignore: Vec::new(), ignore_only: BTreeMap::new(), ignore_unstable_packages: false }
+    }
+
+    /// No rule at all (configuration then enables some).
+    pub fn empty() -> Policy {
+        Policy {
+            severities: BTreeMap::new(),
+            ignore: Vec::new(),
+            ignore_only: BTreeMap::new(),
+            ignore_unstable_packages: false,
+        }
+    }
+
+    /// The severity `rule` reports at, or `None` when it is off.
+    pub fn severity(&self, rule: Rule) -> Option<Severity> {
+        self.severities.get(&rule).copied()
+    }
+
+    /// Turns `rule` on at `severity`, or off with `None`.
+    pub fn set(&mut self, rule: Rule, severity: Option<Severity>) {
+        match severity {
+            Some(s) => {
+                self.severities.insert(rule, s);
+            }
+            None => {
+                self.severities.remove(&rule);
+            }
+        }
+    }
+
+    /// The enabled rules.
+    pub fn rules(&self) -> impl Iterator<Item = Rule> + '_ {
+        self.severities.keys().copied()
+    }
+
+    fn ignores(&self, rule: Rule, file: &str, package: &str) -> bool {
+        let under = |p: &String| {
+            let p = p.trim_end_matches('/');
+            p.is_empty() || p == "." || file == p || file.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))
+        };
+        self.ignore.iter().any(under)
+            || self.ignore_only.get(&rule).is_some_and(|paths| paths.iter().any(under))
+            || (self.ignore_unstable_packages && is_unstable_package(package))
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::new(RuleSet::Wire)
+    }
+}
+
+/// `v1alpha`, `v1alpha1`, `v2beta3`, `v1test`, `v1testfoo`: a last package
+/// component of `v<digits>` followed by `alpha`/`beta` (and digits) or `test...`.
+fn is_unstable_package(package: &str) -> bool {
+    let last = package.rsplit('.').next().unwrap_or("");
+    let Some(rest) = last.strip_prefix('v') else {
+        return false;
+    };
+    let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    if digits == 0 {
+        return false;
+    }
+    let rest = &rest[digits..];
+    if let Some(tail) = rest.strip_prefix("alpha").or_else(|| rest.strip_prefix("beta")) {
+        return tail.chars().all(|c| c.is_ascii_digit());
+    }
+    rest.starts_with("test")
+}
+
+/// Compares `old` against `new` with the rules of `rules` at their default
+/// severities; findings come in a deterministic order (by file, line, column,
+/// then rule id). Never panics, whatever the descriptors.
 pub fn check(old: &DescriptorPool, new: &DescriptorPool, rules: RuleSet) -> Vec<Finding> {
-    rules::check(old, new, Some(rules)).into_iter().map(|f| f.finding).collect()
+    check_with(old, new, &Policy::new(rules)).into_iter().map(|l| l.finding).collect()
+}
+
+/// [`check`] under a [`Policy`], with each finding's side, file and package.
+pub fn check_with(old: &DescriptorPool, new: &DescriptorPool, policy: &Policy) -> Vec<Located> {
+    rules::check(old, new, Some(policy))
+        .into_iter()
+        .filter(|r| !policy.ignores(r.finding.rule, &r.file, &r.package))
+        .map(|r| Located { finding: r.finding, in_old: r.side == rules::Side::Old, file: r.file, package: r.package })
+        .collect()
 }
 
 /// True when at least one finding is an [`Severity::Error`].
@@ -135,6 +253,11 @@ pub fn render_json(findings: &[Finding]) -> String {
     report::json(findings, None)
 }
 
+/// Renders findings in `format`, with the probe report when there is one.
+pub fn render(findings: &[Finding], format: Format, probe: Option<&str>) -> String {
+    report::render(findings, format, probe)
+}
+
 /// For every field-level finding, encodes a message with distinctive values with
 /// one side's descriptors and decodes it with the other's, both ways, and reports
 /// what each reader sees. Findings that are not about fields are skipped.
@@ -142,120 +265,27 @@ pub fn probe(old: &DescriptorPool, new: &DescriptorPool, findings: &[Finding]) -
     probe::report(old, new, findings)
 }
 
-/// Output format of [`run`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Format {
-    /// Compiler-like text.
-    #[default]
-    Text,
-    /// The JSON document of [`render_json`].
-    Json,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl FromStr for Format {
-    type Err = String;
-
-    /// Parses the `--format` flag value: `text` or `json`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "text" => Ok(Format::Text),
-            "json" => Ok(Format::Json),
-            other => Err(format!("unknown format '{other}' (expected 'text' or 'json')")),
+    #[test]
+    fn unstable_packages_are_recognised() {
+        for p in ["a.v1alpha1", "a.v1alpha", "v2beta3", "x.y.v1test", "x.v1testing"] {
+            assert!(is_unstable_package(p), "{p}");
+        }
+        for p in ["a.v1", "a.valpha1", "a.v1alphax", "", "v", "a.v1.beta", "users"] {
+            assert!(!is_unstable_package(p), "{p}");
         }
     }
-}
 
-/// Arguments of `protoserve compat`.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// The old schema: a directory of protos, a `.proto` file, or a `.binpb`/`.pb` FileDescriptorSet.
-    pub old: PathBuf,
-    /// The new schema, same forms as `old`.
-    pub new: PathBuf,
-    /// Which rules to apply.
-    pub rules: RuleSet,
-    /// Output format.
-    pub format: Format,
-    /// Also run the encode/decode probe for field-level findings.
-    pub probe: bool,
-}
-
-/// Loads both sides (dir / .proto / .binpb / .pb), checks, writes the report to `out`;
-/// returns the exit code 0/1/2 (2: load errors rendered to `err`).
-///
-/// 0: nothing breaking (warnings may still be printed), 1: at least one error
-/// finding, 2: a side could not be loaded or compiled (editions files included).
-pub fn run(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let old = match load_side(&opts.old) {
-        Ok(s) => s,
-        Err(e) => return load_failed("old", &opts.old, &e, err),
-    };
-    let new = match load_side(&opts.new) {
-        Ok(s) => s,
-        Err(e) => return load_failed("new", &opts.new, &e, err),
-    };
-    let raw = rules::check(old.pool(), new.pool(), Some(opts.rules));
-    let findings: Vec<Finding> = raw
-        .into_iter()
-        .map(|r| {
-            let root = match r.side {
-                rules::Side::Old => &opts.old,
-                rules::Side::New => &opts.new,
-            };
-            let mut f = r.finding;
-            if let Some(loc) = &mut f.location {
-                loc.file = display_path(root, &loc.file);
-            }
-            f
-        })
-        .collect();
-    let probe_text = opts.probe.then(|| probe(old.pool(), new.pool(), &findings));
-    let written = match opts.format {
-        Format::Text => {
-            let mut s = render_text(&findings);
-            if let Some(p) = &probe_text {
-                s.push('\n');
-                s.push_str(p);
-            }
-            out.write_all(s.as_bytes())
-        }
-        Format::Json => {
-            let mut s = report::json(&findings, probe_text.as_deref());
-            s.push('\n');
-            out.write_all(s.as_bytes())
-        }
-    };
-    if let Err(e) = written {
-        let _ = writeln!(err, "error: cannot write the report: {e}");
-        return 2;
-    }
-    i32::from(is_breaking(&findings))
-}
-
-fn load_failed(side: &str, path: &Path, e: &SchemaError, err: &mut dyn Write) -> i32 {
-    let _ = writeln!(err, "error: cannot load the {side} schema '{}':", path.display());
-    let _ = writeln!(err, "{}", e.render());
-    2
-}
-
-/// Loads one side: a FileDescriptorSet by extension, else a proto dir or file.
-fn load_side(path: &Path) -> Result<Schema, SchemaError> {
-    let is_set = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e == "binpb" || e == "pb");
-    if is_set && path.is_file() { schema::load_descriptor_set(path) } else { schema::load(&[path.to_path_buf()]) }
-}
-
-/// Turns a compiler file name back into a path the user can open: under the
-/// directory they passed, or next to the single `.proto` they passed.
-fn display_path(root: &Path, file: &str) -> String {
-    let base = if root.is_dir() {
-        Some(root)
-    } else if root.extension().is_some_and(|e| e == "proto") {
-        root.parent()
-    } else {
-        None
-    };
-    match base {
-        Some(b) if !b.as_os_str().is_empty() && b.join(file).exists() => b.join(file).display().to_string(),
-        _ => file.to_owned(),
+    #[test]
+    fn policy_paths_match_files_and_directories() {
+        let mut p = Policy::new(RuleSet::Wire);
+        p.ignore = vec!["foo".into(), "bar/x.proto".into()];
+        assert!(p.ignores(Rule::FieldSameOneof, "foo/a.proto", "t"));
+        assert!(p.ignores(Rule::FieldSameOneof, "bar/x.proto", "t"));
+        assert!(!p.ignores(Rule::FieldSameOneof, "foobar/a.proto", "t"));
+        assert!(!p.ignores(Rule::FieldSameOneof, "bar/y.proto", "t"));
     }
 }

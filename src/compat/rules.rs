@@ -1,6 +1,7 @@
 //! The rules. Elements are paired the way buf pairs them: files by name, messages,
 //! enums and services by full name, fields by number inside a message, enum values
 //! by number, methods by name inside a service. Each rule then looks at one pair.
+//! Which rules exist, and how severe each is, is [`super::rule`]'s table.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -10,67 +11,12 @@ use prost_reflect::{
 };
 
 use super::field::{
-    FieldInfo, cardinality, cardinality_reason, default_of, integer_change, is_named, named_type_mismatch, real_oneof,
-    same_wire_shape, type_change_reason, type_text, wire_group, wire_json_group,
+    FieldInfo, cardinality, cardinality_reason, default_of, integer_change, is_named, json_change_reason,
+    named_type_mismatch, real_oneof, same_wire_shape, type_change_reason, type_text, wire_group, wire_json_group,
 };
-use super::source::{self, join, locate};
-use super::{Finding, Location, RuleSet, Severity};
-
-/// buf's `WIRE` category (buf 1.x), in buf's order.
-pub(super) const BUF_WIRE: &[&str] = &[
-    "ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED",
-    "FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED",
-    "FIELD_SAME_DEFAULT",
-    "FIELD_SAME_ONEOF",
-    "FIELD_WIRE_COMPATIBLE_CARDINALITY",
-    "FIELD_WIRE_COMPATIBLE_TYPE",
-    "FILE_SAME_PACKAGE",
-    "MESSAGE_SAME_REQUIRED_FIELDS",
-    "RESERVED_ENUM_NO_DELETE",
-    "RESERVED_MESSAGE_NO_DELETE",
-    "RPC_SAME_CLIENT_STREAMING",
-    "RPC_SAME_IDEMPOTENCY_LEVEL",
-    "RPC_SAME_REQUEST_TYPE",
-    "RPC_SAME_RESPONSE_TYPE",
-    "RPC_SAME_SERVER_STREAMING",
-];
-
-/// buf's `WIRE_JSON` category: `WIRE` without the two wire-only field rules, plus
-/// the name and JSON rules.
-pub(super) const BUF_WIRE_JSON: &[&str] = &[
-    "ENUM_SAME_JSON_FORMAT",
-    "ENUM_VALUE_NO_DELETE_UNLESS_NAME_RESERVED",
-    "ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED",
-    "ENUM_VALUE_SAME_NAME",
-    "FIELD_NO_DELETE_UNLESS_NAME_RESERVED",
-    "FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED",
-    "FIELD_SAME_DEFAULT",
-    "FIELD_SAME_JSON_NAME",
-    "FIELD_SAME_NAME",
-    "FIELD_SAME_ONEOF",
-    "FIELD_WIRE_JSON_COMPATIBLE_CARDINALITY",
-    "FIELD_WIRE_JSON_COMPATIBLE_TYPE",
-    "FILE_SAME_PACKAGE",
-    "MESSAGE_SAME_JSON_FORMAT",
-    "MESSAGE_SAME_REQUIRED_FIELDS",
-    "RESERVED_ENUM_NO_DELETE",
-    "RESERVED_MESSAGE_NO_DELETE",
-    "RPC_SAME_CLIENT_STREAMING",
-    "RPC_SAME_IDEMPOTENCY_LEVEL",
-    "RPC_SAME_REQUEST_TYPE",
-    "RPC_SAME_RESPONSE_TYPE",
-    "RPC_SAME_SERVER_STREAMING",
-];
-
-/// Our own rules, on in both rule sets.
-pub(super) const PROTOSERVE: &[&str] =
-    &[FIELD_MOVED_NUMBER, FIELD_SWAPPED_NUMBERS, FIELD_NARROWED_TYPE, FIELD_SIGN_CHANGED, ENUM_VALUE_RENUMBERED];
-
-const FIELD_MOVED_NUMBER: &str = "PROTOSERVE_FIELD_MOVED_NUMBER";
-const FIELD_SWAPPED_NUMBERS: &str = "PROTOSERVE_FIELD_SWAPPED_NUMBERS";
-pub(super) const FIELD_NARROWED_TYPE: &str = "PROTOSERVE_FIELD_NARROWED_TYPE";
-pub(super) const FIELD_SIGN_CHANGED: &str = "PROTOSERVE_FIELD_SIGN_CHANGED";
-const ENUM_VALUE_RENUMBERED: &str = "PROTOSERVE_ENUM_VALUE_RENUMBERED";
+use super::rule::Rule;
+use super::source::{self, SourceIndex, join};
+use super::{Finding, Policy};
 
 /// Highest field number (`max` in `reserved 10 to max;`).
 const MESSAGE_MAX: i64 = 536_870_911;
@@ -104,11 +50,29 @@ pub(super) struct Raw {
     pub(super) finding: Finding,
     pub(super) side: Side,
     pub(super) subject: Option<Subject>,
+    /// The file (compiler name) and package of the element the finding is
+    /// about, with or without source info, for `ignore` configuration.
+    pub(super) file: String,
+    pub(super) package: String,
 }
 
-/// Runs every rule of `set` (every rule there is when `None`) and sorts the findings.
-pub(super) fn check(old: &DescriptorPool, new: &DescriptorPool, set: Option<RuleSet>) -> Vec<Raw> {
-    let mut c = Checker { set, out: Vec::new() };
+/// Where a finding points: a source path in a file of one side.
+pub(super) struct At<'a> {
+    side: Side,
+    file: &'a FileDescriptor,
+    path: Vec<i32>,
+}
+
+impl<'a> At<'a> {
+    fn new(side: Side, file: &'a FileDescriptor, path: Vec<i32>) -> Self {
+        At { side, file, path }
+    }
+}
+
+/// Runs the rules `policy` enables (every rule at its default severity when
+/// `None`) and sorts the findings.
+pub(super) fn check(old: &DescriptorPool, new: &DescriptorPool, policy: Option<&Policy>) -> Vec<Raw> {
+    let mut c = Checker { policy, old_src: SourceIndex::default(), new_src: SourceIndex::default(), out: Vec::new() };
     for of in old.files() {
         if let Some(nf) = new.get_file_by_name(of.name()) {
             c.file_pair(&of, &nf);
@@ -146,46 +110,46 @@ pub(super) fn check(old: &DescriptorPool, new: &DescriptorPool, set: Option<Rule
         let key = |r: &Raw| (r.finding.location.is_none(), r.finding.location.clone());
         key(a)
             .cmp(&key(b))
-            .then_with(|| a.finding.rule.cmp(b.finding.rule))
+            .then_with(|| a.finding.rule.id().cmp(b.finding.rule.id()))
             .then_with(|| a.finding.message.cmp(&b.finding.message))
     });
     out.dedup_by(|a, b| a.finding == b.finding);
     out
 }
 
-struct Checker {
-    set: Option<RuleSet>,
+struct Checker<'p> {
+    policy: Option<&'p Policy>,
+    old_src: SourceIndex,
+    new_src: SourceIndex,
     out: Vec<Raw>,
 }
 
-impl Checker {
-    fn on(&self, rule: &str) -> bool {
-        if PROTOSERVE.contains(&rule) {
-            return true;
-        }
-        match self.set {
-            Some(RuleSet::Wire) => BUF_WIRE.contains(&rule),
-            Some(RuleSet::WireJson) => BUF_WIRE_JSON.contains(&rule),
-            None => true,
-        }
+impl Checker<'_> {
+    fn on(&self, rule: Rule) -> bool {
+        self.policy.is_none_or(|p| p.severity(rule).is_some())
     }
 
-    /// Records a finding if its rule is enabled.
-    fn emit(
-        &mut self,
-        rule: &'static str,
-        message: String,
-        location: Option<Location>,
-        side: Side,
-        subject: Option<Subject>,
-    ) {
-        if !self.on(rule) {
-            return;
-        }
-        let ours = PROTOSERVE.contains(&rule);
-        let severity =
-            if rule == FIELD_NARROWED_TYPE || rule == FIELD_SIGN_CHANGED { Severity::Warning } else { Severity::Error };
-        self.out.push(Raw { finding: Finding { rule, severity, message, location, buf_rule: !ours }, side, subject });
+    /// Records a finding if its rule is enabled, at the severity the policy gives it.
+    fn emit(&mut self, rule: Rule, message: String, at: At<'_>, subject: Option<Subject>) {
+        let severity = match self.policy {
+            None => rule.default_severity(),
+            Some(p) => match p.severity(rule) {
+                Some(s) => s,
+                None => return,
+            },
+        };
+        let index = match at.side {
+            Side::Old => &mut self.old_src,
+            Side::New => &mut self.new_src,
+        };
+        let location = index.locate(at.file, &at.path);
+        self.out.push(Raw {
+            finding: Finding { rule, severity, message, location },
+            side: at.side,
+            subject,
+            file: at.file.name().to_owned(),
+            package: at.file.package_name().to_owned(),
+        });
     }
 
     /// RESERVED_*_NO_DELETE: every number and name the old element reserved is still
@@ -196,15 +160,15 @@ impl Checker {
             if !missing.is_empty() {
                 let msg =
                     format!("{} no longer reserves {}: {}", r.element, ranges_text(&missing, r.max), r.consequence);
-                let loc = locate(r.file, &join(r.path, &[r.tags.0, index(i)]));
-                self.emit(r.rule, msg, loc, Side::Old, None);
+                let at = At::new(Side::Old, r.file, join(r.path, &[r.tags.0, index(i)]));
+                self.emit(r.rule, msg, at, None);
             }
         }
         for (i, rn) in r.old_names.iter().enumerate() {
             if !r.new_names.contains(rn) {
                 let msg = format!("{} no longer reserves the name \"{rn}\"", r.element);
-                let loc = locate(r.file, &join(r.path, &[r.tags.1, index(i)]));
-                self.emit(r.rule, msg, loc, Side::Old, None);
+                let at = At::new(Side::Old, r.file, join(r.path, &[r.tags.1, index(i)]));
+                self.emit(r.rule, msg, at, None);
             }
         }
     }
@@ -218,8 +182,7 @@ impl Checker {
                 of.package_name(),
                 nf.package_name()
             );
-            let loc = locate(nf, &[source::FILE_PACKAGE]).or_else(|| file_start(nf));
-            self.emit("FILE_SAME_PACKAGE", msg, loc, Side::New, None);
+            self.emit(Rule::FileSamePackage, msg, At::new(Side::New, nf, vec![source::FILE_PACKAGE]), None);
         }
     }
 
@@ -245,7 +208,12 @@ impl Checker {
                     of.name()
                 );
                 let subject = subject(&name, &[of.number()], &[of.number()]);
-                self.emit("MESSAGE_SAME_REQUIRED_FIELDS", msg, locate(&ofile, of.path()), Side::Old, subject);
+                self.emit(
+                    Rule::MessageSameRequiredFields,
+                    msg,
+                    At::new(Side::Old, &ofile, of.path().to_vec()),
+                    subject,
+                );
             }
         }
         for nf in nm.fields().filter(|f| f.is_required()) {
@@ -257,7 +225,12 @@ impl Checker {
                     nf.name()
                 );
                 let subject = subject(&name, &[nf.number()], &[nf.number()]);
-                self.emit("MESSAGE_SAME_REQUIRED_FIELDS", msg, locate(&nfile, nf.path()), Side::New, subject);
+                self.emit(
+                    Rule::MessageSameRequiredFields,
+                    msg,
+                    At::new(Side::New, &nfile, nf.path().to_vec()),
+                    subject,
+                );
             }
         }
 
@@ -266,7 +239,7 @@ impl Checker {
             m.reserved_ranges().map(|r| (i64::from(r.start), i64::from(r.end) - 1)).collect()
         };
         self.reserved_kept(Reserved {
-            rule: "RESERVED_MESSAGE_NO_DELETE",
+            rule: Rule::ReservedMessageNoDelete,
             element: format!("message \"{name}\""),
             consequence: "those numbers may now be reused by fields that misread old data",
             max: MESSAGE_MAX,
@@ -285,7 +258,7 @@ impl Checker {
                 "message \"{name}\" lost full JSON support: its file changed from proto3 to proto2 \
                  (json_format ALLOW -> LEGACY_BEST_EFFORT)"
             );
-            self.emit("MESSAGE_SAME_JSON_FORMAT", msg, locate(&nfile, nm.path()), Side::New, None);
+            self.emit(Rule::MessageSameJsonFormat, msg, At::new(Side::New, &nfile, nm.path().to_vec()), None);
         }
 
         self.moved_fields(om, nm);
@@ -294,7 +267,8 @@ impl Checker {
     fn field_deleted(&mut self, of: &FieldDescriptor, nm: &MessageDescriptor) {
         let n = of.number();
         let name = nm.full_name();
-        let loc = locate(&of.parent_file(), of.path());
+        let ofile = of.parent_file();
+        let at = || At::new(Side::Old, &ofile, of.path().to_vec());
         let subj = subject(name, &[n], &[]);
         if !nm.reserved_ranges().any(|r| r.contains(&n)) {
             let msg = format!(
@@ -302,7 +276,7 @@ impl Checker {
                  a later field may reuse {n} and misread what old writers still send",
                 of.name()
             );
-            self.emit("FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED", msg, loc.clone(), Side::Old, subj.clone());
+            self.emit(Rule::FieldNoDeleteUnlessNumberReserved, msg, at(), subj.clone());
         }
         if !nm.reserved_names().any(|r| r == of.name()) {
             let msg = format!(
@@ -311,7 +285,7 @@ impl Checker {
                 of.name(),
                 of.name()
             );
-            self.emit("FIELD_NO_DELETE_UNLESS_NAME_RESERVED", msg, loc, Side::Old, subj);
+            self.emit(Rule::FieldNoDeleteUnlessNameReserved, msg, at(), subj);
         }
     }
 
@@ -335,38 +309,41 @@ impl Checker {
             ),
             None => desc,
         };
-        let type_loc = || match &map_field {
-            Some(mf) => locate(&nfile, &join(mf.path(), &[source::FIELD_TYPE_NAME])),
+        let type_at = || match &map_field {
+            Some(mf) => At::new(Side::New, &nfile, join(mf.path(), &[source::FIELD_TYPE_NAME])),
             None => {
                 let sub = if is_named(nf) { source::FIELD_TYPE_NAME } else { source::FIELD_TYPE };
-                locate(&nfile, &join(nf.path(), &[sub]))
+                At::new(Side::New, &nfile, join(nf.path(), &[sub]))
             }
         };
-        let field_loc = locate(&nfile, map_field.as_ref().map_or(nf.path(), |mf| mf.path()));
+        let field_path = map_field.as_ref().map_or(nf.path(), |mf| mf.path()).to_vec();
+        let field_at = || At::new(Side::New, &nfile, field_path.clone());
+        let sub_at = |sub: i32| At::new(Side::New, &nfile, join(nf.path(), &[sub]));
 
         // FIELD_WIRE_COMPATIBLE_TYPE / FIELD_WIRE_JSON_COMPATIBLE_TYPE
         for (rule, groups) in [
-            ("FIELD_WIRE_COMPATIBLE_TYPE", wire_group as fn(&FieldInfo) -> u8),
-            ("FIELD_WIRE_JSON_COMPATIBLE_TYPE", wire_json_group),
+            (Rule::FieldWireCompatibleType, wire_group as fn(&FieldInfo) -> u8),
+            (Rule::FieldWireJsonCompatibleType, wire_json_group),
         ] {
             if !self.on(rule) {
                 continue;
             }
             let allowed_string_to_bytes =
-                rule == "FIELD_WIRE_COMPATIBLE_TYPE" && of.kind() == Kind::String && nf.kind() == Kind::Bytes;
+                rule == Rule::FieldWireCompatibleType && of.kind() == Kind::String && nf.kind() == Kind::Bytes;
             if groups(of) != groups(nf) {
                 if !allowed_string_to_bytes {
-                    let msg = format!(
-                        "{desc} changed type from {} to {}: {}",
-                        type_text(of),
-                        type_text(nf),
+                    // Same wire group but another JSON group: the JSON form is what differs.
+                    let why = if wire_group(of) == wire_group(nf) {
+                        json_change_reason(of, nf)
+                    } else {
                         type_change_reason(of, nf)
-                    );
-                    self.emit(rule, msg, type_loc(), Side::New, subj.clone());
+                    };
+                    let msg = format!("{desc} changed type from {} to {}: {why}", type_text(of), type_text(nf));
+                    self.emit(rule, msg, type_at(), subj.clone());
                 }
             } else if let Some(why) = named_type_mismatch(of, nf) {
                 let msg = format!("{desc} changed type from {} to {}: {why}", type_text(of), type_text(nf));
-                self.emit(rule, msg, type_loc(), Side::New, subj.clone());
+                self.emit(rule, msg, type_at(), subj.clone());
             }
         }
 
@@ -381,7 +358,7 @@ impl Checker {
                     nc.text(),
                     cardinality_reason(oc, nc)
                 );
-                self.emit("FIELD_WIRE_COMPATIBLE_CARDINALITY", msg, field_loc.clone(), Side::New, subj.clone());
+                self.emit(Rule::FieldWireCompatibleCardinality, msg, field_at(), subj.clone());
             }
             if oc.wire_json_group() != nc.wire_json_group() {
                 let msg = format!(
@@ -390,7 +367,7 @@ impl Checker {
                     nc.text(),
                     cardinality_reason(oc, nc)
                 );
-                self.emit("FIELD_WIRE_JSON_COMPATIBLE_CARDINALITY", msg, field_loc.clone(), Side::New, subj.clone());
+                self.emit(Rule::FieldWireJsonCompatibleCardinality, msg, field_at(), subj.clone());
             }
         }
 
@@ -413,7 +390,7 @@ impl Checker {
                 "{desc} {change}: setting one member of a oneof clears the others, so readers on each side \
                  can drop values the other side sent together"
             );
-            self.emit("FIELD_SAME_ONEOF", msg, field_loc.clone(), Side::New, subj);
+            self.emit(Rule::FieldSameOneof, msg, field_at(), subj);
         }
 
         // FIELD_SAME_DEFAULT
@@ -425,16 +402,14 @@ impl Checker {
                 "{desc} changed default value from {} to {}: an unset field reads differently on each side",
                 od.text, nd.text
             );
-            let loc = locate(&nfile, &join(nf.path(), &[source::FIELD_DEFAULT])).or_else(|| field_loc.clone());
-            self.emit("FIELD_SAME_DEFAULT", msg, loc, Side::New, subj.clone());
+            self.emit(Rule::FieldSameDefault, msg, sub_at(source::FIELD_DEFAULT), subj.clone());
         }
 
         // FIELD_SAME_NAME / FIELD_SAME_JSON_NAME
         if of.name() != nf.name() {
             let msg =
                 format!("{what} {n} on message \"{message}\" changed name from \"{}\" to \"{}\"", of.name(), nf.name());
-            let loc = locate(&nfile, &join(nf.path(), &[source::FIELD_NAME])).or_else(|| field_loc.clone());
-            self.emit("FIELD_SAME_NAME", msg, loc, Side::New, subj.clone());
+            self.emit(Rule::FieldSameName, msg, sub_at(source::FIELD_NAME), subj.clone());
         }
         if let (Some(oj), Some(nj)) = (of.json_name(), nf.json_name())
             && oj != nj
@@ -444,8 +419,7 @@ impl Checker {
                  by the other",
                 oj, nj
             );
-            let loc = locate(&nfile, &join(nf.path(), &[source::FIELD_JSON_NAME])).or_else(|| field_loc.clone());
-            self.emit("FIELD_SAME_JSON_NAME", msg, loc, Side::New, subj.clone());
+            self.emit(Rule::FieldSameJsonName, msg, sub_at(source::FIELD_JSON_NAME), subj.clone());
         }
 
         // PROTOSERVE_FIELD_NARROWED_TYPE / PROTOSERVE_FIELD_SIGN_CHANGED
@@ -453,7 +427,7 @@ impl Checker {
             && let Some((rule, why)) = integer_change(of, nf)
         {
             let msg = format!("{desc} changed type from {} to {}: {why}", type_text(of), type_text(nf));
-            self.emit(rule, msg, type_loc(), Side::New, subj);
+            self.emit(rule, msg, type_at(), subj);
         }
     }
 
@@ -490,7 +464,12 @@ impl Checker {
                     if same_wire_shape(ao, bo) { ", silently, because the wire types match" } else { "" }
                 );
                 let subj = subject(&message, &[ao.number(), bo.number()], &[an.number(), bn.number()]);
-                self.emit(FIELD_SWAPPED_NUMBERS, msg, locate(&nfile, an.path()), Side::New, subj);
+                self.emit(
+                    Rule::ProtoserveFieldSwappedNumbers,
+                    msg,
+                    At::new(Side::New, &nfile, an.path().to_vec()),
+                    subj,
+                );
             }
         }
         for (k, (of, nf)) in moved.iter().enumerate() {
@@ -511,9 +490,9 @@ impl Checker {
                  it as field {on} and {new_reader}; new writers send field {nn} and {old_reader}",
                 of.name()
             );
-            let loc = locate(&nfile, &join(nf.path(), &[source::FIELD_NUMBER])).or_else(|| locate(&nfile, nf.path()));
+            let at = At::new(Side::New, &nfile, join(nf.path(), &[source::FIELD_NUMBER]));
             let subj = subject(&message, &[on], &[on, nn]);
-            self.emit(FIELD_MOVED_NUMBER, msg, loc, Side::New, subj);
+            self.emit(Rule::ProtoserveFieldMovedNumber, msg, at, subj);
         }
     }
 
@@ -527,7 +506,8 @@ impl Checker {
             let old_values: Vec<EnumValueDescriptor> = oe.values().filter(|v| v.number() == number).collect();
             let old_names: BTreeSet<String> = old_values.iter().map(|v| v.name().to_owned()).collect();
             let new_values: Vec<EnumValueDescriptor> = ne.values().filter(|v| v.number() == number).collect();
-            let first_old_loc = old_values.first().and_then(|v| locate(&ofile, v.path()));
+            let first_old_path = old_values.first().map(|v| v.path().to_vec()).unwrap_or_else(|| oe.path().to_vec());
+            let first_old_at = || At::new(Side::Old, &ofile, first_old_path.clone());
             let names_text = quoted_list(&old_names);
             if new_values.is_empty() {
                 if !ne.reserved_ranges().any(|r| r.contains(&number)) {
@@ -535,20 +515,14 @@ impl Checker {
                         "enum value {number} ({names_text}) was deleted from enum \"{name}\" without reserving \
                          number {number}: a later value may reuse {number} and change its meaning"
                     );
-                    self.emit(
-                        "ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED",
-                        msg,
-                        first_old_loc.clone(),
-                        Side::Old,
-                        None,
-                    );
+                    self.emit(Rule::EnumValueNoDeleteUnlessNumberReserved, msg, first_old_at(), None);
                 }
                 if !old_names.iter().all(|n| ne.reserved_names().any(|r| r == n)) {
                     let msg = format!(
                         "enum value {number} ({names_text}) was deleted from enum \"{name}\" without reserving \
                          its name: a later value may reuse the name and misread old JSON"
                     );
-                    self.emit("ENUM_VALUE_NO_DELETE_UNLESS_NAME_RESERVED", msg, first_old_loc, Side::Old, None);
+                    self.emit(Rule::EnumValueNoDeleteUnlessNameReserved, msg, first_old_at(), None);
                 }
                 continue;
             }
@@ -562,9 +536,8 @@ impl Checker {
                          text written by one side is not read by the other",
                         quoted_list(&new_names)
                     );
-                    let loc = locate(&nfile, &join(v.path(), &[source::ENUM_VALUE_NUMBER]))
-                        .or_else(|| locate(&nfile, v.path()));
-                    self.emit("ENUM_VALUE_SAME_NAME", msg, loc, Side::New, None);
+                    let at = At::new(Side::New, &nfile, join(v.path(), &[source::ENUM_VALUE_NUMBER]));
+                    self.emit(Rule::EnumValueSameName, msg, at, None);
                 }
             }
         }
@@ -574,7 +547,7 @@ impl Checker {
             e.reserved_ranges().map(|r| (i64::from(*r.start()), i64::from(*r.end()))).collect()
         };
         self.reserved_kept(Reserved {
-            rule: "RESERVED_ENUM_NO_DELETE",
+            rule: Rule::ReservedEnumNoDelete,
             element: format!("enum \"{name}\""),
             consequence: "those numbers may be reused with another meaning",
             max: ENUM_MAX,
@@ -593,7 +566,7 @@ impl Checker {
                 "enum \"{name}\" lost full JSON support: its file changed from proto3 to proto2 \
                  (json_format ALLOW -> LEGACY_BEST_EFFORT)"
             );
-            self.emit("ENUM_SAME_JSON_FORMAT", msg, locate(&nfile, ne.path()), Side::New, None);
+            self.emit(Rule::EnumSameJsonFormat, msg, At::new(Side::New, &nfile, ne.path().to_vec()), None);
         }
 
         // PROTOSERVE_ENUM_VALUE_RENUMBERED
@@ -618,30 +591,28 @@ impl Checker {
                  as {on}, which {now} for new readers; new writers send {nn}, which {then}",
                 ov.name()
             );
-            let loc =
-                locate(&nfile, &join(nv.path(), &[source::ENUM_VALUE_NUMBER])).or_else(|| locate(&nfile, nv.path()));
+            let at = At::new(Side::New, &nfile, join(nv.path(), &[source::ENUM_VALUE_NUMBER]));
             let subject = enum_carrier(oe, ne.parent_pool()).map(|(message, number)| Subject {
                 message,
                 old_numbers: vec![number],
                 new_numbers: vec![number],
                 enum_value: Some((on, nn)),
             });
-            self.emit(ENUM_VALUE_RENUMBERED, msg, loc, Side::New, subject);
+            self.emit(Rule::ProtoserveEnumValueRenumbered, msg, at, subject);
         }
     }
 
     fn method_pair(&mut self, om: &MethodDescriptor, nm: &MethodDescriptor) {
         let nfile = nm.parent_service().parent_file();
         let what = format!("RPC \"{}\" on service \"{}\"", nm.name(), nm.parent_service().full_name());
-        let method_loc = locate(&nfile, nm.path());
+        let at = |extra: &[i32]| At::new(Side::New, &nfile, join(nm.path(), extra));
         if om.input().full_name() != nm.input().full_name() {
             let msg = format!(
                 "{what} changed request type from \"{}\" to \"{}\"",
                 om.input().full_name(),
                 nm.input().full_name()
             );
-            let loc = locate(&nfile, &join(nm.path(), &[source::METHOD_INPUT]));
-            self.emit("RPC_SAME_REQUEST_TYPE", msg, loc, Side::New, None);
+            self.emit(Rule::RpcSameRequestType, msg, at(&[source::METHOD_INPUT]), None);
         }
         if om.output().full_name() != nm.output().full_name() {
             let msg = format!(
@@ -649,8 +620,7 @@ impl Checker {
                 om.output().full_name(),
                 nm.output().full_name()
             );
-            let loc = locate(&nfile, &join(nm.path(), &[source::METHOD_OUTPUT]));
-            self.emit("RPC_SAME_RESPONSE_TYPE", msg, loc, Side::New, None);
+            self.emit(Rule::RpcSameResponseType, msg, at(&[source::METHOD_OUTPUT]), None);
         }
         if om.is_client_streaming() != nm.is_client_streaming() {
             let msg = format!(
@@ -658,7 +628,7 @@ impl Checker {
                 streaming(om.is_client_streaming()),
                 streaming(nm.is_client_streaming())
             );
-            self.emit("RPC_SAME_CLIENT_STREAMING", msg, method_loc.clone(), Side::New, None);
+            self.emit(Rule::RpcSameClientStreaming, msg, at(&[]), None);
         }
         if om.is_server_streaming() != nm.is_server_streaming() {
             let msg = format!(
@@ -666,7 +636,7 @@ impl Checker {
                 streaming(om.is_server_streaming()),
                 streaming(nm.is_server_streaming())
             );
-            self.emit("RPC_SAME_SERVER_STREAMING", msg, method_loc.clone(), Side::New, None);
+            self.emit(Rule::RpcSameServerStreaming, msg, at(&[]), None);
         }
         let (ol, nl) = (idempotency(om), idempotency(nm));
         if ol != nl {
@@ -676,8 +646,7 @@ impl Checker {
                 idempotency_name(ol),
                 idempotency_name(nl)
             );
-            let loc = locate(&nfile, &join(nm.path(), &[source::METHOD_OPTIONS])).or(method_loc);
-            self.emit("RPC_SAME_IDEMPOTENCY_LEVEL", msg, loc, Side::New, None);
+            self.emit(Rule::RpcSameIdempotencyLevel, msg, at(&[source::METHOD_OPTIONS]), None);
         }
     }
 }
@@ -707,7 +676,7 @@ fn enum_carrier(oe: &EnumDescriptor, new: &DescriptorPool) -> Option<(String, u3
 
 /// The reservations of one message or enum, old and new, for [`Checker::reserved_kept`].
 struct Reserved<'a> {
-    rule: &'static str,
+    rule: Rule,
     /// `message "pkg.M"` or `enum "pkg.E"`.
     element: String,
     /// Why losing a reserved number matters, for the finding's message.
@@ -728,11 +697,6 @@ struct Reserved<'a> {
 
 fn index(i: usize) -> i32 {
     i32::try_from(i).unwrap_or(i32::MAX)
-}
-
-fn file_start(f: &FileDescriptor) -> Option<Location> {
-    f.file_descriptor_proto().source_code_info.as_ref()?;
-    Some(Location { file: f.name().to_owned(), line: 1, column: 1 })
 }
 
 fn streaming(b: bool) -> &'static str {

@@ -1,5 +1,7 @@
 //! Source positions: maps a descriptor path (as in `SourceCodeInfo`) to a
-//! 1-based [`Location`].
+//! 1-based [`Location`], through an index built once per file.
+
+use std::collections::HashMap;
 
 use prost_reflect::FileDescriptor;
 
@@ -22,27 +24,43 @@ pub(super) const METHOD_INPUT: i32 = 2;
 pub(super) const METHOD_OUTPUT: i32 = 3;
 pub(super) const METHOD_OPTIONS: i32 = 4;
 
-/// The location of `path` in `file`; when that exact path has no entry, the closest
-/// enclosing element that has one. `None` without source info.
-pub(super) fn locate(file: &FileDescriptor, path: &[i32]) -> Option<Location> {
-    let info = file.file_descriptor_proto().source_code_info.as_ref()?;
-    let mut len = path.len();
-    loop {
-        let prefix = &path[..len];
-        if let Some(loc) = info.location.iter().find(|l| l.path == prefix) {
-            let line = loc.span.first().copied()?;
-            let column = loc.span.get(1).copied()?;
-            return Some(Location {
-                file: file.name().to_owned(),
-                line: u32::try_from(line).ok()?.saturating_add(1),
-                column: u32::try_from(column).ok()?.saturating_add(1),
-            });
-        }
-        if len == 0 {
-            return None;
-        }
-        len -= 1;
+/// Start positions (0-based line, column) by source path, for one file.
+type Spans = HashMap<Vec<i32>, (i32, i32)>;
+
+/// The source positions of one pool's files, each file indexed the first time
+/// it is asked about, so a lookup is a few hash probes instead of a scan of every
+/// location in the file.
+#[derive(Debug, Default)]
+pub(super) struct SourceIndex {
+    /// `None` for files without source info.
+    files: HashMap<String, Option<Spans>>,
+}
+
+impl SourceIndex {
+    /// The location of `path` in `file`; when that exact path has no entry, the
+    /// closest enclosing element that has one, and the file's start when none
+    /// does. `None` without source info.
+    pub(super) fn locate(&mut self, file: &FileDescriptor, path: &[i32]) -> Option<Location> {
+        let spans = self.files.entry(file.name().to_owned()).or_insert_with(|| index(file)).as_ref()?;
+        let (line, column) = (0..=path.len()).rev().find_map(|len| spans.get(&path[..len]).copied()).unwrap_or((0, 0));
+        Some(Location {
+            file: file.name().to_owned(),
+            line: u32::try_from(line).ok()?.saturating_add(1),
+            column: u32::try_from(column).ok()?.saturating_add(1),
+        })
     }
+}
+
+fn index(file: &FileDescriptor) -> Option<Spans> {
+    let info = file.file_descriptor_proto().source_code_info.as_ref()?;
+    let mut spans = Spans::with_capacity(info.location.len());
+    for loc in &info.location {
+        if let (Some(&line), Some(&column)) = (loc.span.first(), loc.span.get(1)) {
+            // The first entry for a path wins, as a linear search would find it.
+            spans.entry(loc.path.clone()).or_insert((line, column));
+        }
+    }
+    Some(spans)
 }
 
 /// `base` followed by `extra`.

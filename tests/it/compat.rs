@@ -11,8 +11,11 @@ use std::process::Command;
 
 use prost::Message as _;
 use prost_reflect::DescriptorPool;
-use protoserve::compat::{self, Format, Options, RuleSet, Severity};
+use protoserve::compat::{self, Format, Rule, RuleSet, Severity};
+use protoserve::compat_cmd::{self, Against, Options};
 use protoserve::schema;
+
+mod ci;
 
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/compat")
@@ -84,19 +87,12 @@ fn fixtures_match_expected_findings() {
 fn every_rule_has_a_positive_and_a_negative_fixture() {
     let mut fired: BTreeSet<String> = BTreeSet::new();
     let mut silent_somewhere: BTreeSet<String> = BTreeSet::new();
-    let all: BTreeSet<&str> = compat::BUF_WIRE_RULES
-        .iter()
-        .chain(compat::BUF_WIRE_JSON_RULES)
-        .chain(compat::PROTOSERVE_RULES)
-        .copied()
-        .collect();
+    let all: BTreeSet<&str> = Rule::ALL.iter().map(|r| r.id()).collect();
     for case in cases() {
         let expected = std::fs::read_to_string(case.join("expected.txt")).unwrap_or_default();
         let rules_here: BTreeSet<&str> = expected.lines().filter_map(|l| l.split(' ').next()).collect();
-        let enabled: Vec<&str> = match rule_set(&case) {
-            RuleSet::Wire => compat::BUF_WIRE_RULES.iter().chain(compat::PROTOSERVE_RULES).copied().collect(),
-            RuleSet::WireJson => compat::BUF_WIRE_JSON_RULES.iter().chain(compat::PROTOSERVE_RULES).copied().collect(),
-        };
+        let set = rule_set(&case);
+        let enabled: Vec<&str> = Rule::ALL.iter().filter(|r| r.in_set(set)).map(|r| r.id()).collect();
         for r in &rules_here {
             fired.insert((*r).to_owned());
         }
@@ -168,8 +164,8 @@ fn buf_parity_on_every_fixture_and_category() {
         for (category, set) in [("WIRE", RuleSet::Wire), ("WIRE_JSON", RuleSet::WireJson)] {
             let theirs = buf_rules(&buf, &case, category);
             let mut ours: BTreeMap<String, usize> = BTreeMap::new();
-            for f in compat::check(&old, &new, set).into_iter().filter(|f| f.buf_rule) {
-                *ours.entry(f.rule.to_owned()).or_default() += 1;
+            for f in compat::check(&old, &new, set).into_iter().filter(|f| f.rule.is_buf()) {
+                *ours.entry(f.rule.id().to_owned()).or_default() += 1;
             }
             compared += 1;
             if theirs != ours {
@@ -182,9 +178,16 @@ fn buf_parity_on_every_fixture_and_category() {
 }
 
 fn run(old: &Path, new: &Path, format: Format, probe: bool) -> (i32, String, String) {
-    let opts = Options { old: old.to_path_buf(), new: new.to_path_buf(), rules: RuleSet::Wire, format, probe };
+    let opts = Options {
+        new: new.to_path_buf(),
+        against: Against::Path(old.to_path_buf()),
+        rules: Some(RuleSet::Wire),
+        config: None,
+        format,
+        probe,
+    };
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = compat::run(&opts, &mut out, &mut err);
+    let code = compat_cmd::run(&opts, &mut out, &mut err);
     (code, String::from_utf8(out).expect("utf-8"), String::from_utf8(err).expect("utf-8"))
 }
 
@@ -209,12 +212,12 @@ fn run_exit_codes_follow_the_verdict() {
         "{out}"
     );
 
-    // Warnings alone (narrowing) are reported but do not fail the run.
+    // Narrowing misreads old writers' large values: an error, exit 1.
     let c = case_dir("field_type_narrowing");
     let (code, out, _) = run(&c.join("old"), &c.join("new"), Format::Text, false);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("warning[PROTOSERVE_FIELD_NARROWED_TYPE]"), "{out}");
-    assert!(out.contains("(not breaking)"), "{out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("error[PROTOSERVE_FIELD_NARROWED_TYPE]"), "{out}");
+    assert!(out.contains("compat: 5 errors, 0 warnings (breaking)"), "{out}");
 }
 
 #[test]
@@ -299,7 +302,7 @@ fn findings_are_deterministic_and_buf_flagged() {
     let a = findings(&c, RuleSet::Wire);
     let b = findings(&c, RuleSet::Wire);
     assert_eq!(a, b);
-    assert!(a.iter().all(|f| f.buf_rule != f.rule.starts_with("PROTOSERVE_")));
+    assert!(a.iter().all(|f| f.rule.is_buf() != f.rule.id().starts_with("PROTOSERVE_")));
     assert!(a.iter().all(|f| f.severity == Severity::Error));
     assert!(compat::is_breaking(&a));
     assert!(!compat::is_breaking(&[]));
@@ -362,12 +365,92 @@ fn probe_shows_compatible_edits_round_tripping() {
     assert!(p.contains("old writer user_name=\"user_name-1\" (field 1)"), "{p}");
     assert!(p.contains("-> new reader: login=\"user_name-1\""), "{p}");
     assert!(!p.contains("MISREAD"), "{p}");
+}
 
-    // Widening is safe old -> new, but the probe shows new writers' large values
-    // truncated by old readers.
-    let p = probe_case("field_type_compatible");
-    assert!(p.contains("-> new reader: widen=-101, widen_unsigned=4000000002"), "{p}");
-    assert!(p.contains("old reader: widen=-705032705"), "{p}");
+/// Widening is safe old -> new, but new writers' large values are truncated by
+/// old readers: the rule is an error and its message tells the probe's story.
+#[test]
+fn widening_is_an_error_that_the_probe_confirms() {
+    let c = case_dir("field_type_widening");
+    let (code, out, _) = run(&c.join("old"), &c.join("new"), Format::Text, true);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "error[PROTOSERVE_FIELD_WIDENED_TYPE]: field 1 (\"widen\") on message \"t.M\" changed type from \
+             int32 to int64: new writers may send int64 values outside the int32 range, which old readers \
+             truncate to their low 32 bits (new writer 5000000000 -> old reader 705032704)"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("old writer widen=-101 (field 1) -> new reader: widen=-101 [round-trips unchanged]"), "{out}");
+    assert!(out.contains("new writer widen=-5000000001 (field 1) -> old reader: widen=-705032705 [MISREAD]"), "{out}");
+    assert!(out.contains("new writer flag=-104 (field 4) -> old reader: flag=true [MISREAD]"), "{out}");
+    // Every widened field is probed, and each probe shows the misread.
+    assert_eq!(out.matches("error[PROTOSERVE_FIELD_WIDENED_TYPE]").count(), 5, "{out}");
+    assert_eq!(out.matches("-> old reader:").count(), 5, "{out}");
+    assert_eq!(out.matches("[MISREAD]").count(), 5, "{out}");
+}
+
+/// Every protoserve finding on the fixtures is an error, and the probe of each
+/// field-level one shows a value misread or dropped in at least one direction.
+#[test]
+fn protoserve_errors_never_contradict_the_probe() {
+    let mut checked = 0;
+    for case in cases() {
+        let (old, new) = (pool(&case.join("old")), pool(&case.join("new")));
+        for f in compat::check(&old, &new, rule_set(&case)).into_iter().filter(|f| !f.rule.is_buf()) {
+            assert_eq!(f.severity, Severity::Error, "{}: {}", case_name(&case), f.message);
+            let p = compat::probe(&old, &new, std::slice::from_ref(&f));
+            if p.contains("nothing to probe") || !p.contains(f.rule.id()) {
+                continue; // not field-level (e.g. an enum without a carrying field)
+            }
+            assert!(
+                p.contains("[MISREAD]") || p.contains("[DROPPED]") || p.contains("cannot decode"),
+                "{}: {} but the probe shows no misread:\n{p}",
+                case_name(&case),
+                f.message
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} findings probed");
+}
+
+/// A message replaced by one of another name with the same fields: buf's
+/// verdict stays (an error under buf's rule id), and the message no longer
+/// claims that the bytes mean something else.
+#[test]
+fn renamed_message_types_are_explained_truthfully() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (side, pkg) in [("old", "a"), ("new", "b")] {
+        let dir = tmp.path().join(side);
+        std::fs::create_dir(&dir).expect("mkdir");
+        let text = format!(
+            "syntax = \"proto3\";\npackage t;\nimport \"{pkg}.proto\";\nmessage M {{ {pkg}.Inner inner = 1; }}\n"
+        );
+        std::fs::write(dir.join("t.proto"), text).expect("write");
+        let inner = format!("syntax = \"proto3\";\npackage {pkg};\nmessage Inner {{ string s = 1; int32 n = 2; }}\n");
+        std::fs::write(dir.join(format!("{pkg}.proto")), inner).expect("write");
+    }
+    let (old, new) = (pool(&tmp.path().join("old")), pool(&tmp.path().join("new")));
+    let f = compat::check(&old, &new, RuleSet::Wire);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].rule, Rule::FieldWireCompatibleType);
+    assert!(f[0].message.contains("has the same field numbers and types"), "{}", f[0].message);
+    assert!(!f[0].message.contains("different field meanings"), "{}", f[0].message);
+    let p = compat::probe(&old, &new, &f);
+    assert_eq!(p.matches("[round-trips unchanged]").count(), 2, "{p}");
+}
+
+/// Under WIRE_JSON, int32 -> int64 breaks JSON (int64 is a quoted string), and
+/// the message says that rather than blaming the bytes.
+#[test]
+fn json_only_type_changes_name_the_json_forms() {
+    let text = compat::render_text(&findings(&case_dir("field_type_json"), RuleSet::WireJson));
+    let line = text.lines().find(|l| l.contains("FIELD_WIRE_JSON_COMPATIBLE_TYPE") && l.contains("int32 to int64"));
+    let line = line.unwrap_or_else(|| panic!("no int32 -> int64 finding:\n{text}"));
+    assert!(line.contains("JSON writes int32 as a JSON number and int64 as a quoted decimal string"), "{line}");
+    assert!(!line.contains("bytes mean different things"), "{line}");
 }
 
 #[test]
@@ -519,13 +602,13 @@ fn protoserve_findings_explain_the_misread() {
     let text = compat::render_text(&findings(&case_dir("field_type_sign"), RuleSet::Wire));
     assert!(
         text.contains(
-            "warning[PROTOSERVE_FIELD_SIGN_CHANGED]: field 1 (\"a\") on message \"t.M\" changed type from \
+            "error[PROTOSERVE_FIELD_SIGN_CHANGED]: field 1 (\"a\") on message \"t.M\" changed type from \
              int32 to uint32: negative int32 values are misread as large unsigned numbers (old writer -1 -> \
              new reader 4294967295)"
         ),
         "{text}"
     );
-    assert!(text.contains("compat: 0 errors, 5 warnings (not breaking)"), "{text}");
+    assert!(text.contains("compat: 6 errors, 0 warnings (breaking)"), "{text}");
     let text = compat::render_text(&findings(&case_dir("field_type_narrowing"), RuleSet::Wire));
     assert!(
         text.contains("int64 values outside the int32 range are truncated to their low 32 bits (old writer 5000000000 -> new reader 705032704)"),
@@ -691,8 +774,8 @@ fn buf_parity_on_random_mutations() {
             let findings = compat::check(old.pool(), new.pool(), set);
             let _ = compat::probe(old.pool(), new.pool(), &findings);
             let mut ours: BTreeMap<String, usize> = BTreeMap::new();
-            for f in findings.into_iter().filter(|f| f.buf_rule) {
-                *ours.entry(f.rule.to_owned()).or_default() += 1;
+            for f in findings.into_iter().filter(|f| f.rule.is_buf()) {
+                *ours.entry(f.rule.id().to_owned()).or_default() += 1;
             }
             compared += 1;
             if theirs != ours {
