@@ -45,8 +45,8 @@
 mod call;
 mod cli;
 pub mod compat;
-pub mod error;
 pub mod compat_cmd;
+pub mod error;
 mod health;
 pub mod middleware;
 mod protocol;

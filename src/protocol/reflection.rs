@@ -1,21 +1,34 @@
 //! gRPC server reflection (v1 and v1alpha), built per snapshot from the schema's
 //! descriptors, so reflection always describes exactly the live schema.
+//!
+//! tonic-reflection ends its response stream with status OK when a request
+//! message does not decode; we check each request message ourselves on its way
+//! in and, if one was malformed, answer INTERNAL in the trailers instead, as for
+//! any other malformed request.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
-use crate::call::BoxFuture;
-
+use bytes::{Buf as _, Bytes, BytesMut};
+use http_body::Frame;
 use hyper::body::Incoming;
+use prost::Message as _;
 use prost_reflect::DescriptorPool;
 use tonic::body::Body;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+use crate::Error;
+use crate::call::BoxFuture;
 
 /// A type-erased service (tonic-reflection's service types cannot be named).
-type Erased = Arc<dyn Fn(http::Request<Incoming>) -> BoxFuture<http::Response<Body>> + Send + Sync>;
+type Erased = Arc<dyn Fn(http::Request<CheckedBody>) -> BoxFuture<http::Response<Body>> + Send + Sync>;
 
 fn erase<S>(svc: S) -> Erased
 where
-    S: tower_service::Service<http::Request<Incoming>, Response = http::Response<Body>, Error = Infallible>
+    S: tower_service::Service<http::Request<CheckedBody>, Response = http::Response<Body>, Error = Infallible>
         + Clone
         + Send
         + Sync
@@ -69,6 +82,116 @@ impl Reflection {
 
     /// Answers a request whose path starts with one of the prefixes above.
     pub(crate) async fn call(&self, req: http::Request<Incoming>) -> http::Response<Body> {
-        if req.uri().path().starts_with(V1_PREFIX) { (self.v1)(req).await } else { (self.v1alpha)(req).await }
+        let malformed = Arc::new(AtomicBool::new(false));
+        let v1 = req.uri().path().starts_with(V1_PREFIX);
+        let req = req.map(|inner| CheckedBody { inner, frames: Frames::default(), malformed: malformed.clone() });
+        let res = if v1 { (self.v1)(req).await } else { (self.v1alpha)(req).await };
+        res.map(|inner| Body::new(FlaggedBody { inner, malformed }))
+    }
+}
+
+/// Splits a gRPC request body into messages and checks each decodes as a
+/// `ServerReflectionRequest` (v1 and v1alpha share the wire format).
+#[derive(Debug, Default)]
+struct Frames {
+    buf: BytesMut,
+}
+
+impl Frames {
+    /// Takes more body bytes; false once a complete message does not decode.
+    fn feed(&mut self, data: &[u8]) -> bool {
+        self.buf.extend_from_slice(data);
+        while self.buf.len() >= 5 {
+            let compressed = self.buf[0] != 0;
+            let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+            if self.buf.len() < 5 + len {
+                return true;
+            }
+            self.buf.advance(5);
+            let msg = self.buf.split_to(len);
+            // Compressed messages are left to tonic, which decompresses them.
+            if !compressed && ServerReflectionRequest::decode(msg.freeze()).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The request body, checked message by message on its way to tonic-reflection.
+pub(crate) struct CheckedBody {
+    inner: Incoming,
+    frames: Frames,
+    malformed: Arc<AtomicBool>,
+}
+
+impl http_body::Body for CheckedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if let Some(Ok(f)) = &frame
+            && let Some(data) = f.data_ref()
+            && !this.frames.feed(data)
+        {
+            this.malformed.store(true, Ordering::Release);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The response body: an OK status after a malformed request becomes INTERNAL.
+struct FlaggedBody {
+    inner: Body,
+    malformed: Arc<AtomicBool>,
+}
+
+impl http_body::Body for FlaggedBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let this = self.get_mut();
+        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let Some(Ok(f)) = frame else { return Poll::Ready(frame) };
+        let frame = match f.into_trailers() {
+            Ok(mut trailers) => {
+                let ok = trailers.get("grpc-status").is_none_or(|v| v == "0");
+                if ok && this.malformed.load(Ordering::Acquire) {
+                    let status = Error::malformed(
+                        "grpc.reflection.ServerReflection/ServerReflectionInfo: \
+                         request is not a valid ServerReflectionRequest message",
+                    )
+                    .into_status();
+                    let (parts, _) = status.into_http::<Body>().into_parts();
+                    for name in ["grpc-status", "grpc-message"] {
+                        if let Some(v) = parts.headers.get(name) {
+                            trailers.insert(name, v.clone());
+                        }
+                    }
+                }
+                Frame::trailers(trailers)
+            }
+            Err(f) => f,
+        };
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -474,3 +474,18 @@ async fn an_idle_connection_is_closed_but_not_one_with_a_call_in_flight() {
         "the stream in flight is still open (no end, no error)"
     );
 }
+
+#[tokio::test]
+async fn a_garbage_reflection_request_is_internal_not_ok() {
+    let srv = TestServer::users().await;
+    let mut c = srv.client().await;
+    for path in [
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ] {
+        // Field 1 as a varint with no end: not a ServerReflectionRequest.
+        let err = c.raw_unary_to(path, "users.User", vec![0x08, 0xff, 0xff, 0xff]).await.unwrap_err();
+        assert_eq!(err.code(), Code::Internal, "{path}: {err:?}");
+        assert!(err.message().contains("ServerReflectionRequest"), "{path}: {}", err.message());
+    }
+}
