@@ -709,3 +709,47 @@ async fn a_second_signal_ends_the_drain_and_the_exit_code_says_so() {
     assert_eq!(code, Some(128 + 15), "a drain cut short is not exit 0");
     call.abort();
 }
+
+#[test]
+fn debug_logging_writes_one_line_per_rpc() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_protoserve"))
+        .arg("serve")
+        .arg(users_dir())
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "protoserve=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "server did not start listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let pool = protoserve::schema::load(&[users_dir()]).unwrap().pool().clone();
+        let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut c = crate::harness::Client { grpc: tonic::client::Grpc::new(channel), pool };
+        let req = c.msg("users.GetUserRequest", serde_json::json!({"user_id": "nobody"}));
+        let err = c.unary("/users.UserService/GetUser", req).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+    });
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let line = log
+        .lines()
+        .find(|l| l.contains("/users.UserService/GetUser"))
+        .unwrap_or_else(|| panic!("no line for the RPC in:\n{log}"));
+    assert!(line.contains("failed") && line.contains("User 'nobody' not found") && line.contains("took"), "{line}");
+}
