@@ -34,8 +34,13 @@ pub(crate) trait Responder: Send + Sync + fmt::Debug {
 }
 
 /// The chain in priority order. Adding a responder is one line here.
-pub(crate) fn chain(handlers: handler::Handlers, store: Arc<dyn crate::store::Store>) -> Vec<Arc<dyn Responder>> {
-    vec![Arc::new(handlers), Arc::new(store::StoreResponder::new(store))]
+/// `max_send` is the reply size limit, which the store checks before it writes.
+pub(crate) fn chain(
+    handlers: handler::Handlers,
+    store: Arc<dyn crate::store::Store>,
+    max_send: usize,
+) -> Vec<Arc<dyn Responder>> {
+    vec![Arc::new(handlers), Arc::new(store::StoreResponder::new(store, max_send))]
 }
 
 /// Resolves `method` against the chain: the first responder that answers it,

@@ -229,11 +229,12 @@ impl Plan {
         None
     }
 
-    /// Serves a unary method.
-    pub(crate) fn unary(&self, store: &dyn Store, req: DynamicMessage) -> Result<Reply, Error> {
+    /// Serves a unary method; `max` is the reply size limit.
+    pub(crate) fn unary(&self, store: &dyn Store, req: DynamicMessage, max: usize) -> Result<Reply, Error> {
         match self {
             Plan::Create { res, from } => {
                 let (id, bytes) = new_record(res, from, req);
+                fits(res, &bytes, max)?;
                 store.insert(res.table(), id, bytes.clone()).map_err(|e| exists(res, e))?;
                 Ok(Reply::Encoded(bytes))
             }
@@ -260,7 +261,9 @@ impl Plan {
                     for (f, v) in msg.fields() {
                         merged.set_field(&f, v.clone());
                     }
-                    Ok(Bytes::from(merged.encode_to_vec()))
+                    let bytes = Bytes::from(merged.encode_to_vec());
+                    fits(res, &bytes, max)?;
+                    Ok(bytes)
                 })?;
                 merged.map(Reply::Encoded).ok_or_else(|| res.not_found(&id))
             }
@@ -355,11 +358,14 @@ pub(crate) struct Convention {
     plan: Plan,
     shape: Option<FlatShape>,
     create: Option<FastCreate>,
+    /// The reply size limit: checked before anything is stored, so a call that
+    /// answers RESOURCE_EXHAUSTED has stored nothing.
+    max_send: usize,
 }
 
 impl Convention {
     /// Matches a method to a convention, or `None` when none applies.
-    pub(crate) fn resolve(method: &MethodDescriptor) -> Option<Convention> {
+    pub(crate) fn resolve(method: &MethodDescriptor, max_send: usize) -> Option<Convention> {
         let plan = Plan::resolve(method)?;
         let shape = FlatShape::of(&method.input());
         let create = match (&plan, &shape) {
@@ -370,7 +376,7 @@ impl Convention {
             ) => Some(FastCreate::new(res, pairs)),
             _ => None,
         };
-        Some(Convention { plan, shape, create })
+        Some(Convention { plan, shape, create, max_send })
     }
 
     /// One line saying what this convention does, for `check` and logs.
@@ -394,10 +400,11 @@ impl Convention {
             }
             (Plan::Create { res, .. }, Some(shape), Some(fast)) => {
                 let (id, bytes) = fast.record(res, shape, &input.raw).map_err(|e| input.malformed(e))?;
+                fits(res, &bytes, self.max_send)?;
                 store.insert(res.table(), id, bytes.clone()).map_err(|e| exists(res, e))?;
                 Ok(Reply::Encoded(bytes))
             }
-            _ => self.plan.unary(store, input.message()?),
+            _ => self.plan.unary(store, input.message()?, self.max_send),
         }
     }
 
@@ -433,6 +440,16 @@ impl Convention {
             for (id, _) in &records {
                 wire::put_string(&mut out, f.number(), id);
             }
+        }
+        if out.len() > self.max_send {
+            return Err(Error::too_large(format!(
+                "the reply to {} {} creates would be {} bytes, larger than the {}-byte limit \
+                 (see --max-message-size); nothing was stored",
+                records.len(),
+                res.display,
+                out.len(),
+                self.max_send
+            )));
         }
         store.insert_all(res.table(), records).map_err(|e| exists(res, e))?;
         Ok(Reply::Encoded(Bytes::from(out)))
@@ -520,6 +537,20 @@ fn new_id(field: &FieldDescriptor) -> String {
         FieldKind::String => uuid.to_string(),
         _ => ((uuid.as_u128() as u64) >> 11).max(1).to_string(),
     }
+}
+
+/// Refuses a record that could not be sent back (the reply to Create and Update
+/// is the record) before it is stored.
+fn fits(res: &Resource, bytes: &Bytes, max: usize) -> Result<(), Error> {
+    if bytes.len() > max {
+        return Err(Error::too_large(format!(
+            "the {} record would be {} bytes, larger than the {max}-byte reply limit \
+             (see --max-message-size); nothing was stored",
+            res.display,
+            bytes.len()
+        )));
+    }
+    Ok(())
 }
 
 fn exists(res: &Resource, e: InsertError) -> Error {
@@ -683,11 +714,13 @@ pub(crate) fn load_data(store: &dyn Store, pool: &DescriptorPool, path: &std::pa
 #[derive(Debug)]
 pub(crate) struct StoreResponder {
     store: Arc<dyn Store>,
+    /// The reply size limit (`--max-message-size`).
+    max_send: usize,
 }
 
 impl StoreResponder {
-    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub(crate) fn new(store: Arc<dyn Store>, max_send: usize) -> Self {
+        Self { store, max_send }
     }
 }
 
@@ -697,7 +730,7 @@ impl Responder for StoreResponder {
     }
 
     fn resolve(&self, method: &MethodDescriptor) -> Result<Option<Arc<dyn Respond>>, BuildError> {
-        Ok(Convention::resolve(method).map(|conv| {
+        Ok(Convention::resolve(method, self.max_send).map(|conv| {
             let route = StoreRoute { conv, store: self.store.clone() };
             Arc::new(StoreRouteRef(Arc::new(route))) as Arc<dyn Respond>
         }))

@@ -54,3 +54,66 @@ async fn concurrent_updates_of_one_record_never_lose_a_field() {
     }
     assert_eq!(lost, 0, "updates lost in 1,000 trials");
 }
+
+fn list_all<T>(c: &Client<T>) -> DynamicMessage {
+    c.msg("items.ListItemsRequest", json!({"page_size": 1000}))
+}
+
+async fn count_items(c: &mut Client) -> usize {
+    let page = c.unary("/items.Items/ListItems", list_all(c)).await.unwrap();
+    page.get_field_by_name("items").unwrap().as_list().unwrap().len()
+}
+
+/// A call that answers RESOURCE_EXHAUSTED because its reply would be too large
+/// has stored nothing (issue 12, item 2): Create, Update and BulkCreate.
+#[tokio::test]
+async fn a_reply_over_the_limit_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bulk.proto"),
+        r#"syntax = "proto3";
+package bulk;
+service Tags {
+  rpc BulkCreateTags(stream CreateTagRequest) returns (BulkCreateTagsResponse);
+  rpc ListTags(ListTagsRequest) returns (stream Tag);
+}
+message CreateTagRequest { string label = 1; }
+message Tag { string id = 1; string label = 2; }
+message ListTagsRequest { int32 page_size = 1; }
+message BulkCreateTagsResponse { int32 created_count = 1; repeated string tag_ids = 2; }
+"#,
+    )
+    .unwrap();
+    let srv = TestServer::start(items().schema_dir(dir.path()).max_message_size(200)).await;
+    let mut c = srv.client().await;
+
+    // The request (188 bytes) is under the limit; the record, with its two
+    // timestamps, is not.
+    let big = c.msg("items.CreateItemRequest", json!({"id": "big", "title": "x".repeat(180)}));
+    let err = c.unary("/items.Items/CreateItem", big).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("nothing was stored"), "{}", err.message());
+    assert_eq!(count_items(&mut c).await, 0);
+    let get = c.msg("items.GetItemRequest", json!({"item_id": "big"}));
+    assert_eq!(c.unary("/items.Items/GetItem", get).await.unwrap_err().code(), Code::NotFound);
+
+    // An update that would make the record too large leaves it as it was.
+    let small = c.msg("items.CreateItemRequest", json!({"id": "s", "title": "small"}));
+    let before = c.unary("/items.Items/CreateItem", small).await.unwrap();
+    let grow = item(&c, json!({"id": "s", "title": "y".repeat(185)}));
+    let err = c.unary("/items.Items/UpdateItem", grow).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    let get = c.msg("items.GetItemRequest", json!({"item_id": "s"}));
+    assert_eq!(c.unary("/items.Items/GetItem", get).await.unwrap(), before);
+
+    // Six small creates whose reply (six UUIDs) is over the limit: none stored.
+    let reqs = (0..6).map(|i| c.msg("bulk.CreateTagRequest", json!({"label": format!("t{i}")}))).collect();
+    let err = c.client_stream("/bulk.Tags/BulkCreateTags", reqs).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("nothing was stored"), "{}", err.message());
+    let tags = c.server_stream("/bulk.Tags/ListTags", c.msg("bulk.ListTagsRequest", json!({"page_size": 100})));
+    assert!(tags.await.unwrap().is_empty(), "no tag was stored");
+    // Two fit.
+    let reqs = (0..2).map(|i| c.msg("bulk.CreateTagRequest", json!({"label": format!("t{i}")}))).collect();
+    c.client_stream("/bulk.Tags/BulkCreateTags", reqs).await.unwrap();
+}
