@@ -20,9 +20,10 @@ use prost_reflect::{
 
 use super::{Respond, Responder};
 use crate::Error;
-use crate::call::{Answer, BoxFuture, CallRequest, Input, Kind, Reply};
+use crate::call::{Answer, BoxFuture, CallRequest, Exchange, Input, Kind, Reply};
 use crate::error::BuildError;
 use crate::store::{InsertError, Store};
+use crate::validate::{self, Naming, Validation};
 use crate::wire::{self, FlatShape};
 
 /// The resource message a convention works on.
@@ -416,19 +417,28 @@ impl Convention {
         }
     }
 
-    /// Serves a client-streaming bulk create, all or nothing.
-    pub(crate) fn bulk(&self, store: &dyn Store, inputs: Vec<Input>) -> Result<Reply, Error> {
+    /// Serves a client-streaming bulk create, all or nothing: every request is
+    /// read and validated before any is stored, and an error names the position
+    /// of the message that failed (`requests[3]`, also in BadRequest field paths).
+    pub(crate) fn bulk(&self, store: &dyn Store, ex: &Exchange, frames: Vec<Bytes>) -> Result<Reply, Error> {
         let Plan::BulkCreate { res, from, count, ids } = &self.plan else {
             return Err(Error::internal("not a client-streaming convention"));
         };
+        let inputs = frames
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| checked_as(ex, ex.input(raw), Naming::InStream(i)).map_err(|e| in_stream(e, i)))
+            .collect::<Result<Vec<_>, _>>()?;
         let records = match (&self.shape, &self.create) {
             (Some(shape), Some(fast)) => inputs
                 .iter()
-                .map(|i| fast.record(res, shape, &i.raw).map_err(|e| i.malformed(e)))
+                .enumerate()
+                .map(|(n, i)| fast.record(res, shape, &i.raw).map_err(|e| in_stream(i.malformed(e), n)))
                 .collect::<Result<Vec<_>, _>>()?,
             _ => inputs
                 .into_iter()
-                .map(|i| i.message().map(|m| new_record(res, from, m)))
+                .enumerate()
+                .map(|(n, i)| i.message().map(|m| new_record(res, from, m)).map_err(|e| in_stream(e, n)))
                 .collect::<Result<Vec<_>, _>>()?,
         };
         // The response, written straight to the wire: the count, then the ids in order.
@@ -454,6 +464,24 @@ impl Convention {
         store.insert_all(res.table(), records).map_err(|e| exists(res, e))?;
         Ok(Reply::Encoded(Bytes::from(out)))
     }
+}
+
+/// Validates a request like `Exchange::checked`, reporting violations as `naming` says.
+fn checked_as(ex: &Exchange, mut input: Input, naming: Naming) -> Result<Input, Error> {
+    match &ex.route.validation {
+        Validation::None => {}
+        Validation::Native(rules) => {
+            rules.check_raw_as(&input.raw, naming).map_err(|e| e.unwrap_or_else(|bad| input.malformed(bad)))?
+        }
+        Validation::Full => validate::check_as(ex.snap.validator(), input.message_ref()?, naming)?,
+    }
+    Ok(input)
+}
+
+/// Names the position of a client stream's message in a malformed-request error
+/// (validation errors name it in their field paths already).
+fn in_stream(e: Error, i: usize) -> Error {
+    if e.is_malformed() { Error::malformed(format!("requests[{i}]: {e}")) } else { e }
 }
 
 /// Create without dynamic messages: re-tag the request's fields to the resource's
@@ -769,9 +797,7 @@ impl Respond for StoreRouteRef {
                     // All or nothing: read (and validate) every request before storing any.
                     let (ex, frames) = call.into_streaming();
                     let frames: Vec<Bytes> = frames.try_collect().await?;
-                    let inputs =
-                        frames.into_iter().map(|raw| ex.checked(ex.input(raw))).collect::<Result<Vec<_>, _>>()?;
-                    Ok(Answer::one(conv.bulk(store, inputs)?))
+                    Ok(Answer::one(conv.bulk(store, &ex, frames)?))
                 }
                 Kind::Bidi => Err(Error::internal(format!("{}: no store convention is bidi-streaming", call.path()))),
             }

@@ -117,3 +117,42 @@ message BulkCreateTagsResponse { int32 created_count = 1; repeated string tag_id
     let reqs = (0..2).map(|i| c.msg("bulk.CreateTagRequest", json!({"label": format!("t{i}")}))).collect();
     c.client_stream("/bulk.Tags/BulkCreateTags", reqs).await.unwrap();
 }
+
+fn people() -> protoserve::Builder {
+    Server::builder().schema_dir(root().join("tests/data/store_keys"))
+}
+
+/// A failed BulkCreate names the position of the streamed message that failed,
+/// in the message and the BadRequest field path (issue 11, item 19): with rules
+/// checked on the wire (users) and by the full validator (people).
+#[tokio::test]
+async fn a_failed_bulk_create_names_the_failing_message() {
+    let srv = TestServer::users().await;
+    let mut c = srv.client().await;
+    let user = |c: &Client, email: &str| c.msg("users.CreateUserRequest", json!({"name": "n", "email": email}));
+    let reqs = vec![user(&c, "a@x"), user(&c, "b@x"), user(&c, "c@x"), user(&c, "nope"), user(&c, "e@x")];
+    let err = c.client_stream("/users.UserService/BulkCreateUsers", reqs).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(err.message(), "requests[3].email: Invalid email address");
+    assert_eq!(bad_request_violations(&err), [("requests[3].email".to_owned(), "Invalid email address".to_owned())]);
+
+    // A message that does not decode (field 3, `age`, sent as a string) is named too.
+    let wrong = c.msg("users.User", json!({"email": "x"}));
+    let reqs = vec![user(&c, "a@x"), user(&c, "b@x"), wrong];
+    let err = c.client_stream("/users.UserService/BulkCreateUsers", reqs).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert!(err.message().starts_with("requests[2]: "), "{}", err.message());
+    let all = c.server_stream("/users.UserService/ListUsers", c.msg("users.ListUsersRequest", json!({})));
+    assert!(all.await.unwrap().is_empty(), "nothing was created");
+
+    let srv = TestServer::start(people()).await;
+    let mut c = srv.client().await;
+    let member = |c: &Client, email: &str| c.msg("members.CreateMemberRequest", json!({"email": email}));
+    let reqs = vec![member(&c, "a@x"), member(&c, "")];
+    let err = c.client_stream("/members.Members/BulkCreateMembers", reqs).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let violations = bad_request_violations(&err);
+    assert_eq!(violations.len(), 1);
+    assert_eq!(violations[0].0, "requests[1].email");
+    assert!(err.message().starts_with("requests[1].email: "), "{}", err.message());
+}
