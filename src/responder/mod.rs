@@ -28,6 +28,12 @@ pub(crate) trait Responder: Send + Sync + fmt::Debug {
     /// An error refuses the whole schema (e.g. a handler of the wrong kind).
     fn resolve(&self, method: &MethodDescriptor) -> Result<Option<Arc<dyn Respond>>, BuildError>;
 
+    /// Why this responder does not answer `method` although it looked like one
+    /// it would (for `check` and the UNIMPLEMENTED message); `None` otherwise.
+    fn explain(&self, _method: &MethodDescriptor) -> Option<String> {
+        None
+    }
+
     /// Called once per schema with a lookup of the schema's paths, to warn about
     /// anything registered for a method the schema does not have.
     fn unmatched(&self, _routes: &dyn Fn(&str) -> bool) {}
@@ -52,25 +58,36 @@ pub(crate) fn resolve(chain: &[Arc<dyn Responder>], method: &MethodDescriptor) -
             return Ok(answer);
         }
     }
-    Ok(Arc::new(Unimplemented::for_method(method)))
+    let why: Vec<String> =
+        chain.iter().filter_map(|r| r.explain(method).map(|why| format!("{}: {why}", r.name()))).collect();
+    Ok(Arc::new(Unimplemented::for_method(method, &why)))
 }
 
 /// The end of the chain: UNIMPLEMENTED, saying how to serve the method.
 #[derive(Debug)]
 pub(crate) struct Unimplemented {
     message: String,
+    /// Why responders that nearly answered it did not (`store: ...`).
+    why: String,
 }
 
 impl Unimplemented {
-    fn for_method(method: &MethodDescriptor) -> Self {
+    fn for_method(method: &MethodDescriptor, why: &[String]) -> Self {
         let name = format!("{}/{}", method.parent_service().full_name(), method.name());
-        Self {
-            message: format!(
+        let why = why.join("; ");
+        let message = if why.is_empty() {
+            format!(
                 "{name} is not implemented: no handler is registered for it and its name \
                  follows no resource-store convention (Create/Get/List/Update/Delete/BulkCreate<X>); \
                  register a handler for \"{name}\" in Rust"
-            ),
-        }
+            )
+        } else {
+            format!(
+                "{name} is not implemented: no handler is registered for it and no resource-store \
+                 convention fits it ({why}); register a handler for \"{name}\" in Rust"
+            )
+        };
+        Self { message, why }
     }
 }
 
@@ -80,6 +97,10 @@ impl Respond for Unimplemented {
     }
 
     fn describe(&self) -> String {
-        "UNIMPLEMENTED (no handler, no convention)".to_owned()
+        if self.why.is_empty() {
+            "UNIMPLEMENTED (no handler, no convention)".to_owned()
+        } else {
+            format!("UNIMPLEMENTED (no handler; {})", self.why)
+        }
     }
 }

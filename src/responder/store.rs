@@ -32,7 +32,9 @@ pub(crate) struct Resource {
     msg: MessageDescriptor,
     /// Short name used in messages: `User`.
     display: String,
-    /// The field that identifies a record (`id` or `name`).
+    /// The field that identifies a record: its own `<x>_id`, `id` or `name`
+    /// (the first present of a key type). Without one, records get a hidden key
+    /// and can be listed but not fetched.
     id: Option<FieldDescriptor>,
     /// `created_at` / `create_time`, set on create.
     created: Option<FieldDescriptor>,
@@ -43,9 +45,10 @@ pub(crate) struct Resource {
 impl Resource {
     fn new(msg: MessageDescriptor) -> Self {
         let field = |names: &[&str]| names.iter().find_map(|n| msg.get_field_by_name(n));
+        let own = format!("{}_id", snake_case(msg.name()));
         Resource {
             display: msg.name().to_owned(),
-            id: field(&["id", "name"]).filter(is_key_kind),
+            id: [own.as_str(), "id", "name"].iter().filter_map(|n| msg.get_field_by_name(n)).find(is_key_kind),
             created: field(&["created_at", "create_time"]).filter(is_time_field),
             updated: field(&["updated_at", "update_time"]).filter(is_time_field),
             msg,
@@ -54,6 +57,27 @@ impl Resource {
 
     fn table(&self) -> &str {
         self.msg.full_name()
+    }
+
+    /// The names a key field may have, for messages: `person_id, id or name`.
+    fn key_names(&self) -> String {
+        format!("{}_id, id or name", snake_case(&self.display))
+    }
+
+    /// How records are keyed, for `check`: ` (key person_id, generated when empty)`.
+    fn key_note(&self) -> String {
+        match &self.id {
+            Some(k) => format!(" (key {}, generated when empty)", k.name()),
+            None => {
+                format!(" (no {} field: records get a hidden key and can be listed, not fetched)", self.key_names())
+            }
+        }
+    }
+
+    /// `GetPersonRequest.person_id = Person.person_id`, for `check`.
+    fn lookup(&self, key: &FieldDescriptor) -> String {
+        let own = self.id.as_ref().map_or("?", |f| f.name());
+        format!("{}.{} = {}.{own}", key.parent_message().name(), key.name(), self.display)
     }
 
     fn not_found(&self, id: &str) -> Error {
@@ -91,11 +115,11 @@ pub(crate) enum Source {
 }
 
 impl Source {
-    fn resolve(input: &MessageDescriptor, res: &Resource) -> Option<Source> {
+    fn resolve(input: &MessageDescriptor, res: &Resource) -> Result<Source, Miss> {
         if let Some(f) =
             input.fields().find(|f| !f.is_list() && matches!(f.kind(), FieldKind::Message(m) if m == res.msg))
         {
-            return Some(Source::Embedded(f));
+            return Ok(Source::Embedded(f));
         }
         let pairs: Vec<_> = input
             .fields()
@@ -104,7 +128,15 @@ impl Source {
                 (of.kind() == rf.kind() && of.cardinality() == rf.cardinality()).then_some((rf, of))
             })
             .collect();
-        (!pairs.is_empty()).then_some(Source::Fields(pairs))
+        require(!pairs.is_empty(), || {
+            format!(
+                "{} has no {} field and no field of the same name and type as one of {}'s",
+                input.name(),
+                res.display,
+                res.display
+            )
+        })?;
+        Ok(Source::Fields(pairs))
     }
 
     /// Builds the resource from the request, moving field values (no copies).
@@ -127,13 +159,39 @@ impl Source {
     }
 }
 
-/// Which request field names the record to read, update or delete.
-fn key_field(input: &MessageDescriptor, res: &Resource) -> Option<FieldDescriptor> {
-    let snake = snake_case(&res.display);
-    [format!("{snake}_id"), "id".to_owned(), "name".to_owned()]
-        .iter()
-        .find_map(|n| input.get_field_by_name(n))
-        .filter(is_key_kind)
+/// Which request field names the record to read or delete: a field named like
+/// the resource's key, else `<x>_id` or `id` (`name` only names a record of a
+/// resource keyed by `name`).
+fn key_field(input: &MessageDescriptor, res: &Resource) -> Result<FieldDescriptor, Miss> {
+    let Some(key) = &res.id else {
+        return Err(Miss::Why(format!("{} has no {} field to find records by", res.display, res.key_names())));
+    };
+    let own = format!("{}_id", snake_case(&res.display));
+    let mut names = vec![key.name(), own.as_str(), "id"];
+    names.dedup();
+    names.iter().filter_map(|n| input.get_field_by_name(n)).find(is_key_kind).ok_or_else(|| {
+        Miss::Why(format!(
+            "{} has no {} field naming the {} (keyed by {})",
+            input.name(),
+            names.join(" or "),
+            res.display,
+            key.name()
+        ))
+    })
+}
+
+/// Why a method is not served by the store.
+#[derive(Debug)]
+enum Miss {
+    /// Its name follows no convention.
+    NoConvention,
+    /// Its name looks like one, but the schema does not fit; says why.
+    Why(String),
+}
+
+/// `Err(Miss::Why(..))` unless `ok`.
+fn require(ok: bool, why: impl FnOnce() -> String) -> Result<(), Miss> {
+    if ok { Ok(()) } else { Err(Miss::Why(why())) }
 }
 
 /// A resolved convention for one method.
@@ -157,8 +215,9 @@ pub(crate) struct ListPlan {
 }
 
 impl Plan {
-    /// Matches a method to a convention, or `None` when none applies.
-    fn resolve(method: &MethodDescriptor) -> Option<Plan> {
+    /// Matches a method to a convention: `Miss::NoConvention` when its name
+    /// follows none, `Miss::Why` when it does but the schema does not fit.
+    fn resolve(method: &MethodDescriptor) -> Result<Plan, Miss> {
         let pool = method.parent_pool();
         let package = method.parent_service().package_name().to_owned();
         let name = method.name();
@@ -166,12 +225,27 @@ impl Plan {
         let output = method.output();
         let kind = Kind::of(method);
         let find = |x: &str| resource(pool, &package, x, &output);
+        let find_one = |x: &str| {
+            find(x).ok_or_else(|| Miss::Why(format!("no message {x} in package '{package}' (nor as the output type)")))
+        };
+        let find_plural = |x: &str| {
+            let candidates = plural_candidates(x);
+            candidates.iter().find_map(|c| find(c)).ok_or_else(|| {
+                Miss::Why(format!(
+                    "none of {} is a message in package '{package}' (nor the output type)",
+                    candidates.join(", ")
+                ))
+            })
+        };
+        let unary_returning = |res: &Resource| {
+            require(kind == Kind::Unary && output == res.msg, || {
+                format!("{name} must be unary and return {}, not {} {}", res.display, kind.name(), output.name())
+            })
+        };
 
         if let Some(x) = name.strip_prefix("BulkCreate") {
-            if kind != Kind::ClientStreaming {
-                return None;
-            }
-            let res = plural_candidates(x).into_iter().find_map(|c| find(&c))?;
+            let res = find_plural(x)?;
+            require(kind == Kind::ClientStreaming, || format!("{name} must be client-streaming, not {}", kind.name()))?;
             let from = Source::resolve(&input, &res)?;
             let count = output.fields().find(|f| {
                 f.name().ends_with("count")
@@ -180,61 +254,74 @@ impl Plan {
             });
             let ids =
                 output.fields().find(|f| f.is_list() && f.kind() == FieldKind::String && f.name().ends_with("ids"));
-            return Some(Plan::BulkCreate { res, from, count, ids });
+            return Ok(Plan::BulkCreate { res, from, count, ids });
         }
         if let Some(x) = name.strip_prefix("Create") {
-            let res = find(x)?;
-            (kind == Kind::Unary && output == res.msg).then_some(())?;
+            let res = find_one(x)?;
+            unary_returning(&res)?;
             let from = Source::resolve(&input, &res)?;
-            return Some(Plan::Create { res, from });
+            return Ok(Plan::Create { res, from });
         }
         if let Some(x) = name.strip_prefix("Get") {
-            let res = find(x)?;
-            (kind == Kind::Unary && output == res.msg).then_some(())?;
+            let res = find_one(x)?;
+            unary_returning(&res)?;
             let key = key_field(&input, &res)?;
-            return Some(Plan::Get { res, key });
+            return Ok(Plan::Get { res, key });
         }
         if let Some(x) = name.strip_prefix("Update") {
-            let res = find(x)?;
-            (kind == Kind::Unary && output == res.msg && res.id.is_some()).then_some(())?;
+            let res = find_one(x)?;
+            unary_returning(&res)?;
+            require(res.id.is_some(), || {
+                format!("{} has no {} field to find records by", res.display, res.key_names())
+            })?;
             let from = Source::resolve(&input, &res)?;
-            return Some(Plan::Update { res, from });
+            return Ok(Plan::Update { res, from });
         }
         if let Some(x) = name.strip_prefix("Delete") {
-            let res = find(x)?;
-            (kind == Kind::Unary).then_some(())?;
+            let res = find_one(x)?;
+            require(kind == Kind::Unary, || format!("{name} must be unary, not {}", kind.name()))?;
             let key = key_field(&input, &res)?;
-            return Some(Plan::Delete { res, key, output });
+            return Ok(Plan::Delete { res, key, output });
         }
         if let Some(x) = name.strip_prefix("List") {
-            let res = plural_candidates(x).into_iter().find_map(|c| find(&c))?;
+            let res = find_plural(x)?;
             let page_size = input.get_field_by_name("page_size").filter(|f| {
                 !f.is_list()
                     && matches!(f.kind(), FieldKind::Int32 | FieldKind::Int64 | FieldKind::Uint32 | FieldKind::Uint64)
             });
             let page_token =
                 input.get_field_by_name("page_token").filter(|f| f.kind() == FieldKind::String && !f.is_list());
+            let shape = || {
+                format!(
+                    "{name} must stream {0} (returns (stream {0})) or be unary returning a message \
+                     with a repeated {0} field; it is {1} returning {2}",
+                    res.display,
+                    kind.name(),
+                    output.name()
+                )
+            };
             let unary = match kind {
                 Kind::ServerStreaming if output == res.msg => None,
                 Kind::Unary => {
                     let items = output
                         .fields()
-                        .find(|f| f.is_list() && matches!(f.kind(), FieldKind::Message(m) if m == res.msg))?;
+                        .find(|f| f.is_list() && matches!(f.kind(), FieldKind::Message(m) if m == res.msg))
+                        .ok_or_else(|| Miss::Why(shape()))?;
                     let next = output.get_field_by_name("next_page_token").filter(|f| f.kind() == FieldKind::String);
-                    Some((output, items, next))
+                    Some((output.clone(), items, next))
                 }
-                _ => return None,
+                _ => return Err(Miss::Why(shape())),
             };
-            return Some(Plan::List(ListPlan { res, page_size, page_token, unary }));
+            return Ok(Plan::List(ListPlan { res, page_size, page_token, unary }));
         }
-        None
+        Err(Miss::NoConvention)
     }
 
     /// Serves a unary method; `max` is the reply size limit.
     pub(crate) fn unary(&self, store: &dyn Store, req: DynamicMessage, max: usize) -> Result<Reply, Error> {
         match self {
             Plan::Create { res, from } => {
-                let (id, bytes) = new_record(res, from, req);
+                let (id, bytes) = new_record(res, from, req, &mut in_table(store, res));
                 fits(res, &bytes, max)?;
                 store.insert(res.table(), id, bytes.clone()).map_err(|e| exists(res, e))?;
                 Ok(Reply::Encoded(bytes))
@@ -309,12 +396,12 @@ impl Plan {
     /// One line saying what this convention does, for `check` and logs.
     pub(crate) fn describe(&self) -> String {
         match self {
-            Plan::Create { res, .. } => format!("store: create {}", res.display),
-            Plan::Get { res, key } => format!("store: get {} by {}", res.display, key.name()),
+            Plan::Create { res, .. } => format!("store: create {}{}", res.display, res.key_note()),
+            Plan::Get { res, key } => format!("store: get {} by {}", res.display, res.lookup(key)),
             Plan::List(l) => format!("store: list {}", l.res.display),
-            Plan::BulkCreate { res, .. } => format!("store: bulk create {}", res.display),
-            Plan::Update { res, .. } => format!("store: update {}", res.display),
-            Plan::Delete { res, .. } => format!("store: delete {}", res.display),
+            Plan::BulkCreate { res, .. } => format!("store: bulk create {}{}", res.display, res.key_note()),
+            Plan::Update { res, .. } => format!("store: update {}{}", res.display, res.key_note()),
+            Plan::Delete { res, key, .. } => format!("store: delete {} by {}", res.display, res.lookup(key)),
         }
     }
 }
@@ -366,7 +453,7 @@ pub(crate) struct Convention {
 
 impl Convention {
     /// Matches a method to a convention, or `None` when none applies.
-    pub(crate) fn resolve(method: &MethodDescriptor, max_send: usize) -> Option<Convention> {
+    fn resolve(method: &MethodDescriptor, max_send: usize) -> Result<Convention, Miss> {
         let plan = Plan::resolve(method)?;
         let shape = FlatShape::of(&method.input());
         let create = match (&plan, &shape) {
@@ -377,7 +464,7 @@ impl Convention {
             ) => Some(FastCreate::new(res, pairs)),
             _ => None,
         };
-        Some(Convention { plan, shape, create, max_send })
+        Ok(Convention { plan, shape, create, max_send })
     }
 
     /// One line saying what this convention does, for `check` and logs.
@@ -400,7 +487,8 @@ impl Convention {
                 store.get(res.table(), &id)?.map(Reply::Encoded).ok_or_else(|| res.not_found(&id))
             }
             (Plan::Create { res, .. }, Some(shape), Some(fast)) => {
-                let (id, bytes) = fast.record(res, shape, &input.raw).map_err(|e| input.malformed(e))?;
+                let (id, bytes) =
+                    fast.record(res, shape, &input.raw, &mut in_table(store, res)).map_err(|e| input.malformed(e))?;
                 fits(res, &bytes, self.max_send)?;
                 store.insert(res.table(), id, bytes.clone()).map_err(|e| exists(res, e))?;
                 Ok(Reply::Encoded(bytes))
@@ -429,16 +517,18 @@ impl Convention {
             .enumerate()
             .map(|(i, raw)| checked_as(ex, ex.input(raw), Naming::InStream(i)).map_err(|e| in_stream(e, i)))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut batch = std::collections::HashSet::new();
+        let mut taken = in_table_or_batch(store, res, &mut batch);
         let records = match (&self.shape, &self.create) {
             (Some(shape), Some(fast)) => inputs
                 .iter()
                 .enumerate()
-                .map(|(n, i)| fast.record(res, shape, &i.raw).map_err(|e| in_stream(i.malformed(e), n)))
+                .map(|(n, i)| fast.record(res, shape, &i.raw, &mut taken).map_err(|e| in_stream(i.malformed(e), n)))
                 .collect::<Result<Vec<_>, _>>()?,
             _ => inputs
                 .into_iter()
                 .enumerate()
-                .map(|(n, i)| i.message().map(|m| new_record(res, from, m)).map_err(|e| in_stream(e, n)))
+                .map(|(n, i)| i.message().map(|m| new_record(res, from, m, &mut taken)).map_err(|e| in_stream(e, n)))
                 .collect::<Result<Vec<_>, _>>()?,
         };
         // The response, written straight to the wire: the count, then the ids in order.
@@ -510,7 +600,13 @@ impl FastCreate {
         }
     }
 
-    fn record(&self, res: &Resource, shape: &FlatShape, raw: &[u8]) -> Result<(String, Bytes), String> {
+    fn record(
+        &self,
+        res: &Resource,
+        shape: &FlatShape,
+        raw: &[u8],
+        taken: Taken<'_>,
+    ) -> Result<(String, Bytes), String> {
         let mut out = Vec::with_capacity(raw.len() + 64);
         let mut given = None;
         wire::walk(raw, shape, |f| {
@@ -525,7 +621,7 @@ impl FastCreate {
             Some(idf) => {
                 let given = given.map(|f| wire::key_of(idf, &f)).unwrap_or_default();
                 if needs_new_id(idf, &given) {
-                    let fresh = new_id(idf);
+                    let fresh = new_id(idf, taken);
                     match idf.kind() {
                         FieldKind::String => wire::put_string(&mut out, idf.number(), &fresh),
                         _ => wire::put_varint(&mut out, idf.number(), fresh.parse().unwrap_or(1)),
@@ -558,13 +654,44 @@ fn needs_new_id(field: &FieldDescriptor, given: &str) -> bool {
     }
 }
 
-/// A fresh id: a UUID v4 for strings, a random positive 53-bit number otherwise.
-fn new_id(field: &FieldDescriptor) -> String {
-    let uuid = uuid::Uuid::new_v4();
-    match field.kind() {
-        FieldKind::String => uuid.to_string(),
-        _ => ((uuid.as_u128() as u64) >> 11).max(1).to_string(),
+/// Says whether another record has an id already (to draw a generated one again).
+type Taken<'a> = &'a mut dyn FnMut(&str) -> bool;
+
+/// A fresh id that fits the field: a UUID v4 for strings; for integers a random
+/// positive number in the field's range (31 bits for int32, 32 for uint32, 53 for
+/// 64-bit fields, exact in JSON clients' doubles), drawn again while `taken`
+/// says another record has it (small ranges collide).
+fn new_id(field: &FieldDescriptor, taken: Taken<'_>) -> String {
+    let bits = match field.kind() {
+        FieldKind::String => return uuid::Uuid::new_v4().to_string(),
+        FieldKind::Int32 => 31,
+        FieldKind::Uint32 => 32,
+        _ => 53,
+    };
+    let mut id = String::new();
+    for _ in 0..64 {
+        let n = (uuid::Uuid::new_v4().as_u128() as u64) >> (64 - bits);
+        id = n.max(1).to_string();
+        if !taken(&id) {
+            break;
+        }
     }
+    id
+}
+
+/// `taken` for one record: is the id in the table already?
+fn in_table<'a>(store: &'a dyn Store, res: &'a Resource) -> impl FnMut(&str) -> bool + 'a {
+    move |id| store.get(res.table(), id).ok().flatten().is_some()
+}
+
+/// `taken` for a batch: in the table, or generated earlier in the batch (a
+/// generated id is remembered as it is handed out).
+fn in_table_or_batch<'a>(
+    store: &'a dyn Store,
+    res: &'a Resource,
+    batch: &'a mut std::collections::HashSet<String>,
+) -> impl FnMut(&str) -> bool + 'a {
+    move |id| batch.contains(id) || store.get(res.table(), id).ok().flatten().is_some() || !batch.insert(id.to_owned())
 }
 
 /// Refuses a record that could not be sent back (the reply to Create and Update
@@ -590,13 +717,13 @@ fn exists(res: &Resource, e: InsertError) -> Error {
 
 /// Builds and encodes a new record: fields from the request, a UUID v4 for an empty
 /// string id, a sequence number for a zero integer id, `created_at` = now.
-fn new_record(res: &Resource, from: &Source, req: DynamicMessage) -> (String, Bytes) {
+fn new_record(res: &Resource, from: &Source, req: DynamicMessage, taken: Taken<'_>) -> (String, Bytes) {
     let mut msg = from.build(res, req);
     let id;
     if let Some(f) = &res.id {
         let mut given = key_string(&msg.get_field(f));
         if needs_new_id(f, &given) {
-            given = new_id(f);
+            given = new_id(f, taken);
             match f.kind() {
                 FieldKind::String => msg.set_field(f, Value::String(given.clone())),
                 _ => msg.set_field(f, int_value(f, given.parse().unwrap_or(1))),
@@ -758,10 +885,17 @@ impl Responder for StoreResponder {
     }
 
     fn resolve(&self, method: &MethodDescriptor) -> Result<Option<Arc<dyn Respond>>, BuildError> {
-        Ok(Convention::resolve(method, self.max_send).map(|conv| {
+        Ok(Convention::resolve(method, self.max_send).ok().map(|conv| {
             let route = StoreRoute { conv, store: self.store.clone() };
             Arc::new(StoreRouteRef(Arc::new(route))) as Arc<dyn Respond>
         }))
+    }
+
+    fn explain(&self, method: &MethodDescriptor) -> Option<String> {
+        match Plan::resolve(method) {
+            Err(Miss::Why(why)) => Some(why),
+            _ => None,
+        }
     }
 }
 

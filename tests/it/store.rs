@@ -156,3 +156,118 @@ async fn a_failed_bulk_create_names_the_failing_message() {
     assert_eq!(violations[0].0, "requests[1].email");
     assert!(err.message().starts_with("requests[1].email: "), "{}", err.message());
 }
+
+/// What `check` prints for the store-keys schemas, one line per method.
+fn check_lines() -> Vec<String> {
+    let config =
+        protoserve::CheckConfig { roots: vec![root().join("tests/data/store_keys")], descriptor_set_out: None };
+    protoserve::check(&config).unwrap().lines().map(|l| l.trim().to_owned()).collect()
+}
+
+fn line_for(lines: &[String], path: &str) -> String {
+    lines.iter().find(|l| l.starts_with(&format!("{path} "))).cloned().unwrap_or_else(|| panic!("{path}: {lines:#?}"))
+}
+
+/// A resource keyed by its own `<x>_id` is stored under it, generated when
+/// empty, and `check` says so (issue 11, item 1).
+#[tokio::test]
+async fn a_resource_is_keyed_by_its_own_x_id() {
+    let srv = TestServer::start(people()).await;
+    let mut c = srv.client().await;
+    let create = |c: &Client, v: serde_json::Value| c.msg("people.CreatePersonRequest", v);
+    let get = |c: &Client, id: &str| c.msg("people.GetPersonRequest", json!({"person_id": id}));
+
+    let p1 = c.unary("/people.People/CreatePerson", create(&c, json!({"person_id": "p1", "email": "p@x"}))).await;
+    assert_eq!(get_str(&p1.unwrap(), "person_id"), "p1");
+    let got = c.unary("/people.People/GetPerson", get(&c, "p1")).await.unwrap();
+    assert_eq!(get_str(&got, "email"), "p@x");
+    let dup = c.unary("/people.People/CreatePerson", create(&c, json!({"person_id": "p1", "email": "q@x"})));
+    let dup = dup.await.unwrap_err();
+    assert_eq!((dup.code(), dup.message()), (Code::AlreadyExists, "Person 'p1' already exists"));
+
+    // Two creates with an empty key get two generated keys, each readable.
+    let mut ids = Vec::new();
+    for email in ["a@x", "b@x"] {
+        let p = c.unary("/people.People/CreatePerson", create(&c, json!({"email": email}))).await.unwrap();
+        let id = get_str(&p, "person_id");
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "generated {id:?}");
+        let got = c.unary("/people.People/GetPerson", get(&c, &id)).await.unwrap();
+        assert_eq!(got, p);
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1]);
+    let del = c.unary("/people.People/DeletePerson", get(&c, &ids[0])).await.unwrap();
+    assert_eq!(get_str(&del, "email"), "a@x");
+
+    let lines = check_lines();
+    assert!(
+        line_for(&lines, "/people.People/CreatePerson")
+            .ends_with("store: create Person (key person_id, generated when empty)"),
+        "{lines:#?}"
+    );
+    assert!(
+        line_for(&lines, "/people.People/GetPerson")
+            .ends_with("store: get Person by GetPersonRequest.person_id = Person.person_id"),
+        "{lines:#?}"
+    );
+}
+
+/// Generated ids fit int32 and uint32 fields, and Get/Update/Delete find the
+/// record by the id the client received (issue 11, item 2).
+#[tokio::test]
+async fn generated_integer_ids_fit_their_fields() {
+    let srv = TestServer::start(Server::builder().schema_dir(root().join("tests/data/store_keys"))).await;
+    let mut c = srv.client().await;
+    for i in 0..40 {
+        let t = c.unary("/tickets.Tickets/CreateTicket", c.msg("tickets.Ticket", json!({"title": "t"}))).await.unwrap();
+        let id = t.get_field_by_name("ticket_id").unwrap().as_i32().unwrap();
+        assert!(id > 0, "ticket_id {id}");
+        let key = c.msg("tickets.TicketKey", json!({"ticket_id": id}));
+        assert_eq!(c.unary("/tickets.Tickets/GetTicket", key.clone()).await.unwrap(), t);
+        let upd = c.msg("tickets.Ticket", json!({"ticket_id": id, "title": format!("u{i}")}));
+        let upd = c.unary("/tickets.Tickets/UpdateTicket", upd).await.unwrap();
+        assert_eq!(get_str(&upd, "title"), format!("u{i}"));
+        c.unary("/tickets.Tickets/DeleteTicket", key.clone()).await.unwrap();
+        let gone = c.unary("/tickets.Tickets/GetTicket", key).await.unwrap_err();
+        assert_eq!(gone.code(), Code::NotFound);
+
+        let b = c.unary("/tickets.Tickets/CreateBadge", c.msg("tickets.Badge", json!({"label": "b"}))).await.unwrap();
+        let id = b.get_field_by_name("id").unwrap().as_u32().unwrap();
+        assert!(id > 0);
+        let key = c.msg("tickets.Badge", json!({"id": id}));
+        assert_eq!(c.unary("/tickets.Tickets/GetBadge", key).await.unwrap(), b);
+    }
+    // Bulk creates get fitting ids too, and report them as the keys they are.
+    let reqs = (0..20).map(|_| c.msg("tickets.Ticket", json!({"title": "bulk"}))).collect();
+    let resp = c.client_stream("/tickets.Tickets/BulkCreateTickets", reqs).await.unwrap();
+    let ids = resp.get_field_by_name("ticket_ids").unwrap().as_list().unwrap().to_vec();
+    assert_eq!(ids.len(), 20);
+    for id in ids {
+        let id: i32 = id.as_str().unwrap().parse().expect("an int32");
+        let key = c.msg("tickets.TicketKey", json!({"ticket_id": id}));
+        assert_eq!(get_str(&c.unary("/tickets.Tickets/GetTicket", key).await.unwrap(), "title"), "bulk");
+    }
+}
+
+/// A method named like a convention that does not fit answers UNIMPLEMENTED
+/// saying why, and `check` says it too (issue 11, item 6).
+#[tokio::test]
+async fn check_and_unimplemented_say_why_a_convention_did_not_fit() {
+    let lines = check_lines();
+    let list = line_for(&lines, "/tickets.Tickets/ListTickets");
+    assert!(list.contains("UNIMPLEMENTED") && list.contains("ListTickets must stream Ticket"), "{list}");
+    let get = line_for(&lines, "/tickets.Tickets/GetEvent");
+    assert!(get.contains("Event has no event_id, id or name field to find records by"), "{get}");
+    let create = line_for(&lines, "/tickets.Tickets/CreateEvent");
+    assert!(create.contains("records get a hidden key and can be listed, not fetched"), "{create}");
+
+    let srv = TestServer::start(Server::builder().schema_dir(root().join("tests/data/store_keys"))).await;
+    let mut c = srv.client().await;
+    let err = c.unary("/tickets.Tickets/GetEvent", c.msg("tickets.EventKey", json!({"id": "x"}))).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("Event has no event_id, id or name field"), "{}", err.message());
+    // A keyless resource can still be created and listed.
+    c.unary("/tickets.Tickets/CreateEvent", c.msg("tickets.Event", json!({"text": "hi"}))).await.unwrap();
+    let page = c.unary("/tickets.Tickets/ListEvents", c.msg("tickets.ListEventsRequest", json!({}))).await.unwrap();
+    assert_eq!(page.get_field_by_name("events").unwrap().as_list().unwrap().len(), 1);
+}
