@@ -794,19 +794,20 @@ fn resource(pool: &DescriptorPool, package: &str, x: &str, output: &MessageDescr
     pool.get_message_by_name(&full).map(Resource::new)
 }
 
-/// `Users` -> [`User`, `Users`]; `Categories` -> [`Category`, ...]; `Boxes` -> [`Box`, ...].
+/// The resource names a plural method name may mean, most likely first:
+/// `People` -> [`Person`, `People`], `OrderItems` -> [`OrderItem`, ...]. The last
+/// word of a CamelCase name carries the plural, so it is singularised on its own
+/// (by the pluralizer crate's English rules, irregular nouns included), then the
+/// whole name, then the name as it is (`News`, `UserData`).
 fn plural_candidates(x: &str) -> Vec<String> {
-    let mut v = Vec::new();
-    if let Some(s) = x.strip_suffix("ies") {
-        v.push(format!("{s}y"));
+    let split = x.char_indices().rev().find(|(_, c)| c.is_ascii_uppercase()).map_or(0, |(i, _)| i);
+    let (head, last) = x.split_at(split);
+    let mut v = vec![format!("{head}{}", pluralizer::pluralize(last, 1, false))];
+    for c in [pluralizer::pluralize(x, 1, false), x.to_owned()] {
+        if !v.contains(&c) {
+            v.push(c);
+        }
     }
-    if let Some(s) = x.strip_suffix("es") {
-        v.push(s.to_owned());
-    }
-    if let Some(s) = x.strip_suffix('s') {
-        v.push(s.to_owned());
-    }
-    v.push(x.to_owned());
     v
 }
 
@@ -940,5 +941,49 @@ impl Respond for StoreRouteRef {
 
     fn describe(&self) -> String {
         self.0.conv.describe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plurals_name_their_resource() {
+        for (plural, singular) in [
+            ("People", "Person"),
+            ("Categories", "Category"),
+            ("Boxes", "Box"),
+            ("Users", "User"),
+            ("Statuses", "Status"),
+            ("Children", "Child"),
+            ("OrderItems", "OrderItem"),
+            ("SalesPeople", "SalesPerson"),
+            ("APIKeys", "APIKey"),
+        ] {
+            assert_eq!(plural_candidates(plural)[0], singular, "{plural}");
+        }
+        assert!(plural_candidates("News").contains(&"News".to_owned()));
+        assert!(plural_candidates("UserData").contains(&"UserData".to_owned()));
+    }
+
+    /// Method names are user text: any identifier-like name (and any other
+    /// string) gives candidates without panicking, the name itself among them.
+    #[test]
+    fn plural_candidates_never_panic_on_any_name() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet: Vec<char> = "aAeEiIsSyYzZhHxXoO_09éß".chars().collect();
+        for _ in 0..3000 {
+            let len = (next() % 12) as usize;
+            let name: String = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+            let c = plural_candidates(&name);
+            assert!(c.contains(&name), "{name:?}: {c:?}");
+        }
     }
 }

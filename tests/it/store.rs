@@ -271,3 +271,19 @@ async fn check_and_unimplemented_say_why_a_convention_did_not_fit() {
     let page = c.unary("/tickets.Tickets/ListEvents", c.msg("tickets.ListEventsRequest", json!({}))).await.unwrap();
     assert_eq!(page.get_field_by_name("events").unwrap().as_list().unwrap().len(), 1);
 }
+
+/// Irregular plurals match their resource: `ListPeople` streams `Person`s and
+/// `BulkCreatePeople` creates them (issue 11, item 6).
+#[tokio::test]
+async fn irregular_plurals_match_their_resource() {
+    let srv = TestServer::start(people()).await;
+    let mut c = srv.client().await;
+    let reqs = ["a@x", "b@x", "c@x"].iter().map(|e| c.msg("people.CreatePersonRequest", json!({"email": e}))).collect();
+    let made = c.client_stream("/people.People/BulkCreatePeople", reqs).await.unwrap();
+    assert_eq!(get_i64(&made, "created_count"), 3);
+    let listed = c.server_stream("/people.People/ListPeople", c.msg("people.ListPeopleRequest", json!({})));
+    let emails: Vec<String> = listed.await.unwrap().iter().map(|p| get_str(p, "email")).collect();
+    assert_eq!(emails, ["a@x", "b@x", "c@x"]);
+    let lines = check_lines();
+    assert!(line_for(&lines, "/people.People/ListPeople").ends_with("store: list Person"), "{lines:#?}");
+}
