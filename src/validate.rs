@@ -50,6 +50,9 @@ fn has_rules(
 pub(crate) enum Naming {
     /// One violation: the rule's own message; several: `field: message` pairs.
     Plain,
+    /// Every violation as `field: message`, even a single one (for a check of
+    /// something the client did not send as such, like a merged record).
+    Named,
     /// Message `i` of a client stream: every field path starts with
     /// `requests[i]`, and the message names each path.
     InStream(usize),

@@ -139,6 +139,25 @@ impl Source {
         Ok(Source::Fields(pairs))
     }
 
+    /// The request as it would be had it carried the whole record `merged`
+    /// (validation rules are written on the request type).
+    fn as_request(&self, req: &DynamicMessage, merged: &DynamicMessage) -> DynamicMessage {
+        let mut out = req.clone();
+        match self {
+            Source::Embedded(f) => out.set_field(f, Value::Message(merged.clone())),
+            Source::Fields(pairs) => {
+                for (rf, of) in pairs {
+                    if merged.has_field(of) {
+                        out.set_field(rf, merged.get_field(of).into_owned());
+                    } else {
+                        out.clear_field(rf);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Builds the resource from the request, moving field values (no copies).
     fn build(&self, res: &Resource, mut req: DynamicMessage) -> DynamicMessage {
         match self {
@@ -197,12 +216,32 @@ fn require(ok: bool, why: impl FnOnce() -> String) -> Result<(), Miss> {
 /// A resolved convention for one method.
 #[derive(Debug)]
 pub(crate) enum Plan {
-    Create { res: Resource, from: Source },
-    Get { res: Resource, key: FieldDescriptor },
+    Create {
+        res: Resource,
+        from: Source,
+    },
+    Get {
+        res: Resource,
+        key: FieldDescriptor,
+    },
     List(ListPlan),
-    BulkCreate { res: Resource, from: Source, count: Option<FieldDescriptor>, ids: Option<FieldDescriptor> },
-    Update { res: Resource, from: Source },
-    Delete { res: Resource, key: FieldDescriptor, output: MessageDescriptor },
+    BulkCreate {
+        res: Resource,
+        from: Source,
+        count: Option<FieldDescriptor>,
+        ids: Option<FieldDescriptor>,
+    },
+    /// `mask`: the request's `update_mask` (`google.protobuf.FieldMask`), if any.
+    Update {
+        res: Resource,
+        from: Source,
+        mask: Option<FieldDescriptor>,
+    },
+    Delete {
+        res: Resource,
+        key: FieldDescriptor,
+        output: MessageDescriptor,
+    },
 }
 
 #[derive(Debug)]
@@ -275,7 +314,11 @@ impl Plan {
                 format!("{} has no {} field to find records by", res.display, res.key_names())
             })?;
             let from = Source::resolve(&input, &res)?;
-            return Ok(Plan::Update { res, from });
+            let mask = (input != res.msg)
+                .then(|| input.get_field_by_name("update_mask"))
+                .flatten()
+                .filter(|f| !f.is_list() && matches!(f.kind(), FieldKind::Message(m) if m.full_name() == FIELD_MASK));
+            return Ok(Plan::Update { res, from, mask });
         }
         if let Some(x) = name.strip_prefix("Delete") {
             let res = find_one(x)?;
@@ -331,30 +374,7 @@ impl Plan {
                 let id = key_str(&id);
                 store.get(res.table(), &id)?.map(Reply::Encoded).ok_or_else(|| res.not_found(&id))
             }
-            Plan::Update { res, from } => {
-                let mut msg = from.build(res, req);
-                let Some(id_field) = res.id.as_ref() else {
-                    return Err(Error::internal("update convention without an id field"));
-                };
-                let id = key_string(&msg.get_field(id_field));
-                if let Some(f) = &res.updated {
-                    msg.set_field(f, now_value(f));
-                }
-                // Keep what the record has for fields the request leaves unset; the
-                // store runs the merge under the record's lock, so concurrent
-                // updates of one record never lose each other's fields.
-                let merged = store.update(res.table(), &id, &mut |old| {
-                    let mut merged = DynamicMessage::decode(res.msg.clone(), old.clone())
-                        .map_err(|e| Error::internal(format!("stored {} '{id}' does not decode: {e}", res.display)))?;
-                    for (f, v) in msg.fields() {
-                        merged.set_field(&f, v.clone());
-                    }
-                    let bytes = Bytes::from(merged.encode_to_vec());
-                    fits(res, &bytes, max)?;
-                    Ok(bytes)
-                })?;
-                merged.map(Reply::Encoded).ok_or_else(|| res.not_found(&id))
-            }
+            Plan::Update { .. } => Err(Error::internal("Update is served by Convention::update")),
             Plan::Delete { res, key, output } => {
                 let id = key_string(&req.get_field(key));
                 let old = store.delete(res.table(), &id)?.ok_or_else(|| res.not_found(&id))?;
@@ -400,7 +420,13 @@ impl Plan {
             Plan::Get { res, key } => format!("store: get {} by {}", res.display, res.lookup(key)),
             Plan::List(l) => format!("store: list {}", l.res.display),
             Plan::BulkCreate { res, .. } => format!("store: bulk create {}{}", res.display, res.key_note()),
-            Plan::Update { res, .. } => format!("store: update {}{}", res.display, res.key_note()),
+            Plan::Update { res, mask, .. } => format!(
+                "store: update {} by {}.{}{}",
+                res.display,
+                res.display,
+                res.id.as_ref().map_or("?", |f| f.name()),
+                if mask.is_some() { ", honouring update_mask" } else { ", merging the fields the request sets" }
+            ),
             Plan::Delete { res, key, .. } => format!("store: delete {} by {}", res.display, res.lookup(key)),
         }
     }
@@ -472,8 +498,13 @@ impl Convention {
         self.plan.describe()
     }
 
-    /// Serves a unary method.
-    pub(crate) fn unary(&self, store: &dyn Store, input: Input) -> Result<Reply, Error> {
+    /// Serves a unary method: validates the request (an update validates the
+    /// merged record instead), then answers it.
+    pub(crate) fn unary(&self, store: &dyn Store, ex: &Exchange, input: Input) -> Result<Reply, Error> {
+        if let Plan::Update { res, from, mask } = &self.plan {
+            return self.update(store, ex, res, from, mask.as_ref(), input.message()?);
+        }
+        let input = ex.checked(input)?;
         match (&self.plan, &self.shape, &self.create) {
             (Plan::Get { res, key }, Some(shape), _) => {
                 let mut id = None;
@@ -495,6 +526,54 @@ impl Convention {
             }
             _ => self.plan.unary(store, input.message()?, self.max_send),
         }
+    }
+
+    /// `Update<X>`: with an `update_mask` only its paths change (AIP-134; `*`
+    /// replaces the record, keeping its create time), without one the fields the
+    /// request sets. The store runs the merge under the record's lock, so
+    /// concurrent updates of one record never lose each other's fields; the
+    /// merged record is validated (as the request would carry it) and
+    /// size-checked there, and an error leaves the record as it was.
+    fn update(
+        &self,
+        store: &dyn Store,
+        ex: &Exchange,
+        res: &Resource,
+        from: &Source,
+        mask: Option<&FieldDescriptor>,
+        req: DynamicMessage,
+    ) -> Result<Reply, Error> {
+        let mask = match mask {
+            Some(f) => Mask::parse(res, &req.get_field(f))?,
+            None => Mask::SetFields,
+        };
+        let check = !matches!(ex.route.validation, Validation::None);
+        let original = if check { Some(req.clone()) } else { None };
+        let mut patch = from.build(res, req);
+        let Some(id_field) = res.id.as_ref() else {
+            return Err(Error::internal("update convention without an id field"));
+        };
+        let id = key_string(&patch.get_field(id_field));
+        if let Some(f) = &res.updated {
+            patch.set_field(f, now_value(f));
+        }
+        let merged = store.update(res.table(), &id, &mut |old| {
+            let old = DynamicMessage::decode(res.msg.clone(), old.clone())
+                .map_err(|e| Error::internal(format!("stored {} '{id}' does not decode: {e}", res.display)))?;
+            let merged = mask.apply(res, old, &patch);
+            if let Some(req) = &original {
+                let as_sent = from.as_request(req, &merged);
+                match &ex.route.validation {
+                    Validation::None => {}
+                    Validation::Native(rules) => rules.check_message_as(&as_sent, Naming::Named)?,
+                    Validation::Full => validate::check_as(ex.snap.validator(), &as_sent, Naming::Named)?,
+                }
+            }
+            let bytes = Bytes::from(merged.encode_to_vec());
+            fits(res, &bytes, self.max_send)?;
+            Ok(bytes)
+        })?;
+        merged.map(Reply::Encoded).ok_or_else(|| res.not_found(&id))
     }
 
     /// Serves a server-streaming list: the page, as encoded records.
@@ -553,6 +632,118 @@ impl Convention {
         }
         store.insert_all(res.table(), records).map_err(|e| exists(res, e))?;
         Ok(Reply::Encoded(Bytes::from(out)))
+    }
+}
+
+const FIELD_MASK: &str = "google.protobuf.FieldMask";
+
+/// What an update changes.
+#[derive(Debug)]
+enum Mask {
+    /// No mask (or an empty one): the fields the request sets.
+    SetFields,
+    /// `*`: the whole record.
+    All,
+    /// These paths, each a chain of fields from the resource down.
+    Paths(Vec<Vec<FieldDescriptor>>),
+}
+
+impl Mask {
+    /// Reads an `update_mask` value: every path must name fields of the resource
+    /// (singular message fields before the last dot); `*` only alone.
+    fn parse(res: &Resource, value: &Value) -> Result<Mask, Error> {
+        let paths: Vec<String> = match value {
+            Value::Message(m) => match m.get_field_by_name("paths").as_deref() {
+                Some(Value::List(l)) => l.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+        match paths.as_slice() {
+            [] => return Ok(Mask::SetFields),
+            ["*"] => return Ok(Mask::All),
+            _ => {}
+        }
+        let bad =
+            |path: &str, why: String| Error::invalid_argument(format!("update_mask: invalid path '{path}': {why}"));
+        let mut out = Vec::with_capacity(paths.len());
+        for path in paths {
+            if path == "*" {
+                return Err(bad(path, "'*' must be the only path".to_owned()));
+            }
+            let mut msg = res.msg.clone();
+            let mut chain = Vec::new();
+            let mut segments = path.split('.').peekable();
+            while let Some(seg) = segments.next() {
+                let field = msg
+                    .get_field_by_name(seg)
+                    .or_else(|| msg.get_field_by_json_name(seg))
+                    .ok_or_else(|| bad(path, format!("{} has no field '{seg}'", msg.name())))?;
+                if segments.peek().is_some() {
+                    match field.kind() {
+                        FieldKind::Message(m) if !field.is_list() && !field.is_map() => msg = m,
+                        _ => return Err(bad(path, format!("'{seg}' is not a singular message field"))),
+                    }
+                }
+                chain.push(field);
+            }
+            out.push(chain);
+        }
+        Ok(Mask::Paths(out))
+    }
+
+    /// The record after the update: `old` with the masked parts of `patch`.
+    fn apply(&self, res: &Resource, mut old: DynamicMessage, patch: &DynamicMessage) -> DynamicMessage {
+        match self {
+            Mask::SetFields => {
+                for (f, v) in patch.fields() {
+                    old.set_field(&f, v.clone());
+                }
+                old
+            }
+            Mask::All => {
+                // A full replacement, but the create time stays the server's.
+                let mut next = patch.clone();
+                if let Some(f) = &res.created {
+                    if old.has_field(f) {
+                        next.set_field(f, old.get_field(f).into_owned());
+                    } else {
+                        next.clear_field(f);
+                    }
+                }
+                next
+            }
+            Mask::Paths(paths) => {
+                for path in paths {
+                    replace_path(&mut old, patch, path);
+                }
+                // The update time is the server's, whatever the mask says.
+                if let Some(f) = &res.updated {
+                    old.set_field(f, patch.get_field(f).into_owned());
+                }
+                old
+            }
+        }
+    }
+}
+
+/// Sets the field at `path` in `target` to its value in `patch` (clears it when
+/// `patch` does not set it).
+fn replace_path(target: &mut DynamicMessage, patch: &DynamicMessage, path: &[FieldDescriptor]) {
+    let Some((field, rest)) = path.split_first() else { return };
+    if rest.is_empty() {
+        if patch.has_field(field) {
+            target.set_field(field, patch.get_field(field).into_owned());
+        } else {
+            target.clear_field(field);
+        }
+        return;
+    }
+    let sub_patch = patch.get_field(field);
+    let Some(sub_patch) = sub_patch.as_message() else { return };
+    if let Value::Message(sub) = target.get_field_mut(field) {
+        replace_path(sub, sub_patch, rest);
     }
 }
 
@@ -919,7 +1110,7 @@ impl Respond for StoreRouteRef {
             match Kind::of(call.method()) {
                 Kind::Unary => {
                     let (ex, input) = call.into_unary().await?;
-                    Ok(Answer::one(conv.unary(store, ex.checked(input)?)?))
+                    Ok(Answer::one(conv.unary(store, &ex, input)?))
                 }
                 Kind::ServerStreaming => {
                     let (ex, input) = call.into_unary().await?;
