@@ -129,14 +129,30 @@ impl Source {
             })
             .collect();
         require(!pairs.is_empty(), || {
-            format!(
+            let mut why = format!(
                 "{} has no {} field and no field of the same name and type as one of {}'s",
                 input.name(),
                 res.display,
                 res.display
-            )
+            );
+            let skipped = type_mismatches(input, res);
+            if !skipped.is_empty() {
+                why.push_str(&format!(" ({})", skipped.join("; ")));
+            }
+            why
         })?;
         Ok(Source::Fields(pairs))
+    }
+
+    /// Request fields named like a resource field of another type, which are
+    /// not copied (for `check` and the startup log).
+    fn skipped(&self, res: &Resource) -> Vec<String> {
+        match self {
+            Source::Fields(pairs) => {
+                pairs.first().map(|(rf, _)| type_mismatches(rf.parent_message(), res)).unwrap_or_default()
+            }
+            Source::Embedded(_) => Vec::new(),
+        }
     }
 
     /// The request as it would be had it carried the whole record `merged`
@@ -175,6 +191,43 @@ impl Source {
                 out
             }
         }
+    }
+}
+
+/// `count is int32 in CreatePersonRequest but int64 in Person` for every request
+/// field whose resource namesake has another type or cardinality.
+fn type_mismatches(input: &MessageDescriptor, res: &Resource) -> Vec<String> {
+    input
+        .fields()
+        .filter_map(|rf| {
+            let of = res.msg.get_field_by_name(rf.name())?;
+            (of.kind() != rf.kind() || of.cardinality() != rf.cardinality()).then(|| {
+                format!(
+                    "{} is {} in {} but {} in {}",
+                    rf.name(),
+                    type_name(&rf),
+                    input.name(),
+                    type_name(&of),
+                    res.display
+                )
+            })
+        })
+        .collect()
+}
+
+/// A field's type as written in a .proto file: `repeated string`, `int64`, `users.Address`.
+fn type_name(f: &FieldDescriptor) -> String {
+    let kind = match f.kind() {
+        FieldKind::Message(m) => m.full_name().to_owned(),
+        FieldKind::Enum(e) => e.full_name().to_owned(),
+        other => format!("{other:?}").to_ascii_lowercase(),
+    };
+    if f.is_map() {
+        format!("map ({kind})")
+    } else if f.is_list() {
+        format!("repeated {kind}")
+    } else {
+        kind
     }
 }
 
@@ -415,6 +468,21 @@ impl Plan {
 
     /// One line saying what this convention does, for `check` and logs.
     pub(crate) fn describe(&self) -> String {
+        let skipped = self.skipped();
+        if skipped.is_empty() { self.what() } else { format!("{}; not copied: {}", self.what(), skipped.join("; ")) }
+    }
+
+    /// Request fields not copied because their types differ from the resource's.
+    fn skipped(&self) -> Vec<String> {
+        match self {
+            Plan::Create { res, from } | Plan::BulkCreate { res, from, .. } | Plan::Update { res, from, .. } => {
+                from.skipped(res)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn what(&self) -> String {
         match self {
             Plan::Create { res, .. } => format!("store: create {}{}", res.display, res.key_note()),
             Plan::Get { res, key } => format!("store: get {} by {}", res.display, res.lookup(key)),
@@ -1078,6 +1146,14 @@ impl Responder for StoreResponder {
 
     fn resolve(&self, method: &MethodDescriptor) -> Result<Option<Arc<dyn Respond>>, BuildError> {
         Ok(Convention::resolve(method, self.max_send).ok().map(|conv| {
+            let skipped = conv.plan.skipped();
+            if !skipped.is_empty() {
+                tracing::warn!(
+                    method = method.full_name(),
+                    "request fields of another type than the resource's are not copied: {}",
+                    skipped.join("; ")
+                );
+            }
             let route = StoreRoute { conv, store: self.store.clone() };
             Arc::new(StoreRouteRef(Arc::new(route))) as Arc<dyn Respond>
         }))

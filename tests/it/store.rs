@@ -202,7 +202,7 @@ async fn a_resource_is_keyed_by_its_own_x_id() {
     let lines = check_lines();
     assert!(
         line_for(&lines, "/people.People/CreatePerson")
-            .ends_with("store: create Person (key person_id, generated when empty)"),
+            .contains("store: create Person (key person_id, generated when empty)"),
         "{lines:#?}"
     );
     assert!(
@@ -412,4 +412,56 @@ async fn random_update_mask_paths_are_ok_or_invalid_argument() {
         }
     }
     get_person(&mut c, "p").await;
+}
+
+/// Log lines written while `f` runs on this thread (warnings and above).
+fn warnings_during<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .finish();
+    let out = tracing::subscriber::with_default(sub, f);
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    (out, text)
+}
+
+/// Same-named request and resource fields of different types are not copied,
+/// and `check` and the startup log say so (issue 11, item 4).
+#[tokio::test]
+async fn fields_of_another_type_are_reported_by_check_and_the_log() {
+    let lines = check_lines();
+    for method in ["CreatePerson", "BulkCreatePeople"] {
+        let line = line_for(&lines, &format!("/people.People/{method}"));
+        assert!(
+            line.contains(
+                "not copied: count is int32 in CreatePersonRequest but int64 in Person; \
+                 tags is string in CreatePersonRequest but repeated string in Person"
+            ),
+            "{line}"
+        );
+    }
+    let (server, log) = warnings_during(|| people().build().unwrap());
+    assert!(log.contains("people.People.CreatePerson"), "{log}");
+    assert!(log.contains("count is int32 in CreatePersonRequest but int64 in Person"), "{log}");
+
+    // And indeed they are not copied.
+    let srv = TestServer::run(server).await;
+    let mut c = srv.client().await;
+    let req = c.msg("people.CreatePersonRequest", json!({"email": "a@x", "count": 3, "tags": "t"}));
+    let p = c.unary("/people.People/CreatePerson", req).await.unwrap();
+    assert_eq!((get_i64(&p, "count"), p.get_field_by_name("tags").unwrap().as_list().unwrap().len()), (0, 0));
 }
