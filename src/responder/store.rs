@@ -466,6 +466,18 @@ impl Plan {
         }
     }
 
+    /// The resource this convention works on.
+    fn resource(&self) -> &Resource {
+        match self {
+            Plan::Create { res, .. }
+            | Plan::Get { res, .. }
+            | Plan::BulkCreate { res, .. }
+            | Plan::Update { res, .. }
+            | Plan::Delete { res, .. } => res,
+            Plan::List(l) => &l.res,
+        }
+    }
+
     /// One line saying what this convention does, for `check` and logs.
     pub(crate) fn describe(&self) -> String {
         let skipped = self.skipped();
@@ -1091,38 +1103,119 @@ pub(crate) fn load_data(store: &dyn Store, pool: &DescriptorPool, path: &std::pa
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read data file '{}': {e}", path.display()))?;
     let doc: serde_json::Value = yaml_serde::from_str(&text)
         .map_err(|e| format!("data file '{}' is not valid YAML/JSON: {e}", path.display()))?;
+    load_doc(store, pool, doc).map_err(|e| format!("data file '{}': {e}", path.display()))
+}
+
+/// Loads a parsed data document. A record without a key gets one generated, as
+/// Create does; records of a message no store method serves are loaded with a
+/// warning naming it; a record that does not fit its message is refused,
+/// naming the field and the value.
+fn load_doc(store: &dyn Store, pool: &DescriptorPool, doc: serde_json::Value) -> Result<usize, String> {
     let serde_json::Value::Object(map) = doc else {
-        return Err(format!("data file '{}': expected a map of message full name -> list of records", path.display()));
+        return Err("expected a map of message full name -> list of records".to_owned());
     };
+    let served = served_tables(pool);
     let mut total = 0;
     for (name, records) in map {
-        let desc = pool
-            .get_message_by_name(&name)
-            .ok_or_else(|| format!("data file '{}': no message named '{name}' in the schema", path.display()))?;
+        let desc = pool.get_message_by_name(&name).ok_or_else(|| format!("no message named '{name}' in the schema"))?;
         let res = Resource::new(desc.clone());
         let serde_json::Value::Array(records) = records else {
-            return Err(format!("data file '{}': '{name}' must be a list of records", path.display()));
+            return Err(format!("'{name}' must be a list of records"));
         };
+        if !served.contains(name.as_str()) {
+            tracing::warn!(
+                "--data: {} {name} record(s) loaded, but no store method serves {name} \
+                 (no Create/Get/List/Update/Delete method of the schema matches it); nothing will read them",
+                records.len()
+            );
+        }
         let mut batch = Vec::with_capacity(records.len());
-        for (i, rec) in records.into_iter().enumerate() {
-            let msg = DynamicMessage::deserialize(desc.clone(), rec)
-                .map_err(|e| format!("data file '{}': {name} record #{}: {e}", path.display(), i + 1))?;
+        let mut generated = std::collections::HashSet::new();
+        let mut taken = in_table_or_batch(store, &res, &mut generated);
+        for (i, rec) in records.iter().enumerate() {
+            let mut msg = DynamicMessage::deserialize(desc.clone(), rec)
+                .map_err(|e| format!("{name} record #{}: {}{e}", i + 1, locate(&desc, rec, "").unwrap_or_default()))?;
             let id = match &res.id {
-                Some(f) => key_string(&msg.get_field(f)),
-                None => String::new(),
+                Some(f) => {
+                    let id = key_string(&msg.get_field(f));
+                    if needs_new_id(f, &id) {
+                        let fresh = new_id(f, &mut taken);
+                        let value = match f.kind() {
+                            FieldKind::String => Value::String(fresh.clone()),
+                            _ => int_value(f, fresh.parse().unwrap_or(1)),
+                        };
+                        msg.set_field(f, value);
+                        fresh
+                    } else {
+                        id
+                    }
+                }
+                None => uuid::Uuid::new_v4().to_string(),
             };
-            let id = if id.is_empty() { uuid::Uuid::new_v4().to_string() } else { id };
             batch.push((id, Bytes::from(msg.encode_to_vec())));
         }
         total += batch.len();
         store.insert_all(&name, batch).map_err(|e| match e {
-            InsertError::Exists(id) => {
-                format!("data file '{}': {name} record with id '{id}' appears twice", path.display())
-            }
-            InsertError::Store(e) => format!("data file '{}': {name}: {e}", path.display()),
+            InsertError::Exists(id) => format!("{name} record with id '{id}' appears twice"),
+            InsertError::Store(e) => format!("{name}: {e}"),
         })?;
     }
     Ok(total)
+}
+
+/// The tables (message full names) some store convention of the schema uses.
+fn served_tables(pool: &DescriptorPool) -> std::collections::HashSet<String> {
+    pool.services()
+        .flat_map(|s| s.methods().collect::<Vec<_>>())
+        .filter_map(|m| Plan::resolve(&m).ok().map(|p| p.resource().table().to_owned()))
+        .collect()
+}
+
+/// Finds the field of a record that does not fit `desc`, for the error message:
+/// `field 'address.zip' = 5: `. `None` when no single field is to blame.
+fn locate(desc: &MessageDescriptor, rec: &serde_json::Value, prefix: &str) -> Option<String> {
+    let serde_json::Value::Object(fields) = rec else {
+        let at = if prefix.is_empty() { String::new() } else { format!(" at '{}'", prefix.trim_end_matches('.')) };
+        return Some(format!("expected an object{at}, found {}: ", short(rec)));
+    };
+    for (key, value) in fields {
+        let Some(field) = desc.get_field_by_json_name(key).or_else(|| desc.get_field_by_name(key)) else {
+            return Some(format!("{} has no field '{prefix}{key}': ", desc.full_name()));
+        };
+        let alone = serde_json::Value::Object([(key.clone(), value.clone())].into_iter().collect());
+        if DynamicMessage::deserialize(desc.clone(), &alone).is_ok() {
+            continue;
+        }
+        let path = format!("{prefix}{}", field.name());
+        if let FieldKind::Message(m) = field.kind() {
+            if field.is_list() {
+                if let serde_json::Value::Array(items) = value {
+                    for (i, item) in items.iter().enumerate() {
+                        if DynamicMessage::deserialize(m.clone(), item).is_err() {
+                            return locate(&m, item, &format!("{path}[{i}]."))
+                                .or_else(|| Some(format!("field '{path}[{i}]' = {}: ", short(item))));
+                        }
+                    }
+                }
+            } else if !field.is_map()
+                && value.is_object()
+                && let Some(inner) = locate(&m, value, &format!("{path}."))
+            {
+                return Some(inner);
+            }
+        }
+        return Some(format!("field '{path}' = {}: ", short(value)));
+    }
+    None
+}
+
+/// A JSON value for a message, cut to 60 characters.
+fn short(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    match text.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
+    }
 }
 
 /// The resource-store responder: CRUD-shaped methods answered from a [`Store`].
@@ -1252,5 +1345,79 @@ mod tests {
             let c = plural_candidates(&name);
             assert!(c.contains(&name), "{name:?}: {c:?}");
         }
+    }
+
+    /// `--data` records are user text: random records never panic; each load
+    /// either succeeds or says which record (and usually which field) failed.
+    #[test]
+    fn random_data_records_load_or_name_the_problem() {
+        let pool =
+            crate::schema::load(&[std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/store_keys")])
+                .unwrap()
+                .pool()
+                .clone();
+        let mut state = 0x853c_49e6_748f_ea9b_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let keys = [
+            "personId",
+            "person_id",
+            "email",
+            "name",
+            "phone",
+            "pager",
+            "address",
+            "count",
+            "tags",
+            "nope",
+            "city",
+            "zip",
+        ];
+        fn value(next: &mut dyn FnMut() -> u64, keys: &[&str], depth: u32) -> serde_json::Value {
+            match next() % if depth > 2 { 6 } else { 8 } {
+                0 => serde_json::Value::Null,
+                1 => serde_json::json!(next().is_multiple_of(2)),
+                2 => serde_json::json!((next() % 2000) as i64 - 1000),
+                3 => serde_json::json!(format!("s{}", next() % 5)),
+                4 => serde_json::json!("12345678901234567890123"),
+                5 => serde_json::json!(1.5),
+                6 => serde_json::Value::Array((0..next() % 3).map(|_| value(next, keys, depth + 1)).collect()),
+                _ => serde_json::Value::Object(
+                    (0..next() % 4)
+                        .map(|_| (keys[(next() % keys.len() as u64) as usize].to_owned(), value(next, keys, depth + 1)))
+                        .collect(),
+                ),
+            }
+        }
+        let (mut ok, mut failed) = (0, 0);
+        for _ in 0..400 {
+            let records: Vec<serde_json::Value> = (0..1 + next() % 3)
+                .map(|_| {
+                    let fields = (0..next() % 4)
+                        .map(|_| (keys[(next() % keys.len() as u64) as usize].to_owned(), value(&mut next, &keys, 0)))
+                        .collect();
+                    serde_json::Value::Object(fields)
+                })
+                .collect();
+            let doc = serde_json::json!({ "people.Person": records });
+            let store = crate::store::MemoryStore::default();
+            match load_doc(&store, &pool, doc.clone()) {
+                Ok(n) => {
+                    ok += 1;
+                    assert_eq!(store.len("people.Person"), n, "{doc}");
+                }
+                Err(e) => {
+                    failed += 1;
+                    let named =
+                        e.contains("field '") || e.contains("expected an object") || e.contains("appears twice");
+                    assert!(e.contains("people.Person") && named, "{doc}: {e}");
+                }
+            }
+        }
+        assert!(ok > 0 && failed > 0, "the corpus exercises both ({ok} ok, {failed} failed)");
     }
 }

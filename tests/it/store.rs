@@ -465,3 +465,49 @@ async fn fields_of_another_type_are_reported_by_check_and_the_log() {
     let p = c.unary("/people.People/CreatePerson", req).await.unwrap();
     assert_eq!((get_i64(&p, "count"), p.get_field_by_name("tags").unwrap().as_list().unwrap().len()), (0, 0));
 }
+
+fn data_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seed.yaml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+/// `--data` errors name the field and the value (nested ones too), a record
+/// without a key gets one generated (fitting its type), and records of a type
+/// no method serves are loaded with a warning naming it (issue 11, item 5).
+#[tokio::test]
+async fn data_file_names_bad_fields_generates_keys_and_warns_about_unserved_types() {
+    let both = || Server::builder().schema_dir(users_dir()).schema_dir(root().join("tests/data/store_keys"));
+    for (text, expect) in [
+        (
+            r#"{"users.User": [{"id": "a"}, {"id": "b", "age": "old"}]}"#,
+            r#"users.User record #2: field 'age' = "old": "#,
+        ),
+        (r#"{"people.Person": [{"personId": "a", "address": {"zip": 5}}]}"#, "field 'address.zip' = 5: "),
+        (r#"{"users.User": [{"id": "a", "nope": 1}]}"#, "users.User has no field 'nope'"),
+        (r#"{"users.User": ["just text"]}"#, r#"expected an object, found "just text""#),
+    ] {
+        let (_dir, path) = data_file(text);
+        let err = both().data_file(&path).build().unwrap_err();
+        assert!(err.is_data(), "{err}");
+        assert!(err.to_string().contains(expect), "{text}: {err}");
+    }
+
+    let (_dir, path) = data_file(
+        "users.User:\n  - {name: NoId, email: n@x}\ntickets.Ticket:\n  - {title: t}\n\
+         users.CreateUserRequest:\n  - {name: stray}\n",
+    );
+    let (server, log) = warnings_during(|| both().data_file(&path).build().unwrap());
+    assert!(log.contains("users.CreateUserRequest"), "{log}");
+    assert!(!log.contains("users.User "), "users.User is served: {log}");
+    let srv = TestServer::run(server).await;
+    let mut c = srv.client().await;
+    let users = c.server_stream("/users.UserService/ListUsers", c.msg("users.ListUsersRequest", json!({})));
+    let users = users.await.unwrap();
+    assert_eq!(users.len(), 1);
+    let id = get_str(&users[0], "id");
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "generated {id:?}");
+    let got = c.unary("/users.UserService/GetUser", c.msg("users.GetUserRequest", json!({"user_id": id})));
+    assert_eq!(get_str(&got.await.unwrap(), "name"), "NoId");
+}
