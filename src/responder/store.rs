@@ -266,35 +266,16 @@ fn require(ok: bool, why: impl FnOnce() -> String) -> Result<(), Miss> {
     if ok { Ok(()) } else { Err(Miss::Why(why())) }
 }
 
-/// A resolved convention for one method.
+/// A resolved convention for one method. Update's `mask` is the request's
+/// `update_mask` field (`google.protobuf.FieldMask`), if it has one.
 #[derive(Debug)]
 pub(crate) enum Plan {
-    Create {
-        res: Resource,
-        from: Source,
-    },
-    Get {
-        res: Resource,
-        key: FieldDescriptor,
-    },
+    Create { res: Resource, from: Source },
+    Get { res: Resource, key: FieldDescriptor },
     List(ListPlan),
-    BulkCreate {
-        res: Resource,
-        from: Source,
-        count: Option<FieldDescriptor>,
-        ids: Option<FieldDescriptor>,
-    },
-    /// `mask`: the request's `update_mask` (`google.protobuf.FieldMask`), if any.
-    Update {
-        res: Resource,
-        from: Source,
-        mask: Option<FieldDescriptor>,
-    },
-    Delete {
-        res: Resource,
-        key: FieldDescriptor,
-        output: MessageDescriptor,
-    },
+    BulkCreate { res: Resource, from: Source, count: Option<FieldDescriptor>, ids: Option<FieldDescriptor> },
+    Update { res: Resource, from: Source, mask: Option<FieldDescriptor> },
+    Delete { res: Resource, key: FieldDescriptor, output: MessageDescriptor },
 }
 
 #[derive(Debug)]
