@@ -1328,6 +1328,32 @@ mod tests {
         }
     }
 
+    /// Generated integer ids fit their field, and one another record has is
+    /// drawn again.
+    #[test]
+    fn generated_ids_fit_the_field_and_avoid_taken_ones() {
+        let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        let pool = crate::schema::load(&[data.join("store_keys"), data.join("store")]).unwrap().pool().clone();
+        let field = |m: &str, f: &str| pool.get_message_by_name(m).unwrap().get_field_by_name(f).unwrap();
+        for (f, max) in [
+            (field("tickets.Ticket", "ticket_id"), i32::MAX as u64),
+            (field("tickets.Badge", "id"), u32::MAX as u64),
+            (field("items.Counter", "id"), (1 << 53) - 1),
+        ] {
+            for _ in 0..200 {
+                let n: u64 = new_id(&f, &mut |_| false).parse().unwrap();
+                assert!((1..=max).contains(&n), "{} {n}", f.full_name());
+            }
+            let mut seen = Vec::new();
+            let id = new_id(&f, &mut |id| {
+                seen.push(id.to_owned());
+                seen.len() < 4
+            });
+            assert_eq!(seen.len(), 4, "drawn again while taken");
+            assert_eq!(seen.last(), Some(&id));
+        }
+    }
+
     /// `--data` records are user text: random records never panic; each load
     /// either succeeds or says which record (and usually which field) failed.
     #[test]
