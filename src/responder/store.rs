@@ -1063,11 +1063,19 @@ fn plural_candidates(x: &str) -> Vec<String> {
     v
 }
 
+/// `OrderItem` -> `order_item`; an acronym is one word: `APIKey` -> `api_key`.
 fn snake_case(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len() + 4);
-    for (i, c) in s.chars().enumerate() {
+    for (i, &c) in chars.iter().enumerate() {
         if c.is_ascii_uppercase() {
-            if i > 0 {
+            let prev = i.checked_sub(1).map(|p| chars[p]);
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            let starts_word = match prev {
+                None | Some('_') => false,
+                Some(p) => p.is_ascii_lowercase() || p.is_ascii_digit() || (p.is_ascii_uppercase() && next_lower),
+            };
+            if starts_word {
                 out.push('_');
             }
             out.push(c.to_ascii_lowercase());
@@ -1288,6 +1296,21 @@ impl Respond for StoreRouteRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snake_case_keeps_acronyms_together() {
+        for (name, snake) in [
+            ("User", "user"),
+            ("OrderItem", "order_item"),
+            ("APIKey", "api_key"),
+            ("HTTPServer", "http_server"),
+            ("UserID", "user_id"),
+            ("V2Thing", "v2_thing"),
+            ("Already_Snake", "already_snake"),
+        ] {
+            assert_eq!(snake_case(name), snake, "{name}");
+        }
+    }
 
     #[test]
     fn plurals_name_their_resource() {
