@@ -305,7 +305,7 @@ impl Builder {
         }
         let health = health::HealthState::default();
         let health_server = health.server();
-        let chain = responder::chain(Handlers::new(self.handlers), store, self.max_call_buffer);
+        let chain = responder::chain(Handlers::new(self.handlers), store, self.max_send, self.max_call_buffer);
         let registry = Arc::new(Registry::new(schema, chain, health)?);
         let calls = middleware::stack(call::Core { max_send: self.max_send }, &self.layers);
         let router = Router::new(GrpcAdapter {

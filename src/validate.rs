@@ -45,10 +45,39 @@ fn has_rules(
     })
 }
 
+/// How violations are reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Naming {
+    /// One violation: the rule's own message; several: `field: message` pairs.
+    Plain,
+    /// Every violation as `field: message`, even a single one (for a check of
+    /// something the client did not send as such, like a merged record).
+    Named,
+    /// Message `i` of a client stream: every field path starts with
+    /// `requests[i]`, and the message names each path.
+    InStream(usize),
+}
+
+impl Naming {
+    /// The field path as reported.
+    fn path(self, field: &str) -> String {
+        match self {
+            Naming::InStream(i) if field.is_empty() => format!("requests[{i}]"),
+            Naming::InStream(i) => format!("requests[{i}].{field}"),
+            _ => field.to_owned(),
+        }
+    }
+}
+
 /// Validates one request; a violation becomes INVALID_ARGUMENT whose message is the
 /// rule's own message when there is one violation, with every violation in a
 /// `google.rpc.BadRequest` detail.
 pub(crate) fn check(validator: &Validator, msg: &DynamicMessage) -> Result<(), Error> {
+    check_as(validator, msg, Naming::Plain)
+}
+
+/// The same, reporting violations as `naming` says.
+pub(crate) fn check_as(validator: &Validator, msg: &DynamicMessage, naming: Naming) -> Result<(), Error> {
     match validator.validate(msg) {
         Ok(()) => Ok(()),
         Err(ValidateError::Validation(err)) => {
@@ -60,7 +89,7 @@ pub(crate) fn check(validator: &Validator, msg: &DynamicMessage) -> Result<(), E
                 .iter()
                 .map(|v| FieldViolation { field: v.field_path(), description: text(v), reason: v.rule_id().to_owned() })
                 .collect();
-            Err(invalid(violations))
+            Err(invalid(violations, naming))
         }
         Err(other) => {
             tracing::error!(message = %msg.descriptor().full_name(), error = %other, "validation rule failed to evaluate");
@@ -70,11 +99,20 @@ pub(crate) fn check(validator: &Validator, msg: &DynamicMessage) -> Result<(), E
 }
 
 /// INVALID_ARGUMENT for a non-empty list of violations: the message is the one
-/// violation's own message, or `field: message` pairs; all go in a BadRequest detail.
-fn invalid(field_violations: Vec<FieldViolation>) -> Error {
+/// violation's own message, or `field: message` pairs (always pairs unless
+/// `naming` is plain); all go in a BadRequest detail.
+fn invalid(mut field_violations: Vec<FieldViolation>, naming: Naming) -> Error {
+    if naming != Naming::Plain {
+        for v in &mut field_violations {
+            v.field = naming.path(&v.field);
+        }
+    }
+    let pair = |v: &FieldViolation| {
+        if v.field.is_empty() { v.description.clone() } else { format!("{}: {}", v.field, v.description) }
+    };
     let message = match field_violations.as_slice() {
-        [one] => one.description.clone(),
-        many => many.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "),
+        [one] if naming == Naming::Plain => one.description.clone(),
+        many => many.iter().map(pair).collect::<Vec<_>>().join("; "),
     };
     let bad_request = BadRequest { field_violations };
     let details = RpcStatus {
@@ -198,7 +236,12 @@ impl NativeRules {
 
     /// Checks a decoded message.
     pub(crate) fn check_message(&self, msg: &DynamicMessage) -> Result<(), Error> {
-        self.report(|number| {
+        self.check_message_as(msg, Naming::Plain)
+    }
+
+    /// The same, reporting violations as `naming` says.
+    pub(crate) fn check_message_as(&self, msg: &DynamicMessage, naming: Naming) -> Result<(), Error> {
+        self.report(naming, |number| {
             msg.descriptor().get_field(number).and_then(|f| msg.get_field(&f).as_str().map(str::to_owned))
         })
     }
@@ -206,6 +249,11 @@ impl NativeRules {
     /// Checks the request bytes directly; `Err(Ok(..))` is a violation, `Err(Err(..))`
     /// bytes that do not decode.
     pub(crate) fn check_raw(&self, raw: &[u8]) -> Result<(), Result<Error, String>> {
+        self.check_raw_as(raw, Naming::Plain)
+    }
+
+    /// The same, reporting violations as `naming` says.
+    pub(crate) fn check_raw_as(&self, raw: &[u8], naming: Naming) -> Result<(), Result<Error, String>> {
         let mut values: Vec<(u32, &[u8])> = Vec::with_capacity(self.rules.len());
         crate::wire::walk(raw, &self.shape, |f| {
             if self.rules.iter().any(|r| r.number == f.number) {
@@ -216,7 +264,7 @@ impl NativeRules {
             }
         })
         .map_err(Err)?;
-        self.report(|number| {
+        self.report(naming, |number| {
             let bytes = values.iter().find(|(n, _)| *n == number).map_or(&[][..], |(_, b)| *b);
             // The walker checked UTF-8 already.
             Some(String::from_utf8_lossy(bytes).into_owned())
@@ -224,7 +272,7 @@ impl NativeRules {
         .map_err(Ok)
     }
 
-    fn report(&self, value_of: impl Fn(u32) -> Option<String>) -> Result<(), Error> {
+    fn report(&self, naming: Naming, value_of: impl Fn(u32) -> Option<String>) -> Result<(), Error> {
         let mut violations = Vec::new();
         for rule in &self.rules {
             let value = value_of(rule.number).unwrap_or_default();
@@ -232,7 +280,7 @@ impl NativeRules {
                 violations.push(rule.violation());
             }
         }
-        if violations.is_empty() { Ok(()) } else { Err(invalid(violations)) }
+        if violations.is_empty() { Ok(()) } else { Err(invalid(violations, naming)) }
     }
 }
 

@@ -28,18 +28,27 @@ pub(crate) trait Responder: Send + Sync + fmt::Debug {
     /// An error refuses the whole schema (e.g. a handler of the wrong kind).
     fn resolve(&self, method: &MethodDescriptor) -> Result<Option<Arc<dyn Respond>>, BuildError>;
 
+    /// Why this responder does not answer `method` although it looked like one
+    /// it would (for `check` and the UNIMPLEMENTED message); `None` otherwise.
+    fn explain(&self, _method: &MethodDescriptor) -> Option<String> {
+        None
+    }
+
     /// Called once per schema with a lookup of the schema's paths, to warn about
     /// anything registered for a method the schema does not have.
     fn unmatched(&self, _routes: &dyn Fn(&str) -> bool) {}
 }
 
 /// The chain in priority order. Adding a responder is one line here.
+/// `max_send` is the reply size limit, which the store checks before it writes;
+/// `max_call_buffer` bounds what one client-streaming store call may buffer.
 pub(crate) fn chain(
     handlers: handler::Handlers,
     store: Arc<dyn crate::store::Store>,
+    max_send: usize,
     max_call_buffer: usize,
 ) -> Vec<Arc<dyn Responder>> {
-    vec![Arc::new(handlers), Arc::new(store::StoreResponder::new(store, max_call_buffer))]
+    vec![Arc::new(handlers), Arc::new(store::StoreResponder::new(store, max_send, max_call_buffer))]
 }
 
 /// Resolves `method` against the chain: the first responder that answers it,
@@ -51,25 +60,36 @@ pub(crate) fn resolve(chain: &[Arc<dyn Responder>], method: &MethodDescriptor) -
             return Ok(answer);
         }
     }
-    Ok(Arc::new(Unimplemented::for_method(method)))
+    let why: Vec<String> =
+        chain.iter().filter_map(|r| r.explain(method).map(|why| format!("{}: {why}", r.name()))).collect();
+    Ok(Arc::new(Unimplemented::for_method(method, &why)))
 }
 
 /// The end of the chain: UNIMPLEMENTED, saying how to serve the method.
 #[derive(Debug)]
 pub(crate) struct Unimplemented {
     message: String,
+    /// Why responders that nearly answered it did not (`store: ...`).
+    why: String,
 }
 
 impl Unimplemented {
-    fn for_method(method: &MethodDescriptor) -> Self {
+    fn for_method(method: &MethodDescriptor, why: &[String]) -> Self {
         let name = format!("{}/{}", method.parent_service().full_name(), method.name());
-        Self {
-            message: format!(
+        let why = why.join("; ");
+        let message = if why.is_empty() {
+            format!(
                 "{name} is not implemented: no handler is registered for it and its name \
                  follows no resource-store convention (Create/Get/List/Update/Delete/BulkCreate<X>); \
                  register a handler for \"{name}\" in Rust"
-            ),
-        }
+            )
+        } else {
+            format!(
+                "{name} is not implemented: no handler is registered for it and no resource-store \
+                 convention fits it ({why}); register a handler for \"{name}\" in Rust"
+            )
+        };
+        Self { message, why }
     }
 }
 
@@ -79,6 +99,10 @@ impl Respond for Unimplemented {
     }
 
     fn describe(&self) -> String {
-        "UNIMPLEMENTED (no handler, no convention)".to_owned()
+        if self.why.is_empty() {
+            "UNIMPLEMENTED (no handler, no convention)".to_owned()
+        } else {
+            format!("UNIMPLEMENTED (no handler; {})", self.why)
+        }
     }
 }

@@ -122,7 +122,7 @@ async fn bulk_create_is_all_or_nothing() {
     ];
     let err = c.client_stream(BULK, reqs).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert_eq!(err.message(), "Invalid email address");
+    assert_eq!(err.message(), "requests[1].email: Invalid email address");
     let all = c.server_stream(LIST, c.msg("users.ListUsersRequest", json!({"page_size": 100}))).await.unwrap();
     assert!(all.is_empty(), "nothing was created");
 }

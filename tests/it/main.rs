@@ -11,6 +11,7 @@ mod compat;
 mod core;
 mod interop;
 mod reload;
+mod store;
 
 /// The library example, compiled into the tests so they run its handlers.
 #[path = "../../examples/users_service.rs"]
