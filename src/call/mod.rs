@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::{FutureExt as _, Stream, StreamExt as _};
+use futures_util::{Stream, StreamExt as _};
 use prost::Message as _;
 use prost_reflect::{DynamicMessage, MessageDescriptor, MethodDescriptor};
 use tokio::time::Instant;
@@ -84,6 +84,11 @@ impl Kind {
         }
     }
 
+    /// Whether requests come as a stream (client-streaming and bidi).
+    pub fn client_streaming(self) -> bool {
+        matches!(self, Kind::ClientStreaming | Kind::Bidi)
+    }
+
     /// A human name: `unary`, `server-streaming`, ...
     pub fn name(self) -> &'static str {
         match self {
@@ -119,18 +124,24 @@ pub(crate) trait CallSchema: Send + Sync {
 /// Answers calls of one method (resolved per snapshot; shared by its calls).
 /// Implemented by the responders (`crate::responder`).
 pub(crate) trait Respond: Send + Sync + fmt::Debug {
-    /// Answers one call. The call core guards this against panics (building the
-    /// future included), and checks reply sizes; the deadline layer bounds it.
-    fn respond(&self, call: CallRequest) -> BoxFuture<Result<Answer, Error>>;
+    /// Answers one call, at once when it can (no allocation for a future) or
+    /// later. The call core guards this against panics (building the future
+    /// included), and checks reply sizes; the deadline layer bounds it.
+    fn respond(&self, call: CallRequest) -> Responding;
 
     /// One line saying what answers, for `check` and the logs.
     fn describe(&self) -> String;
 }
 
+/// A responder's answer: ready now, or a future.
+pub(crate) enum Responding {
+    Ready(Result<Answer, Error>),
+    Later(BoxFuture<Result<Answer, Error>>),
+}
+
 /// The body of a request.
 pub(crate) enum Body {
-    /// Exactly one message (protocols that frame unary requests themselves).
-    #[allow(dead_code)] // used by the browser protocols' adapters
+    /// Exactly one message, read by the adapter (unary and server-streaming).
     One(Bytes),
     /// Messages as they arrive.
     Frames(Frames),
@@ -199,6 +210,22 @@ impl CallRequest {
     /// Sets (or clears) the deadline.
     pub fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.deadline = deadline;
+    }
+
+    /// The metadata and the one request message, when the adapter has read it
+    /// already (no waiting); else the call back.
+    // Handing the call back by value is the point: boxing it would cost the
+    // allocation this fast path avoids.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn try_unary(self) -> Result<(Exchange, Input), CallRequest> {
+        match self.body {
+            Body::One(raw) => {
+                let exchange = Exchange { snap: self.snap, route: self.route, metadata: self.metadata };
+                let input = exchange.input(raw);
+                Ok((exchange, input))
+            }
+            Body::Frames(_) => Err(self),
+        }
     }
 
     /// Splits off the metadata and the one request message (unary and
@@ -446,35 +473,65 @@ pub(crate) struct Core {
 impl tower_service::Service<CallRequest> for Core {
     type Response = Answer;
     type Error = Error;
-    type Future = BoxFuture<Result<Answer, Error>>;
+    type Future = CoreFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, call: CallRequest) -> Self::Future {
+    fn call(&mut self, call: CallRequest) -> CoreFuture {
         let route = call.route.clone();
-        let max = self.max_send;
         // The guard covers building the responder's future as well as running it.
-        let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| route.responder.respond(call))) {
-            Ok(fut) => fut,
-            Err(panic) => return Box::pin(std::future::ready(Err(panicked(&route.path, panic)))),
+        let state = match std::panic::catch_unwind(AssertUnwindSafe(|| route.responder.respond(call))) {
+            Ok(Responding::Ready(r)) => CoreState::Ready(Some(r)),
+            Ok(Responding::Later(fut)) => CoreState::Later(fut),
+            Err(panic) => CoreState::Ready(Some(Err(panicked(&route.path, panic)))),
         };
-        Box::pin(async move {
-            let answer = match AssertUnwindSafe(fut).catch_unwind().await {
-                Ok(answer) => answer?,
-                Err(panic) => return Err(panicked(&route.path, panic)),
-            };
-            Ok(match answer.body {
-                Output::One(r) => Answer { metadata: answer.metadata, body: Output::One(limit(r, max)?) },
-                Output::Many(s) => {
-                    let guarded = AssertUnwindSafe(s).catch_unwind().map(move |r| match r {
-                        Ok(item) => item.and_then(|r| limit(r, max)),
-                        Err(panic) => Err(panicked(&route.path, panic)),
-                    });
-                    Answer { metadata: answer.metadata, body: Output::Many(Box::pin(guarded)) }
-                }
-            })
-        })
+        CoreFuture { state, route, max: self.max_send }
     }
+}
+
+/// The core's future: the responder's answer (ready, or its future polled under
+/// the panic guard), then the reply size checks.
+pub(crate) struct CoreFuture {
+    state: CoreState,
+    route: Arc<Route>,
+    max: usize,
+}
+
+enum CoreState {
+    Ready(Option<Result<Answer, Error>>),
+    Later(BoxFuture<Result<Answer, Error>>),
+}
+
+impl std::future::Future for CoreFuture {
+    type Output = Result<Answer, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let answer = match &mut this.state {
+            CoreState::Ready(r) => r.take().unwrap_or_else(|| Err(Error::internal("the call was polled after it ended"))),
+            CoreState::Later(fut) => match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(r)) => r,
+                Err(panic) => Err(panicked(&this.route.path, panic)),
+            },
+        };
+        Poll::Ready(answer.and_then(|a| finish(a, &this.route, this.max)))
+    }
+}
+
+/// Checks reply sizes and guards a reply stream against panics.
+fn finish(answer: Answer, route: &Arc<Route>, max: usize) -> Result<Answer, Error> {
+    Ok(match answer.body {
+        Output::One(r) => Answer { metadata: answer.metadata, body: Output::One(limit(r, max)?) },
+        Output::Many(s) => {
+            let route = route.clone();
+            let guarded = AssertUnwindSafe(s).catch_unwind().map(move |r| match r {
+                Ok(item) => item.and_then(|r| limit(r, max)),
+                Err(panic) => Err(panicked(&route.path, panic)),
+            });
+            Answer { metadata: answer.metadata, body: Output::Many(Box::pin(guarded)) }
+        }
+    })
 }

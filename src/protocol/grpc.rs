@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf as _, BufMut as _, Bytes};
-use futures_util::{FutureExt as _, StreamExt as _};
+use futures_util::{Stream as _, StreamExt as _};
 use hyper::body::Incoming;
 use prost::Message as _;
 use prost_reflect::ReflectMessage as _;
@@ -125,7 +125,8 @@ impl GrpcAdapter {
 
 /// The encoding a request was compressed with, if it is one we speak.
 fn request_encoding(headers: &http::HeaderMap) -> Option<CompressionEncoding> {
-    match headers.get("grpc-encoding")?.as_bytes() {
+    const GRPC_ENCODING: http::HeaderName = http::HeaderName::from_static("grpc-encoding");
+    match headers.get(&GRPC_ENCODING)?.as_bytes() {
         b"gzip" => Some(CompressionEncoding::Gzip),
         b"deflate" => Some(CompressionEncoding::Deflate),
         b"zstd" => Some(CompressionEncoding::Zstd),
@@ -159,7 +160,6 @@ struct GrpcCall {
 
 type ReplyItem = fn(Result<Reply, Error>) -> Result<Reply, Status>;
 type GrpcStream = futures_util::stream::Map<OutStream, ReplyItem>;
-type Head = fn(Result<Answer, Error>) -> Result<Response<GrpcStream>, Status>;
 
 fn reply_item(r: Result<Reply, Error>) -> Result<Reply, Status> {
     r.map_err(Error::into_status)
@@ -173,14 +173,76 @@ fn head(r: Result<Answer, Error>) -> Result<Response<GrpcStream>, Status> {
 impl StreamingService<Bytes> for GrpcCall {
     type Response = Reply;
     type ResponseStream = GrpcStream;
-    type Future = futures_util::future::Map<BoxFuture<Result<Answer, Error>>, Head>;
+    type Future = GrpcFuture;
 
-    fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
+    fn call(&mut self, request: Request<Streaming<Bytes>>) -> GrpcFuture {
         let (metadata, _, stream) = request.into_parts();
-        let frames = Box::pin(stream.map(|r| r.map_err(framing_error)));
-        let call =
-            CallRequest::new(self.snap.clone(), self.route.clone(), metadata, self.deadline, CallBody::Frames(frames));
-        self.calls.run(call).map(head as Head)
+        let parts = CallParts {
+            snap: self.snap.clone(),
+            route: self.route.clone(),
+            metadata,
+            deadline: self.deadline,
+            calls: self.calls.clone(),
+        };
+        if self.route.kind.client_streaming() {
+            let frames = Box::pin(stream.map(|r| r.map_err(framing_error)));
+            GrpcFuture::Calling(parts.run(CallBody::Frames(frames)))
+        } else {
+            // One request message: read it here, so responders answer it at once.
+            GrpcFuture::Reading { stream, parts: Some(parts) }
+        }
+    }
+}
+
+/// What a call is built from once its request is in.
+pub(crate) struct CallParts {
+    snap: Arc<Snapshot>,
+    route: Arc<Route>,
+    metadata: tonic::metadata::MetadataMap,
+    deadline: Option<tokio::time::Instant>,
+    calls: CallService,
+}
+
+impl CallParts {
+    fn run(self, body: CallBody) -> BoxFuture<Result<Answer, Error>> {
+        self.calls.run(CallRequest::new(self.snap, self.route, self.metadata, self.deadline, body))
+    }
+}
+
+/// A gRPC call: reading the one request message (unary kinds), then running the call.
+// Named only as tonic's associated Future type; it lives inside the request's
+// (already boxed) future, so its size costs no allocation.
+#[allow(private_interfaces, clippy::large_enum_variant)]
+pub(crate) enum GrpcFuture {
+    Reading { stream: Streaming<Bytes>, parts: Option<CallParts> },
+    Calling(BoxFuture<Result<Answer, Error>>),
+}
+
+impl std::future::Future for GrpcFuture {
+    type Output = Result<Response<GrpcStream>, Status>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            match this {
+                GrpcFuture::Reading { stream, parts } => {
+                    let first = match std::task::ready!(std::pin::Pin::new(&mut *stream).poll_next(cx)) {
+                        Some(Ok(raw)) => raw,
+                        Some(Err(status)) => return Poll::Ready(head(Err(framing_error(status)))),
+                        None => {
+                            let path = parts.as_ref().map_or("", |p| &p.route.path);
+                            return Poll::Ready(head(Err(Error::internal(format!("{path}: missing request message")))));
+                        }
+                    };
+                    let Some(parts) = parts.take() else {
+                        return Poll::Ready(head(Err(Error::internal("the call was polled after it ended"))));
+                    };
+                    *this = GrpcFuture::Calling(parts.run(CallBody::One(first)));
+                }
+                GrpcFuture::Calling(fut) => return fut.as_mut().poll(cx).map(head),
+            }
+        }
     }
 }
 
@@ -241,7 +303,8 @@ impl Decoder for RawDecoder {
 
 /// Parses `grpc-timeout` (at most 8 digits and a unit: H M S m u n).
 fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
-    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+    let v = headers.get(&GRPC_TIMEOUT)?.to_str().ok()?;
     if v.len() < 2 || v.len() > 9 {
         return None;
     }

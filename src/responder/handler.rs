@@ -17,7 +17,7 @@ use tonic::metadata::MetadataMap;
 
 use super::{Respond, Responder};
 use crate::Error;
-use crate::call::{Answer, BoxFuture, CallRequest, Kind, Replies, Reply};
+use crate::call::{Answer, BoxFuture, CallRequest, Kind, Replies, Reply, Responding};
 use crate::error::BuildError;
 
 /// A boxed stream of responses.
@@ -171,8 +171,8 @@ impl Handler {
 }
 
 impl Respond for Handler {
-    fn respond(&self, call: CallRequest) -> BoxFuture<Result<Answer, Error>> {
-        self.run(call)
+    fn respond(&self, call: CallRequest) -> Responding {
+        Responding::Later(self.run(call))
     }
 
     fn describe(&self) -> String {

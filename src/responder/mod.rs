@@ -16,7 +16,7 @@ use prost_reflect::MethodDescriptor;
 
 use crate::Error;
 pub(crate) use crate::call::Respond;
-use crate::call::{Answer, BoxFuture, CallRequest};
+use crate::call::{CallRequest, Responding};
 use crate::error::BuildError;
 
 /// A kind of responder: decides, once per schema, which methods it answers.
@@ -94,8 +94,8 @@ impl Unimplemented {
 }
 
 impl Respond for Unimplemented {
-    fn respond(&self, _call: CallRequest) -> BoxFuture<Result<Answer, Error>> {
-        Box::pin(std::future::ready(Err(Error::unimplemented(self.message.clone()))))
+    fn respond(&self, _call: CallRequest) -> Responding {
+        Responding::Ready(Err(Error::unimplemented(self.message.clone())))
     }
 
     fn describe(&self) -> String {

@@ -20,7 +20,7 @@ use prost_reflect::{
 
 use super::{Respond, Responder};
 use crate::Error;
-use crate::call::{Answer, BoxFuture, CallRequest, Exchange, Input, Kind, Reply};
+use crate::call::{Answer, CallRequest, Exchange, Input, Kind, Reply, Responding};
 use crate::error::BuildError;
 use crate::store::{After, InsertError, Store};
 use crate::validate::{self, Naming, Validation};
@@ -1323,21 +1323,55 @@ impl StoreRoute {
 #[derive(Debug)]
 struct StoreRouteRef(Arc<StoreRoute>);
 
+impl StoreRoute {
+    /// Whether this request must be decoded first on the blocking pool.
+    fn heavy(&self, ex: &Exchange, input: &Input) -> bool {
+        input.raw.len() >= crate::call::HEAVY_DECODE
+            && (self.conv.shape.is_none() || matches!(ex.route.validation, Validation::Full))
+    }
+
+    /// Unary and server-streaming answers, once the request is in hand (and decoded if heavy).
+    fn answer(&self, kind: Kind, ex: &Exchange, input: Input) -> Result<Answer, Error> {
+        let store = &*self.store;
+        match kind {
+            Kind::ServerStreaming => {
+                let query = self.conv.stream(ex.checked(input)?)?;
+                Ok(Answer::stream(Box::pin(ListStream::start(self.store.clone(), query)?)))
+            }
+            _ => Ok(Answer::one(self.conv.unary(store, ex, input)?)),
+        }
+    }
+}
+
 impl Respond for StoreRouteRef {
-    fn respond(&self, call: CallRequest) -> BoxFuture<Result<Answer, Error>> {
+    fn respond(&self, call: CallRequest) -> Responding {
+        let kind = Kind::of(call.method());
+        if matches!(kind, Kind::Unary | Kind::ServerStreaming) {
+            // The common case: the adapter has read the request and it is small:
+            // answer now, without a future.
+            let call = match call.try_unary() {
+                Ok((ex, input)) if !self.0.heavy(&ex, &input) => {
+                    return Responding::Ready(self.0.answer(kind, &ex, input));
+                }
+                Ok((ex, input)) => {
+                    let this = self.0.clone();
+                    return Responding::Later(Box::pin(async move {
+                        let input = this.prepare(&ex, input).await?;
+                        this.answer(kind, &ex, input)
+                    }));
+                }
+                Err(call) => call,
+            };
+            let this = self.0.clone();
+            return Responding::Later(Box::pin(async move {
+                let (ex, input) = call.into_unary().await?;
+                let input = this.prepare(&ex, input).await?;
+                this.answer(kind, &ex, input)
+            }));
+        }
         let this = self.0.clone();
-        Box::pin(async move {
-            let (conv, store) = (&this.conv, &*this.store);
-            match Kind::of(call.method()) {
-                Kind::Unary => {
-                    let (ex, input) = call.into_unary().await?;
-                    Ok(Answer::one(conv.unary(store, &ex, this.prepare(&ex, input).await?)?))
-                }
-                Kind::ServerStreaming => {
-                    let (ex, input) = call.into_unary().await?;
-                    let query = conv.stream(ex.checked(this.prepare(&ex, input).await?)?)?;
-                    Ok(Answer::stream(Box::pin(ListStream::start(this.store.clone(), query)?)))
-                }
+        Responding::Later(Box::pin(async move {
+            match kind {
                 Kind::ClientStreaming => {
                     let (ex, frames) = call.into_streaming();
                     let frames = this.collect(&ex.route.path, frames).await?;
@@ -1356,9 +1390,9 @@ impl Respond for StoreRouteRef {
                         .map_err(|e| Error::internal(format!("storing the batch failed: {e}")))??;
                     Ok(Answer::one(reply))
                 }
-                Kind::Bidi => Err(Error::internal(format!("{}: no store convention is bidi-streaming", call.path()))),
+                _ => Err(Error::internal(format!("{}: no store convention is bidi-streaming", call.path()))),
             }
-        })
+        }))
     }
 
     fn describe(&self) -> String {
