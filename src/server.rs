@@ -62,7 +62,8 @@ pub struct ConnLimits {
     /// A connection must complete its handshake and send its first request
     /// within this time, or it is closed.
     pub handshake_timeout: Duration,
-    /// A connection with no request in flight for this long is closed (GOAWAY).
+    /// A connection with no request in flight for this long (and at most twice
+    /// this long) is closed (GOAWAY).
     pub idle_timeout: Duration,
     /// HTTP/2 PING interval to find dead peers (`None`: no keepalive pings); a
     /// peer that does not answer within 20 s is disconnected.
@@ -180,13 +181,14 @@ impl Connection {
     }
 }
 
-/// Requests in flight on one connection, and since when it has had none.
+/// Requests in flight on one connection, and how many have finished. The idle
+/// timer samples them: a connection with nothing in flight and no request
+/// finished during a whole period is idle, so it is closed between one and two
+/// idle timeouts after its last request (no clock is read per request).
 #[derive(Debug)]
 struct Activity {
-    started: Instant,
     active: AtomicUsize,
-    /// Milliseconds after `started` when `active` last dropped to zero.
-    idle_since_ms: AtomicU64,
+    finished: AtomicU64,
     /// Whether any request has arrived yet (before that, the handshake timeout applies).
     served: AtomicBool,
     /// Wakes the idle timer when the first request arrives (the limit changes then).
@@ -196,9 +198,8 @@ struct Activity {
 impl Activity {
     fn new() -> Self {
         Self {
-            started: Instant::now(),
             active: AtomicUsize::new(0),
-            idle_since_ms: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
             served: AtomicBool::new(false),
             first_request: tokio::sync::Notify::new(),
         }
@@ -212,30 +213,27 @@ impl Activity {
         ActiveGuard(self.clone())
     }
 
-    /// Resolves once the connection has had no request in flight for the idle
-    /// timeout (or no first request within the handshake timeout). Waking early
-    /// is harmless: the deadline is worked out again from the current state.
+    /// Resolves once the connection is idle: no first request within the
+    /// handshake timeout, or nothing in flight and nothing finished for a whole
+    /// idle timeout.
     async fn idle_for(&self, limits: ConnLimits) {
-        loop {
-            let served = self.served.load(Ordering::Acquire);
-            let limit = if served { limits.idle_timeout } else { limits.handshake_timeout };
-            let deadline = if self.active.load(Ordering::Acquire) > 0 {
-                Instant::now() + limit
-            } else {
-                self.started + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire)) + limit
-            };
-            if served {
-                tokio::time::sleep_until(deadline).await;
-            } else {
-                tokio::select! {
-                    () = tokio::time::sleep_until(deadline) => {}
-                    () = self.first_request.notified() => continue,
+        // Before the first request: the handshake timeout, unless a request comes.
+        tokio::select! {
+            () = tokio::time::sleep(limits.handshake_timeout) => {
+                if !self.served.load(Ordering::Acquire) {
+                    return;
                 }
             }
-            let idle_since = self.started + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
-            if self.active.load(Ordering::Acquire) == 0 && idle_since + limit <= Instant::now() {
+            () = self.first_request.notified() => {}
+        }
+        let mut seen = u64::MAX;
+        loop {
+            tokio::time::sleep(limits.idle_timeout).await;
+            let finished = self.finished.load(Ordering::Acquire);
+            if self.active.load(Ordering::Acquire) == 0 && finished == seen {
                 return;
             }
+            seen = finished;
         }
     }
 }
@@ -245,9 +243,8 @@ struct ActiveGuard(Arc<Activity>);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        let a = &self.0;
-        a.idle_since_ms.store(a.started.elapsed().as_millis() as u64, Ordering::Release);
-        a.active.fetch_sub(1, Ordering::AcqRel);
+        self.0.finished.fetch_add(1, Ordering::AcqRel);
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -510,7 +510,9 @@ impl std::future::Future for CoreFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let answer = match &mut this.state {
-            CoreState::Ready(r) => r.take().unwrap_or_else(|| Err(Error::internal("the call was polled after it ended"))),
+            CoreState::Ready(r) => {
+                r.take().unwrap_or_else(|| Err(Error::internal("the call was polled after it ended")))
+            }
             CoreState::Later(fut) => match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
                 Ok(Poll::Pending) => return Poll::Pending,
                 Ok(Poll::Ready(r)) => r,

@@ -302,6 +302,12 @@ impl Plan {
             find(x).ok_or_else(|| Miss::Why(format!("no message {x} in package '{package}' (nor as the output type)")))
         };
         let find_plural = |x: &str| {
+            // The regular plural first: pluralizer's rules are regexes compiled on
+            // first use (tens of milliseconds and megabytes at startup), so they
+            // are only consulted for names like `People` or `Categories`.
+            if let Some(res) = x.strip_suffix('s').filter(|s| !s.is_empty()).and_then(&find) {
+                return Ok(res);
+            }
             let candidates = plural_candidates(x);
             candidates.iter().find_map(|c| find(c)).ok_or_else(|| {
                 Miss::Why(format!(
