@@ -126,10 +126,13 @@ fn check(opts: &Options, err: &mut dyn Write) -> Result<Checked, InputError> {
         Against::Ref(r) => load_ref(r, &opts.new)?,
     };
     let policy = config::policy(opts, err)?;
-    let findings: Vec<Finding> = compat::check_with(old.schema.pool(), new.schema.pool(), &policy)
+    let located = compat::check_with(old.schema.pool(), new.schema.pool(), &policy);
+    let mut in_git_ref = Vec::with_capacity(located.len());
+    let mut findings: Vec<Finding> = located
         .into_iter()
         .map(|l| {
             let side = if l.in_old { &old } else { &new };
+            in_git_ref.push(l.in_old && matches!(side.display, Display::Git { .. }));
             let mut f = l.finding;
             if let Some(loc) = &mut f.location {
                 loc.file = side.display.show(&loc.file);
@@ -138,6 +141,15 @@ fn check(opts: &Options, err: &mut dyn Write) -> Result<Checked, InputError> {
         })
         .collect();
     let probe = opts.probe.then(|| compat::probe(old.schema.pool(), new.schema.pool(), &findings));
+    // Annotations and code scanning attach locations to files of the checkout;
+    // a place in the git reference goes into the message instead.
+    if matches!(opts.format, Format::GithubActions | Format::Sarif) {
+        for (f, _) in findings.iter_mut().zip(in_git_ref).filter(|(_, in_ref)| *in_ref) {
+            if let Some(loc) = f.location.take() {
+                f.message = format!("{} (at {}:{}:{})", f.message, loc.file, loc.line, loc.column);
+            }
+        }
+    }
     Ok((findings, probe))
 }
 

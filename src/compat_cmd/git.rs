@@ -78,12 +78,18 @@ impl Source {
         Ok(Source { repo, commit, root, label: input.to_owned() })
     }
 
-    /// Writes the `.proto` files under the root (or the root file itself) at
-    /// this commit into a new temporary directory, at their paths in the tree.
+    /// Writes the `.proto` files under the root (a `.proto` root: its
+    /// directory's; a descriptor set root: the file itself) at this commit into
+    /// a new temporary directory, at their paths in the tree.
     pub fn materialize(&self) -> Result<tempfile::TempDir, String> {
+        // A single .proto file needs its directory: its siblings resolve its imports.
+        let list_root = match self.root.strip_suffix(".proto") {
+            Some(_) => self.root.rsplit_once('/').map_or("", |(dir, _)| dir),
+            None => self.root.as_str(),
+        };
         let mut args: Vec<&str> = vec!["ls-tree", "-r", "-z", "--full-tree", &self.commit];
-        if !self.root.is_empty() {
-            args.extend(["--", &self.root]);
+        if !list_root.is_empty() {
+            args.extend(["--", list_root]);
         }
         let listing = run_git(&self.repo, &args)?;
         let mut blobs: Vec<(String, String)> = Vec::new();
