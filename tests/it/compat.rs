@@ -440,6 +440,29 @@ fn renamed_message_types_are_explained_truthfully() {
     assert!(!f[0].message.contains("different field meanings"), "{}", f[0].message);
     let p = compat::probe(&old, &new, &f);
     assert_eq!(p.matches("[round-trips unchanged]").count(), 2, "{p}");
+
+    // Nested types that moved along are compared by shape too; a real
+    // difference below the top level is still called one.
+    for (nested_new, same) in [("int32", true), ("string", false)] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for (side, pkg, ty) in [("old", "a", "int32"), ("new", "b", nested_new)] {
+            let dir = tmp.path().join(side);
+            std::fs::create_dir(&dir).expect("mkdir");
+            let text = format!(
+                "syntax = \"proto3\";\npackage t;\nimport \"{pkg}.proto\";\nmessage M {{ {pkg}.Outer o = 1; }}\n"
+            );
+            std::fs::write(dir.join("t.proto"), text).expect("write");
+            let types = format!(
+                "syntax = \"proto3\";\npackage {pkg};\nmessage Outer {{ repeated Inner items = 1; }}\n\
+                 message Inner {{ {ty} n = 1; }}\n"
+            );
+            std::fs::write(dir.join(format!("{pkg}.proto")), types).expect("write");
+        }
+        let (old, new) = (pool(&tmp.path().join("old")), pool(&tmp.path().join("new")));
+        let f = compat::check(&old, &new, RuleSet::Wire);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].message.contains("has the same field numbers and types"), same, "{}", f[0].message);
+    }
 }
 
 /// Under WIRE_JSON, int32 -> int64 breaks JSON (int64 is a quoted string), and
