@@ -3,8 +3,8 @@
 //! reference read without checking it out), reads the configuration (`buf.yaml`'s
 //! `breaking` section, `protoserve.yaml`), runs the check, renders the report
 //! and decides the exit code (0 compatible, 1 breaking, 2 usage or input errors).
-//! All file I/O, git and printing of the command live here and in [`git`] and
-//! [`config`].
+//! All file I/O, git and printing of the command live here and in `git` and
+//! `config`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use crate::compat::{self, Finding, Format};
 use crate::schema::{self, Schema, SchemaError};
 
-pub mod config;
-pub mod git;
+mod config;
+mod git;
 
 /// Arguments of `protoserve compat`.
 #[derive(Clone, Debug)]
@@ -75,13 +75,13 @@ impl Display {
 
 /// An input that could not be read or compiled (exit code 2).
 #[derive(Debug)]
-pub struct InputError {
+struct InputError {
     /// `old`, `new` or `config`.
-    pub side: &'static str,
+    side: &'static str,
     /// The input as given.
-    pub input: String,
+    input: String,
     /// What went wrong (compiler errors as `file:line:col`).
-    pub message: String,
+    message: String,
 }
 
 /// Loads both sides and the configuration, checks, writes the report to `out`
