@@ -416,6 +416,31 @@ fn protoserve_errors_never_contradict_the_probe() {
     assert!(checked >= 20, "only {checked} findings probed");
 }
 
+/// The converse: on every fixture that exits 0, the probe shows no value
+/// misread, dropped or undecodable in either direction. Added fields, deleted
+/// reserved fields and added enum values show as kept unknown.
+#[test]
+fn compatible_verdicts_never_contradict_the_probe() {
+    let mut compatible = 0;
+    for case in cases() {
+        let (old, new) = (pool(&case.join("old")), pool(&case.join("new")));
+        let f = compat::check(&old, &new, rule_set(&case));
+        if compat::is_breaking(&f) {
+            continue;
+        }
+        compatible += 1;
+        let p = compat::probe(&old, &new, &f);
+        for bad in ["[MISREAD]", "[DROPPED]", "cannot decode"] {
+            assert!(!p.contains(bad), "{} exits 0 but the probe shows {bad}:\n{p}", case_name(&case));
+        }
+    }
+    assert!(compatible >= 15, "only {compatible} compatible fixtures");
+    let p = probe_case("additions_compatible");
+    assert!(p.contains("unknown field(s) 6, 7 kept as raw bytes [kept as unknown]"), "{p}");
+    let p = probe_case("field_type_compatible");
+    assert!(p.contains("old reader: to_bytes=\"to_bytes-3\", color=2 (unknown) [kept as unknown]"), "{p}");
+}
+
 /// A message replaced by one of another name with the same fields: buf's
 /// verdict stays (an error under buf's rule id), and the message no longer
 /// claims that the bytes mean something else.
