@@ -10,7 +10,7 @@
 //! narrowing or sign changes, and renumbered enum values.
 //!
 //! The module is pure: descriptors in, findings out, no file I/O, no printing,
-//! no async. [`rule`] is the one table of rule ids and default severities; a
+//! no async. [`Rule`] is the one table of rule ids and default severities; a
 //! [`Policy`] (built from a [`RuleSet`] or from configuration) picks rules and
 //! severities; [`probe`] shows what real readers decode for each field-level
 //! finding. The `protoserve compat` command (reading files and git refs,

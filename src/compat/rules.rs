@@ -1,7 +1,7 @@
 //! The rules. Elements are paired the way buf pairs them: files by name, messages,
 //! enums and services by full name, fields by number inside a message, enum values
 //! by number, methods by name inside a service. Each rule then looks at one pair.
-//! Which rules exist, and how severe each is, is [`super::rule`]'s table.
+//! Which rules exist, and how severe each is, is `super::rule`'s table.
 
 use std::collections::{BTreeSet, HashMap};
 
