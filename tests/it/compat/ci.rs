@@ -154,6 +154,26 @@ fn deleted_elements_point_into_the_reference() {
     assert!(result["message"]["text"].as_str().is_some_and(|t| t.ends_with("(at main:proto/a.proto:6:3)")));
 }
 
+/// A descriptor set as NEW: the file of the same path at REF is the old side.
+#[test]
+fn descriptor_sets_compare_against_their_committed_version() {
+    use prost::Message as _;
+    let r = Repo::new();
+    let c = case_dir("field_moved_number");
+    let write_set = |side: &str| {
+        let schema = protoserve::schema::load(&[c.join(side)]).expect("fixture compiles");
+        let fds = prost_types::FileDescriptorSet { file: schema.pool().file_descriptor_protos().cloned().collect() };
+        std::fs::create_dir_all(r.path().join("build")).expect("mkdir");
+        std::fs::write(r.path().join("build/schema.binpb"), fds.encode_to_vec()).expect("write");
+    };
+    write_set("old");
+    r.commit("old");
+    write_set("new");
+    let (code, out, err) = r.compat(&["build/schema.binpb", "--against", "HEAD"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("user.proto:10:18: error[PROTOSERVE_FIELD_MOVED_NUMBER]"), "{out}");
+}
+
 /// A single `.proto` file as NEW: its sibling imports resolve from its
 /// directory, in the work tree and at the reference alike.
 #[test]
