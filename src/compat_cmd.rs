@@ -125,7 +125,11 @@ fn check(opts: &Options, err: &mut dyn Write) -> Result<Checked, InputError> {
         }
         Against::Ref(r) => load_ref(r, &opts.new)?,
     };
-    let policy = config::policy(opts, err)?;
+    let (policy, notes) = config::policy(&opts.new, opts.config.as_deref(), opts.rules)
+        .map_err(|(file, message)| InputError { side: "config", input: file.display().to_string(), message })?;
+    for n in notes {
+        let _ = writeln!(err, "note: {n}");
+    }
     let located = compat::check_with(old.schema.pool(), new.schema.pool(), &policy);
     let mut in_git_ref = Vec::with_capacity(located.len());
     let mut findings: Vec<Finding> = located

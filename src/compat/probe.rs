@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, Value};
 
-use super::Finding;
+use super::finding::Finding;
 use super::rules::{self, Subject};
 
 /// Builds the probe report for `findings` (which must come from the same pools).

@@ -3,8 +3,64 @@
 //! configuration) asks this table; nothing compares rule-name strings.
 
 use std::fmt;
+use std::str::FromStr;
 
-use super::{RuleSet, Severity};
+/// Which rules [`check`](super::check) applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RuleSet {
+    /// buf's `WIRE` category plus the protoserve rules: binary compatibility only.
+    #[default]
+    Wire,
+    /// buf's `WIRE_JSON` category plus the protoserve rules: binary and JSON
+    /// compatibility (field and enum value names matter too).
+    WireJson,
+}
+
+impl FromStr for RuleSet {
+    type Err = String;
+
+    /// Parses the `--rules` flag value: `wire` or `wire-json`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "wire" => Ok(RuleSet::Wire),
+            "wire-json" | "wire_json" => Ok(RuleSet::WireJson),
+            other => Err(format!("unknown rule set '{other}' (expected 'wire' or 'wire-json')")),
+        }
+    }
+}
+
+/// How bad a finding is.
+///
+/// Every rule reports [`Severity::Error`] by default: buf's rules as buf does,
+/// ours because each names an edit under which the probe shows a value misread
+/// or dropped. Configuration may downgrade a rule to [`Severity::Warning`].
+/// Only errors make [`is_breaking`](super::is_breaking) true.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// The edit breaks wire compatibility.
+    Error,
+    /// Reported, but not breaking (only by configuration).
+    Warning,
+}
+
+impl Severity {
+    /// `"error"` or `"warning"`, as printed in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+
+    /// Parses `error` or `warning` (as configuration spells them).
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "error" => Some(Severity::Error),
+            "warning" | "warn" => Some(Severity::Warning),
+            _ => None,
+        }
+    }
+}
 
 /// A compatibility rule. buf's rules carry buf's ids; ours are prefixed `PROTOSERVE_`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
