@@ -179,7 +179,9 @@ fn load_ref(reference: &str, new: &Path) -> Result<Side, InputError> {
     .map_err(fail)?;
     let files = source.materialize().map_err(fail)?;
     let root = files.path().join(&source.root);
-    let schema = load_side(&root).map_err(|e| fail(e.render()))?;
+    // Errors that name a file by its temporary path name it as REF:path instead.
+    let tmp_prefix = format!("{}/", files.path().display());
+    let schema = load_side(&root).map_err(|e| fail(e.render().replace(&tmp_prefix, &format!("{}:", source.label))))?;
     let display = if is_descriptor_set(&root) {
         Display::Plain
     } else {

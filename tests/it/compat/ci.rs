@@ -217,6 +217,16 @@ fn against_errors_exit_2_and_are_json_with_format_json() {
     assert_eq!(code, 2);
     assert!(err.contains("not in a git repository"), "{err}");
 
+    // An editions file at the reference: refused, named by its place in REF.
+    let ed = Repo::new();
+    ed.write("proto/e.proto", "edition = \"2023\";\npackage t;\nmessage M { string s = 1; }\n");
+    ed.commit("editions");
+    ed.write("proto/e.proto", "syntax = \"proto3\";\npackage t;\nmessage M { string s = 1; }\n");
+    let (code, _, err) = ed.compat(&["proto", "--against", "main"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("main:proto/e.proto: editions not supported yet"), "{err}");
+    assert!(!err.contains("protoserve-compat-"), "temporary paths stay hidden: {err}");
+
     // A compile error in NEW, as JSON on stdout.
     r.write("proto/user.proto", "syntax = \"proto3\";\nmessage M {\n  strin x = 1;\n}\n");
     let (code, out, _) = r.compat(&["proto", "--against", "main", "--format", "json"]);
