@@ -162,6 +162,7 @@ pub(super) fn sarif(findings: &[Finding]) -> String {
             json!({
                 "id": r.id(),
                 "name": r.id(),
+                "shortDescription": { "text": r.summary() },
                 "defaultConfiguration": { "level": level(r.default_severity()) },
                 "properties": { "buf_rule": r.is_buf() },
             })

@@ -542,6 +542,7 @@ fn assert_sarif(log: &serde_json::Value) {
     let unique: std::collections::BTreeSet<&&str> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "rule ids are unique");
     for r in rules {
+        assert!(r["shortDescription"]["text"].as_str().is_some_and(|t| t.ends_with('.')), "{r}");
         let level = r["defaultConfiguration"]["level"].as_str().expect("level");
         assert!(["none", "note", "warning", "error"].contains(&level));
     }
