@@ -389,6 +389,26 @@ mod tests {
     }
 
     #[test]
+    fn compat_takes_old_new_or_new_against_ref() {
+        use crate::compat_cmd::Against;
+        let c = Config::try_parse_from(["protoserve", "compat", "a", "b"]).unwrap();
+        let Command::Compat(o) = c.command else { panic!("expected compat") };
+        assert_eq!((o.against, o.new, o.rules), (Against::Path("a".into()), PathBuf::from("b"), None));
+        let c =
+            Config::try_parse_from(["protoserve", "compat", "b", "--against", "origin/main", "--rules", "wire-json"])
+                .unwrap();
+        let Command::Compat(o) = c.command else { panic!("expected compat") };
+        assert_eq!(o.against, Against::Ref("origin/main".into()));
+        assert_eq!((o.new, o.rules), (PathBuf::from("b"), Some(crate::compat::RuleSet::WireJson)));
+        for bad in
+            [&["compat", "a"][..], &["compat", "a", "b", "--against", "main"], &["compat", "a", "--format", "xml"]]
+        {
+            let args = std::iter::once("protoserve").chain(bad.iter().copied());
+            assert!(Config::try_parse_from(args).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn serve_defaults() {
         let c = Config::try_parse_from(["protoserve", "serve", "schemas/users"]).unwrap();
         let Command::Serve(s) = c.command else { panic!("expected serve") };

@@ -3,8 +3,8 @@
 //! reference read without checking it out), reads the configuration (`buf.yaml`'s
 //! `breaking` section, `protoserve.yaml`), runs the check, renders the report
 //! and decides the exit code (0 compatible, 1 breaking, 2 usage or input errors).
-//! All file I/O, git and printing of the command live here and in [`git`] and
-//! [`config`].
+//! All file I/O, git and printing of the command live here and in `git` and
+//! `config`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use crate::compat::{self, Finding, Format};
 use crate::schema::{self, Schema, SchemaError};
 
-pub mod config;
-pub mod git;
+mod config;
+mod git;
 
 /// Arguments of `protoserve compat`.
 #[derive(Clone, Debug)]
@@ -75,13 +75,13 @@ impl Display {
 
 /// An input that could not be read or compiled (exit code 2).
 #[derive(Debug)]
-pub struct InputError {
+struct InputError {
     /// `old`, `new` or `config`.
-    pub side: &'static str,
+    side: &'static str,
     /// The input as given.
-    pub input: String,
+    input: String,
     /// What went wrong (compiler errors as `file:line:col`).
-    pub message: String,
+    message: String,
 }
 
 /// Loads both sides and the configuration, checks, writes the report to `out`
@@ -125,11 +125,18 @@ fn check(opts: &Options, err: &mut dyn Write) -> Result<Checked, InputError> {
         }
         Against::Ref(r) => load_ref(r, &opts.new)?,
     };
-    let policy = config::policy(opts, err)?;
-    let findings: Vec<Finding> = compat::check_with(old.schema.pool(), new.schema.pool(), &policy)
+    let (policy, notes) = config::policy(&opts.new, opts.config.as_deref(), opts.rules)
+        .map_err(|(file, message)| InputError { side: "config", input: file.display().to_string(), message })?;
+    for n in notes {
+        let _ = writeln!(err, "note: {n}");
+    }
+    let located = compat::check_with(old.schema.pool(), new.schema.pool(), &policy);
+    let mut in_git_ref = Vec::with_capacity(located.len());
+    let mut findings: Vec<Finding> = located
         .into_iter()
         .map(|l| {
             let side = if l.in_old { &old } else { &new };
+            in_git_ref.push(l.in_old && matches!(side.display, Display::Git { .. }));
             let mut f = l.finding;
             if let Some(loc) = &mut f.location {
                 loc.file = side.display.show(&loc.file);
@@ -138,6 +145,15 @@ fn check(opts: &Options, err: &mut dyn Write) -> Result<Checked, InputError> {
         })
         .collect();
     let probe = opts.probe.then(|| compat::probe(old.schema.pool(), new.schema.pool(), &findings));
+    // Annotations and code scanning attach locations to files of the checkout;
+    // a place in the git reference goes into the message instead.
+    if matches!(opts.format, Format::GithubActions | Format::Sarif) {
+        for (f, _) in findings.iter_mut().zip(in_git_ref).filter(|(_, in_ref)| *in_ref) {
+            if let Some(loc) = f.location.take() {
+                f.message = format!("{} (at {}:{}:{})", f.message, loc.file, loc.line, loc.column);
+            }
+        }
+    }
     Ok((findings, probe))
 }
 
@@ -163,7 +179,9 @@ fn load_ref(reference: &str, new: &Path) -> Result<Side, InputError> {
     .map_err(fail)?;
     let files = source.materialize().map_err(fail)?;
     let root = files.path().join(&source.root);
-    let schema = load_side(&root).map_err(|e| fail(e.render()))?;
+    // Errors that name a file by its temporary path name it as REF:path instead.
+    let tmp_prefix = format!("{}/", files.path().display());
+    let schema = load_side(&root).map_err(|e| fail(e.render().replace(&tmp_prefix, &format!("{}:", source.label))))?;
     let display = if is_descriptor_set(&root) {
         Display::Plain
     } else {

@@ -199,26 +199,42 @@ pub(super) fn named_type_mismatch(of: &FieldInfo, nf: &FieldInfo) -> Option<Stri
     }
 }
 
-/// One level deep: the same field numbers, each with the same kind (named
-/// types by full name), cardinality and oneof membership.
+/// The same field numbers, each with the same cardinality, oneof membership
+/// and kind; message-typed fields compared the same way (a few levels deep, so
+/// a package move that renames nested types too is still recognised), enums by
+/// their value names and numbers.
 fn same_fields(a: &MessageDescriptor, b: &MessageDescriptor) -> bool {
-    let sig = |m: &MessageDescriptor| -> Vec<(u32, String, bool, bool, bool)> {
-        let mut v: Vec<_> = m
-            .fields()
-            .map(|f| {
-                let kind = match f.kind() {
-                    Kind::Message(m) => m.full_name().to_owned(),
-                    Kind::Enum(e) => e.full_name().to_owned(),
-                    k => scalar_name(&k).to_owned(),
+    same_shape(a, b, 4)
+}
+
+fn same_shape(a: &MessageDescriptor, b: &MessageDescriptor, depth: u32) -> bool {
+    if a.full_name() == b.full_name() {
+        return true;
+    }
+    if depth == 0 || a.fields().len() != b.fields().len() {
+        return false;
+    }
+    a.fields().all(|fa| {
+        let Some(fb) = b.get_field(fa.number()) else {
+            return false;
+        };
+        let oneof = |f: &FieldDescriptor| f.containing_oneof().is_some_and(|o| !o.is_synthetic());
+        if fa.is_list() != fb.is_list() || fa.is_map() != fb.is_map() || oneof(&fa) != oneof(&fb) {
+            return false;
+        }
+        match (fa.kind(), fb.kind()) {
+            (Kind::Message(x), Kind::Message(y)) => fa.is_group() == fb.is_group() && same_shape(&x, &y, depth - 1),
+            (Kind::Enum(x), Kind::Enum(y)) => {
+                let values = |e: &prost_reflect::EnumDescriptor| {
+                    let mut v: Vec<(String, i32)> = e.values().map(|v| (v.name().to_owned(), v.number())).collect();
+                    v.sort();
+                    v
                 };
-                let oneof = f.containing_oneof().is_some_and(|o| !o.is_synthetic());
-                (f.number(), kind, f.is_list(), f.is_map(), oneof)
-            })
-            .collect();
-        v.sort();
-        v
-    };
-    sig(a) == sig(b)
+                values(&x) == values(&y)
+            }
+            (x, y) => x == y,
+        }
+    })
 }
 
 pub(super) fn type_text(f: &FieldInfo) -> String {

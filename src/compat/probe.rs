@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, Value};
 
-use super::Finding;
+use super::finding::Finding;
 use super::rules::{self, Subject};
 
 /// Builds the probe report for `findings` (which must come from the same pools).
@@ -179,12 +179,20 @@ fn one_way(side: Side<'_>, reader: &str, rm: &MessageDescriptor, also: &[u32]) -
 
     // Unchanged: each value lands in the reader's field with the same number, holding
     // the same value, and neither side uses the other's name on another number (a
-    // rename is fine). Dropped: the reader has no field with that number and keeps the bytes as unknown.
+    // rename is fine). Dropped: the reader has no field with that number but has
+    // one of that name, which stays empty. Unknown: the reader has neither (a
+    // field added on one side, or deleted), or an enum value it has no name for
+    // at all; it keeps what it cannot read, as protobuf readers do.
     let mut dropped = false;
     let mut misread = false;
+    let mut unknown_kept = false;
     for w in &written {
         let Some(rf) = rm.get_field(w.number()) else {
-            dropped = true;
+            if rm.get_field_by_name(w.name()).is_some() {
+                dropped = true;
+            } else {
+                unknown_kept = true;
+            }
             continue;
         };
         // A rename keeps the number and leaves neither name on another number.
@@ -195,16 +203,46 @@ fn one_way(side: Side<'_>, reader: &str, rm: &MessageDescriptor, also: &[u32]) -
         let both_enums = matches!((w.kind(), rf.kind()), (Kind::Enum(_), Kind::Enum(_)));
         let same_content = if both_enums { show(w, &wv) == show(&rf, &rv) } else { same_value(&wv, &rv) };
         let same = decoded.has_field(&rf) == msg.has_field(w) && same_content;
-        if same_name_elsewhere || !same {
+        if both_enums && !same_name_elsewhere && new_enum_value(w, &wv, &rf) {
+            unknown_kept = true;
+        } else if same_name_elsewhere || !same {
             misread = true;
         }
     }
-    let verdict = match (misread, dropped) {
-        (true, _) => "MISREAD",
-        (false, true) => "DROPPED",
-        (false, false) => "round-trips unchanged",
+    let verdict = match (misread, dropped, unknown_kept) {
+        (true, _, _) => "MISREAD",
+        (false, true, _) => "DROPPED",
+        (false, false, true) => "kept as unknown",
+        (false, false, false) => "round-trips unchanged",
     };
     format!("  {writer} {wrote} -> {reader}: {} [{verdict}]\n", seen_parts.join(", "))
+}
+
+/// True when every enum value written in `wv` that the reader's enum has no
+/// number for is also a name the reader's enum does not have (a value added on
+/// the writer's side or deleted on the reader's), and at least one such value
+/// was written: the reader keeps the number without misreading it as another value.
+fn new_enum_value(w: &FieldDescriptor, wv: &Value, rf: &FieldDescriptor) -> bool {
+    let (Kind::Enum(we), Kind::Enum(re)) = (w.kind(), rf.kind()) else {
+        return false;
+    };
+    let numbers: Vec<i32> = match wv {
+        Value::EnumNumber(n) => vec![*n],
+        Value::List(items) => items.iter().filter_map(|i| i.as_enum_number()).collect(),
+        _ => return false,
+    };
+    let mut any_new = false;
+    for n in numbers {
+        match (we.get_value(n), re.get_value(n)) {
+            // Same number, same name on both sides: read as written.
+            (Some(a), Some(b)) if a.name() == b.name() => {}
+            // Unknown number to the reader, and no reader value of that name.
+            (Some(a), None) if re.get_value_by_name(a.name()).is_none() => any_new = true,
+            (None, None) => any_new = true,
+            _ => return false,
+        }
+    }
+    any_new
 }
 
 /// Equal as protobuf values, across kinds that share a wire form: numbers by value

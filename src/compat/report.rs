@@ -7,7 +7,8 @@ use std::str::FromStr;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Finding, Rule, Severity, is_breaking};
+use super::finding::{Finding, is_breaking};
+use super::rule::{Rule, Severity};
 
 /// A report format (`--format`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -161,6 +162,7 @@ pub(super) fn sarif(findings: &[Finding]) -> String {
             json!({
                 "id": r.id(),
                 "name": r.id(),
+                "shortDescription": { "text": r.summary() },
                 "defaultConfiguration": { "level": level(r.default_severity()) },
                 "properties": { "buf_rule": r.is_buf() },
             })

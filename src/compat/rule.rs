@@ -3,8 +3,64 @@
 //! configuration) asks this table; nothing compares rule-name strings.
 
 use std::fmt;
+use std::str::FromStr;
 
-use super::{RuleSet, Severity};
+/// Which rules [`check`](super::check) applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RuleSet {
+    /// buf's `WIRE` category plus the protoserve rules: binary compatibility only.
+    #[default]
+    Wire,
+    /// buf's `WIRE_JSON` category plus the protoserve rules: binary and JSON
+    /// compatibility (field and enum value names matter too).
+    WireJson,
+}
+
+impl FromStr for RuleSet {
+    type Err = String;
+
+    /// Parses the `--rules` flag value: `wire` or `wire-json`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "wire" => Ok(RuleSet::Wire),
+            "wire-json" | "wire_json" => Ok(RuleSet::WireJson),
+            other => Err(format!("unknown rule set '{other}' (expected 'wire' or 'wire-json')")),
+        }
+    }
+}
+
+/// How bad a finding is.
+///
+/// Every rule reports [`Severity::Error`] by default: buf's rules as buf does,
+/// ours because each names an edit under which the probe shows a value misread
+/// or dropped. Configuration may downgrade a rule to [`Severity::Warning`].
+/// Only errors make [`is_breaking`](super::is_breaking) true.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// The edit breaks wire compatibility.
+    Error,
+    /// Reported, but not breaking (only by configuration).
+    Warning,
+}
+
+impl Severity {
+    /// `"error"` or `"warning"`, as printed in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+
+    /// Parses `error` or `warning` (as configuration spells them).
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "error" => Some(Severity::Error),
+            "warning" | "warn" => Some(Severity::Warning),
+            _ => None,
+        }
+    }
+}
 
 /// A compatibility rule. buf's rules carry buf's ids; ours are prefixed `PROTOSERVE_`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -62,6 +118,8 @@ enum Sets {
 
 struct Info {
     id: &'static str,
+    /// One sentence: what the rule keeps true.
+    summary: &'static str,
     origin: Origin,
     sets: Sets,
     severity: Severity,
@@ -70,16 +128,16 @@ struct Info {
     in_v1: bool,
 }
 
-const fn buf(id: &'static str, sets: Sets) -> Info {
-    Info { id, origin: Origin::Buf, sets, severity: Severity::Error, in_v1: true }
+const fn buf(id: &'static str, sets: Sets, summary: &'static str) -> Info {
+    Info { id, summary, origin: Origin::Buf, sets, severity: Severity::Error, in_v1: true }
 }
 
-const fn buf_v2(id: &'static str, sets: Sets) -> Info {
-    Info { id, origin: Origin::Buf, sets, severity: Severity::Error, in_v1: false }
+const fn buf_v2(id: &'static str, sets: Sets, summary: &'static str) -> Info {
+    Info { id, summary, origin: Origin::Buf, sets, severity: Severity::Error, in_v1: false }
 }
 
-const fn ours(id: &'static str) -> Info {
-    Info { id, origin: Origin::Protoserve, sets: Sets::Both, severity: Severity::Error, in_v1: true }
+const fn ours(id: &'static str, summary: &'static str) -> Info {
+    Info { id, summary, origin: Origin::Protoserve, sets: Sets::Both, severity: Severity::Error, in_v1: true }
 }
 
 impl Rule {
@@ -122,42 +180,109 @@ impl Rule {
     const fn info(self) -> Info {
         use Sets::{Both, Json, Wire};
         match self {
-            Rule::EnumSameJsonFormat => buf("ENUM_SAME_JSON_FORMAT", Json),
-            Rule::EnumValueNoDeleteUnlessNameReserved => buf("ENUM_VALUE_NO_DELETE_UNLESS_NAME_RESERVED", Json),
-            Rule::EnumValueNoDeleteUnlessNumberReserved => buf("ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED", Both),
-            Rule::EnumValueSameName => buf("ENUM_VALUE_SAME_NAME", Json),
-            Rule::FieldNoDeleteUnlessNameReserved => buf("FIELD_NO_DELETE_UNLESS_NAME_RESERVED", Json),
-            Rule::FieldNoDeleteUnlessNumberReserved => buf("FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED", Both),
-            Rule::FieldSameDefault => buf_v2("FIELD_SAME_DEFAULT", Both),
-            Rule::FieldSameJsonName => buf("FIELD_SAME_JSON_NAME", Json),
-            Rule::FieldSameName => buf("FIELD_SAME_NAME", Json),
-            Rule::FieldSameOneof => buf("FIELD_SAME_ONEOF", Both),
-            Rule::FieldWireCompatibleCardinality => buf("FIELD_WIRE_COMPATIBLE_CARDINALITY", Wire),
-            Rule::FieldWireCompatibleType => buf("FIELD_WIRE_COMPATIBLE_TYPE", Wire),
-            Rule::FieldWireJsonCompatibleCardinality => buf("FIELD_WIRE_JSON_COMPATIBLE_CARDINALITY", Json),
-            Rule::FieldWireJsonCompatibleType => buf("FIELD_WIRE_JSON_COMPATIBLE_TYPE", Json),
-            Rule::FileSamePackage => buf("FILE_SAME_PACKAGE", Both),
-            Rule::MessageSameJsonFormat => buf("MESSAGE_SAME_JSON_FORMAT", Json),
-            Rule::MessageSameRequiredFields => buf("MESSAGE_SAME_REQUIRED_FIELDS", Both),
-            Rule::ReservedEnumNoDelete => buf("RESERVED_ENUM_NO_DELETE", Both),
-            Rule::ReservedMessageNoDelete => buf("RESERVED_MESSAGE_NO_DELETE", Both),
-            Rule::RpcSameClientStreaming => buf("RPC_SAME_CLIENT_STREAMING", Both),
-            Rule::RpcSameIdempotencyLevel => buf("RPC_SAME_IDEMPOTENCY_LEVEL", Both),
-            Rule::RpcSameRequestType => buf("RPC_SAME_REQUEST_TYPE", Both),
-            Rule::RpcSameResponseType => buf("RPC_SAME_RESPONSE_TYPE", Both),
-            Rule::RpcSameServerStreaming => buf("RPC_SAME_SERVER_STREAMING", Both),
-            Rule::ProtoserveFieldMovedNumber => ours("PROTOSERVE_FIELD_MOVED_NUMBER"),
-            Rule::ProtoserveFieldSwappedNumbers => ours("PROTOSERVE_FIELD_SWAPPED_NUMBERS"),
-            Rule::ProtoserveFieldNarrowedType => ours("PROTOSERVE_FIELD_NARROWED_TYPE"),
-            Rule::ProtoserveFieldWidenedType => ours("PROTOSERVE_FIELD_WIDENED_TYPE"),
-            Rule::ProtoserveFieldSignChanged => ours("PROTOSERVE_FIELD_SIGN_CHANGED"),
-            Rule::ProtoserveEnumValueRenumbered => ours("PROTOSERVE_ENUM_VALUE_RENUMBERED"),
+            Rule::EnumSameJsonFormat => {
+                buf("ENUM_SAME_JSON_FORMAT", Json, "An enum keeps full JSON support (its file stays proto3).")
+            }
+            Rule::EnumValueNoDeleteUnlessNameReserved => buf(
+                "ENUM_VALUE_NO_DELETE_UNLESS_NAME_RESERVED",
+                Json,
+                "A deleted enum value has all its names reserved.",
+            ),
+            Rule::EnumValueNoDeleteUnlessNumberReserved => buf(
+                "ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED",
+                Both,
+                "A deleted enum value has its number reserved.",
+            ),
+            Rule::EnumValueSameName => buf("ENUM_VALUE_SAME_NAME", Json, "An enum number keeps every name it had."),
+            Rule::FieldNoDeleteUnlessNameReserved => {
+                buf("FIELD_NO_DELETE_UNLESS_NAME_RESERVED", Json, "A deleted field has its name reserved.")
+            }
+            Rule::FieldNoDeleteUnlessNumberReserved => {
+                buf("FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED", Both, "A deleted field has its number reserved.")
+            }
+            Rule::FieldSameDefault => buf_v2("FIELD_SAME_DEFAULT", Both, "A field keeps its default value."),
+            Rule::FieldSameJsonName => buf("FIELD_SAME_JSON_NAME", Json, "A field keeps its JSON name."),
+            Rule::FieldSameName => buf("FIELD_SAME_NAME", Json, "A field keeps its name."),
+            Rule::FieldSameOneof => buf("FIELD_SAME_ONEOF", Both, "A field stays in (or out of) the same oneof."),
+            Rule::FieldWireCompatibleCardinality => buf(
+                "FIELD_WIRE_COMPATIBLE_CARDINALITY",
+                Wire,
+                "A field changes cardinality only in ways the wire format reads alike.",
+            ),
+            Rule::FieldWireCompatibleType => buf(
+                "FIELD_WIRE_COMPATIBLE_TYPE",
+                Wire,
+                "A field changes type only within a group whose encodings read each other.",
+            ),
+            Rule::FieldWireJsonCompatibleCardinality => buf(
+                "FIELD_WIRE_JSON_COMPATIBLE_CARDINALITY",
+                Json,
+                "A field changes cardinality only in ways both the wire and JSON read alike.",
+            ),
+            Rule::FieldWireJsonCompatibleType => buf(
+                "FIELD_WIRE_JSON_COMPATIBLE_TYPE",
+                Json,
+                "A field changes type only within a group that shares wire and JSON forms.",
+            ),
+            Rule::FileSamePackage => buf("FILE_SAME_PACKAGE", Both, "A file keeps its package."),
+            Rule::MessageSameJsonFormat => {
+                buf("MESSAGE_SAME_JSON_FORMAT", Json, "A message keeps full JSON support (its file stays proto3).")
+            }
+            Rule::MessageSameRequiredFields => {
+                buf("MESSAGE_SAME_REQUIRED_FIELDS", Both, "A message neither gains nor loses required fields.")
+            }
+            Rule::ReservedEnumNoDelete => {
+                buf("RESERVED_ENUM_NO_DELETE", Both, "An enum keeps every number and name it reserved.")
+            }
+            Rule::ReservedMessageNoDelete => {
+                buf("RESERVED_MESSAGE_NO_DELETE", Both, "A message keeps every number and name it reserved.")
+            }
+            Rule::RpcSameClientStreaming => {
+                buf("RPC_SAME_CLIENT_STREAMING", Both, "An RPC keeps its client streaming.")
+            }
+            Rule::RpcSameIdempotencyLevel => {
+                buf("RPC_SAME_IDEMPOTENCY_LEVEL", Both, "An RPC keeps its idempotency level.")
+            }
+            Rule::RpcSameRequestType => buf("RPC_SAME_REQUEST_TYPE", Both, "An RPC keeps its request type."),
+            Rule::RpcSameResponseType => buf("RPC_SAME_RESPONSE_TYPE", Both, "An RPC keeps its response type."),
+            Rule::RpcSameServerStreaming => {
+                buf("RPC_SAME_SERVER_STREAMING", Both, "An RPC keeps its server streaming.")
+            }
+            Rule::ProtoserveFieldMovedNumber => ours(
+                "PROTOSERVE_FIELD_MOVED_NUMBER",
+                "A field that keeps its name keeps its number: old writers still send the old one.",
+            ),
+            Rule::ProtoserveFieldSwappedNumbers => ours(
+                "PROTOSERVE_FIELD_SWAPPED_NUMBERS",
+                "Two fields do not swap numbers: each side reads the other field.",
+            ),
+            Rule::ProtoserveFieldNarrowedType => ours(
+                "PROTOSERVE_FIELD_NARROWED_TYPE",
+                "An integer field is not narrowed: old values out of range are truncated.",
+            ),
+            Rule::ProtoserveFieldWidenedType => ours(
+                "PROTOSERVE_FIELD_WIDENED_TYPE",
+                "An integer field is not widened: old readers truncate what new writers send.",
+            ),
+            Rule::ProtoserveFieldSignChanged => ours(
+                "PROTOSERVE_FIELD_SIGN_CHANGED",
+                "An integer field keeps its signedness: negative and large values swap.",
+            ),
+            Rule::ProtoserveEnumValueRenumbered => ours(
+                "PROTOSERVE_ENUM_VALUE_RENUMBERED",
+                "An enum value keeps its number: the old number now means another value.",
+            ),
         }
     }
 
     /// The rule id, e.g. `FIELD_WIRE_COMPATIBLE_TYPE`.
     pub const fn id(self) -> &'static str {
         self.info().id
+    }
+
+    /// One sentence: what the rule keeps true (for SARIF's rule descriptions).
+    pub const fn summary(self) -> &'static str {
+        self.info().summary
     }
 
     /// True for buf's rules, false for `PROTOSERVE_*` ones.

@@ -1,7 +1,7 @@
 //! The rules. Elements are paired the way buf pairs them: files by name, messages,
 //! enums and services by full name, fields by number inside a message, enum values
 //! by number, methods by name inside a service. Each rule then looks at one pair.
-//! Which rules exist, and how severe each is, is [`super::rule`]'s table.
+//! Which rules exist, and how severe each is, is `super::rule`'s table.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -14,9 +14,9 @@ use super::field::{
     FieldInfo, cardinality, cardinality_reason, default_of, integer_change, is_named, json_change_reason,
     named_type_mismatch, real_oneof, same_wire_shape, type_change_reason, type_text, wire_group, wire_json_group,
 };
+use super::finding::{Finding, Policy};
 use super::rule::Rule;
 use super::source::{self, SourceIndex, join};
-use super::{Finding, Policy};
 
 /// Highest field number (`max` in `reserved 10 to max;`).
 const MESSAGE_MAX: i64 = 536_870_911;

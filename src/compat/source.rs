@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use prost_reflect::FileDescriptor;
 
-use super::Location;
+use super::finding::Location;
 
 // Field numbers inside descriptor.proto, used to extend element paths.
 pub(super) const FILE_PACKAGE: i32 = 2;

@@ -11,35 +11,39 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{InputError, Options};
 use crate::compat::{Policy, Rule, RuleSet, Severity};
 
 const BUF_FILES: [&str; 2] = ["buf.yaml", "buf.yml"];
 const OUR_FILES: [&str; 2] = ["protoserve.yaml", "protoserve.yml"];
 
-/// The policy for this run: `--config`, else the nearest directory (from the new
+/// A configuration file that could not be read or understood, and why.
+pub(super) type ConfigError = (PathBuf, String);
+
+/// The policy for this run and notes about buf settings protoserve does not
+/// apply: from `config` when given, else the nearest directory (from the new
 /// schema up to the repository root) holding a `buf.yaml` and/or a
-/// `protoserve.yaml`; `--rules` overrides the rule set either picks. Notes
-/// about buf settings protoserve does not apply go to `err`.
-pub(super) fn policy(opts: &Options, err: &mut dyn Write) -> Result<Policy, InputError> {
-    let files = match &opts.config {
-        Some(f) => vec![f.clone()],
-        None => discover(&opts.new),
+/// `protoserve.yaml`; `rules` (`--rules`) overrides the rule set either picks.
+pub(super) fn policy(
+    new: &Path,
+    config: Option<&Path>,
+    rules: Option<RuleSet>,
+) -> Result<(Policy, Vec<String>), ConfigError> {
+    let files = match config {
+        Some(f) => vec![f.to_path_buf()],
+        None => discover(new),
     };
     let mut buf: Option<(PathBuf, Value)> = None;
     let mut ours: Option<(PathBuf, Value)> = None;
     for file in files {
-        let fail = |message: String| InputError { side: "config", input: file.display().to_string(), message };
-        let text = std::fs::read_to_string(&file).map_err(|e| fail(e.to_string()))?;
+        let text = std::fs::read_to_string(&file).map_err(|e| (file.clone(), e.to_string()))?;
         let doc: Value = if text.trim().is_empty() {
             Value::Null
         } else {
-            yaml_serde::from_str(&text).map_err(|e| fail(e.to_string()))?
+            yaml_serde::from_str(&text).map_err(|e| (file.clone(), e.to_string()))?
         };
         if doc.get("version").is_some() || doc.get("breaking").is_some() {
             buf = Some((file, doc));
@@ -48,23 +52,14 @@ pub(super) fn policy(opts: &Options, err: &mut dyn Write) -> Result<Policy, Inpu
         }
     }
     let mut notes = Vec::new();
-    let mut policy =
-        match &buf {
-            Some((file, doc)) => from_buf(doc, &opts.new, file, opts.rules, &mut notes)
-                .map_err(|message| InputError { side: "config", input: file.display().to_string(), message })?,
-            None => Policy::new(opts.rules.unwrap_or_default()),
-        };
+    let mut policy = match &buf {
+        Some((file, doc)) => from_buf(doc, new, file, rules, &mut notes).map_err(|m| (file.clone(), m))?,
+        None => Policy::new(rules.unwrap_or_default()),
+    };
     if let Some((file, doc)) = &ours {
-        apply_ours(&mut policy, doc, opts.rules.is_none() && buf.is_none()).map_err(|message| InputError {
-            side: "config",
-            input: file.display().to_string(),
-            message,
-        })?;
+        apply_ours(&mut policy, doc, rules.is_none() && buf.is_none()).map_err(|m| (file.clone(), m))?;
     }
-    for n in notes {
-        let _ = writeln!(err, "note: {n}");
-    }
-    Ok(policy)
+    Ok((policy, notes))
 }
 
 /// The configuration files of the nearest directory that has any, from the new

@@ -11,21 +11,21 @@ use std::process::{Command, Stdio};
 
 /// A schema root inside a git revision.
 #[derive(Debug)]
-pub struct Source {
+pub(super) struct Source {
     /// How git finds the repository: `-C <dir>` or `--git-dir=<dir>`.
     repo: Vec<OsString>,
     /// The resolved commit id.
     commit: String,
     /// The schema root in the tree, `/`-separated, `""` for the whole tree: a
     /// directory, or a single `.proto` / descriptor set file.
-    pub root: String,
+    pub(super) root: String,
     /// What reports print before the file names of this side: the reference as given.
-    pub label: String,
+    pub(super) label: String,
 }
 
 /// True for buf's git input syntax: `<path>.git` optionally followed by
 /// `#branch=..,tag=..,ref=..,subdir=..`.
-pub fn is_buf_input(s: &str) -> bool {
+pub(super) fn is_buf_input(s: &str) -> bool {
     let path = s.split_once('#').map_or(s, |(p, _)| p);
     path.ends_with(".git")
 }
@@ -33,7 +33,7 @@ pub fn is_buf_input(s: &str) -> bool {
 impl Source {
     /// A revision (`main`, `HEAD~1`, a tag, `origin/main`) of the repository
     /// around `new`; the schema root is where `new` is in that repository.
-    pub fn revision(rev: &str, new: &Path) -> Result<Source, String> {
+    pub(super) fn revision(rev: &str, new: &Path) -> Result<Source, String> {
         let (dir, tail) = if new.is_dir() {
             (new.to_path_buf(), None)
         } else {
@@ -60,7 +60,7 @@ impl Source {
     /// buf's input syntax: `<path>.git#branch=main,subdir=proto` (also `tag=`,
     /// `ref=`; `depth=` and `recurse_submodules=` are accepted and ignored).
     /// Only local repositories: fetch first and name the remote-tracking branch.
-    pub fn buf_input(input: &str, new: &Path) -> Result<Source, String> {
+    pub(super) fn buf_input(input: &str, new: &Path) -> Result<Source, String> {
         let BufInput { path, rev, subdir } = parse_buf_input(input)?;
         let mut git_dir = OsString::from("--git-dir=");
         git_dir.push(if path.is_empty() { ".git" } else { path.as_str() });
@@ -78,12 +78,18 @@ impl Source {
         Ok(Source { repo, commit, root, label: input.to_owned() })
     }
 
-    /// Writes the `.proto` files under the root (or the root file itself) at
-    /// this commit into a new temporary directory, at their paths in the tree.
-    pub fn materialize(&self) -> Result<tempfile::TempDir, String> {
+    /// Writes the `.proto` files under the root (a `.proto` root: its
+    /// directory's; a descriptor set root: the file itself) at this commit into
+    /// a new temporary directory, at their paths in the tree.
+    pub(super) fn materialize(&self) -> Result<tempfile::TempDir, String> {
+        // A single .proto file needs its directory: its siblings resolve its imports.
+        let list_root = match self.root.strip_suffix(".proto") {
+            Some(_) => self.root.rsplit_once('/').map_or("", |(dir, _)| dir),
+            None => self.root.as_str(),
+        };
         let mut args: Vec<&str> = vec!["ls-tree", "-r", "-z", "--full-tree", &self.commit];
-        if !self.root.is_empty() {
-            args.extend(["--", &self.root]);
+        if !list_root.is_empty() {
+            args.extend(["--", list_root]);
         }
         let listing = run_git(&self.repo, &args)?;
         let mut blobs: Vec<(String, String)> = Vec::new();

@@ -416,6 +416,31 @@ fn protoserve_errors_never_contradict_the_probe() {
     assert!(checked >= 20, "only {checked} findings probed");
 }
 
+/// The converse: on every fixture that exits 0, the probe shows no value
+/// misread, dropped or undecodable in either direction. Added fields, deleted
+/// reserved fields and added enum values show as kept unknown.
+#[test]
+fn compatible_verdicts_never_contradict_the_probe() {
+    let mut compatible = 0;
+    for case in cases() {
+        let (old, new) = (pool(&case.join("old")), pool(&case.join("new")));
+        let f = compat::check(&old, &new, rule_set(&case));
+        if compat::is_breaking(&f) {
+            continue;
+        }
+        compatible += 1;
+        let p = compat::probe(&old, &new, &f);
+        for bad in ["[MISREAD]", "[DROPPED]", "cannot decode"] {
+            assert!(!p.contains(bad), "{} exits 0 but the probe shows {bad}:\n{p}", case_name(&case));
+        }
+    }
+    assert!(compatible >= 15, "only {compatible} compatible fixtures");
+    let p = probe_case("additions_compatible");
+    assert!(p.contains("unknown field(s) 6, 7 kept as raw bytes [kept as unknown]"), "{p}");
+    let p = probe_case("field_type_compatible");
+    assert!(p.contains("old reader: to_bytes=\"to_bytes-3\", color=2 (unknown) [kept as unknown]"), "{p}");
+}
+
 /// A message replaced by one of another name with the same fields: buf's
 /// verdict stays (an error under buf's rule id), and the message no longer
 /// claims that the bytes mean something else.
@@ -440,6 +465,29 @@ fn renamed_message_types_are_explained_truthfully() {
     assert!(!f[0].message.contains("different field meanings"), "{}", f[0].message);
     let p = compat::probe(&old, &new, &f);
     assert_eq!(p.matches("[round-trips unchanged]").count(), 2, "{p}");
+
+    // Nested types that moved along are compared by shape too; a real
+    // difference below the top level is still called one.
+    for (nested_new, same) in [("int32", true), ("string", false)] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for (side, pkg, ty) in [("old", "a", "int32"), ("new", "b", nested_new)] {
+            let dir = tmp.path().join(side);
+            std::fs::create_dir(&dir).expect("mkdir");
+            let text = format!(
+                "syntax = \"proto3\";\npackage t;\nimport \"{pkg}.proto\";\nmessage M {{ {pkg}.Outer o = 1; }}\n"
+            );
+            std::fs::write(dir.join("t.proto"), text).expect("write");
+            let types = format!(
+                "syntax = \"proto3\";\npackage {pkg};\nmessage Outer {{ repeated Inner items = 1; }}\n\
+                 message Inner {{ {ty} n = 1; }}\n"
+            );
+            std::fs::write(dir.join(format!("{pkg}.proto")), types).expect("write");
+        }
+        let (old, new) = (pool(&tmp.path().join("old")), pool(&tmp.path().join("new")));
+        let f = compat::check(&old, &new, RuleSet::Wire);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].message.contains("has the same field numbers and types"), same, "{}", f[0].message);
+    }
 }
 
 /// Under WIRE_JSON, int32 -> int64 breaks JSON (int64 is a quoted string), and
