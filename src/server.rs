@@ -145,7 +145,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run<Io>(mut self, handshake: impl Future<Output = io::Result<Io>>)
+    async fn run<Io>(self, handshake: impl Future<Output = io::Result<Io>>)
     where
         Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -158,26 +158,53 @@ impl Connection {
         let service = Tracked { router: self.router.clone(), activity: activity.clone() };
         let conn = self.builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
-        let mut closing = false;
-        loop {
-            tokio::select! {
-                done = conn.as_mut() => {
-                    if let Err(e) = done {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                    return;
+        // Shutdown and the idle timer are watched by a task of their own, which
+        // raises `close`: the connection's own wake-ups (one or more per request)
+        // then cost one atomic load, not a poll of a timer and a channel.
+        let close = Arc::new(CloseSignal::default());
+        let watchdog = tokio::spawn({
+            let (close, activity, limits, mut stop) = (close.clone(), activity.clone(), self.limits, self.stop.clone());
+            async move {
+                tokio::select! {
+                    _ = stop.wait_for(|stop| *stop) => {}
+                    () = activity.idle_for(limits) => tracing::debug!("closing an idle connection"),
                 }
-                _ = self.stop.wait_for(|stop| *stop), if !closing => {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-                () = activity.idle_for(self.limits), if !closing => {
-                    tracing::debug!("closing an idle connection");
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
+                close.raise();
             }
+        });
+        let mut closing = false;
+        let mut registered = false;
+        let done = std::future::poll_fn(|cx| {
+            if !registered {
+                // A task's waker stays the same for its whole life: register it once.
+                close.waker.register(cx.waker());
+                registered = true;
+            }
+            if !closing && close.raised.load(Ordering::Acquire) {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            conn.as_mut().poll(cx)
+        })
+        .await;
+        watchdog.abort();
+        if let Err(e) = done {
+            tracing::debug!(error = %e, "connection ended with an error");
         }
+    }
+}
+
+/// Raised once to ask a connection to close gracefully.
+#[derive(Debug, Default)]
+struct CloseSignal {
+    raised: AtomicBool,
+    waker: futures_util::task::AtomicWaker,
+}
+
+impl CloseSignal {
+    fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.waker.wake();
     }
 }
 
