@@ -169,8 +169,9 @@ struct ServeArgs {
     /// A connection with no request in flight for this long is closed (e.g. 5m).
     #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
     idle_timeout: std::time::Duration,
-    /// HTTP/2 keepalive PING interval to find dead peers; 0 turns pings off.
-    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
+    /// HTTP/2 keepalive PING interval to find dead peers (e.g. 60s); 0, the
+    /// default, sends no pings.
+    #[arg(long, default_value = "0", value_name = "DURATION", value_parser = parse_duration)]
     keepalive_interval: std::time::Duration,
 }
 

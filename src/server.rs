@@ -65,8 +65,8 @@ pub struct ConnLimits {
     /// A connection with no request in flight for this long (and at most twice
     /// this long) is closed (GOAWAY).
     pub idle_timeout: Duration,
-    /// HTTP/2 PING interval to find dead peers (`None`: no keepalive pings); a
-    /// peer that does not answer within 20 s is disconnected.
+    /// HTTP/2 PING interval to find dead peers (`None`, the default: no keepalive
+    /// pings); a peer that does not answer within 20 s is disconnected.
     pub keepalive_interval: Option<Duration>,
 }
 
@@ -75,7 +75,9 @@ impl Default for ConnLimits {
         Self {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
-            keepalive_interval: Some(Duration::from_secs(60)),
+            // Off by default: hyper reads the clock on every connection wake-up
+            // while keepalive is on (~0.5% of a small RPC's cost).
+            keepalive_interval: None,
         }
     }
 }
