@@ -1360,10 +1360,17 @@ impl Respond for StoreRouteRef {
                     return Responding::Ready(self.0.answer(kind, &ex, input));
                 }
                 Ok((ex, input)) => {
+                    // Decoding, building and encoding a large record is CPU work:
+                    // all of it runs on the blocking pool, a few at a time.
                     let this = self.0.clone();
                     return Responding::Later(Box::pin(async move {
-                        let input = this.prepare(&ex, input).await?;
-                        this.answer(kind, &ex, input)
+                        let _permit = crate::call::heavy_work()
+                            .acquire()
+                            .await
+                            .map_err(|_| Error::internal("the heavy-work pool is closed"))?;
+                        tokio::task::spawn_blocking(move || this.answer(kind, &ex, input))
+                            .await
+                            .map_err(|e| Error::internal(format!("answering the request failed: {e}")))?
                     }));
                 }
                 Err(call) => call,
