@@ -47,7 +47,7 @@ for n in seed "${sizes[@]}"; do
   fi
   size=$(du -cb "$dir"/*.proto | awk 'END {printf "%.2f", $1 / 1048576}')
   target=$(ls "$dir"/*.proto | head -1)
-  log=$work/log-$n
+  log=$work/log-$n; : >"$log"
   t0=$(date +%s%N)
   RUST_LOG=protoserve=info "$bin" serve "$dir" --addr 127.0.0.1:0 --no-watch 2>"$log" >/dev/null &
   pid=$!
