@@ -6,6 +6,7 @@
 //! [`Unimplemented`], whose message says how to serve it. A new responder joins
 //! by implementing [`Responder`] and adding one line to [`chain`].
 
+pub(crate) mod data;
 pub(crate) mod handler;
 pub(crate) mod store;
 

@@ -1117,9 +1117,7 @@ fn snake_case(s: &str) -> String {
 /// Pre-loads records from a YAML or JSON file: message full name -> list of records
 /// in the proto3 JSON mapping. Returns how many records were loaded.
 pub(crate) fn load_data(store: &dyn Store, pool: &DescriptorPool, path: &std::path::Path) -> Result<usize, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read data file '{}': {e}", path.display()))?;
-    let doc: serde_json::Value = yaml_serde::from_str(&text)
-        .map_err(|e| format!("data file '{}' is not valid YAML/JSON: {e}", path.display()))?;
+    let doc: serde_json::Value = super::data::read(path)?;
     load_doc(store, pool, doc).map_err(|e| format!("data file '{}': {e}", path.display()))
 }
 

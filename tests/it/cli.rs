@@ -631,15 +631,20 @@ fn exit_code_within(mut child: std::process::Child, within: Duration) -> Option<
 #[cfg(unix)]
 #[test]
 fn sigterm_during_startup_exits_at_once() {
-    // A --data file that is a FIFO nobody writes: startup blocks reading it.
+    // Startup work that takes seconds: a --data file of 600,000 records close to
+    // its 64 MiB limit (a FIFO used to block startup here; it is refused now).
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("data.yaml");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let data = dir.path().join("data.yaml");
+    let mut text = String::from("users.User:\n");
+    for i in 0..600_000 {
+        text.push_str(&format!("  - {{id: u{i}, name: \"User number {i}\", email: u{i}@example.com, age: 30}}\n"));
+    }
+    std::fs::write(&data, text).unwrap();
     let mut child = bin()
         .arg("serve")
         .arg(users_dir())
         .arg("--data")
-        .arg(&fifo)
+        .arg(&data)
         .args(["--addr", "127.0.0.1:0", "--no-watch"])
         .env("RUST_LOG", "protoserve=debug")
         .stdout(Stdio::null())

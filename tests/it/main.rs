@@ -9,6 +9,7 @@ mod call_core;
 mod cli;
 mod compat;
 mod core;
+mod data;
 mod interop;
 mod reload;
 mod store;
