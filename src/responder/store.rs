@@ -1441,8 +1441,13 @@ impl futures_util::Stream for ListStream {
 
     fn poll_next(
         self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
+        cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
+        // A list is always ready, so a client that grants a large flow-control
+        // window could keep a worker busy for its whole window: spend the task's
+        // cooperative budget, so other connections are served in between.
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+        coop.made_progress();
         let this = self.get_mut();
         if let Some(b) = this.buf.next() {
             return std::task::Poll::Ready(Some(Ok(Reply::Encoded(b))));
