@@ -83,6 +83,11 @@ pub fn spawn_server(args: &[&str]) -> (std::process::Child, u16) {
 
 /// Like [`spawn_server`] with a given binary.
 pub fn spawn_server_with(bin: &std::path::Path, args: &[&str]) -> (std::process::Child, u16) {
+    spawn_server_env(bin, args, &[])
+}
+
+/// Like [`spawn_server_with`], with extra environment variables.
+pub fn spawn_server_env(bin: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, u16) {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -91,6 +96,7 @@ pub fn spawn_server_with(bin: &std::path::Path, args: &[&str]) -> (std::process:
         .arg("serve")
         .args(args)
         .args(["--addr", &format!("127.0.0.1:{port}")])
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -717,24 +723,8 @@ async fn a_second_signal_ends_the_drain_and_the_exit_code_says_so() {
 
 #[test]
 fn debug_logging_writes_one_line_per_rpc() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let child = Command::new(env!("CARGO_BIN_EXE_protoserve"))
-        .arg("serve")
-        .arg(users_dir())
-        .args(["--addr", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "protoserve=debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "server did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_protoserve"));
+    let (child, port) = spawn_server_env(bin, &[users_dir().to_str().unwrap()], &[("RUST_LOG", "protoserve=debug")]);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let pool = protoserve::schema::load(&[users_dir()]).unwrap().pool().clone();
