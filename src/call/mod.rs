@@ -212,6 +212,11 @@ impl CallRequest {
         self.deadline = deadline;
     }
 
+    /// The exchange (what decoding and validation need) and the body.
+    fn split(self) -> (Exchange, Body) {
+        (Exchange { snap: self.snap, route: self.route, metadata: self.metadata }, self.body)
+    }
+
     /// The metadata and the one request message, when the adapter has read it
     /// already (no waiting); else the call back.
     // Handing the call back by value is the point: boxing it would cost the
@@ -231,25 +236,26 @@ impl CallRequest {
     /// Splits off the metadata and the one request message (unary and
     /// server-streaming methods).
     pub(crate) async fn into_unary(self) -> Result<(Exchange, Input), Error> {
-        let raw = match self.body {
+        let (exchange, body) = self.split();
+        let raw = match body {
             Body::One(b) => b,
             Body::Frames(mut frames) => match frames.next().await {
                 Some(r) => r?,
-                None => return Err(Error::internal(format!("{}: missing request message", self.route.path))),
+                None => return Err(Error::internal(format!("{}: missing request message", exchange.route.path))),
             },
         };
-        let exchange = Exchange { snap: self.snap, route: self.route, metadata: self.metadata };
         let input = exchange.input(raw);
         Ok((exchange, input))
     }
 
     /// Splits off the metadata and the request stream (client- and bidi-streaming).
     pub(crate) fn into_streaming(self) -> (Exchange, Frames) {
-        let frames = match self.body {
+        let (exchange, body) = self.split();
+        let frames = match body {
             Body::One(b) => Box::pin(futures_util::stream::once(std::future::ready(Ok(b)))),
             Body::Frames(f) => f,
         };
-        (Exchange { snap: self.snap, route: self.route, metadata: self.metadata }, frames)
+        (exchange, frames)
     }
 }
 
@@ -331,11 +337,8 @@ impl Input {
         if self.decoded.is_some() || self.raw.len() < HEAVY_DECODE {
             return Ok(());
         }
-        let _permit = heavy_work().acquire().await.map_err(|_| Error::internal("the decode pool is closed"))?;
         let (desc, path, raw) = (self.desc.clone(), self.path.clone(), self.raw.clone());
-        let decoded = tokio::task::spawn_blocking(move || decode(&desc, &path, raw))
-            .await
-            .map_err(|e| Error::internal(format!("{}: decoding the request failed: {e}", self.path)))??;
+        let decoded = off_worker("decoding the request", move || decode(&desc, &path, raw)).await?;
         self.decoded = Some(decoded);
         Ok(())
     }
@@ -360,9 +363,19 @@ pub(crate) const HEAVY_DECODE: usize = 64 * 1024;
 /// Bounds how much heavy work (large decodes, large batch inserts) runs at once:
 /// one task per core, so heavy calls queue behind each other instead of
 /// occupying every thread.
-pub(crate) fn heavy_work() -> &'static tokio::sync::Semaphore {
+fn heavy_work() -> &'static tokio::sync::Semaphore {
     static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
     PERMITS.get_or_init(|| tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())))
+}
+
+/// Runs CPU-heavy work on the blocking pool, at most one task per core at a
+/// time, so it never stalls the async workers serving other calls.
+pub(crate) async fn off_worker<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let _permit = heavy_work().acquire().await.map_err(|_| Error::internal("the heavy-work pool is closed"))?;
+    tokio::task::spawn_blocking(work).await.map_err(|e| Error::internal(format!("{what} failed: {e}")))?
 }
 
 /// Decodes a request message of type `desc`.

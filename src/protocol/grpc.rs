@@ -88,7 +88,8 @@ impl GrpcAdapter {
         };
         let deadline = grpc_timeout(req.headers()).map(|d| tokio::time::Instant::now() + d);
         let mut grpc = self.framing(req.headers());
-        grpc.streaming(GrpcCall { snap, route, deadline, calls: self.calls.clone() }, req).await
+        let parts = CallParts { snap, route, deadline, calls: self.calls.clone() };
+        grpc.streaming(GrpcCall(Some(parts)), req).await
     }
 
     /// Reflection services describing exactly `snap`'s schema.
@@ -149,14 +150,9 @@ fn framing_error(status: Status) -> Error {
     }
 }
 
-/// One call as tonic's `Grpc::streaming` drives it (all four kinds: the call
-/// core takes the single request of unary kinds from the stream).
-struct GrpcCall {
-    snap: Arc<Snapshot>,
-    route: Arc<Route>,
-    deadline: Option<tokio::time::Instant>,
-    calls: CallService,
-}
+/// One call as tonic's `Grpc::streaming` drives it (all four kinds: unary
+/// kinds read their one request message first). tonic calls it once.
+struct GrpcCall(Option<CallParts>);
 
 type ReplyItem = fn(Result<Reply, Error>) -> Result<Reply, Status>;
 type GrpcStream = futures_util::stream::Map<OutStream, ReplyItem>;
@@ -177,19 +173,15 @@ impl StreamingService<Bytes> for GrpcCall {
 
     fn call(&mut self, request: Request<Streaming<Bytes>>) -> GrpcFuture {
         let (metadata, _, stream) = request.into_parts();
-        let parts = CallParts {
-            snap: self.snap.clone(),
-            route: self.route.clone(),
-            metadata,
-            deadline: self.deadline,
-            calls: self.calls.clone(),
+        let Some(parts) = self.0.take() else {
+            return GrpcFuture::Calling(Box::pin(std::future::ready(Err(Error::internal("the call was made twice")))));
         };
-        if self.route.kind.client_streaming() {
+        if parts.route.kind.client_streaming() {
             let frames = Box::pin(stream.map(|r| r.map_err(framing_error)));
-            GrpcFuture::Calling(parts.run(CallBody::Frames(frames)))
+            GrpcFuture::Calling(parts.run(metadata, CallBody::Frames(frames)))
         } else {
             // One request message: read it here, so responders answer it at once.
-            GrpcFuture::Reading { stream, parts: Some(parts) }
+            GrpcFuture::Reading { stream, call: Some((parts, metadata)) }
         }
     }
 }
@@ -198,14 +190,13 @@ impl StreamingService<Bytes> for GrpcCall {
 pub(crate) struct CallParts {
     snap: Arc<Snapshot>,
     route: Arc<Route>,
-    metadata: tonic::metadata::MetadataMap,
     deadline: Option<tokio::time::Instant>,
     calls: CallService,
 }
 
 impl CallParts {
-    fn run(self, body: CallBody) -> BoxFuture<Result<Answer, Error>> {
-        self.calls.run(CallRequest::new(self.snap, self.route, self.metadata, self.deadline, body))
+    fn run(self, metadata: tonic::metadata::MetadataMap, body: CallBody) -> BoxFuture<Result<Answer, Error>> {
+        self.calls.run(CallRequest::new(self.snap, self.route, metadata, self.deadline, body))
     }
 }
 
@@ -214,7 +205,7 @@ impl CallParts {
 // (already boxed) future, so its size costs no allocation.
 #[allow(private_interfaces, clippy::large_enum_variant)]
 pub(crate) enum GrpcFuture {
-    Reading { stream: Streaming<Bytes>, parts: Option<CallParts> },
+    Reading { stream: Streaming<Bytes>, call: Option<(CallParts, tonic::metadata::MetadataMap)> },
     Calling(BoxFuture<Result<Answer, Error>>),
 }
 
@@ -226,19 +217,19 @@ impl std::future::Future for GrpcFuture {
         let this = self.get_mut();
         loop {
             match this {
-                GrpcFuture::Reading { stream, parts } => {
+                GrpcFuture::Reading { stream, call } => {
                     let first = match std::task::ready!(std::pin::Pin::new(&mut *stream).poll_next(cx)) {
                         Some(Ok(raw)) => raw,
                         Some(Err(status)) => return Poll::Ready(head(Err(framing_error(status)))),
                         None => {
-                            let path = parts.as_ref().map_or("", |p| &p.route.path);
+                            let path = call.as_ref().map_or("", |(p, _)| &p.route.path);
                             return Poll::Ready(head(Err(Error::internal(format!("{path}: missing request message")))));
                         }
                     };
-                    let Some(parts) = parts.take() else {
+                    let Some((parts, metadata)) = call.take() else {
                         return Poll::Ready(head(Err(Error::internal("the call was polled after it ended"))));
                     };
-                    *this = GrpcFuture::Calling(parts.run(CallBody::One(first)));
+                    *this = GrpcFuture::Calling(parts.run(metadata, CallBody::One(first)));
                 }
                 GrpcFuture::Calling(fut) => return fut.as_mut().poll(cx).map(head),
             }

@@ -1289,16 +1289,6 @@ struct StoreRoute {
 const HEAVY_BATCH: usize = 1024;
 
 impl StoreRoute {
-    /// The request decoded off the async workers when it is large and this
-    /// convention will need it decoded (validation or a non-flat request type).
-    /// (Validation is the convention's: an update validates the merged record.)
-    async fn prepare(&self, ex: &Exchange, mut input: Input) -> Result<Input, Error> {
-        if self.conv.shape.is_none() || matches!(ex.route.validation, Validation::Full) {
-            input.predecode().await?;
-        }
-        Ok(input)
-    }
-
     /// Reads a client stream whole (all or nothing needs every request before
     /// storing any), refusing more than `max_call_buffer` bytes.
     async fn collect(&self, path: &str, mut frames: crate::call::Frames) -> Result<Vec<Bytes>, Error> {
@@ -1328,10 +1318,21 @@ impl StoreRoute {
 struct StoreRouteRef(Arc<StoreRoute>);
 
 impl StoreRoute {
-    /// Whether this request must be decoded first on the blocking pool.
+    /// Whether this request is large and must be decoded (validation or a
+    /// non-flat request type): then it is answered on the blocking pool.
     fn heavy(&self, ex: &Exchange, input: &Input) -> bool {
         input.raw.len() >= crate::call::HEAVY_DECODE
             && (self.conv.shape.is_none() || matches!(ex.route.validation, Validation::Full))
+    }
+
+    /// Answers now, or on the blocking pool when the request is heavy (decoding,
+    /// building and encoding a large record is CPU work).
+    async fn answer_in_place(self: Arc<Self>, kind: Kind, ex: Exchange, input: Input) -> Result<Answer, Error> {
+        if self.heavy(&ex, &input) {
+            crate::call::off_worker("answering the request", move || self.answer(kind, &ex, input)).await
+        } else {
+            self.answer(kind, &ex, input)
+        }
     }
 
     /// Unary and server-streaming answers, once the request is in hand (and decoded if heavy).
@@ -1357,27 +1358,13 @@ impl Respond for StoreRouteRef {
                 Ok((ex, input)) if !self.0.heavy(&ex, &input) => {
                     return Responding::Ready(self.0.answer(kind, &ex, input));
                 }
-                Ok((ex, input)) => {
-                    // Decoding, building and encoding a large record is CPU work:
-                    // all of it runs on the blocking pool, a few at a time.
-                    let this = self.0.clone();
-                    return Responding::Later(Box::pin(async move {
-                        let _permit = crate::call::heavy_work()
-                            .acquire()
-                            .await
-                            .map_err(|_| Error::internal("the heavy-work pool is closed"))?;
-                        tokio::task::spawn_blocking(move || this.answer(kind, &ex, input))
-                            .await
-                            .map_err(|e| Error::internal(format!("answering the request failed: {e}")))?
-                    }));
-                }
+                Ok((ex, input)) => return Responding::Later(Box::pin(self.0.clone().answer_in_place(kind, ex, input))),
                 Err(call) => call,
             };
             let this = self.0.clone();
             return Responding::Later(Box::pin(async move {
                 let (ex, input) = call.into_unary().await?;
-                let input = this.prepare(&ex, input).await?;
-                this.answer(kind, &ex, input)
+                this.answer_in_place(kind, ex, input).await
             }));
         }
         let this = self.0.clone();
@@ -1392,13 +1379,7 @@ impl Respond for StoreRouteRef {
                     }
                     // A large batch is CPU work and holds the table's lock while it
                     // is inserted: keep it off the async workers, a few at a time.
-                    let _permit = crate::call::heavy_work()
-                        .acquire()
-                        .await
-                        .map_err(|_| Error::internal("the heavy-work pool is closed"))?;
-                    let reply = tokio::task::spawn_blocking(move || this.bulk(&ex, frames))
-                        .await
-                        .map_err(|e| Error::internal(format!("storing the batch failed: {e}")))??;
+                    let reply = crate::call::off_worker("storing the batch", move || this.bulk(&ex, frames)).await?;
                     Ok(Answer::one(reply))
                 }
                 _ => Err(Error::internal(format!("{}: no store convention is bidi-streaming", call.path()))),
