@@ -147,12 +147,46 @@ pub(crate) enum Body {
     Frames(Frames),
 }
 
+/// Who is calling: the connection's remote address and, over mutual TLS, the
+/// certificate chain the client presented (DER, leaf first). Set per connection
+/// by the server; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    addr: Option<std::net::SocketAddr>,
+    /// Shared by every call of the connection.
+    certificates: Option<Arc<[Bytes]>>,
+}
+
+impl Peer {
+    /// A peer at `addr` (`None` when the transport has no address).
+    pub fn new(addr: Option<std::net::SocketAddr>) -> Self {
+        Peer { addr, certificates: None }
+    }
+
+    /// The same peer with the certificate chain it presented (DER, leaf first).
+    pub fn with_certificates(mut self, chain: Vec<Bytes>) -> Self {
+        self.certificates = (!chain.is_empty()).then(|| chain.into());
+        self
+    }
+
+    /// The remote address.
+    pub fn addr(&self) -> Option<std::net::SocketAddr> {
+        self.addr
+    }
+
+    /// The client's certificate chain (DER, leaf first); empty without mutual TLS.
+    pub fn certificates(&self) -> &[Bytes] {
+        self.certificates.as_deref().unwrap_or_default()
+    }
+}
+
 /// One call as the middleware and the responders see it.
 pub struct CallRequest {
     pub(crate) snap: Arc<dyn CallSchema>,
     pub(crate) route: Arc<Route>,
     metadata: MetadataMap,
     deadline: Option<Instant>,
+    peer: Option<Peer>,
     body: Body,
 }
 
@@ -174,7 +208,18 @@ impl CallRequest {
         deadline: Option<Instant>,
         body: Body,
     ) -> Self {
-        Self { snap, route, metadata, deadline, body }
+        Self { snap, route, metadata, deadline, peer: None, body }
+    }
+
+    /// The same call, from `peer` (protocol adapters set it from the connection).
+    pub(crate) fn with_peer(mut self, peer: Option<Peer>) -> Self {
+        self.peer = peer;
+        self
+    }
+
+    /// Who is calling, when the adapter knows.
+    pub fn peer(&self) -> Option<&Peer> {
+        self.peer.as_ref()
     }
 
     /// The method called.
@@ -214,7 +259,14 @@ impl CallRequest {
 
     /// The exchange (what decoding and validation need) and the body.
     fn split(self) -> (Exchange, Body) {
-        (Exchange { snap: self.snap, route: self.route, metadata: self.metadata }, self.body)
+        let exchange = Exchange {
+            snap: self.snap,
+            route: self.route,
+            metadata: self.metadata,
+            deadline: self.deadline,
+            peer: self.peer.unwrap_or_default(),
+        };
+        (exchange, self.body)
     }
 
     /// The metadata and the one request message, when the adapter has read it
@@ -225,7 +277,13 @@ impl CallRequest {
     pub(crate) fn try_unary(self) -> Result<(Exchange, Input), CallRequest> {
         match self.body {
             Body::One(raw) => {
-                let exchange = Exchange { snap: self.snap, route: self.route, metadata: self.metadata };
+                let exchange = Exchange {
+                    snap: self.snap,
+                    route: self.route,
+                    metadata: self.metadata,
+                    deadline: self.deadline,
+                    peer: self.peer.unwrap_or_default(),
+                };
                 let input = exchange.input(raw);
                 Ok((exchange, input))
             }
@@ -265,6 +323,8 @@ pub(crate) struct Exchange {
     pub(crate) snap: Arc<dyn CallSchema>,
     pub(crate) route: Arc<Route>,
     pub(crate) metadata: MetadataMap,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) peer: Peer,
 }
 
 impl Exchange {

@@ -20,7 +20,7 @@ use tower_service::Service as _;
 
 use super::reflection::{Reflection, V1_PREFIX, V1ALPHA_PREFIX};
 use crate::Error;
-use crate::call::{Answer, Body as CallBody, BoxFuture, CallRequest, MetadataCell, OutStream, Reply};
+use crate::call::{Answer, Body as CallBody, BoxFuture, CallRequest, MetadataCell, OutStream, Peer, Reply};
 use crate::middleware::CallService;
 use crate::registry::{Registry, Route, Snapshot};
 
@@ -88,7 +88,8 @@ impl GrpcAdapter {
         };
         let deadline = grpc_timeout(req.headers()).map(|d| tokio::time::Instant::now() + d);
         let mut grpc = self.framing(req.headers());
-        let parts = CallParts { snap, route, deadline, calls: self.calls.clone() };
+        let peer = req.extensions().get::<Peer>().cloned();
+        let parts = CallParts { snap, route, deadline, peer, calls: self.calls.clone() };
         let mut response = grpc.streaming(GrpcCall(Some(parts)), req).await;
         match response.extensions_mut().remove::<MetadataCell>() {
             Some(trailers) => response.map(|body| Body::new(WithTrailers { body, trailers: Some(trailers) })),
@@ -255,12 +256,13 @@ pub(crate) struct CallParts {
     snap: Arc<Snapshot>,
     route: Arc<Route>,
     deadline: Option<tokio::time::Instant>,
+    peer: Option<Peer>,
     calls: CallService,
 }
 
 impl CallParts {
     fn run(self, metadata: tonic::metadata::MetadataMap, body: CallBody) -> BoxFuture<Result<Answer, Error>> {
-        self.calls.run(CallRequest::new(self.snap, self.route, metadata, self.deadline, body))
+        self.calls.run(CallRequest::new(self.snap, self.route, metadata, self.deadline, body).with_peer(self.peer))
     }
 }
 

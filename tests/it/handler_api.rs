@@ -4,6 +4,8 @@
 
 use std::task::{Context, Poll};
 
+use futures_util::StreamExt as _;
+
 use prost_reflect::DynamicMessage;
 use protoserve::{Answer, BoxFuture, Call, CallRequest, CallService, Server};
 use serde_json::json;
@@ -108,4 +110,131 @@ async fn answer_trailers_reach_the_client_after_unary_and_streamed_replies() {
     let trailers = s.trailers().await.unwrap().expect("trailers");
     assert_eq!(trailers.get("x-layer").unwrap(), "added");
     assert_eq!(trailers.get_bin("x-raw-bin").unwrap().to_bytes().unwrap().as_ref(), &[0, 159, 255]);
+}
+
+/// What a unary handler saw of its call.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    peer: Option<std::net::SocketAddr>,
+    deadline_left: Option<std::time::Duration>,
+    key: Option<String>,
+}
+
+#[tokio::test]
+async fn handlers_see_peer_deadline_metadata_and_set_headers_and_trailers() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+    let seen2 = seen.clone();
+    let srv = TestServer::start(kinds().unary("kinds.Echo/Say", move |call: Call<DynamicMessage>| {
+        let seen = seen2.clone();
+        async move {
+            *seen.lock().unwrap() = Seen {
+                peer: call.peer.addr(),
+                deadline_left: call.deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now())),
+                key: call.metadata.get("x-key").map(|v| v.to_str().unwrap().to_owned()),
+            };
+            call.headers.update(|h| h.insert("x-head", "h1".parse().unwrap()));
+            call.trailers.update(|t| {
+                t.insert("x-tail", "t1".parse().unwrap());
+                t.insert_bin("x-tail-bin", MetadataValue::from_bytes(b"\x00\xff"));
+            });
+            Ok(call.reply())
+        }
+    }))
+    .await;
+    let c = srv.client().await;
+    let mut grpc = c.grpc.clone();
+    let out = c.pool.get_message_by_name("kinds.Note").unwrap();
+    let mut req = Request::new(note(&c, "x"));
+    req.metadata_mut().insert("x-key", "k1".parse().unwrap());
+    req.set_timeout(std::time::Duration::from_secs(60));
+    grpc.ready().await.unwrap();
+    let r = grpc.unary(req, "/kinds.Echo/Say".parse().unwrap(), DynCodec(out)).await.unwrap();
+    assert_eq!(r.metadata().get("x-head").unwrap(), "h1");
+    assert_eq!(r.metadata().get("x-tail").unwrap(), "t1");
+    assert_eq!(r.metadata().get_bin("x-tail-bin").unwrap().to_bytes().unwrap().as_ref(), b"\x00\xff");
+    let seen = seen.lock().unwrap().clone();
+    let peer = seen.peer.expect("the handler knows the peer address");
+    assert!(peer.ip().is_loopback() && peer.port() != srv.addr.port(), "{peer}");
+    let left = seen.deadline_left.expect("the client's grpc-timeout is the handler's deadline");
+    assert!(left > std::time::Duration::from_secs(1) && left <= std::time::Duration::from_secs(60), "{left:?}");
+    assert_eq!(seen.key.as_deref(), Some("k1"));
+}
+
+#[tokio::test]
+async fn a_handlers_status_keeps_details_and_metadata_and_its_trailers_join_it() {
+    let srv = TestServer::start(kinds().unary("kinds.Echo/Say", |call: Call<DynamicMessage>| async move {
+        call.trailers.update(|t| t.insert("x-from-trailers", "yes".parse().unwrap()));
+        let mut md = MetadataMap::new();
+        md.insert("x-from-status", "also".parse().unwrap());
+        Err(tonic::Status::with_details_and_metadata(
+            tonic::Code::FailedPrecondition,
+            "not now: \u{00e9}t\u{00e9}\r\n",
+            bytes::Bytes::from_static(b"\x08\x09\x12\x03abc"),
+            md,
+        ))
+    }))
+    .await;
+    let mut c = srv.client().await;
+    let err = c.unary("/kinds.Echo/Say", note(&c, "x")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(err.message(), "not now: \u{00e9}t\u{00e9}\r\n");
+    assert_eq!(err.details(), b"\x08\x09\x12\x03abc");
+    assert_eq!(err.metadata().get("x-from-status").unwrap(), "also");
+    assert_eq!(err.metadata().get("x-from-trailers").unwrap(), "yes");
+}
+
+#[tokio::test]
+async fn handlers_observe_cancellation_by_the_client_and_by_the_deadline() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(&'static str, bool)>();
+    let (tx1, tx2) = (tx.clone(), tx);
+    let srv = TestServer::start(
+        kinds()
+            .server_streaming("kinds.Echo/Repeat", move |call: Call<DynamicMessage>| {
+                let tx = tx1.clone();
+                async move {
+                    let cancel = call.cancellation.clone();
+                    tokio::spawn(async move {
+                        cancel.cancelled().await;
+                        let _ = tx.send(("stream", cancel.is_cancelled()));
+                    });
+                    // One reply, then nothing: the client gives up.
+                    let first = futures_util::stream::iter(vec![Ok(call.reply())]);
+                    let s: protoserve::ReplyStream = Box::pin(first.chain(futures_util::stream::pending()));
+                    Ok(s)
+                }
+            })
+            .unary("kinds.Echo/Slow", move |call: Call<DynamicMessage>| {
+                let tx = tx2.clone();
+                async move {
+                    let cancel = call.cancellation.clone();
+                    tokio::spawn(async move {
+                        cancel.cancelled().await;
+                        let _ = tx.send(("unary", cancel.is_cancelled()));
+                    });
+                    std::future::pending::<()>().await;
+                    Ok(call.reply())
+                }
+            })
+            .unary("kinds.Echo/Say", say("done")),
+    )
+    .await;
+    let mut c = srv.client().await;
+    let mut s = c.server_stream_open("/kinds.Echo/Repeat", note(&c, "x")).await.unwrap();
+    assert!(s.message().await.unwrap().is_some());
+    drop(s);
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await.expect("cancellation seen");
+    assert_eq!(got, Some(("stream", true)));
+
+    // The deadline: the raw client does not enforce grpc-timeout itself.
+    let mut raw = c.clone().with_grpc(srv.raw_grpc());
+    let mut req = Request::new(note(&c, "x"));
+    req.set_timeout(std::time::Duration::from_millis(200));
+    let err = raw.unary_req("/kinds.Echo/Slow", req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await.expect("cancellation seen");
+    assert_eq!(got, Some(("unary", true)));
+
+    // The server goes on serving.
+    let reply = c.unary("/kinds.Echo/Say", note(&c, "x")).await.unwrap();
+    assert_eq!(get_str(&reply, "text"), "done");
 }
