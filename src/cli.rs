@@ -49,6 +49,8 @@ pub struct ServeConfig {
     pub max_call_buffer: usize,
     /// Per-connection timeouts.
     pub conn_limits: crate::ConnLimits,
+    /// Serve TLS from these PEM files (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
+    pub tls: Option<crate::TlsFiles>,
 }
 
 /// `protoserve check`.
@@ -173,6 +175,16 @@ struct ServeArgs {
     /// default, sends no pings.
     #[arg(long, default_value = "0", value_name = "DURATION", value_parser = parse_duration)]
     keepalive_interval: std::time::Duration,
+    /// Serve TLS with this PEM certificate chain (leaf first; needs --tls-key).
+    /// Reloaded when the file changes; open connections keep going.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by a CA in this PEM file (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -239,6 +251,11 @@ impl Config {
                     CompressionArg::None => crate::Compression::None,
                 },
                 max_call_buffer: a.max_call_buffer,
+                tls: a.tls_cert.zip(a.tls_key).map(|(cert, key)| crate::TlsFiles {
+                    cert,
+                    key,
+                    client_ca: a.tls_client_ca,
+                }),
                 conn_limits: crate::ConnLimits {
                     handshake_timeout: a.handshake_timeout,
                     idle_timeout: a.idle_timeout,

@@ -77,7 +77,7 @@ pub use registry::{BuildError, Snapshot};
 pub use reload::{OnBreaking, Outcome, Phases, ReloadError, ReloadHandle, Reloaded, SchemaDiff};
 pub use responder::handler::{Call, Cancellation, Handler, ReplyStream, RequestStream};
 pub use schema::{Schema, SchemaError};
-pub use server::{ConnLimits, Listener};
+pub use server::{ConnLimits, Listener, TlsFiles, TlsListener, TlsReloads};
 
 use protocol::Router;
 use protocol::grpc::GrpcAdapter;
@@ -407,16 +407,29 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
         .await
         .map_err(|source| Error::io(format!("cannot listen on {}", config.addr), source))?;
     let addr = listener.local_addr().map_err(|source| Error::io("local address", source))?;
+    // TLS, or plain TCP when no certificate is configured.
+    let listener = match config.tls.clone() {
+        Some(files) => Ok(TlsListener::new(listener, files)?),
+        None => Err(listener),
+    };
     let snap = server.snapshot();
     let services = snap.services();
     tracing::info!(
-        "protoserve listening on {addr}: {} service(s), {} method(s) [{}]",
+        "protoserve listening on {addr}{}: {} service(s), {} method(s) [{}]",
+        match &config.tls {
+            Some(TlsFiles { client_ca: Some(_), .. }) => " (TLS, client certificates required)",
+            Some(_) => " (TLS)",
+            None => "",
+        },
         services.len(),
         snap.method_count(),
         services.join(", ")
     );
     let hup = reload::on_signals(server.reload_handle());
-    server.serve(listener, shutdown).await;
+    match listener {
+        Ok(tls) => server.serve(tls, shutdown).await,
+        Err(tcp) => server.serve(tcp, shutdown).await,
+    }
     hup.abort();
     Ok(())
 }

@@ -22,6 +22,10 @@ use tokio::time::Instant;
 use crate::call::Peer;
 use crate::protocol::Router;
 
+mod tls;
+
+pub use tls::{TlsFiles, TlsReloads};
+
 /// How long in-flight RPCs get to finish after shutdown is requested.
 pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -65,6 +69,55 @@ impl Listener for TcpListener {
 
     fn peer(io: &Self::Io) -> Peer {
         Peer::new(io.peer_addr().ok())
+    }
+}
+
+/// TLS over a bound `TcpListener`: the handshake (ALPN `h2` or `http/1.1`, and
+/// the client certificate check with [`TlsFiles::client_ca`]) runs in the
+/// connection's own task. The certificate files are watched: a change applies
+/// to new connections, open ones keep going.
+#[derive(Debug)]
+pub struct TlsListener {
+    tcp: TcpListener,
+    tls: tls::TlsConfig,
+}
+
+impl TlsListener {
+    /// Loads the PEM files and wraps `tcp`. A file that cannot be read or
+    /// parsed, or a key that does not fit the certificate, is an error naming
+    /// the file.
+    pub fn new(tcp: TcpListener, files: TlsFiles) -> Result<Self, crate::Error> {
+        Ok(TlsListener { tcp, tls: tls::TlsConfig::load(files)? })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// Certificate reloads since startup (a watch: wait for the next one).
+    pub fn reloads(&self) -> watch::Receiver<TlsReloads> {
+        self.tls.reloads()
+    }
+}
+
+impl Listener for TlsListener {
+    type Conn = tokio::net::TcpStream;
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+    async fn accept(&mut self) -> io::Result<Self::Conn> {
+        Listener::accept(&mut self.tcp).await
+    }
+
+    fn handshake(&self, conn: Self::Conn) -> impl Future<Output = io::Result<Self::Io>> + Send + 'static {
+        tokio_rustls::TlsAcceptor::from(self.tls.current()).accept(conn)
+    }
+
+    fn peer(io: &Self::Io) -> Peer {
+        let (tcp, session) = io.get_ref();
+        let chain = session.peer_certificates().unwrap_or_default();
+        Peer::new(tcp.peer_addr().ok())
+            .with_certificates(chain.iter().map(|c| bytes::Bytes::copy_from_slice(c.as_ref())).collect())
     }
 }
 

@@ -14,6 +14,7 @@ mod handler_api;
 mod interop;
 mod reload;
 mod store;
+mod tls;
 
 /// The library example, compiled into the tests so they run its handlers.
 #[path = "../../examples/users_service.rs"]
