@@ -68,7 +68,9 @@ use prost_reflect::DynamicMessage;
 use tokio::net::TcpListener;
 use tonic::Status;
 
-pub use call::{Answer, BoxFuture, CallRequest, Kind, MetadataCell, Peer, Replies, Reply};
+pub use call::{
+    Answer, BoxFuture, CallRequest, CompressionCell, Kind, MetadataCell, Peer, Replies, Reply, ReplyCompression,
+};
 pub use cli::{CheckConfig, Command, Config, ServeConfig, parse_duration, parse_size};
 pub use error::Error;
 pub use middleware::CallService;

@@ -187,6 +187,8 @@ pub struct CallRequest {
     metadata: MetadataMap,
     deadline: Option<Instant>,
     peer: Option<Peer>,
+    /// Per-message compressed flags (only for requests with a `grpc-encoding`).
+    flags: Option<Arc<RequestFlags>>,
     body: Body,
 }
 
@@ -208,12 +210,18 @@ impl CallRequest {
         deadline: Option<Instant>,
         body: Body,
     ) -> Self {
-        Self { snap, route, metadata, deadline, peer: None, body }
+        Self { snap, route, metadata, deadline, peer: None, flags: None, body }
     }
 
     /// The same call, from `peer` (protocol adapters set it from the connection).
     pub(crate) fn with_peer(mut self, peer: Option<Peer>) -> Self {
         self.peer = peer;
+        self
+    }
+
+    /// The same call, with the compressed flags of its request messages.
+    pub(crate) fn with_request_flags(mut self, flags: Option<Arc<RequestFlags>>) -> Self {
+        self.flags = flags;
         self
     }
 
@@ -265,6 +273,7 @@ impl CallRequest {
             metadata: self.metadata,
             deadline: self.deadline,
             peer: self.peer.unwrap_or_default(),
+            flags: self.flags,
         };
         (exchange, self.body)
     }
@@ -283,6 +292,7 @@ impl CallRequest {
                     metadata: self.metadata,
                     deadline: self.deadline,
                     peer: self.peer.unwrap_or_default(),
+                    flags: self.flags,
                 };
                 let input = exchange.input(raw);
                 Ok((exchange, input))
@@ -325,6 +335,7 @@ pub(crate) struct Exchange {
     pub(crate) metadata: MetadataMap,
     pub(crate) deadline: Option<Instant>,
     pub(crate) peer: Peer,
+    pub(crate) flags: Option<Arc<RequestFlags>>,
 }
 
 impl Exchange {
@@ -455,6 +466,80 @@ pub struct Answer {
     pub(crate) body: Output,
     /// Trailers to send beside the status; `None` (no allocation) when there are none.
     pub(crate) trailers: Option<MetadataCell>,
+    /// The responder's say on reply compression, read as each reply is sent;
+    /// `None`: the server's default.
+    pub(crate) compression: Option<CompressionCell>,
+}
+
+/// Whether a call's replies are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplyCompression {
+    /// The server's default: compressed when configured and the client accepts it.
+    #[default]
+    Auto,
+    /// Compressed, with the encoding negotiated with the client (sent
+    /// uncompressed only if the client accepts no encoding the server speaks).
+    On,
+    /// Not compressed.
+    Off,
+}
+
+/// Compression for one call: what its replies should be (set by the responder,
+/// for the whole call or reply by reply: the server reads it as it takes each
+/// reply from the stream), and whether the request message last received
+/// arrived compressed. A cloneable handle.
+#[derive(Debug, Clone, Default)]
+pub struct CompressionCell {
+    reply: Arc<std::sync::atomic::AtomicU8>,
+    request: Option<Arc<RequestFlags>>,
+}
+
+impl CompressionCell {
+    pub(crate) fn new(request: Option<Arc<RequestFlags>>) -> Self {
+        CompressionCell { reply: Arc::default(), request }
+    }
+
+    /// Sets how the next replies (all of them, until set again) are compressed.
+    pub fn set(&self, compression: ReplyCompression) {
+        let v = match compression {
+            ReplyCompression::Auto => 0,
+            ReplyCompression::On => 1,
+            ReplyCompression::Off => 2,
+        };
+        self.reply.store(v, std::sync::atomic::Ordering::Release);
+    }
+
+    /// How replies are compressed now.
+    pub fn get(&self) -> ReplyCompression {
+        match self.reply.load(std::sync::atomic::Ordering::Acquire) {
+            1 => ReplyCompression::On,
+            2 => ReplyCompression::Off,
+            _ => ReplyCompression::Auto,
+        }
+    }
+
+    /// Whether the request message received last arrived compressed (its
+    /// gRPC frame's compressed flag).
+    pub fn request_compressed(&self) -> bool {
+        self.request.as_ref().is_some_and(|r| r.last.load(std::sync::atomic::Ordering::Acquire))
+    }
+}
+
+/// Per-message compressed flags of a compressed request, as the adapter reads
+/// its frames; `last` is the flag of the message handed over last.
+#[derive(Debug, Default)]
+pub(crate) struct RequestFlags {
+    /// Flags of frames read but not yet handed over, in order.
+    pub(crate) pending: std::sync::Mutex<std::collections::VecDeque<bool>>,
+    pub(crate) last: std::sync::atomic::AtomicBool,
+}
+
+impl RequestFlags {
+    /// A message is being handed over: its flag becomes `last`.
+    pub(crate) fn next_message(&self) {
+        let flag = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_front();
+        self.last.store(flag.unwrap_or(false), std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// Metadata shared between a call's answer and whoever produces its replies:
@@ -517,12 +602,12 @@ pub(crate) enum Output {
 impl Answer {
     /// One reply.
     pub fn one(reply: impl Into<Reply>) -> Self {
-        Answer { metadata: MetadataMap::new(), body: Output::One(reply.into()), trailers: None }
+        Answer { metadata: MetadataMap::new(), body: Output::One(reply.into()), trailers: None, compression: None }
     }
 
     /// A stream of replies.
     pub fn stream(replies: Replies) -> Self {
-        Answer { metadata: MetadataMap::new(), body: Output::Many(replies), trailers: None }
+        Answer { metadata: MetadataMap::new(), body: Output::Many(replies), trailers: None, compression: None }
     }
 
     /// Sends these trailers after the last reply (a handle: whoever keeps a clone
@@ -537,23 +622,34 @@ impl Answer {
         self.trailers.as_ref()
     }
 
+    /// Lets `cell` decide how the replies are compressed (read as each is sent).
+    pub fn with_compression(mut self, cell: CompressionCell) -> Self {
+        self.compression = Some(cell);
+        self
+    }
+
+    /// The responder's compression choice, if it made one.
+    pub fn compression(&self) -> Option<&CompressionCell> {
+        self.compression.as_ref()
+    }
+
     /// Maps a stream answer's replies (a one-reply answer goes through `f` once).
     pub fn map_stream(self, f: impl FnOnce(Replies) -> Replies) -> Self {
         let body = match self.body {
             Output::One(r) => Output::One(r),
             Output::Many(s) => Output::Many(f(s)),
         };
-        Answer { metadata: self.metadata, body, trailers: self.trailers }
+        Answer { metadata: self.metadata, body, trailers: self.trailers, compression: self.compression }
     }
 
     /// The replies as one stream, without allocating for a single reply; the
     /// metadata and the trailers beside it.
-    pub(crate) fn into_stream(self) -> (MetadataMap, OutStream, Option<MetadataCell>) {
+    pub(crate) fn into_stream(self) -> (MetadataMap, OutStream, Option<MetadataCell>, Option<CompressionCell>) {
         let s = match self.body {
             Output::One(r) => OutStream::One(Some(r)),
             Output::Many(s) => OutStream::Many(s),
         };
-        (self.metadata, s, self.trailers)
+        (self.metadata, s, self.trailers, self.compression)
     }
 }
 
@@ -657,16 +753,14 @@ impl std::future::Future for CoreFuture {
 /// Checks reply sizes and guards a reply stream against panics.
 fn finish(answer: Answer, route: &Arc<Route>, max: usize) -> Result<Answer, Error> {
     Ok(match answer.body {
-        Output::One(r) => {
-            Answer { metadata: answer.metadata, body: Output::One(limit(r, max)?), trailers: answer.trailers }
-        }
+        Output::One(r) => Answer { body: Output::One(limit(r, max)?), ..answer },
         Output::Many(s) => {
             let route = route.clone();
             let guarded = AssertUnwindSafe(s).catch_unwind().map(move |r| match r {
                 Ok(item) => item.and_then(|r| limit(r, max)),
                 Err(panic) => Err(panicked(&route.path, panic)),
             });
-            Answer { metadata: answer.metadata, body: Output::Many(Box::pin(guarded)), trailers: answer.trailers }
+            Answer { body: Output::Many(Box::pin(guarded)), ..answer }
         }
     })
 }

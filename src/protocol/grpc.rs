@@ -13,14 +13,19 @@ use hyper::body::Incoming;
 use prost::Message as _;
 use prost_reflect::ReflectMessage as _;
 use tonic::body::Body;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::server::{Grpc, StreamingService};
+use tonic::codec::{
+    CompressionEncoding, DecodeBuf, Decoder, EncodeBody, EncodeBuf, Encoder, SingleMessageCompressionOverride,
+};
+use tonic::server::StreamingService;
 use tonic::{Request, Response, Status, Streaming};
 use tower_service::Service as _;
 
 use super::reflection::{Reflection, V1_PREFIX, V1ALPHA_PREFIX};
 use crate::Error;
-use crate::call::{Answer, Body as CallBody, BoxFuture, CallRequest, MetadataCell, OutStream, Peer, Reply};
+use crate::call::{
+    Answer, Body as CallBody, BoxFuture, CallRequest, CompressionCell, MetadataCell, OutStream, Peer, Reply,
+    ReplyCompression, RequestFlags,
+};
 use crate::middleware::CallService;
 use crate::registry::{Registry, Route, Snapshot};
 
@@ -87,14 +92,71 @@ impl GrpcAdapter {
             return unknown_method(path).into_status().into_http();
         };
         let deadline = grpc_timeout(req.headers()).map(|d| tokio::time::Instant::now() + d);
-        let mut grpc = self.framing(req.headers());
         let peer = req.extensions().get::<Peer>().cloned();
-        let parts = CallParts { snap, route, deadline, peer, calls: self.calls.clone() };
-        let mut response = grpc.streaming(GrpcCall(Some(parts)), req).await;
-        match response.extensions_mut().remove::<MetadataCell>() {
-            Some(trailers) => response.map(|body| Body::new(WithTrailers { body, trailers: Some(trailers) })),
-            None => response,
+        let request_encoding = match request_encoding(req.headers()) {
+            Ok(e) => e,
+            Err(status) => return status.into_http(),
+        };
+        let reply_encoding = self.reply_encoding(req.headers(), request_encoding);
+        let (head, body) = req.into_parts();
+        // Frame flags are only read for compressed requests (the others are
+        // uncompressed throughout).
+        let flags = request_encoding.map(|_| Arc::new(RequestFlags::default()));
+        let max = Some(self.max_recv);
+        let stream = match &flags {
+            Some(f) => Streaming::new_request(RawDecoder, FlagTap::new(body, f.clone()), request_encoding, max),
+            None => Streaming::new_request(RawDecoder, body, None, max),
+        };
+        let metadata = tonic::metadata::MetadataMap::from_headers(head.headers);
+        let parts = CallParts { snap, route, deadline, peer, flags, calls: self.calls.clone() };
+        let request = Request::from_parts(metadata, tonic::Extensions::default(), stream);
+        let response = match GrpcCall(Some(parts)).call(request).await {
+            Ok(r) => r,
+            Err(status) => return status.into_http(),
+        };
+        let (metadata, replies, mut extensions) = response.into_parts();
+        let trailers = extensions.remove::<MetadataCell>();
+        let mut response = http::Response::new(());
+        *response.version_mut() = http::Version::HTTP_2;
+        *response.headers_mut() = metadata.into_headers();
+        sanitize(response.headers_mut());
+        let headers = response.headers_mut();
+        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+        if let Some(e) = reply_encoding {
+            headers.insert(GRPC_ENCODING, http::HeaderValue::from_static(encoding_name(e)));
         }
+        let body = match extensions.remove::<CompressionCell>() {
+            // The server's default: tonic's encoder compresses every reply alike.
+            None => Body::new(EncodeBody::new_server(
+                ReplyEncoder,
+                replies,
+                reply_encoding,
+                SingleMessageCompressionOverride::default(),
+                None,
+            )),
+            Some(cell) => Body::new(ChosenCompression::new(replies, reply_encoding, cell)),
+        };
+        let body = match trailers {
+            Some(trailers) => Body::new(WithTrailers { body, trailers: Some(trailers) }),
+            None => body,
+        };
+        response.map(|()| body)
+    }
+
+    /// The encoding replies may be compressed with: the first in the client's
+    /// `grpc-accept-encoding` that is the configured one or the request's own
+    /// (none when compression is off).
+    fn reply_encoding(
+        &self,
+        headers: &http::HeaderMap,
+        request: Option<CompressionEncoding>,
+    ) -> Option<CompressionEncoding> {
+        let configured = self.compression.encoding()?;
+        let accepted = headers.get(GRPC_ACCEPT_ENCODING)?.to_str().ok()?;
+        accepted.split(',').map(str::trim).find_map(|name| {
+            let e = encoding_named(name.as_bytes())?;
+            (e == configured || Some(e) == request).then_some(e)
+        })
     }
 
     /// Reflection services describing exactly `snap`'s schema.
@@ -107,36 +169,52 @@ impl GrpcAdapter {
         self.reflection.store(Some(built.clone()));
         built
     }
+}
 
-    /// tonic's framing for one request: the receive limit, every encoding
-    /// accepted, and the response compressed when configured and the client
-    /// accepts it (a compressed request may also be answered in its own encoding).
-    fn framing(&self, headers: &http::HeaderMap) -> Grpc<DynamicCodec> {
-        let mut grpc = Grpc::new(DynamicCodec)
-            .max_decoding_message_size(self.max_recv)
-            // The send limit is the call core's, which answers RESOURCE_EXHAUSTED.
-            .max_encoding_message_size(usize::MAX)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Deflate)
-            .accept_compressed(CompressionEncoding::Zstd);
-        if let Some(configured) = self.compression.encoding() {
-            grpc = grpc.send_compressed(configured);
-            if let Some(own) = request_encoding(headers) {
-                grpc = grpc.send_compressed(own);
-            }
-        }
-        grpc
+const GRPC_ENCODING: http::HeaderName = http::HeaderName::from_static("grpc-encoding");
+const GRPC_ACCEPT_ENCODING: http::HeaderName = http::HeaderName::from_static("grpc-accept-encoding");
+
+fn encoding_name(e: CompressionEncoding) -> &'static str {
+    match e {
+        CompressionEncoding::Gzip => "gzip",
+        CompressionEncoding::Deflate => "deflate",
+        CompressionEncoding::Zstd => "zstd",
+        _ => "identity",
     }
 }
 
-/// The encoding a request was compressed with, if it is one we speak.
-fn request_encoding(headers: &http::HeaderMap) -> Option<CompressionEncoding> {
-    const GRPC_ENCODING: http::HeaderName = http::HeaderName::from_static("grpc-encoding");
-    match headers.get(&GRPC_ENCODING)?.as_bytes() {
+fn encoding_named(name: &[u8]) -> Option<CompressionEncoding> {
+    match name {
         b"gzip" => Some(CompressionEncoding::Gzip),
         b"deflate" => Some(CompressionEncoding::Deflate),
         b"zstd" => Some(CompressionEncoding::Zstd),
         _ => None,
+    }
+}
+
+/// The encoding a request was compressed with (`None`: identity); one we do
+/// not speak is UNIMPLEMENTED, telling the client which we do.
+fn request_encoding(headers: &http::HeaderMap) -> Result<Option<CompressionEncoding>, Status> {
+    let Some(value) = headers.get(&GRPC_ENCODING) else { return Ok(None) };
+    if value.as_bytes() == b"identity" {
+        return Ok(None);
+    }
+    encoding_named(value.as_bytes()).map(Some).ok_or_else(|| {
+        let name = String::from_utf8_lossy(value.as_bytes());
+        let mut status =
+            Error::unimplemented(format!("the request is compressed with {name}, which this server does not speak"))
+                .into_status();
+        status
+            .metadata_mut()
+            .insert("grpc-accept-encoding", tonic::metadata::MetadataValue::from_static("gzip,deflate,zstd"));
+        status
+    })
+}
+
+/// Drops response headers the protocol owns (a handler's metadata cannot set them).
+fn sanitize(headers: &mut http::HeaderMap) {
+    for name in ["content-type", "grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-encoding", "te"] {
+        headers.remove(name);
     }
 }
 
@@ -167,11 +245,14 @@ fn reply_item(r: Result<Reply, Error>) -> Result<Reply, Status> {
 }
 
 fn head(r: Result<Answer, Error>) -> Result<Response<GrpcStream>, Status> {
-    let (metadata, stream, trailers) = r.map_err(Error::into_status)?.into_stream();
+    let (metadata, stream, trailers, compression) = r.map_err(Error::into_status)?.into_stream();
     let mut extensions = tonic::Extensions::default();
+    // Picked up by `serve` as it builds the HTTP response.
     if let Some(trailers) = trailers {
-        // Picked up by `serve` from the HTTP response tonic builds.
         extensions.insert(trailers);
+    }
+    if let Some(compression) = compression {
+        extensions.insert(compression);
     }
     Ok(Response::from_parts(metadata, stream.map(reply_item as ReplyItem), extensions))
 }
@@ -242,7 +323,13 @@ impl StreamingService<Bytes> for GrpcCall {
             return GrpcFuture::Calling(Box::pin(std::future::ready(Err(Error::internal("the call was made twice")))));
         };
         if parts.route.kind.client_streaming() {
-            let frames = Box::pin(stream.map(|r| r.map_err(framing_error)));
+            let flags = parts.flags.clone();
+            let frames = Box::pin(stream.map(move |r| {
+                if let Some(f) = &flags {
+                    f.next_message();
+                }
+                r.map_err(framing_error)
+            }));
             GrpcFuture::Calling(parts.run(metadata, CallBody::Frames(frames)))
         } else {
             // One request message: read it here, so responders answer it at once.
@@ -257,12 +344,14 @@ pub(crate) struct CallParts {
     route: Arc<Route>,
     deadline: Option<tokio::time::Instant>,
     peer: Option<Peer>,
+    flags: Option<Arc<RequestFlags>>,
     calls: CallService,
 }
 
 impl CallParts {
     fn run(self, metadata: tonic::metadata::MetadataMap, body: CallBody) -> BoxFuture<Result<Answer, Error>> {
-        self.calls.run(CallRequest::new(self.snap, self.route, metadata, self.deadline, body).with_peer(self.peer))
+        let call = CallRequest::new(self.snap, self.route, metadata, self.deadline, body);
+        self.calls.run(call.with_peer(self.peer).with_request_flags(self.flags))
     }
 }
 
@@ -295,31 +384,14 @@ impl std::future::Future for GrpcFuture {
                     let Some((parts, metadata)) = call.take() else {
                         return Poll::Ready(head(Err(Error::internal("the call was polled after it ended"))));
                     };
+                    if let Some(f) = &parts.flags {
+                        f.next_message();
+                    }
                     *this = GrpcFuture::Calling(parts.run(metadata, CallBody::One(first)));
                 }
                 GrpcFuture::Calling(fut) => return fut.as_mut().poll(cx).map(head),
             }
         }
-    }
-}
-
-/// The codec of every method: requests stay bytes until needed, replies are
-/// encoded from a dynamic message or sent as stored bytes.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct DynamicCodec;
-
-impl Codec for DynamicCodec {
-    type Encode = Reply;
-    type Decode = Bytes;
-    type Encoder = ReplyEncoder;
-    type Decoder = RawDecoder;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        ReplyEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawDecoder
     }
 }
 
@@ -358,6 +430,179 @@ impl Decoder for RawDecoder {
     }
 }
 
+/// A request body that notes the compressed flag of each gRPC frame as it
+/// passes (for [`CompressionCell::request_compressed`]); the bytes go on to
+/// tonic's decoder untouched.
+struct FlagTap {
+    body: Incoming,
+    flags: Arc<RequestFlags>,
+    frames: FrameFlags,
+}
+
+impl FlagTap {
+    fn new(body: Incoming, flags: Arc<RequestFlags>) -> Self {
+        FlagTap { body, flags, frames: FrameFlags::default() }
+    }
+}
+
+impl http_body::Body for FlagTap {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let frame = std::task::ready!(std::pin::Pin::new(&mut this.body).poll_frame(cx));
+        if let Some(Ok(Some(data))) = frame.as_ref().map(|f| f.as_ref().map(http_body::Frame::data_ref)) {
+            let mut pending = this.flags.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            this.frames.read(data, |flag| pending.push_back(flag));
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Follows gRPC framing (a flag byte, a 4-byte big-endian length, the message)
+/// over chunks split anywhere, reporting each frame's compressed flag.
+#[derive(Debug, Default)]
+struct FrameFlags {
+    /// Bytes of the current frame header seen so far (0..5).
+    header: [u8; 5],
+    header_len: usize,
+    /// Message bytes still to skip.
+    payload_left: u64,
+}
+
+impl FrameFlags {
+    fn read(&mut self, mut data: &[u8], mut flag: impl FnMut(bool)) {
+        while !data.is_empty() {
+            if self.payload_left > 0 {
+                let n = self.payload_left.min(data.len() as u64);
+                self.payload_left -= n;
+                data = &data[n as usize..];
+                continue;
+            }
+            let n = (5 - self.header_len).min(data.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&data[..n]);
+            self.header_len += n;
+            data = &data[n..];
+            if self.header_len == 5 {
+                flag(self.header[0] & 1 == 1);
+                let len = u32::from_be_bytes([self.header[1], self.header[2], self.header[3], self.header[4]]);
+                self.payload_left = u64::from(len);
+                self.header_len = 0;
+            }
+        }
+    }
+}
+
+/// Replies framed one by one, each compressed or not as the responder's
+/// [`CompressionCell`] says when the reply is taken from the stream; then the
+/// status trailers.
+struct ChosenCompression {
+    replies: GrpcStream,
+    encoding: Option<CompressionEncoding>,
+    cell: CompressionCell,
+    done: bool,
+}
+
+impl ChosenCompression {
+    fn new(replies: GrpcStream, encoding: Option<CompressionEncoding>, cell: CompressionCell) -> Self {
+        ChosenCompression { replies, encoding, cell, done: false }
+    }
+
+    fn frame(&self, reply: Reply) -> Result<Bytes, Error> {
+        let mut raw = bytes::BytesMut::new();
+        match reply {
+            Reply::Message(m) => m
+                .encode(&mut raw)
+                .map_err(|e| Error::internal(format!("failed to encode {}: {e}", m.descriptor().full_name())))?,
+            Reply::Encoded(b) => raw.extend_from_slice(&b),
+        }
+        let encoding = match self.cell.get() {
+            ReplyCompression::Off => None,
+            ReplyCompression::On | ReplyCompression::Auto => self.encoding,
+        };
+        let (flag, body) = match encoding {
+            Some(e) => (1u8, compress(e, &raw).map_err(|e| Error::internal(format!("compressing a reply: {e}")))?),
+            None => (0u8, raw.to_vec()),
+        };
+        let len = u32::try_from(body.len()).map_err(|_| Error::too_large("a reply over 4 GiB"))?;
+        let mut out = bytes::BytesMut::with_capacity(5 + body.len());
+        out.put_u8(flag);
+        out.put_u32(len);
+        out.extend_from_slice(&body);
+        Ok(out.freeze())
+    }
+}
+
+fn compress(encoding: CompressionEncoding, raw: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    match encoding {
+        CompressionEncoding::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+            e.write_all(raw)?;
+            e.finish()
+        }
+        CompressionEncoding::Deflate => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(6));
+            e.write_all(raw)?;
+            e.finish()
+        }
+        CompressionEncoding::Zstd => zstd::bulk::compress(raw, zstd::DEFAULT_COMPRESSION_LEVEL),
+        other => Err(std::io::Error::other(format!("unsupported encoding {other:?}"))),
+    }
+}
+
+impl http_body::Body for ChosenCompression {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        if self.done {
+            return std::task::Poll::Ready(None);
+        }
+        let status = match std::task::ready!(std::pin::Pin::new(&mut self.replies).poll_next(cx)) {
+            Some(Ok(reply)) => match self.frame(reply) {
+                Ok(bytes) => return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes)))),
+                Err(e) => Some(e.into_status()),
+            },
+            Some(Err(status)) => Some(status),
+            None => None,
+        };
+        self.done = true;
+        let mut trailers = http::HeaderMap::new();
+        match status {
+            Some(status) => {
+                if let Err(e) = status.add_header(&mut trailers) {
+                    trailers.clear();
+                    let _ = e.add_header(&mut trailers);
+                }
+            }
+            None => {
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            }
+        }
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
 /// Parses `grpc-timeout` (at most 8 digits and a unit: H M S m u n).
 fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
@@ -380,8 +625,40 @@ fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use super::grpc_timeout;
+    use super::{FrameFlags, grpc_timeout};
     use std::time::Duration;
+
+    /// Random frames split into random chunks (empty ones and splits inside
+    /// headers included): the flags come out in order, one per frame.
+    #[test]
+    fn frame_flags_follow_framing_across_any_chunking() {
+        let mut rng = fastrand::Rng::with_seed(14);
+        for _ in 0..500 {
+            let n = rng.usize(0..8);
+            let flags: Vec<bool> = (0..n).map(|_| rng.bool()).collect();
+            let mut wire = Vec::new();
+            for &f in &flags {
+                let len = if rng.u8(..) < 40 { 0 } else { rng.usize(0..300) };
+                wire.push(u8::from(f));
+                wire.extend_from_slice(&(len as u32).to_be_bytes());
+                wire.extend((0..len).map(|_| rng.u8(..)));
+            }
+            let mut reader = FrameFlags::default();
+            let mut seen = Vec::new();
+            let mut rest = &wire[..];
+            while !rest.is_empty() {
+                let take = rng.usize(0..=rest.len().min(12));
+                reader.read(&rest[..take], |f| seen.push(f));
+                rest = &rest[take..];
+            }
+            assert_eq!(seen, flags);
+        }
+        // Garbage never panics (a huge length just skips the rest).
+        for _ in 0..200 {
+            let junk: Vec<u8> = (0..rng.usize(0..64)).map(|_| rng.u8(..)).collect();
+            FrameFlags::default().read(&junk, |_| {});
+        }
+    }
 
     #[test]
     fn parses_grpc_timeout() {

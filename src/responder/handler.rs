@@ -25,7 +25,10 @@ use tonic::metadata::MetadataMap;
 
 use super::{Respond, Responder};
 use crate::Error;
-use crate::call::{Answer, BoxFuture, CallRequest, Exchange, Kind, MetadataCell, Peer, Replies, Reply, Responding};
+use crate::call::{
+    Answer, BoxFuture, CallRequest, CompressionCell, Exchange, Kind, MetadataCell, Peer, Replies, Reply,
+    ReplyCompression, Responding,
+};
 use crate::error::BuildError;
 
 /// A boxed stream of responses.
@@ -58,6 +61,10 @@ pub struct Call<T> {
     /// Fires if the call is abandoned before the handler has finished: the
     /// client cancelled, the connection went away, or the deadline passed.
     pub cancellation: Cancellation,
+    /// Response compression for this call (`set` it for the whole call, or
+    /// before each reply of a stream), and whether the request message
+    /// received last arrived compressed.
+    pub compression: CompressionCell,
 }
 
 /// Whether a call was abandoned (cancelled by the client, its connection lost,
@@ -143,18 +150,15 @@ impl<T> Call<T> {
         DynamicMessage::new(self.method.output())
     }
 
-    /// The same call carrying another message (or stream).
+    /// The same call carrying another message or stream (e.g. to share code
+    /// between a server-streaming and a bidi handler).
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Call<U> {
+        let Call { method, metadata, message, peer, deadline, headers, trailers, cancellation, compression } = self;
+        Call { method, metadata, message: f(message), peer, deadline, headers, trailers, cancellation, compression }
+    }
+
     fn with_message<U>(self, message: U) -> Call<U> {
-        Call {
-            method: self.method,
-            metadata: self.metadata,
-            message,
-            peer: self.peer,
-            deadline: self.deadline,
-            headers: self.headers,
-            trailers: self.trailers,
-            cancellation: self.cancellation,
-        }
+        self.map(|_| message)
     }
 }
 
@@ -247,6 +251,7 @@ impl Handler {
 struct Parts {
     headers: MetadataCell,
     trailers: MetadataCell,
+    compression: CompressionCell,
     guard: CallGuard,
 }
 
@@ -254,6 +259,7 @@ impl Parts {
     fn call<T>(ex: &Exchange, method: MethodDescriptor, metadata: MetadataMap, message: T) -> (Call<T>, Parts) {
         let (guard, cancellation) = CallGuard::new();
         let (headers, trailers) = (MetadataCell::new(), MetadataCell::new());
+        let compression = CompressionCell::new(ex.flags.clone());
         let call = Call {
             method,
             metadata,
@@ -263,8 +269,9 @@ impl Parts {
             headers: headers.clone(),
             trailers: trailers.clone(),
             cancellation,
+            compression: compression.clone(),
         };
-        (call, Parts { headers, trailers, guard })
+        (call, Parts { headers, trailers, compression, guard })
     }
 
     /// A handler's error: it finished (not cancelled); its trailers go out
@@ -293,6 +300,9 @@ impl Parts {
         self.guard.finish();
         let mut answer = Answer::one(reply);
         answer.metadata = self.headers.take();
+        if self.compression.get() != ReplyCompression::Auto {
+            answer = answer.with_compression(self.compression);
+        }
         if self.trailers.update(|t| !t.is_empty()) { answer.with_trailers(self.trailers) } else { answer }
     }
 
@@ -300,7 +310,7 @@ impl Parts {
         let guarded: Replies = Box::pin(Guarded { inner: replies, guard: Some(self.guard) });
         let mut answer = Answer::stream(guarded);
         answer.metadata = self.headers.take();
-        answer.with_trailers(self.trailers)
+        answer.with_trailers(self.trailers).with_compression(self.compression)
     }
 }
 

@@ -14,9 +14,15 @@ mod handler_api;
 mod interop;
 mod reload;
 mod store;
+mod testservice;
 mod tls;
 
 /// The library example, compiled into the tests so they run its handlers.
 #[path = "../../examples/users_service.rs"]
 #[allow(dead_code)]
 mod example;
+
+/// gRPC's interop TestService example, compiled into the tests so they run its handlers.
+#[path = "../../examples/interop.rs"]
+#[allow(dead_code)]
+mod interop_example;
