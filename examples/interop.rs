@@ -5,7 +5,8 @@
 //! `UnimplementedService`, which the server answers UNIMPLEMENTED by itself.
 //!
 //! Run it with `cargo run --release --example interop -- --addr 127.0.0.1:10000`
-//! (`--port N` is `--addr 127.0.0.1:N`, as gRPC's interop harness starts servers),
+//! (`--port N` is `--addr 127.0.0.1:N`, as gRPC's interop harness starts servers;
+//! `--tls-cert FILE --tls-key FILE` serve TLS),
 //! and point an interop client at it, e.g. `tests/interop/testservice_client.py`.
 //!
 //! What the handlers do, per the descriptions:
@@ -234,6 +235,7 @@ pub fn builder() -> Builder {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut addr = "127.0.0.1:10000".to_owned();
+    let (mut cert, mut key) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -244,20 +246,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         match flag.as_str() {
             "--addr" => addr = value()?,
             "--port" => addr = format!("127.0.0.1:{}", value()?),
-            // gRPC's harness passes --use_tls=false; TLS is not offered here.
-            "--use_tls" if value()? == "false" => {}
+            "--tls-cert" => cert = Some(PathBuf::from(value()?)),
+            "--tls-key" => key = Some(PathBuf::from(value()?)),
+            // gRPC's harness passes --use_tls; TLS needs --tls-cert and --tls-key here.
+            "--use_tls" => {
+                let _ = value()?;
+            }
             other => {
-                return Err(format!("unknown argument {other}; usage: interop [--addr HOST:PORT | --port N]").into());
+                let usage = "usage: interop [--addr HOST:PORT | --port N] [--tls-cert FILE --tls-key FILE]";
+                return Err(format!("unknown argument {other}; {usage}").into());
             }
         }
     }
     let server = builder().build()?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    println!("interop server listening on {}", listener.local_addr()?);
-    server
-        .serve(listener, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await;
+    let local = listener.local_addr()?;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let tls = protoserve::TlsListener::new(listener, protoserve::TlsFiles { cert, key, client_ca: None })?;
+            println!("interop server listening on {local} (TLS)");
+            server.serve(tls, shutdown).await;
+        }
+        (None, None) => {
+            println!("interop server listening on {local}");
+            server.serve(listener, shutdown).await;
+        }
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    }
     Ok(())
 }

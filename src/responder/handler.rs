@@ -145,6 +145,24 @@ impl Stream for Guarded {
 }
 
 impl<T> Call<T> {
+    /// A call of `method` carrying `message`, with no metadata, peer or
+    /// deadline, never cancelled: for calling a handler directly in a test.
+    pub fn new(method: MethodDescriptor, message: T) -> Self {
+        let (guard, cancellation) = CallGuard::new();
+        guard.finish();
+        Call {
+            method,
+            metadata: MetadataMap::new(),
+            message,
+            peer: Peer::default(),
+            deadline: None,
+            headers: MetadataCell::new(),
+            trailers: MetadataCell::new(),
+            cancellation,
+            compression: CompressionCell::default(),
+        }
+    }
+
     /// An empty message of the method's output type, to fill in and return.
     pub fn reply(&self) -> DynamicMessage {
         DynamicMessage::new(self.method.output())

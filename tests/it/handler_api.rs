@@ -238,3 +238,14 @@ async fn handlers_observe_cancellation_by_the_client_and_by_the_deadline() {
     let reply = c.unary("/kinds.Echo/Say", note(&c, "x")).await.unwrap();
     assert_eq!(get_str(&reply, "text"), "done");
 }
+
+#[tokio::test]
+async fn a_handler_can_be_called_directly_with_call_new() {
+    let srv = TestServer::start(kinds().unary("kinds.Echo/Say", say("x"))).await;
+    let method = srv.pool.get_service_by_name("kinds.Echo").unwrap().methods().find(|m| m.name() == "Say").unwrap();
+    let c = srv.client().await;
+    let call = Call::new(method, note(&c, "hello"));
+    assert!(!call.cancellation.is_cancelled() && call.deadline.is_none() && call.peer.addr().is_none());
+    let reply = say("direct")(call).await.unwrap();
+    assert_eq!(get_str(&reply, "text"), "direct");
+}
