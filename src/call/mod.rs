@@ -633,6 +633,11 @@ impl Answer {
         self.compression.as_ref()
     }
 
+    /// Takes the responder's compression choice out (adapters, before `into_stream`).
+    pub(crate) fn take_compression(&mut self) -> Option<CompressionCell> {
+        self.compression.take()
+    }
+
     /// Maps a stream answer's replies (a one-reply answer goes through `f` once).
     pub fn map_stream(self, f: impl FnOnce(Replies) -> Replies) -> Self {
         let body = match self.body {
@@ -644,12 +649,12 @@ impl Answer {
 
     /// The replies as one stream, without allocating for a single reply; the
     /// metadata and the trailers beside it.
-    pub(crate) fn into_stream(self) -> (MetadataMap, OutStream, Option<MetadataCell>, Option<CompressionCell>) {
+    pub(crate) fn into_stream(self) -> (MetadataMap, OutStream, Option<MetadataCell>) {
         let s = match self.body {
             Output::One(r) => OutStream::One(Some(r)),
             Output::Many(s) => OutStream::Many(s),
         };
-        (self.metadata, s, self.trailers, self.compression)
+        (self.metadata, s, self.trailers)
     }
 }
 

@@ -245,7 +245,9 @@ fn reply_item(r: Result<Reply, Error>) -> Result<Reply, Status> {
 }
 
 fn head(r: Result<Answer, Error>) -> Result<Response<GrpcStream>, Status> {
-    let (metadata, stream, trailers, compression) = r.map_err(Error::into_status)?.into_stream();
+    let mut answer = r.map_err(Error::into_status)?;
+    let compression = answer.take_compression();
+    let (metadata, stream, trailers) = answer.into_stream();
     let mut extensions = tonic::Extensions::default();
     // Picked up by `serve` as it builds the HTTP response.
     if let Some(trailers) = trailers {
