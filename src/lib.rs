@@ -40,7 +40,8 @@
 //! - [`error`]: the one [`Error`] type and its one mapping to gRPC statuses.
 //! - `validate`: `buf.validate` checks (prost-protovalidate, CEL included).
 //! - `reflection`, `health`: the built-in gRPC services.
-//! - `server`: listener/acceptor, HTTP/1.1 + HTTP/2 connections, graceful drain.
+//! - `server`: listener/acceptor (TCP, [`TlsListener`] with certificate reload),
+//!   HTTP/1.1 + HTTP/2 connections, graceful drain.
 
 mod call;
 mod cli;
