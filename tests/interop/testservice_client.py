@@ -1,7 +1,9 @@
 """A gRPC interop client for grpc.testing.TestService, written from gRPC's
 interop test descriptions (doc/interop-test-descriptions.md), with grpcio.
 
-usage: testservice_client.py HOST:PORT DESCRIPTOR_SET [CASE...]
+usage: testservice_client.py [--ca CA.pem] HOST:PORT DESCRIPTOR_SET [CASE...]
+
+With --ca the channel is TLS, trusting CA.pem, for a certificate naming localhost.
 
 DESCRIPTOR_SET is the compiled schema (protoserve check --descriptor-set-out);
 messages are built from it at run time, so no generated code is needed.
@@ -36,9 +38,14 @@ def check(cond, what):
 
 
 class Client:
-    def __init__(self, target, schema):
+    def __init__(self, target, schema, ca=None):
         self.m = schema
-        self.channel = grpc.insecure_channel(target)
+        if ca is None:
+            self.channel = grpc.insecure_channel(target)
+        else:
+            with open(ca, "rb") as f:
+                creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+            self.channel = grpc.secure_channel(target, creds, options=[("grpc.ssl_target_name_override", "localhost")])
 
     def unary(self, method, req_type, resp_type):
         return self.channel.unary_unary(
@@ -315,9 +322,13 @@ CASES = [
 
 
 def main():
-    target, schema = sys.argv[1], Schema(sys.argv[2])
-    cases = sys.argv[3:] or CASES
-    client = Client(target, schema)
+    args = sys.argv[1:]
+    ca = None
+    if args[:1] == ["--ca"]:
+        ca, args = args[1], args[2:]
+    target, schema = args[0], Schema(args[1])
+    cases = args[2:] or CASES
+    client = Client(target, schema, ca)
     for case in cases:
         try:
             getattr(client, case)()

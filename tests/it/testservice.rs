@@ -19,27 +19,56 @@ async fn start() -> TestServer {
     TestServer::start(interop_example::builder()).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_grpcio_passes_every_interop_case() {
-    let srv = start().await;
+/// Runs the Python interop client (over TLS with `ca`) and returns its output.
+async fn python_client(
+    pool: &prost_reflect::DescriptorPool,
+    addr: std::net::SocketAddr,
+    ca: Option<std::path::PathBuf>,
+    cases: &[&str],
+) -> String {
     let dir = tempfile::tempdir().unwrap();
     let set = dir.path().join("interop.binpb");
-    std::fs::write(&set, srv.pool.encode_to_vec()).unwrap();
+    std::fs::write(&set, pool.encode_to_vec()).unwrap();
     let python = root().join(".venv/bin/python");
     assert!(python.exists(), "{} is missing: run scripts/test.sh", python.display());
-    let addr = srv.addr;
+    let cases: Vec<String> = cases.iter().map(|c| c.to_string()).collect();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(root().join("tests/interop/testservice_client.py"))
-            .arg(addr.to_string())
-            .arg(&set)
-            .output()
-            .unwrap()
+        let mut cmd = Command::new(python);
+        cmd.arg(root().join("tests/interop/testservice_client.py"));
+        if let Some(ca) = ca {
+            cmd.arg("--ca").arg(ca);
+        }
+        cmd.arg(addr.to_string()).arg(&set).args(cases).output().unwrap()
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_passes_every_interop_case_over_tls_too() {
+    let pki = crate::tls::Pki::new("interop CA");
+    pki.issue("server", crate::tls::SERVER_NAMES);
+    let server = interop_example::builder().build().unwrap();
+    let pool = server.snapshot().schema().pool().clone();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let tls = protoserve::TlsListener::new(tcp, pki.server_files(None)).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve(tls, async {
+        let _ = stopped.await;
+    }));
+    let stdout = python_client(&pool, addr, Some(pki.path("ca.pem")), &[]).await;
+    assert_eq!(stdout.matches(": ok").count(), 18, "{stdout}");
+    drop(stop);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_passes_every_interop_case() {
+    let srv = start().await;
+    let stdout = python_client(&srv.pool, srv.addr, None, &[]).await;
     for case in [
         "empty_unary",
         "large_unary",

@@ -19,14 +19,14 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use crate::harness::*;
 
 /// A CA and what it signed, as PEM files in a temporary directory.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     ca: rcgen::Certificate,
     issuer: Issuer<'static, KeyPair>,
 }
 
 impl Pki {
-    fn new(name: &str) -> Pki {
+    pub(crate) fn new(name: &str) -> Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -37,12 +37,12 @@ impl Pki {
         Pki { dir, ca, issuer: Issuer::new(params, key) }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// Signs a certificate for `sans`; writes `<name>.pem` and `<name>.key`.
-    fn issue(&self, name: &str, sans: &[&str]) -> rcgen::Certificate {
+    pub(crate) fn issue(&self, name: &str, sans: &[&str]) -> rcgen::Certificate {
         let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         let key = KeyPair::generate().unwrap();
@@ -52,7 +52,7 @@ impl Pki {
         cert
     }
 
-    fn server_files(&self, client_ca: Option<PathBuf>) -> TlsFiles {
+    pub(crate) fn server_files(&self, client_ca: Option<PathBuf>) -> TlsFiles {
         TlsFiles { cert: self.path("server.pem"), key: self.path("server.key"), client_ca }
     }
 
@@ -61,7 +61,7 @@ impl Pki {
     }
 }
 
-const SERVER_NAMES: &[&str] = &["localhost", "127.0.0.1"];
+pub(crate) const SERVER_NAMES: &[&str] = &["localhost", "127.0.0.1"];
 
 fn note(pool: &prost_reflect::DescriptorPool, text: &str) -> DynamicMessage {
     DynamicMessage::deserialize(pool.get_message_by_name("kinds.Note").unwrap(), json!({"text": text})).unwrap()
