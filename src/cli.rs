@@ -433,5 +433,33 @@ mod tests {
         assert_eq!(s.addr.to_string(), "127.0.0.1:50051");
         assert_eq!(s.max_message_size, 10 * 1024 * 1024);
         assert_eq!(s.roots, vec![PathBuf::from("schemas/users")]);
+        assert_eq!(s.tls, None);
+    }
+
+    #[test]
+    fn tls_flags_go_together() {
+        let c = Config::try_parse_from(["protoserve", "serve", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        let Command::Serve(s) = c.command else { panic!("expected serve") };
+        let want = crate::TlsFiles { cert: "c.pem".into(), key: "k.pem".into(), client_ca: None };
+        assert_eq!(s.tls, Some(want));
+        let c = Config::try_parse_from([
+            "protoserve",
+            "serve",
+            "--tls-cert=c.pem",
+            "--tls-key=k.pem",
+            "--tls-client-ca=ca.pem",
+        ])
+        .unwrap();
+        let Command::Serve(s) = c.command else { panic!("expected serve") };
+        assert_eq!(s.tls.and_then(|t| t.client_ca), Some(PathBuf::from("ca.pem")));
+        for bad in [
+            &["--tls-cert", "c.pem"][..],
+            &["--tls-key", "k.pem"],
+            &["--tls-client-ca", "ca.pem"],
+            &["--tls-client-ca", "ca.pem", "--tls-key", "k.pem"],
+        ] {
+            let args = ["protoserve", "serve"].iter().chain(bad);
+            assert!(Config::try_parse_from(args).is_err(), "{bad:?}");
+        }
     }
 }
