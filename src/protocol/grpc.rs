@@ -98,6 +98,9 @@ impl GrpcAdapter {
             Err(status) => return status.into_http(),
         };
         let reply_encoding = self.reply_encoding(req.headers(), request_encoding);
+        // What a responder that asks for compression gets when the server's
+        // default gives none: the client's first encoding that we speak.
+        let on_request = reply_encoding.or_else(|| accepted(req.headers()).next());
         let (head, body) = req.into_parts();
         // Frame flags are only read for compressed requests (the others are
         // uncompressed throughout).
@@ -120,12 +123,14 @@ impl GrpcAdapter {
         *response.version_mut() = http::Version::HTTP_2;
         *response.headers_mut() = metadata.into_headers();
         sanitize(response.headers_mut());
+        let cell = extensions.remove::<CompressionCell>();
+        let header_encoding = if cell.is_some() { on_request } else { reply_encoding };
         let headers = response.headers_mut();
         headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
-        if let Some(e) = reply_encoding {
+        if let Some(e) = header_encoding {
             headers.insert(GRPC_ENCODING, http::HeaderValue::from_static(encoding_name(e)));
         }
-        let body = match extensions.remove::<CompressionCell>() {
+        let body = match cell {
             // The server's default: tonic's encoder compresses every reply alike.
             None => Body::new(EncodeBody::new_server(
                 ReplyEncoder,
@@ -134,7 +139,9 @@ impl GrpcAdapter {
                 SingleMessageCompressionOverride::default(),
                 None,
             )),
-            Some(cell) => Body::new(ChosenCompression::new(replies, reply_encoding, cell)),
+            Some(cell) => {
+                Body::new(ChosenCompression { replies, default: reply_encoding, on_request, cell, done: false })
+            }
         };
         let body = match trailers {
             Some(trailers) => Body::new(WithTrailers { body, trailers: Some(trailers) }),
@@ -152,11 +159,7 @@ impl GrpcAdapter {
         request: Option<CompressionEncoding>,
     ) -> Option<CompressionEncoding> {
         let configured = self.compression.encoding()?;
-        let accepted = headers.get(GRPC_ACCEPT_ENCODING)?.to_str().ok()?;
-        accepted.split(',').map(str::trim).find_map(|name| {
-            let e = encoding_named(name.as_bytes())?;
-            (e == configured || Some(e) == request).then_some(e)
-        })
+        accepted(headers).find(|&e| e == configured || Some(e) == request)
     }
 
     /// Reflection services describing exactly `snap`'s schema.
@@ -169,6 +172,12 @@ impl GrpcAdapter {
         self.reflection.store(Some(built.clone()));
         built
     }
+}
+
+/// The encodings we speak that the client lists in `grpc-accept-encoding`, in its order.
+fn accepted(headers: &http::HeaderMap) -> impl Iterator<Item = CompressionEncoding> + '_ {
+    let list = headers.get(GRPC_ACCEPT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    list.split(',').filter_map(|name| encoding_named(name.trim().as_bytes()))
 }
 
 const GRPC_ENCODING: http::HeaderName = http::HeaderName::from_static("grpc-encoding");
@@ -512,16 +521,16 @@ impl FrameFlags {
 /// status trailers.
 struct ChosenCompression {
     replies: GrpcStream,
-    encoding: Option<CompressionEncoding>,
+    /// What `Auto` uses: the server's default negotiation (`--compression`).
+    default: Option<CompressionEncoding>,
+    /// What `On` uses (the response's `grpc-encoding`): the default, else the
+    /// client's first accepted encoding.
+    on_request: Option<CompressionEncoding>,
     cell: CompressionCell,
     done: bool,
 }
 
 impl ChosenCompression {
-    fn new(replies: GrpcStream, encoding: Option<CompressionEncoding>, cell: CompressionCell) -> Self {
-        ChosenCompression { replies, encoding, cell, done: false }
-    }
-
     fn frame(&self, reply: Reply) -> Result<Bytes, Error> {
         let mut raw = bytes::BytesMut::new();
         match reply {
@@ -532,7 +541,8 @@ impl ChosenCompression {
         }
         let encoding = match self.cell.get() {
             ReplyCompression::Off => None,
-            ReplyCompression::On | ReplyCompression::Auto => self.encoding,
+            ReplyCompression::On => self.on_request,
+            ReplyCompression::Auto => self.default,
         };
         let (flag, body) = match encoding {
             Some(e) => (1u8, compress(e, &raw).map_err(|e| Error::internal(format!("compressing a reply: {e}")))?),

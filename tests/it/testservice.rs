@@ -249,3 +249,19 @@ fn base64_zeros(n: usize) -> String {
     }
     s
 }
+
+#[tokio::test]
+async fn a_handler_may_compress_when_the_server_default_is_none() {
+    let srv = TestServer::start(interop_example::builder().compression(protoserve::Compression::None)).await;
+    for (asked, want) in [(Some(true), true), (Some(false), false), (None, false)] {
+        let mut req = json!({"responseSize": 500});
+        if let Some(on) = asked {
+            req["responseCompressed"] = json!({"value": on});
+        }
+        let req = encode(&srv, "grpc.testing.SimpleRequest", req);
+        let (status, got) = raw_call(&srv, "UnaryCall", false, frame(false, &req)).await;
+        assert_eq!(status, "0");
+        assert_eq!(got[0].0, want, "response_compressed={asked:?} under --compression none");
+        assert_eq!(payload_len(&srv, "grpc.testing.SimpleResponse", &got[0].1), 500);
+    }
+}
