@@ -211,10 +211,7 @@ impl Handler {
         F: Fn(Call<DynamicMessage>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<DynamicMessage, Status>> + Send + 'static,
     {
-        Handler::Unary(Arc::new(move |call| {
-            let fut = f(call);
-            Box::pin(fut)
-        }))
+        Handler::Unary(Arc::new(move |call| Box::pin(f(call))))
     }
 
     /// Wraps an async closure answering a server-streaming method.
@@ -223,10 +220,7 @@ impl Handler {
         F: Fn(Call<DynamicMessage>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<ReplyStream, Status>> + Send + 'static,
     {
-        Handler::ServerStreaming(Arc::new(move |call| {
-            let fut = f(call);
-            Box::pin(fut)
-        }))
+        Handler::ServerStreaming(Arc::new(move |call| Box::pin(f(call))))
     }
 
     /// Wraps an async closure answering a client-streaming method.
@@ -235,10 +229,7 @@ impl Handler {
         F: Fn(Call<RequestStream>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<DynamicMessage, Status>> + Send + 'static,
     {
-        Handler::ClientStreaming(Arc::new(move |call| {
-            let fut = f(call);
-            Box::pin(fut)
-        }))
+        Handler::ClientStreaming(Arc::new(move |call| Box::pin(f(call))))
     }
 
     /// Wraps an async closure answering a bidi-streaming method.
@@ -247,10 +238,7 @@ impl Handler {
         F: Fn(Call<RequestStream>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<ReplyStream, Status>> + Send + 'static,
     {
-        Handler::Bidi(Arc::new(move |call| {
-            let fut = f(call);
-            Box::pin(fut)
-        }))
+        Handler::Bidi(Arc::new(move |call| Box::pin(f(call))))
     }
 
     /// Which RPC kind this handler answers.
