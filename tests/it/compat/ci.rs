@@ -162,7 +162,9 @@ fn descriptor_sets_compare_against_their_committed_version() {
     let c = case_dir("field_moved_number");
     let write_set = |side: &str| {
         let schema = protoserve::schema::load(&[c.join(side)]).expect("fixture compiles");
-        let fds = prost_types::FileDescriptorSet { file: schema.pool().file_descriptor_protos().cloned().collect() };
+        let fds = prost_types::FileDescriptorSet {
+            file: schema.pool_with_source_info().file_descriptor_protos().cloned().collect(),
+        };
         std::fs::create_dir_all(r.path().join("build")).expect("mkdir");
         std::fs::write(r.path().join("build/schema.binpb"), fds.encode_to_vec()).expect("write");
     };
