@@ -175,6 +175,10 @@ struct ServeArgs {
     /// default, sends no pings.
     #[arg(long, default_value = "0", value_name = "DURATION", value_parser = parse_duration)]
     keepalive_interval: std::time::Duration,
+    /// A connection whose client takes no response data for this long while
+    /// some waits for it is closed, ending its calls (e.g. 5m); 0 turns it off.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    stall_timeout: std::time::Duration,
     /// Serve TLS with this PEM certificate chain (leaf first; needs --tls-key).
     /// Reloaded when the file changes; open connections keep going.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -260,6 +264,7 @@ impl Config {
                     handshake_timeout: a.handshake_timeout,
                     idle_timeout: a.idle_timeout,
                     keepalive_interval: Some(a.keepalive_interval).filter(|d| !d.is_zero()),
+                    stall_timeout: Some(a.stall_timeout).filter(|d| !d.is_zero()),
                 },
             }),
             Cmd::Check(a) => Command::Check(CheckConfig {
