@@ -38,6 +38,11 @@ pub trait Listener: Send + 'static {
 
     /// Turns an accepted connection into one ready for HTTP (e.g. a TLS handshake).
     fn handshake(&self, conn: Self::Conn) -> impl Future<Output = io::Result<Self::Io>> + Send + 'static;
+
+    /// The peer's address, for request logs and handlers (default: unknown).
+    fn peer_addr(_conn: &Self::Conn) -> Option<std::net::SocketAddr> {
+        None
+    }
 }
 
 impl Listener for TcpListener {
@@ -53,6 +58,10 @@ impl Listener for TcpListener {
 
     fn handshake(&self, conn: Self::Conn) -> impl Future<Output = io::Result<Self::Io>> + Send + 'static {
         std::future::ready(Ok(conn))
+    }
+
+    fn peer_addr(conn: &Self::Conn) -> Option<std::net::SocketAddr> {
+        conn.peer_addr().ok()
     }
 }
 
@@ -74,6 +83,9 @@ pub struct ConnLimits {
     /// call on it: a client that stops reading cannot pin server memory.
     /// `None`: never.
     pub stall_timeout: Option<Duration>,
+    /// Most concurrent HTTP/2 streams (RPCs) per connection (`None`: hyper's
+    /// default, 200).
+    pub max_concurrent_streams: Option<u32>,
 }
 
 impl Default for ConnLimits {
@@ -85,6 +97,7 @@ impl Default for ConnLimits {
             // while keepalive is on (~0.5% of a small RPC's cost).
             keepalive_interval: None,
             stall_timeout: Some(Duration::from_secs(300)),
+            max_concurrent_streams: None,
         }
     }
 }
@@ -100,6 +113,9 @@ pub(crate) async fn serve<L: Listener>(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.handshake_timeout);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(limits.keepalive_interval);
+    if let Some(n) = limits.max_concurrent_streams {
+        builder.http2().max_concurrent_streams(n);
+    }
     if limits.keepalive_interval.is_some() {
         builder.http2().keep_alive_timeout(Duration::from_secs(20));
     }
@@ -122,10 +138,11 @@ pub(crate) async fn serve<L: Listener>(
                     }
                 };
                 accept_errors.succeeded();
+                let peer = L::peer_addr(&conn);
                 let handshake = listener.handshake(conn);
                 let conn_task = Connection {
                     builder: builder.clone(),
-                    router: router.clone(),
+                    router: router.for_peer(peer),
                     limits,
                     stop: stop_rx.clone(),
                     _alive: alive_tx.clone(),

@@ -154,6 +154,8 @@ pub struct CallRequest {
     metadata: MetadataMap,
     deadline: Option<Instant>,
     body: Body,
+    /// The client's address, when the transport knows it.
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl fmt::Debug for CallRequest {
@@ -174,7 +176,39 @@ impl CallRequest {
         deadline: Option<Instant>,
         body: Body,
     ) -> Self {
-        Self { snap, route, metadata, deadline, body }
+        Self { snap, route, metadata, deadline, body, peer: None }
+    }
+
+    /// Sets the client's address (protocol adapters, from the connection).
+    pub(crate) fn with_peer_addr(mut self, peer: Option<std::net::SocketAddr>) -> Self {
+        self.peer = peer;
+        self
+    }
+
+    /// The client's address, when the transport knows it.
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.peer
+    }
+
+    /// Lets `seen` see each request message's size as it is read (logs,
+    /// metrics). A request already read as one message is seen now; the
+    /// return value is its size (0 for a stream).
+    pub(crate) fn inspect_requests(&mut self, seen: impl Fn(usize) + Send + Sync + 'static) -> usize {
+        match &mut self.body {
+            Body::One(b) => {
+                seen(b.len());
+                b.len()
+            }
+            Body::Frames(frames) => {
+                let inner = std::mem::replace(frames, Box::pin(futures_util::stream::empty()));
+                *frames = Box::pin(inner.inspect(move |r| {
+                    if let Ok(b) = r {
+                        seen(b.len());
+                    }
+                }));
+                0
+            }
+        }
     }
 
     /// The method called.

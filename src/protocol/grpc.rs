@@ -60,14 +60,29 @@ pub(crate) struct GrpcAdapter {
     pub(crate) calls: CallService,
     pub(crate) max_recv: usize,
     pub(crate) compression: Compression,
+    /// Token auth for health and reflection too (`--auth-all`); other methods
+    /// are checked by its layer in the call stack.
+    pub(crate) builtin_auth: Option<Arc<crate::middleware::TokenAuth>>,
     /// Reflection for the newest generation asked about, built on first use:
     /// most RPCs never need it, and it costs memory and reload time.
     pub(crate) reflection: arc_swap::ArcSwapOption<(u64, Result<Reflection, String>)>,
 }
 
 impl GrpcAdapter {
-    pub(crate) async fn serve(&self, req: http::Request<Incoming>) -> http::Response<Body> {
+    pub(crate) async fn serve(
+        &self,
+        req: http::Request<Incoming>,
+        peer: Option<std::net::SocketAddr>,
+    ) -> http::Response<Body> {
         let path = req.uri().path();
+        if let Some(auth) = &self.builtin_auth
+            && (path.starts_with(HEALTH_PREFIX) || path.starts_with(V1_PREFIX) || path.starts_with(V1ALPHA_PREFIX))
+        {
+            let value = req.headers().get(http::header::AUTHORIZATION).map(http::HeaderValue::as_bytes);
+            if let Err(e) = auth.check(path, value) {
+                return e.into_status().into_http();
+            }
+        }
         if path.starts_with(HEALTH_PREFIX) {
             return match self.health.clone().call(req).await {
                 Ok(r) => r,
@@ -88,7 +103,7 @@ impl GrpcAdapter {
         };
         let deadline = grpc_timeout(req.headers()).map(|d| tokio::time::Instant::now() + d);
         let mut grpc = self.framing(req.headers());
-        let parts = CallParts { snap, route, deadline, calls: self.calls.clone() };
+        let parts = CallParts { snap, route, deadline, calls: self.calls.clone(), peer };
         grpc.streaming(GrpcCall(Some(parts)), req).await
     }
 
@@ -192,11 +207,12 @@ pub(crate) struct CallParts {
     route: Arc<Route>,
     deadline: Option<tokio::time::Instant>,
     calls: CallService,
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl CallParts {
     fn run(self, metadata: tonic::metadata::MetadataMap, body: CallBody) -> BoxFuture<Result<Answer, Error>> {
-        self.calls.run(CallRequest::new(self.snap, self.route, metadata, self.deadline, body))
+        self.calls.run(CallRequest::new(self.snap, self.route, metadata, self.deadline, body).with_peer_addr(self.peer))
     }
 }
 
