@@ -29,7 +29,6 @@ const TOKENS_FILE_POLL: Duration = Duration::from_secs(1);
 
 /// Which tokens are accepted and where. Shared (`Arc`) by the layer, the gRPC
 /// adapter and the task re-reading a tokens file.
-#[derive(Debug)]
 pub struct TokenAuth {
     /// The accepted tokens: swapped whole when the tokens file changes.
     tokens: ArcSwap<HashSet<Box<[u8]>>>,
@@ -39,6 +38,18 @@ pub struct TokenAuth {
     /// Only methods matching these need a token; all do when `None`.
     scope: Option<Scope>,
     all: bool,
+}
+
+// Not derived: tokens are secrets and stay out of logs.
+impl std::fmt::Debug for TokenAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenAuth")
+            .field("tokens", &self.token_count())
+            .field("file", &self.file)
+            .field("scoped", &self.scope.is_some())
+            .field("all", &self.all)
+            .finish()
+    }
 }
 
 /// `--auth-scope` patterns: a glob without `/` matches a service's full name

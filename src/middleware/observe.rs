@@ -102,9 +102,9 @@ impl Report {
             let peer = self.peer.map(tracing::field::display);
             tracing::info!(
                 target: "protoserve::rpc",
-                method = &*self.path,
+                method = %self.path,
                 code = ?code,
-                duration_ms = took.as_secs_f64() * 1000.0,
+                duration_ms = took.as_micros() as f64 / 1000.0,
                 peer,
                 request_bytes,
                 response_bytes = self.sent_bytes,

@@ -11,6 +11,7 @@ mod compat;
 mod core;
 mod data;
 mod interop;
+mod ops;
 mod reload;
 mod store;
 
@@ -18,3 +19,8 @@ mod store;
 #[path = "../../examples/users_service.rs"]
 #[allow(dead_code)]
 mod example;
+
+/// The interceptor example, compiled into the tests so they run it.
+#[path = "../../examples/auth_interceptor.rs"]
+#[allow(dead_code)]
+mod auth_example;
