@@ -619,6 +619,90 @@ mod tests {
         }
     }
 
+    fn serve_with_config(yaml: &str, args: &[&str]) -> Result<ServeConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("protoserve.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let mut all = vec!["protoserve", "serve", "--config", file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        match Config::try_parse_from(all).map_err(|e| e.to_string())?.command {
+            Command::Serve(s) => Ok(s),
+            _ => Err("not serve".into()),
+        }
+    }
+
+    #[test]
+    fn config_file_values_and_command_line_precedence() {
+        let yaml = "addr: 127.0.0.1:7000\nmax-message-size: 1MiB\nno-watch: true\nauth-token: [a, b]\n\
+                    exclude: vendor\ndirs: [protos, -odd]\nmax-concurrent-streams: 50\nauth-all: false\n";
+        let s = serve_with_config(yaml, &[]).unwrap();
+        assert_eq!(s.addr.to_string(), "127.0.0.1:7000");
+        assert_eq!((s.max_message_size, s.watch, s.auth_all), (1024 * 1024, false, false));
+        assert_eq!((s.auth_tokens, s.exclude), (vec!["a".to_owned(), "b".to_owned()], vec!["vendor".to_owned()]));
+        assert_eq!(s.roots, vec![PathBuf::from("protos"), PathBuf::from("./-odd")]);
+        assert_eq!(s.conn_limits.max_concurrent_streams, Some(50));
+        // The command line wins, for single and repeatable flags and for DIRs.
+        let s = serve_with_config(yaml, &["--addr", "127.0.0.1:7001", "--auth-token", "c", "here"]).unwrap();
+        assert_eq!((s.addr.to_string(), s.auth_tokens), ("127.0.0.1:7001".to_owned(), vec!["c".to_owned()]));
+        assert_eq!((s.roots, s.max_message_size), (vec![PathBuf::from("here")], 1024 * 1024));
+        // An empty file changes nothing.
+        assert_eq!(serve_with_config("", &[]).unwrap().addr.to_string(), "127.0.0.1:50051");
+    }
+
+    #[test]
+    fn config_file_mistakes_are_named() {
+        for (yaml, needle) in [
+            ("max-mesage-size: 1MiB", "unknown key 'max-mesage-size'"),
+            ("config: other.yaml", "unknown key 'config'"),
+            ("help: true", "unknown key 'help'"),
+            ("addr: [a, b]", "'addr' takes one value"),
+            ("no-watch: yes please", "'no-watch' is a switch"),
+            ("exclude: {a: b}", "'exclude': expected a string"),
+            ("- a\n- b", "expected a mapping"),
+            ("max-message-size: lots", "lots"),
+            ("a: [", "not valid YAML"),
+            ("1: x", "keys are flag names"),
+        ] {
+            let e = serve_with_config(yaml, &[]).unwrap_err();
+            assert!(e.contains(needle), "{yaml:?}: {e}");
+        }
+        let e = Config::try_parse_from(["protoserve", "serve", "--config", "/nonexistent.yaml"]).unwrap_err();
+        assert!(e.to_string().contains("cannot read '/nonexistent.yaml'"), "{e}");
+    }
+
+    #[test]
+    fn random_config_files_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let pieces = [
+            "addr",
+            "auth-token",
+            "no-watch",
+            "dirs",
+            ":",
+            " ",
+            "\n",
+            "- ",
+            "[",
+            "]",
+            "{",
+            "}",
+            "&a",
+            "*a",
+            "'",
+            "\"",
+            "1",
+            "true",
+            "~",
+            "#",
+        ];
+        for _ in 0..400 {
+            let text: String = (0..rng.usize(0..30)).map(|_| pieces[rng.usize(..pieces.len())]).collect();
+            let _ = config_args(&text, |_| false);
+            let bytes: Vec<u8> = (0..rng.usize(0..40)).map(|_| rng.u8(..)).collect();
+            let _ = config_args(&String::from_utf8_lossy(&bytes), |_| false);
+        }
+    }
+
     #[test]
     fn serve_defaults() {
         let c = Config::try_parse_from(["protoserve", "serve", "schemas/users"]).unwrap();

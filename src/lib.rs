@@ -34,7 +34,8 @@
 //! - [`reload`]: file watching, recompiling, checking and swapping snapshots.
 //! - `call`: the protocol-neutral call core ([`CallRequest`] -> [`Answer`]).
 //! - `protocol`: adapters from HTTP (gRPC today) to calls; the only code that knows HTTP.
-//! - [`middleware`]: tower layers over calls (deadline, tracing span, yours).
+//! - [`middleware`]: tower layers over calls (deadline, tracing span, request
+//!   logs and Prometheus metrics, bearer-token auth, interceptors, yours).
 //! - `responder`: what answers a method: registered handlers, then the resource store.
 //! - [`store`]: the [`Store`](store::Store) trait and the in-memory store.
 //! - [`error`]: the one [`Error`] type and its one mapping to gRPC statuses.

@@ -35,6 +35,9 @@ pub struct TokenAuth {
     /// Tokens given directly (`--auth-token`): kept across file reloads.
     fixed: Vec<String>,
     file: Option<PathBuf>,
+    /// The tokens file as first read: [`TokenAuth::watch_file`] starts from it,
+    /// so an edit made between startup and serving is not missed.
+    file_bytes: Vec<u8>,
     /// Only methods matching these need a token; all do when `None`.
     scope: Option<Scope>,
     all: bool,
@@ -69,15 +72,20 @@ impl TokenAuth {
     {
         let fixed: Vec<String> = tokens.into_iter().map(Into::into).collect();
         let set = fixed.iter().map(|t| t.as_bytes().into()).collect();
-        Self { tokens: ArcSwap::from_pointee(set), fixed, file: None, scope: None, all: false }
+        Self { tokens: ArcSwap::from_pointee(set), fixed, file: None, file_bytes: Vec::new(), scope: None, all: false }
     }
 
     /// Also accepts the tokens in `path` (one per line; blank lines and lines
     /// starting with `#` are skipped). [`TokenAuth::watch_file`] re-reads it.
     pub fn from_file(mut self, path: impl Into<PathBuf>) -> Result<Self, Error> {
         let path = path.into();
-        let file_tokens = read_tokens(&path)?;
+        let bytes = read_limited(&path)?;
+        let file_tokens = parse_tokens(&bytes);
+        if file_tokens.is_empty() {
+            tracing::warn!(file = %path.display(), "the tokens file lists no token");
+        }
         self.file = Some(path);
+        self.file_bytes = bytes;
         self.publish(file_tokens);
         Ok(self)
     }
@@ -163,7 +171,7 @@ impl TokenAuth {
     /// read successfully replaces them, even with none). Ends at once without a file.
     pub async fn watch_file(self: Arc<Self>) {
         let Some(path) = self.file.clone() else { return };
-        let mut last = std::fs::read(&path).ok();
+        let mut last = Some(self.file_bytes.clone());
         let mut tick = tokio::time::interval(TOKENS_FILE_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -223,15 +231,6 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, Error> {
         )));
     }
     Ok(bytes)
-}
-
-fn read_tokens(path: &Path) -> Result<Vec<String>, Error> {
-    let bytes = read_limited(path)?;
-    let tokens = parse_tokens(&bytes);
-    if tokens.is_empty() {
-        tracing::warn!(file = %path.display(), "the tokens file lists no token");
-    }
-    Ok(tokens)
 }
 
 /// One token per line; surrounding whitespace, blank lines and `#` comments skipped.
