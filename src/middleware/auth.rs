@@ -153,6 +153,12 @@ impl TokenAuth {
         if !self.required(path) {
             return Ok(());
         }
+        self.check_token(authorization)
+    }
+
+    /// Checks an `authorization` value, whatever the scope (what `--auth-all`
+    /// covers: health, reflection, unknown methods).
+    pub(crate) fn check_token(&self, authorization: Option<&[u8]>) -> Result<(), Error> {
         let token = authorization.and_then(bearer);
         match token {
             Some(t) if self.tokens.load().contains(t) => Ok(()),

@@ -75,13 +75,10 @@ impl GrpcAdapter {
         peer: Option<std::net::SocketAddr>,
     ) -> http::Response<Body> {
         let path = req.uri().path();
-        if let Some(auth) = &self.builtin_auth
-            && (path.starts_with(HEALTH_PREFIX) || path.starts_with(V1_PREFIX) || path.starts_with(V1ALPHA_PREFIX))
-        {
-            let value = req.headers().get(http::header::AUTHORIZATION).map(http::HeaderValue::as_bytes);
-            if let Err(e) = auth.check(path, value) {
-                return e.into_status().into_http();
-            }
+        let builtin =
+            path.starts_with(HEALTH_PREFIX) || path.starts_with(V1_PREFIX) || path.starts_with(V1ALPHA_PREFIX);
+        if builtin && let Err(e) = self.builtin_auth(&req) {
+            return e.into_status().into_http();
         }
         if path.starts_with(HEALTH_PREFIX) {
             return match self.health.clone().call(req).await {
@@ -99,12 +96,22 @@ impl GrpcAdapter {
             };
         }
         let Some(route) = snap.routes.get(path).cloned() else {
-            return unknown_method(path).into_status().into_http();
+            // Under --auth-all, strangers do not learn which methods exist either.
+            let refused = self.builtin_auth(&req).err();
+            return refused.unwrap_or_else(|| unknown_method(path)).into_status().into_http();
         };
         let deadline = grpc_timeout(req.headers()).map(|d| tokio::time::Instant::now() + d);
         let mut grpc = self.framing(req.headers());
         let parts = CallParts { snap, route, deadline, calls: self.calls.clone(), peer };
         grpc.streaming(GrpcCall(Some(parts)), req).await
+    }
+
+    /// Under `--auth-all`, what the adapter answers itself (health, reflection,
+    /// unknown methods) needs a token too; the call stack's auth layer checks the rest.
+    fn builtin_auth(&self, req: &http::Request<Incoming>) -> Result<(), Error> {
+        let Some(auth) = &self.builtin_auth else { return Ok(()) };
+        let value = req.headers().get(http::header::AUTHORIZATION).map(http::HeaderValue::as_bytes);
+        auth.check_token(value)
     }
 
     /// Reflection services describing exactly `snap`'s schema.

@@ -104,8 +104,8 @@ async fn token_auth_guards_methods_in_scope_and_leaves_health_and_reflection_ope
 const HEALTH_REPLY: &str = "users.ListUsersRequest";
 
 #[tokio::test]
-async fn auth_all_covers_health_too() {
-    let auth = TokenAuth::new(["s3cret"]).all(true);
+async fn auth_all_covers_health_and_unknown_methods_too_whatever_the_scope() {
+    let auth = TokenAuth::new(["s3cret"]).scope(["*/Delete*"]).unwrap().all(true);
     let srv = TestServer::start(Server::builder().schema_dir(users_dir()).token_auth(auth)).await;
     let mut c = srv.client().await;
     let err = c.raw_unary_to("/grpc.health.v1.Health/Check", HEALTH_REPLY, Vec::new()).await.unwrap_err();
@@ -117,6 +117,75 @@ async fn auth_all_covers_health_too() {
         .unary(bearer(Vec::<u8>::new(), "s3cret"), "/grpc.health.v1.Health/Check".parse().unwrap(), RawCodec(out))
         .await;
     assert!(ok.is_ok(), "{ok:?}");
+    // Unknown methods: strangers cannot probe which exist.
+    let err = c.raw_unary_to("/users.UserService/Nope", HEALTH_REPLY, Vec::new()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let out = c.pool.get_message_by_name(HEALTH_REPLY).unwrap();
+    c.grpc.ready().await.unwrap();
+    let nope = c
+        .grpc
+        .unary(bearer(Vec::<u8>::new(), "s3cret"), "/users.UserService/Nope".parse().unwrap(), RawCodec(out))
+        .await;
+    assert_eq!(nope.unwrap_err().code(), Code::Unimplemented);
+    // Out of --auth-scope: open.
+    let get = c.msg("users.GetUserRequest", serde_json::json!({"user_id": "x"}));
+    assert_eq!(c.unary("/users.UserService/GetUser", get).await.unwrap_err().code(), Code::NotFound);
+}
+
+/// The `grpc_code` counts of one method in a rendered exposition.
+fn handled(text: &str, method: &str) -> BTreeMap<String, f64> {
+    let (samples, _) = parse_exposition(text).unwrap();
+    samples
+        .into_iter()
+        .filter(|s| s.name == "grpc_server_handled_total" && s.labels["grpc_method"] == method && s.value > 0.0)
+        .map(|s| (s.labels["grpc_code"].clone(), s.value))
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_see_deadlines_cancellations_and_refusals_with_their_codes() {
+    let auth = TokenAuth::new(["s3cret"]).scope(["*/CreateUser"]).unwrap();
+    let server = Server::builder()
+        .schema_dir(users_dir())
+        .token_auth(auth)
+        .observe(false, true)
+        .unary("users.UserService/GetUser", |_call| std::future::pending())
+        .server_streaming("users.UserService/ListUsers", |call| async move {
+            let first = futures_util::stream::once(async move { Ok(call.reply()) });
+            Ok(Box::pin(futures_util::StreamExt::chain(first, futures_util::stream::pending()))
+                as protoserve::ReplyStream)
+        })
+        .build()
+        .unwrap();
+    let metrics = server.metrics().expect("metrics are on");
+    let srv = TestServer::run(server).await;
+    // A deadline: the raw client does not enforce grpc-timeout itself.
+    let mut raw = srv.client().await.with_grpc(srv.raw_grpc());
+    let get = raw.msg("users.GetUserRequest", serde_json::json!({"user_id": "x"}));
+    let mut req = tonic::Request::new(get);
+    req.set_timeout(Duration::from_millis(50));
+    assert_eq!(raw.unary_req("/users.UserService/GetUser", req).await.unwrap_err().code(), Code::DeadlineExceeded);
+    // A refusal.
+    let mut c = srv.client().await;
+    let create = c.msg("users.CreateUserRequest", serde_json::json!({"name": "A", "email": "a@x.io"}));
+    assert_eq!(c.unary("/users.UserService/CreateUser", create).await.unwrap_err().code(), Code::Unauthenticated);
+    // A stream the client walks away from after its first reply.
+    let list = c.msg("users.ListUsersRequest", serde_json::json!({}));
+    let mut stream = c.server_stream_open("/users.UserService/ListUsers", list).await.unwrap();
+    assert!(stream.message().await.unwrap().is_some());
+    drop(stream);
+    eventually(Duration::from_secs(10), || {
+        let text = metrics.render();
+        async move { handled(&text, "ListUsers").contains_key("Canceled").then_some(()) }
+    })
+    .await;
+    let text = metrics.render();
+    assert_eq!(handled(&text, "GetUser"), BTreeMap::from([("DeadlineExceeded".to_owned(), 1.0)]), "{text}");
+    assert_eq!(handled(&text, "CreateUser"), BTreeMap::from([("Unauthenticated".to_owned(), 1.0)]), "{text}");
+    assert_eq!(handled(&text, "ListUsers"), BTreeMap::from([("Canceled".to_owned(), 1.0)]), "{text}");
+    let (samples, _) = parse_exposition(&text).unwrap();
+    let list = [("grpc_type", "server_stream"), ("grpc_method", "ListUsers")];
+    assert_eq!(value(&samples, "grpc_server_msg_sent_total", &list), 1.0);
 }
 
 #[tokio::test]
@@ -260,6 +329,8 @@ fn one_json_log_line_per_rpc() {
         let list = c.msg("users.ListUsersRequest", serde_json::json!({}));
         assert_eq!(c.server_stream("/users.UserService/ListUsers", list).await.unwrap().len(), 1);
     });
+    // Closes the client's connection: the server's drain does not wait for it.
+    drop(rt);
     let log = stop(child);
     let rpcs: Vec<serde_json::Value> = log
         .lines()
@@ -301,6 +372,7 @@ fn text_log_lines_can_be_filtered_out_with_rust_log() {
             let req = c.msg("users.GetUserRequest", serde_json::json!({"user_id": "nobody"}));
             assert_eq!(c.unary("/users.UserService/GetUser", req).await.unwrap_err().code(), Code::NotFound);
         });
+        drop(rt);
         let log = stop(child);
         let line = log.lines().find(|l| l.contains("protoserve::rpc"));
         assert_eq!(line.is_some(), expect_line, "{filter}: {log}");
@@ -406,6 +478,7 @@ fn metrics_follow_go_grpc_prometheus_and_new_methods_appear_after_a_reload() {
         let bulk = vec![c.msg("users.CreateUserRequest", serde_json::json!({"name": "B", "email": "b@x.io"})); 3];
         c.client_stream("/users.UserService/BulkCreateUsers", bulk).await.unwrap();
     });
+    drop(rt);
     let (head, body) = scrape(mport);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
@@ -472,6 +545,20 @@ fn metrics_follow_go_grpc_prometheus_and_new_methods_appear_after_a_reload() {
     assert_eq!(value(&samples, "protoserve_reloads_total", &[("result", "success")]), 1.0);
     // The old counts survive the reload.
     assert_eq!(value(&samples, "grpc_server_started_total", &get), 1.0);
+    // A failed reload is counted by its result; the generation stays.
+    std::fs::write(&proto, "syntax = \"proto3\";\nmessage {").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let samples = loop {
+        let (_, body) = scrape(mport);
+        let (samples, _) = parse_exposition(&body).unwrap();
+        if find(&samples, "protoserve_reloads_total", &[("result", "compile_error")]).is_some() {
+            break samples;
+        }
+        assert!(std::time::Instant::now() < deadline, "the failed reload was never counted:\n{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(value(&samples, "protoserve_reloads_total", &[("result", "compile_error")]), 1.0);
+    assert_eq!(value(&samples, "protoserve_schema_generation", &[]), 2.0);
     stop(child);
 }
 
@@ -524,6 +611,7 @@ fn a_config_file_sets_flags_and_the_command_line_wins() {
         );
         assert_eq!(code(c2.unary_req("/users.UserService/GetUser", bearer(get, "from-cli")).await), Code::NotFound);
     });
+    drop(rt);
     stop(child);
     stop(child2);
 }
