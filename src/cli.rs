@@ -634,13 +634,16 @@ mod tests {
     #[test]
     fn config_file_values_and_command_line_precedence() {
         let yaml = "addr: 127.0.0.1:7000\nmax-message-size: 1MiB\nno-watch: true\nauth-token: [a, b]\n\
-                    exclude: vendor\ndirs: [protos, -odd]\nmax-concurrent-streams: 50\nauth-all: false\n";
+                    exclude: vendor\ndirs: [protos, -odd]\nmax-concurrent-streams: 50\nauth-all: false\n\
+                    keepalive-interval: 60s\nlog-format: json\nmetrics-addr: 127.0.0.1:9090\n";
         let s = serve_with_config(yaml, &[]).unwrap();
         assert_eq!(s.addr.to_string(), "127.0.0.1:7000");
         assert_eq!((s.max_message_size, s.watch, s.auth_all), (1024 * 1024, false, false));
         assert_eq!((s.auth_tokens, s.exclude), (vec!["a".to_owned(), "b".to_owned()], vec!["vendor".to_owned()]));
         assert_eq!(s.roots, vec![PathBuf::from("protos"), PathBuf::from("./-odd")]);
         assert_eq!(s.conn_limits.max_concurrent_streams, Some(50));
+        assert_eq!(s.conn_limits.keepalive_interval, Some(std::time::Duration::from_secs(60)));
+        assert_eq!((s.log_format, s.metrics_addr.map(|a| a.port())), (LogFormat::Json, Some(9090)));
         // The command line wins, for single and repeatable flags and for DIRs.
         let s = serve_with_config(yaml, &["--addr", "127.0.0.1:7001", "--auth-token", "c", "here"]).unwrap();
         assert_eq!((s.addr.to_string(), s.auth_tokens), ("127.0.0.1:7001".to_owned(), vec!["c".to_owned()]));
