@@ -60,8 +60,9 @@ pub(crate) struct GrpcAdapter {
     pub(crate) calls: CallService,
     pub(crate) max_recv: usize,
     pub(crate) compression: Compression,
-    /// Token auth for health and reflection too (`--auth-all`); other methods
-    /// are checked by its layer in the call stack.
+    /// Token auth for what the adapter answers itself (health, reflection,
+    /// unknown methods) under `--auth-all`; methods of the schema are checked by
+    /// its layer in the call stack.
     pub(crate) builtin_auth: Option<Arc<crate::middleware::TokenAuth>>,
     /// Reflection for the newest generation asked about, built on first use:
     /// most RPCs never need it, and it costs memory and reload time.
@@ -75,9 +76,10 @@ impl GrpcAdapter {
         peer: Option<std::net::SocketAddr>,
     ) -> http::Response<Body> {
         let path = req.uri().path();
-        let builtin =
-            path.starts_with(HEALTH_PREFIX) || path.starts_with(V1_PREFIX) || path.starts_with(V1ALPHA_PREFIX);
-        if builtin && let Err(e) = self.builtin_auth(&req) {
+        if self.builtin_auth.is_some()
+            && (path.starts_with(HEALTH_PREFIX) || path.starts_with(V1_PREFIX) || path.starts_with(V1ALPHA_PREFIX))
+            && let Err(e) = self.builtin_auth(&req)
+        {
             return e.into_status().into_http();
         }
         if path.starts_with(HEALTH_PREFIX) {
