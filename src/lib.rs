@@ -449,19 +449,27 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Counts every reload attempt and registers each new generation's methods.
+/// Counts reload attempts and registers each new generation's methods. The
+/// outcomes channel keeps the latest attempt only: attempts finishing faster
+/// than this task wakes up are counted by the last one's result.
 async fn count_reloads(metrics: Arc<middleware::Metrics>, reload: ReloadHandle) {
     let mut outcomes = reload.outcomes();
-    let mut seen = outcomes.borrow_and_update().attempt;
-    while outcomes.changed().await.is_ok() {
+    // Attempt 0 is the startup load; reloads made before serving (the watcher
+    // runs from `build`) are counted here too.
+    let mut seen = 0;
+    loop {
         let outcome = outcomes.borrow_and_update().clone();
-        if outcome.attempt <= seen {
-            continue;
+        if outcome.attempt > seen {
+            for _ in seen..outcome.attempt {
+                metrics.reloaded(&outcome);
+            }
+            seen = outcome.attempt;
+            if outcome.result.is_ok() {
+                metrics.register_snapshot(&reload.snapshot());
+            }
         }
-        seen = outcome.attempt;
-        metrics.reloaded(&outcome);
-        if outcome.result.is_ok() {
-            metrics.register_snapshot(&reload.snapshot());
+        if outcomes.changed().await.is_err() {
+            return;
         }
     }
 }
