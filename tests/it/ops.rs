@@ -651,3 +651,30 @@ async fn max_concurrent_streams_is_announced_in_http2_settings() {
     assert_eq!(resp.status(), 200);
     assert_eq!(send.current_max_send_streams(), 7);
 }
+
+#[tokio::test]
+async fn keepalive_pings_reach_an_idle_client() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let limits = protoserve::ConnLimits { keepalive_interval: Some(Duration::from_millis(100)), ..Default::default() };
+    let srv = TestServer::start(Server::builder().schema_dir(users_dir()).conn_limits(limits)).await;
+    let mut tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    // The HTTP/2 preface and an empty SETTINGS frame, then nothing: an idle client.
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+    // Without keepalive no PING comes (checked by hand: this then fails after 10 s).
+    let ping = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let mut head = [0u8; 9];
+            tcp.read_exact(&mut head).await.unwrap();
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            tcp.read_exact(&mut payload).await.unwrap();
+            // PING (type 6) without the ACK flag: the server asking.
+            if head[3] == 6 && head[4] & 1 == 0 {
+                return payload;
+            }
+        }
+    })
+    .await
+    .expect("the server sent a keepalive PING");
+    assert_eq!(ping.len(), 8, "a PING carries 8 bytes");
+}
