@@ -328,6 +328,9 @@ fn one_json_log_line_per_rpc() {
         c.unary("/users.UserService/CreateUser", req).await.unwrap();
         let list = c.msg("users.ListUsersRequest", serde_json::json!({}));
         assert_eq!(c.server_stream("/users.UserService/ListUsers", list).await.unwrap().len(), 1);
+        // Each CreateUserRequest {name: "B", email: "b@x.io"} is 3 + 8 = 11 bytes.
+        let bulk = vec![c.msg("users.CreateUserRequest", serde_json::json!({"name": "B", "email": "b@x.io"})); 3];
+        c.client_stream("/users.UserService/BulkCreateUsers", bulk).await.unwrap();
     });
     // Closes the client's connection: the server's drain does not wait for it.
     drop(rt);
@@ -337,7 +340,7 @@ fn one_json_log_line_per_rpc() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .filter(|v| v["target"] == "protoserve::rpc")
         .collect();
-    assert_eq!(rpcs.len(), 3, "{log}");
+    assert_eq!(rpcs.len(), 4, "{log}");
     let f = |i: usize| rpcs[i]["fields"].clone();
     assert_eq!(
         (f(0)["method"].as_str(), f(0)["code"].as_str()),
@@ -359,6 +362,11 @@ fn one_json_log_line_per_rpc() {
     let created = f(1)["response_bytes"].as_u64().unwrap();
     assert!(created > 20, "{}", f(1));
     assert_eq!(f(2)["response_bytes"].as_u64(), Some(created));
+    // A client stream's request bytes are counted as its messages arrive.
+    assert_eq!(
+        (f(3)["method"].as_str(), f(3)["request_bytes"].as_u64()),
+        (Some("/users.UserService/BulkCreateUsers"), Some(33))
+    );
 }
 
 #[test]
