@@ -214,7 +214,8 @@ struct ServeArgs {
     /// A file of accepted tokens, one per line (`#` comments), re-read when it changes.
     #[arg(long, value_name = "FILE")]
     auth_tokens: Option<PathBuf>,
-    /// With auth on, health and reflection need a token too (open by default).
+    /// With auth on, health, reflection and unknown methods need a token too,
+    /// whatever --auth-scope says (open by default).
     #[arg(long)]
     auth_all: bool,
     /// With auth on, only methods matching PATTERN need a token (repeatable): a
