@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
 /// What to do, with every argument resolved to a real type.
 #[derive(Debug, Clone)]
@@ -14,6 +14,8 @@ pub struct Config {
 }
 
 /// The subcommands.
+// Built once at startup: the size of the serve variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Command {
     /// Serve the schema.
@@ -51,6 +53,29 @@ pub struct ServeConfig {
     pub conn_limits: crate::ConnLimits,
     /// Serve TLS from these PEM files (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
     pub tls: Option<crate::TlsFiles>,
+    /// Bearer tokens accepted (`--auth-token`); auth is on when this or
+    /// `auth_tokens_file` is set.
+    pub auth_tokens: Vec<String>,
+    /// A file of bearer tokens, one per line, re-read when it changes.
+    pub auth_tokens_file: Option<PathBuf>,
+    /// Health and reflection need a token too.
+    pub auth_all: bool,
+    /// Only methods matching these patterns need a token (all when empty).
+    pub auth_scope: Vec<String>,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+    /// Where to serve Prometheus metrics (`/metrics`); off when `None`.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `protoserve check`.
@@ -73,6 +98,8 @@ struct Cli {
     command: Cmd,
 }
 
+// Parsed once at startup.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Compile the .proto files under DIRs and serve all their services.
@@ -189,6 +216,36 @@ struct ServeArgs {
     /// Require client certificates signed by a CA in this PEM file (mutual TLS).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// Most concurrent RPCs (HTTP/2 streams) per connection [default: 200].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent_streams: Option<u32>,
+    /// Require `authorization: Bearer TOKEN` on every call (repeatable); other
+    /// calls answer UNAUTHENTICATED.
+    #[arg(long, value_name = "TOKEN")]
+    auth_token: Vec<String>,
+    /// A file of accepted tokens, one per line (`#` comments), re-read when it changes.
+    #[arg(long, value_name = "FILE")]
+    auth_tokens: Option<PathBuf>,
+    /// With auth on, health, reflection and unknown methods need a token too,
+    /// whatever --auth-scope says (open by default).
+    #[arg(long)]
+    auth_all: bool,
+    /// With auth on, only methods matching PATTERN need a token (repeatable): a
+    /// service (`users.UserService`, `admin.*`) or `Service/Method` glob (`*/Delete*`).
+    #[arg(long, value_name = "PATTERN")]
+    auth_scope: Vec<String>,
+    /// Log lines as `text` or `json` (one object per line). One line per RPC at
+    /// info (target protoserve::rpc); RUST_LOG filters.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    log_format: LogFormat,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (off by default).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_addr)]
+    metrics_addr: Option<SocketAddr>,
+    /// A YAML file of serve flags by long name (`max-message-size: 4MiB`,
+    /// `auth-token: [a, b]`, `no-watch: true`, `dirs: [protos]`); flags given on
+    /// the command line win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -222,7 +279,10 @@ fn roots(dirs: Vec<PathBuf>) -> Vec<PathBuf> {
 impl Config {
     /// Parses the process arguments; exits with clap's message and code 2 on usage errors.
     pub fn from_args() -> Config {
-        Self::from_cli(Cli::parse())
+        match Self::try_parse_from(std::env::args_os()) {
+            Ok(c) => c,
+            Err(e) => e.exit(),
+        }
     }
 
     /// Parses the given arguments (the first is the program name).
@@ -231,6 +291,9 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let args = with_config_file(args)
+            .map_err(|msg| Cli::command().error(clap::error::ErrorKind::InvalidValue, format!("--config: {msg}")))?;
         Cli::try_parse_from(args).map(Self::from_cli)
     }
 
@@ -265,7 +328,14 @@ impl Config {
                     idle_timeout: a.idle_timeout,
                     keepalive_interval: Some(a.keepalive_interval).filter(|d| !d.is_zero()),
                     stall_timeout: Some(a.stall_timeout).filter(|d| !d.is_zero()),
+                    max_concurrent_streams: a.max_concurrent_streams,
                 },
+                auth_tokens: a.auth_token,
+                auth_tokens_file: a.auth_tokens,
+                auth_all: a.auth_all,
+                auth_scope: a.auth_scope,
+                log_format: a.log_format,
+                metrics_addr: a.metrics_addr,
             }),
             Cmd::Check(a) => Command::Check(CheckConfig {
                 roots: roots(a.schema.dirs),
@@ -291,6 +361,142 @@ impl Config {
             }
         };
         Config { command }
+    }
+}
+
+/// The most a `--config` file may hold.
+const MAX_CONFIG_FILE: u64 = 1024 * 1024;
+
+/// `serve --config FILE`: the file's settings become arguments, except those
+/// the command line gives itself (it wins). Other commands pass through.
+fn with_config_file(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>, String> {
+    use clap::parser::ValueSource;
+    if args.get(1).is_none_or(|a| a != "serve") {
+        return Ok(args);
+    }
+    let mut file = None;
+    let mut it = args.iter().skip(2);
+    while let Some(a) = it.next() {
+        let a = a.to_string_lossy();
+        if a == "--" {
+            break;
+        } else if a == "--config" {
+            file = it.next().map(PathBuf::from);
+            break;
+        } else if let Some(v) = a.strip_prefix("--config=") {
+            file = Some(PathBuf::from(v));
+            break;
+        }
+    }
+    let Some(file) = file else { return Ok(args) };
+    // Let clap report command-line mistakes itself, with its own message.
+    let Ok(matches) = Cli::command().try_get_matches_from(&args) else { return Ok(args) };
+    let Some(given) = matches.subcommand_matches("serve") else { return Ok(args) };
+    let text = read_config(&file)?;
+    let extra = config_args(&text, |id| given.value_source(id) == Some(ValueSource::CommandLine))
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let (flags, dirs): (Vec<_>, Vec<_>) = extra.into_iter().partition(|a| a.starts_with("--"));
+    let mut out: Vec<std::ffi::OsString> = args[..2].to_vec();
+    out.extend(flags.into_iter().map(Into::into));
+    out.extend(args[2..].iter().cloned());
+    if !dirs.is_empty() {
+        if !args[2..].iter().any(|a| a == "--") {
+            out.push("--".into());
+        }
+        out.extend(dirs.into_iter().map(Into::into));
+    }
+    Ok(out)
+}
+
+fn read_config(file: &std::path::Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let f = std::fs::File::open(file).map_err(|e| format!("cannot read '{}': {e}", file.display()))?;
+    let mut text = String::new();
+    f.take(MAX_CONFIG_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read '{}': {e}", file.display()))?;
+    if text.len() as u64 > MAX_CONFIG_FILE {
+        return Err(format!("'{}' is larger than {MAX_CONFIG_FILE} bytes", file.display()));
+    }
+    Ok(text)
+}
+
+/// Turns a YAML mapping of `serve` long flag names to values into arguments
+/// (`--name=value`, repeated for lists; `--name` for a `true` switch; `dirs`
+/// entries as bare values), skipping the arguments `on_command_line` names.
+fn config_args(text: &str, on_command_line: impl Fn(&str) -> bool) -> Result<Vec<String>, String> {
+    use yaml_serde::Value;
+    let doc: Value = yaml_serde::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
+    let map = match doc {
+        Value::Null => return Ok(Vec::new()),
+        Value::Mapping(m) => m,
+        _ => return Err("expected a mapping of flag names to values, e.g. `max-message-size: 4MiB`".into()),
+    };
+    let cmd = Cli::command();
+    let serve = cmd.find_subcommand("serve").ok_or("no serve command")?;
+    let known = || {
+        let mut names: Vec<&str> = serve.get_arguments().filter_map(|a| a.get_long()).collect();
+        names.retain(|n| !matches!(*n, "help" | "config"));
+        names.push("dirs");
+        names.join(", ")
+    };
+    let mut out = Vec::new();
+    for (key, value) in map {
+        let Value::String(key) = key else {
+            return Err(format!(
+                "keys are flag names; found {}",
+                scalar_text(&key).unwrap_or_else(|| "a non-string key".into())
+            ));
+        };
+        let arg = serve
+            .get_arguments()
+            .find(|a| if key == "dirs" { a.is_positional() } else { a.get_long() == Some(key.as_str()) })
+            .filter(|_| !matches!(key.as_str(), "help" | "config"));
+        let Some(arg) = arg else {
+            return Err(format!("unknown key '{key}' (known: {})", known()));
+        };
+        if on_command_line(arg.get_id().as_str()) || value.is_null() {
+            continue;
+        }
+        let items = match value {
+            Value::Sequence(items) => {
+                if !matches!(arg.get_action(), clap::ArgAction::Append) {
+                    return Err(format!("'{key}' takes one value, not a list"));
+                }
+                items
+            }
+            one => vec![one],
+        };
+        for item in items {
+            if !arg.get_action().takes_values() {
+                match item {
+                    Value::Bool(true) => out.push(format!("--{key}")),
+                    Value::Bool(false) => {}
+                    _ => return Err(format!("'{key}' is a switch: write `{key}: true` or `{key}: false`")),
+                }
+                continue;
+            }
+            let Some(v) = scalar_text(&item) else {
+                return Err(format!("'{key}': expected a string, number or boolean"));
+            };
+            if arg.is_positional() {
+                // A directory starting with '-' must not read as a flag.
+                out.push(if v.starts_with('-') { format!("./{v}") } else { v });
+            } else {
+                out.push(format!("--{key}={v}"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn scalar_text(v: &yaml_serde::Value) -> Option<String> {
+    use yaml_serde::Value;
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
     }
 }
 
@@ -428,6 +634,93 @@ mod tests {
         {
             let args = std::iter::once("protoserve").chain(bad.iter().copied());
             assert!(Config::try_parse_from(args).is_err(), "{bad:?}");
+        }
+    }
+
+    fn serve_with_config(yaml: &str, args: &[&str]) -> Result<ServeConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("protoserve.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let mut all = vec!["protoserve", "serve", "--config", file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        match Config::try_parse_from(all).map_err(|e| e.to_string())?.command {
+            Command::Serve(s) => Ok(s),
+            _ => Err("not serve".into()),
+        }
+    }
+
+    #[test]
+    fn config_file_values_and_command_line_precedence() {
+        let yaml = "addr: 127.0.0.1:7000\nmax-message-size: 1MiB\nno-watch: true\nauth-token: [a, b]\n\
+                    exclude: vendor\ndirs: [protos, -odd]\nmax-concurrent-streams: 50\nauth-all: false\n\
+                    keepalive-interval: 60s\nlog-format: json\nmetrics-addr: 127.0.0.1:9090\n";
+        let s = serve_with_config(yaml, &[]).unwrap();
+        assert_eq!(s.addr.to_string(), "127.0.0.1:7000");
+        assert_eq!((s.max_message_size, s.watch, s.auth_all), (1024 * 1024, false, false));
+        assert_eq!((s.auth_tokens, s.exclude), (vec!["a".to_owned(), "b".to_owned()], vec!["vendor".to_owned()]));
+        assert_eq!(s.roots, vec![PathBuf::from("protos"), PathBuf::from("./-odd")]);
+        assert_eq!(s.conn_limits.max_concurrent_streams, Some(50));
+        assert_eq!(s.conn_limits.keepalive_interval, Some(std::time::Duration::from_secs(60)));
+        assert_eq!((s.log_format, s.metrics_addr.map(|a| a.port())), (LogFormat::Json, Some(9090)));
+        // The command line wins, for single and repeatable flags and for DIRs.
+        let s = serve_with_config(yaml, &["--addr", "127.0.0.1:7001", "--auth-token", "c", "here"]).unwrap();
+        assert_eq!((s.addr.to_string(), s.auth_tokens), ("127.0.0.1:7001".to_owned(), vec!["c".to_owned()]));
+        assert_eq!((s.roots, s.max_message_size), (vec![PathBuf::from("here")], 1024 * 1024));
+        // An empty file changes nothing.
+        assert_eq!(serve_with_config("", &[]).unwrap().addr.to_string(), "127.0.0.1:50051");
+    }
+
+    #[test]
+    fn config_file_mistakes_are_named() {
+        for (yaml, needle) in [
+            ("max-mesage-size: 1MiB", "unknown key 'max-mesage-size'"),
+            ("config: other.yaml", "unknown key 'config'"),
+            ("help: true", "unknown key 'help'"),
+            ("addr: [a, b]", "'addr' takes one value"),
+            ("no-watch: yes please", "'no-watch' is a switch"),
+            ("exclude: {a: b}", "'exclude': expected a string"),
+            ("- a\n- b", "expected a mapping"),
+            ("max-message-size: lots", "lots"),
+            ("a: [", "not valid YAML"),
+            ("1: x", "keys are flag names"),
+        ] {
+            let e = serve_with_config(yaml, &[]).unwrap_err();
+            assert!(e.contains(needle), "{yaml:?}: {e}");
+        }
+        let e = Config::try_parse_from(["protoserve", "serve", "--config", "/nonexistent.yaml"]).unwrap_err();
+        assert!(e.to_string().contains("cannot read '/nonexistent.yaml'"), "{e}");
+    }
+
+    #[test]
+    fn random_config_files_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let pieces = [
+            "addr",
+            "auth-token",
+            "no-watch",
+            "dirs",
+            ":",
+            " ",
+            "\n",
+            "- ",
+            "[",
+            "]",
+            "{",
+            "}",
+            "&a",
+            "*a",
+            "'",
+            "\"",
+            "1",
+            "true",
+            "~",
+            "#",
+        ];
+        for _ in 0..400 {
+            let text: String = (0..rng.usize(0..30)).map(|_| pieces[rng.usize(..pieces.len())]).collect();
+            let _ = config_args(&text, |_| false);
+            let bytes: Vec<u8> = (0..rng.usize(0..40)).map(|_| rng.u8(..)).collect();
+            let _ = config_args(&String::from_utf8_lossy(&bytes), |_| false);
         }
     }
 

@@ -63,6 +63,8 @@ enum CallKind {
     Unimplemented,
     DeadlineExceeded,
     Internal,
+    /// No credentials, or credentials nobody knows.
+    Unauthenticated,
 }
 
 impl Error {
@@ -110,6 +112,11 @@ impl Error {
         Self::call(CallKind::DeadlineExceeded, message)
     }
 
+    /// The caller did not prove who it is (missing or unknown credentials).
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::call(CallKind::Unauthenticated, message)
+    }
+
     /// A bug or an unexpected state on our side.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::call(CallKind::Internal, message)
@@ -123,6 +130,16 @@ impl Error {
     /// An I/O operation failed while `context`.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error(Box::new(Repr::Io { context: context.into(), source }))
+    }
+
+    /// The gRPC code [`Error::into_status`] answers this error with (for logs
+    /// and metrics, which need the code without giving up the error).
+    pub fn code(&self) -> Code {
+        match &*self.0 {
+            Repr::Status(s) => s.code(),
+            Repr::Call { kind, .. } => kind.code(),
+            _ => Code::Internal,
+        }
     }
 
     fn kind(&self) -> Option<CallKind> {
@@ -205,23 +222,30 @@ impl Error {
         match *self.0 {
             Repr::Status(s) => s,
             Repr::Call { kind, message, details } => {
-                let code = match kind {
-                    CallKind::NotFound => Code::NotFound,
-                    CallKind::AlreadyExists => Code::AlreadyExists,
-                    CallKind::InvalidArgument => Code::InvalidArgument,
-                    // Per gRPC's status code guide, a message the server cannot parse is INTERNAL.
-                    CallKind::Malformed => Code::Internal,
-                    CallKind::TooLarge => Code::ResourceExhausted,
-                    CallKind::Unimplemented => Code::Unimplemented,
-                    CallKind::DeadlineExceeded => Code::DeadlineExceeded,
-                    CallKind::Internal => Code::Internal,
-                };
+                let code = kind.code();
                 match details {
                     Some(d) => Status::with_details(code, message, d),
                     None => Status::new(code, message),
                 }
             }
             other => Status::internal(Error(Box::new(other)).to_string()),
+        }
+    }
+}
+
+impl CallKind {
+    fn code(self) -> Code {
+        match self {
+            CallKind::NotFound => Code::NotFound,
+            CallKind::AlreadyExists => Code::AlreadyExists,
+            CallKind::InvalidArgument => Code::InvalidArgument,
+            // Per gRPC's status code guide, a message the server cannot parse is INTERNAL.
+            CallKind::Malformed => Code::Internal,
+            CallKind::TooLarge => Code::ResourceExhausted,
+            CallKind::Unimplemented => Code::Unimplemented,
+            CallKind::DeadlineExceeded => Code::DeadlineExceeded,
+            CallKind::Internal => Code::Internal,
+            CallKind::Unauthenticated => Code::Unauthenticated,
         }
     }
 }

@@ -34,7 +34,8 @@
 //! - [`reload`]: file watching, recompiling, checking and swapping snapshots.
 //! - `call`: the protocol-neutral call core ([`CallRequest`] -> [`Answer`]).
 //! - `protocol`: adapters from HTTP (gRPC today) to calls; the only code that knows HTTP.
-//! - [`middleware`]: tower layers over calls (deadline, tracing span, yours).
+//! - [`middleware`]: tower layers over calls (deadline, tracing span, request
+//!   logs and Prometheus metrics, bearer-token auth, interceptors, yours).
 //! - `responder`: what answers a method: registered handlers, then the resource store.
 //! - [`store`]: the [`Store`](store::Store) trait and the in-memory store.
 //! - [`error`]: the one [`Error`] type and its one mapping to gRPC statuses.
@@ -72,7 +73,7 @@ use tonic::Status;
 pub use call::{
     Answer, BoxFuture, CallRequest, CompressionCell, Kind, MetadataCell, Peer, Replies, Reply, ReplyCompression,
 };
-pub use cli::{CheckConfig, Command, Config, ServeConfig, parse_duration, parse_size};
+pub use cli::{CheckConfig, Command, Config, LogFormat, ServeConfig, parse_duration, parse_size};
 pub use error::Error;
 pub use middleware::CallService;
 pub use protocol::Compression;
@@ -103,6 +104,8 @@ pub struct Builder {
     handlers: HashMap<String, Handler>,
     store: Option<Arc<dyn Store>>,
     layers: Vec<middleware::UserLayer>,
+    auth: Option<Arc<middleware::TokenAuth>>,
+    observe: middleware::ObserveLayer,
     compression: Compression,
     data: Option<PathBuf>,
     max_recv: usize,
@@ -134,6 +137,8 @@ impl Default for Builder {
             handlers: HashMap::new(),
             store: None,
             layers: Vec::new(),
+            auth: None,
+            observe: middleware::ObserveLayer::default(),
             compression: Compression::default(),
             data: None,
             max_recv: DEFAULT_MAX_MESSAGE_SIZE,
@@ -237,6 +242,36 @@ impl Builder {
         self
     }
 
+    /// Adds an interceptor: it sees each call's method and request metadata
+    /// before the responder, and either lets the call through (with whatever it
+    /// added to the metadata, which the handler sees) or rejects it with a status
+    /// the client receives unchanged. Runs where a [`Builder::layer`] would.
+    pub fn interceptor<F>(self, f: F) -> Self
+    where
+        F: Fn(&prost_reflect::MethodDescriptor, &mut tonic::metadata::MetadataMap) -> Result<(), Status>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.layer(middleware::InterceptLayer::new(f))
+    }
+
+    /// Requires `authorization: Bearer <token>` with a token `auth` knows;
+    /// other calls answer UNAUTHENTICATED before any responder or user layer
+    /// runs. Health and reflection stay open unless [`TokenAuth::all`].
+    pub fn token_auth(mut self, auth: middleware::TokenAuth) -> Self {
+        self.auth = Some(Arc::new(auth));
+        self
+    }
+
+    /// Request logs (one `info` line per RPC, target `protoserve::rpc`) and/or
+    /// metrics (see [`Server::metrics`]). Both off by default, and then cost nothing.
+    pub fn observe(mut self, request_logs: bool, metrics: bool) -> Self {
+        let metrics = metrics.then(|| Arc::new(middleware::Metrics::new()));
+        self.observe = middleware::ObserveLayer::new(request_logs, metrics);
+        self
+    }
+
     /// Which encoding compresses responses (default gzip, for clients that accept it).
     pub fn compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
@@ -310,8 +345,17 @@ impl Builder {
         let health_server = health.server();
         let chain = responder::chain(Handlers::new(self.handlers), store, self.max_send, self.max_call_buffer);
         let registry = Arc::new(Registry::new(schema, chain, health)?);
-        let calls = middleware::stack(call::Core { max_send: self.max_send }, &self.layers);
+        let mut layers = self.layers;
+        if let Some(auth) = &self.auth {
+            layers.insert(0, middleware::user_layer(auth.layer()));
+        }
+        let metrics = self.observe.metrics().cloned();
+        if let Some(m) = &metrics {
+            m.register_snapshot(&registry.load());
+        }
+        let calls = middleware::stack(call::Core { max_send: self.max_send }, &layers, &self.observe);
         let router = Router::new(GrpcAdapter {
+            builtin_auth: self.auth.clone().filter(|a| a.covers_builtin()),
             registry: registry.clone(),
             health: health_server,
             calls,
@@ -332,7 +376,7 @@ impl Builder {
         } else {
             None
         };
-        Ok(Server { router, registry, reload, watcher, conn_limits: self.conn_limits })
+        Ok(Server { router, registry, reload, watcher, conn_limits: self.conn_limits, auth: self.auth, metrics })
     }
 }
 
@@ -355,6 +399,8 @@ pub struct Server {
     conn_limits: ConnLimits,
     reload: ReloadHandle,
     watcher: Option<reload::Watcher>,
+    auth: Option<Arc<middleware::TokenAuth>>,
+    metrics: Option<Arc<middleware::Metrics>>,
 }
 
 impl Server {
@@ -368,6 +414,13 @@ impl Server {
         self.registry.load()
     }
 
+    /// The metrics, when on ([`Builder::observe`]): render them with
+    /// [`Metrics::render`](middleware::Metrics::render) (`protoserve serve
+    /// --metrics-addr` serves them over HTTP).
+    pub fn metrics(&self) -> Option<Arc<middleware::Metrics>> {
+        self.metrics.clone()
+    }
+
     /// A handle to reload the schema from Rust code and observe generations.
     pub fn reload_handle(&self) -> ReloadHandle {
         self.reload.clone()
@@ -378,6 +431,8 @@ impl Server {
     /// schema edits are hot-reloaded meanwhile.
     pub async fn serve<L: Listener>(self, listener: L, shutdown: impl Future<Output = ()>) {
         let _watching = self.watcher.map(|w| w.run(self.reload.clone()));
+        let _tokens = self.auth.map(|a| AbortOnDrop(tokio::spawn(a.watch_file())));
+        let _reloads = self.metrics.map(|m| AbortOnDrop(tokio::spawn(count_reloads(m, self.reload.clone()))));
         let registry = self.registry.clone();
         registry.set_health(&registry.load());
         let drain = async {
@@ -385,6 +440,40 @@ impl Server {
             registry.set_not_serving();
         };
         server::serve(listener, self.router, self.conn_limits, drain).await;
+    }
+}
+
+/// Aborts a background task when the server stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Counts reload attempts and registers each new generation's methods. The
+/// outcomes channel keeps the latest attempt only: attempts finishing faster
+/// than this task wakes up are counted by the last one's result.
+async fn count_reloads(metrics: Arc<middleware::Metrics>, reload: ReloadHandle) {
+    let mut outcomes = reload.outcomes();
+    // Attempt 0 is the startup load; reloads made before serving (the watcher
+    // runs from `build`) are counted here too.
+    let mut seen = 0;
+    loop {
+        let outcome = outcomes.borrow_and_update().clone();
+        if outcome.attempt > seen {
+            for _ in seen..outcome.attempt {
+                metrics.reloaded(&outcome);
+            }
+            seen = outcome.attempt;
+            if outcome.result.is_ok() {
+                metrics.register_snapshot(&reload.snapshot());
+            }
+        }
+        if outcomes.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -410,7 +499,32 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
     if let Some(data) = &config.data {
         builder = builder.data_file(data);
     }
+    if !config.auth_tokens.is_empty() || config.auth_tokens_file.is_some() {
+        let mut auth = middleware::TokenAuth::new(config.auth_tokens.iter().cloned());
+        if let Some(file) = &config.auth_tokens_file {
+            auth = auth.from_file(file)?;
+        }
+        builder = builder.token_auth(auth.scope(&config.auth_scope)?.all(config.auth_all));
+    } else if config.auth_all || !config.auth_scope.is_empty() {
+        return Err(Error::invalid_argument(
+            "--auth-all and --auth-scope need tokens: add --auth-token TOKEN or --auth-tokens FILE",
+        ));
+    }
+    // Request logs cost nothing when RUST_LOG filters their target out.
+    let request_logs = tracing::enabled!(target: "protoserve::rpc", tracing::Level::INFO);
+    builder = builder.observe(request_logs, config.metrics_addr.is_some());
     let server = builder.build()?;
+    let _metrics = match (config.metrics_addr, server.metrics()) {
+        (Some(addr), Some(metrics)) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::io(format!("cannot listen on {addr} for metrics"), source))?;
+            let bound = listener.local_addr().map_err(|source| Error::io("metrics address", source))?;
+            tracing::info!("metrics at http://{bound}/metrics");
+            Some(AbortOnDrop(tokio::spawn(protocol::metrics::serve(listener, metrics))))
+        }
+        _ => None,
+    };
     let listener = TcpListener::bind(config.addr)
         .await
         .map_err(|source| Error::io(format!("cannot listen on {}", config.addr), source))?;

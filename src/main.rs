@@ -7,14 +7,13 @@ use protoserve::{Command, Config};
 
 fn main() -> ExitCode {
     let config = Config::from_args();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    match &config.command {
+        Command::Serve(c) if c.log_format == protoserve::LogFormat::Json => logs.json().init(),
+        _ => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
     let result = match config.command {
         Command::Compat(opts) => {
             let code = protoserve::compat_cmd::run(&opts, &mut std::io::stdout().lock(), &mut std::io::stderr().lock());

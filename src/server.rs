@@ -139,6 +139,9 @@ pub struct ConnLimits {
     /// call on it: a client that stops reading cannot pin server memory.
     /// `None`: never.
     pub stall_timeout: Option<Duration>,
+    /// Most concurrent HTTP/2 streams (RPCs) per connection (`None`: hyper's
+    /// default, 200).
+    pub max_concurrent_streams: Option<u32>,
 }
 
 impl Default for ConnLimits {
@@ -150,6 +153,7 @@ impl Default for ConnLimits {
             // while keepalive is on (~0.5% of a small RPC's cost).
             keepalive_interval: None,
             stall_timeout: Some(Duration::from_secs(300)),
+            max_concurrent_streams: None,
         }
     }
 }
@@ -165,6 +169,9 @@ pub(crate) async fn serve<L: Listener>(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.handshake_timeout);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(limits.keepalive_interval);
+    if let Some(n) = limits.max_concurrent_streams {
+        builder.http2().max_concurrent_streams(n);
+    }
     if limits.keepalive_interval.is_some() {
         builder.http2().keep_alive_timeout(Duration::from_secs(20));
     }
@@ -230,7 +237,7 @@ impl Connection {
         };
         let activity = Arc::new(Activity::new());
         let peer = peer_of(&io);
-        let service = Tracked { router: self.router.clone(), activity: activity.clone(), peer };
+        let service = Tracked { router: self.router.for_peer(peer), activity: activity.clone() };
         let conn = self.builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         // Shutdown and the idle timer are watched by a task of their own, which
@@ -396,13 +403,12 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// The router, counting requests in flight for the idle timeout, and telling
-/// adapters who the peer is (a request extension).
+/// The router (which knows its connection's peer), counting requests in flight
+/// for the idle timeout.
 #[derive(Clone)]
 struct Tracked {
     router: Router,
     activity: Arc<Activity>,
-    peer: Peer,
 }
 
 type Inner = <Router as hyper::service::Service<http::Request<Incoming>>>::Future;
@@ -412,9 +418,8 @@ impl hyper::service::Service<http::Request<Incoming>> for Tracked {
     type Error = std::convert::Infallible;
     type Future = TrackedFuture;
 
-    fn call(&self, mut req: http::Request<Incoming>) -> TrackedFuture {
+    fn call(&self, req: http::Request<Incoming>) -> TrackedFuture {
         let guard = self.activity.begin();
-        req.extensions_mut().insert(self.peer.clone());
         TrackedFuture { inner: hyper::service::Service::call(&self.router, req), guard: Some(guard) }
     }
 }

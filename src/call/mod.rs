@@ -230,6 +230,32 @@ impl CallRequest {
         self.peer.as_ref()
     }
 
+    /// The client's address, when the transport knows it.
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.peer.as_ref().and_then(Peer::addr)
+    }
+
+    /// Lets `seen` see each request message's size as it is read (logs,
+    /// metrics). A request already read as one message is seen now; the
+    /// return value is its size (0 for a stream).
+    pub(crate) fn inspect_requests(&mut self, seen: impl Fn(usize) + Send + Sync + 'static) -> usize {
+        match &mut self.body {
+            Body::One(b) => {
+                seen(b.len());
+                b.len()
+            }
+            Body::Frames(frames) => {
+                let inner = std::mem::replace(frames, Box::pin(futures_util::stream::empty()));
+                *frames = Box::pin(inner.inspect(move |r| {
+                    if let Ok(b) = r {
+                        seen(b.len());
+                    }
+                }));
+                0
+            }
+        }
+    }
+
     /// The method called.
     pub fn method(&self) -> &MethodDescriptor {
         &self.route.method

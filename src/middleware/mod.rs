@@ -3,10 +3,17 @@
 //! see the method descriptor, the metadata and the deadline, never HTTP.
 //!
 //! The stack, outermost first: [`TraceLayer`] (the per-RPC span and a debug line),
-//! [`DeadlineLayer`] (the whole call, streamed replies included), the layers
-//! added with `Builder::layer` in the order added, then the core.
+//! [`ObserveLayer`] when request logs or metrics are on (one info line per RPC,
+//! Prometheus counters), [`DeadlineLayer`] (the whole call, streamed replies
+//! included), token auth when on ([`TokenAuth`]), the layers added with
+//! `Builder::layer` (and interceptors, [`InterceptLayer`]) in the order added,
+//! then the core.
 
+mod auth;
 mod deadline;
+mod intercept;
+pub mod metrics;
+mod observe;
 mod trace;
 
 use std::fmt;
@@ -16,7 +23,11 @@ use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
+pub use auth::{AuthLayer, TokenAuth, UNAUTHENTICATED_MESSAGE};
 pub use deadline::DeadlineLayer;
+pub use intercept::InterceptLayer;
+pub use metrics::Metrics;
+pub use observe::ObserveLayer;
 pub use trace::TraceLayer;
 
 use crate::Error;
@@ -84,15 +95,24 @@ where
     Arc::new(move |inner| CallService::new(layer.layer(inner)))
 }
 
-/// Builds the call stack around the core.
-pub(crate) fn stack(core: Core, layers: &[UserLayer]) -> CallService {
-    fn outer<S>(inner: S) -> trace::Trace<deadline::Deadline<S>> {
-        TraceLayer.layer(DeadlineLayer.layer(inner))
+/// Builds the call stack around the core (`observe`: request logs and metrics,
+/// not installed when inactive).
+pub(crate) fn stack(core: Core, layers: &[UserLayer], observe: &ObserveLayer) -> CallService {
+    fn outer<S>(inner: S, observe: &ObserveLayer) -> CallService
+    where
+        S: Service<CallRequest, Response = Answer, Error = Error> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+    {
+        if observe.is_active() {
+            CallService::new(TraceLayer.layer(observe.layer(DeadlineLayer.layer(inner))))
+        } else {
+            CallService::new(TraceLayer.layer(DeadlineLayer.layer(inner)))
+        }
     }
     if layers.is_empty() {
         // No user layers: the core's future is not boxed twice.
-        return CallService::new(outer(core));
+        return outer(core, observe);
     }
     let inner = layers.iter().rev().fold(CallService::new(core), |svc, l| l(svc));
-    CallService::new(outer(inner))
+    outer(inner, observe)
 }

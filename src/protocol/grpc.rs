@@ -65,14 +65,24 @@ pub(crate) struct GrpcAdapter {
     pub(crate) calls: CallService,
     pub(crate) max_recv: usize,
     pub(crate) compression: Compression,
+    /// Token auth for what the adapter answers itself (health, reflection,
+    /// unknown methods) under `--auth-all`; methods of the schema are checked by
+    /// its layer in the call stack.
+    pub(crate) builtin_auth: Option<Arc<crate::middleware::TokenAuth>>,
     /// Reflection for the newest generation asked about, built on first use:
     /// most RPCs never need it, and it costs memory and reload time.
     pub(crate) reflection: arc_swap::ArcSwapOption<(u64, Result<Reflection, String>)>,
 }
 
 impl GrpcAdapter {
-    pub(crate) async fn serve(&self, req: http::Request<Incoming>) -> http::Response<Body> {
+    pub(crate) async fn serve(&self, req: http::Request<Incoming>, peer: Peer) -> http::Response<Body> {
         let path = req.uri().path();
+        if self.builtin_auth.is_some()
+            && (path.starts_with(HEALTH_PREFIX) || path.starts_with(V1_PREFIX) || path.starts_with(V1ALPHA_PREFIX))
+            && let Err(e) = self.builtin_auth(&req)
+        {
+            return e.into_status().into_http();
+        }
         if path.starts_with(HEALTH_PREFIX) {
             return match self.health.clone().call(req).await {
                 Ok(r) => r,
@@ -89,10 +99,11 @@ impl GrpcAdapter {
             };
         }
         let Some(route) = snap.routes.get(path).cloned() else {
-            return unknown_method(path).into_status().into_http();
+            // Under --auth-all, strangers do not learn which methods exist either.
+            let refused = self.builtin_auth(&req).err();
+            return refused.unwrap_or_else(|| unknown_method(path)).into_status().into_http();
         };
         let deadline = grpc_timeout(req.headers()).map(|d| tokio::time::Instant::now() + d);
-        let peer = req.extensions().get::<Peer>().cloned();
         let request_encoding = match request_encoding(req.headers()) {
             Ok(e) => e,
             Err(status) => return status.into_http(),
@@ -111,7 +122,7 @@ impl GrpcAdapter {
             None => Streaming::new_request(RawDecoder, body, None, max),
         };
         let metadata = tonic::metadata::MetadataMap::from_headers(head.headers);
-        let parts = CallParts { snap, route, deadline, peer, flags, calls: self.calls.clone() };
+        let parts = CallParts { snap, route, deadline, peer: Some(peer), flags, calls: self.calls.clone() };
         let request = Request::from_parts(metadata, tonic::Extensions::default(), stream);
         let response = match GrpcCall(Some(parts)).call(request).await {
             Ok(r) => r,
@@ -160,6 +171,14 @@ impl GrpcAdapter {
     ) -> Option<CompressionEncoding> {
         let configured = self.compression.encoding()?;
         accepted(headers).find(|&e| e == configured || Some(e) == request)
+    }
+
+    /// Under `--auth-all`, what the adapter answers itself (health, reflection,
+    /// unknown methods) needs a token too; the call stack's auth layer checks the rest.
+    fn builtin_auth(&self, req: &http::Request<Incoming>) -> Result<(), Error> {
+        let Some(auth) = &self.builtin_auth else { return Ok(()) };
+        let value = req.headers().get(http::header::AUTHORIZATION).map(http::HeaderValue::as_bytes);
+        auth.check_token(value)
     }
 
     /// Reflection services describing exactly `snap`'s schema.

@@ -5,6 +5,7 @@
 //! here plus one arm in [`Protocol::of`].
 
 pub(crate) mod grpc;
+pub(crate) mod metrics;
 mod reflection;
 
 use std::convert::Infallible;
@@ -41,6 +42,8 @@ impl Protocol {
 #[derive(Clone)]
 pub(crate) struct Router {
     grpc: Arc<grpc::GrpcAdapter>,
+    /// The client's address: routers are cloned per connection.
+    peer: crate::call::Peer,
 }
 
 impl std::fmt::Debug for Router {
@@ -51,7 +54,12 @@ impl std::fmt::Debug for Router {
 
 impl Router {
     pub(crate) fn new(grpc: grpc::GrpcAdapter) -> Self {
-        Self { grpc: Arc::new(grpc) }
+        Self { grpc: Arc::new(grpc), peer: Default::default() }
+    }
+
+    /// This router for one connection, from `peer`.
+    pub(crate) fn for_peer(&self, peer: crate::call::Peer) -> Self {
+        Self { grpc: self.grpc.clone(), peer }
     }
 }
 
@@ -63,8 +71,8 @@ impl hyper::service::Service<http::Request<Incoming>> for Router {
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
         match Protocol::of(&req) {
             Protocol::Grpc if req.version() == http::Version::HTTP_2 => {
-                let grpc = self.grpc.clone();
-                Box::pin(async move { Ok(grpc.serve(req).await) })
+                let (grpc, peer) = (self.grpc.clone(), self.peer.clone());
+                Box::pin(async move { Ok(grpc.serve(req, peer).await) })
             }
             Protocol::Grpc => Box::pin(std::future::ready(Ok(plain(
                 http::StatusCode::HTTP_VERSION_NOT_SUPPORTED,

@@ -409,6 +409,7 @@ fn with_limits(handshake_ms: u64, idle_ms: u64) -> protoserve::Builder {
             idle_timeout: Duration::from_millis(idle_ms),
             keepalive_interval: None,
             stall_timeout: None,
+            ..Default::default()
         })
         .server_streaming("kinds.Echo/Repeat", |call: Call<DynamicMessage>| async move {
             let first = futures_util::stream::once(async move { Ok(call.reply()) });

@@ -744,7 +744,7 @@ fn debug_logging_writes_one_line_per_rpc() {
     let log = String::from_utf8_lossy(&out.stderr);
     let line = log
         .lines()
-        .find(|l| l.contains("/users.UserService/GetUser"))
+        .find(|l| l.contains("/users.UserService/GetUser") && l.contains("took"))
         .unwrap_or_else(|| panic!("no line for the RPC in:\n{log}"));
     assert!(line.contains("failed") && line.contains("User 'nobody' not found") && line.contains("took"), "{line}");
 }

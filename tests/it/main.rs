@@ -12,6 +12,7 @@ mod core;
 mod data;
 mod handler_api;
 mod interop;
+mod ops;
 mod reload;
 mod store;
 mod testservice;
@@ -22,6 +23,10 @@ mod tls;
 #[allow(dead_code)]
 mod example;
 
+/// The interceptor example, compiled into the tests so they run it.
+#[path = "../../examples/auth_interceptor.rs"]
+#[allow(dead_code)]
+mod auth_example;
 /// gRPC's interop TestService example, compiled into the tests so they run its handlers.
 #[path = "../../examples/interop.rs"]
 #[allow(dead_code)]
