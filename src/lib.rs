@@ -72,7 +72,7 @@ pub use call::{Answer, BoxFuture, CallRequest, Kind, Replies, Reply};
 pub use cli::{CheckConfig, Command, Config, ServeConfig, parse_duration, parse_size};
 pub use error::Error;
 pub use middleware::CallService;
-pub use protocol::Compression;
+pub use protocol::{Compression, JsonNames};
 pub use registry::{BuildError, Snapshot};
 pub use reload::{OnBreaking, Outcome, Phases, ReloadError, ReloadHandle, Reloaded, SchemaDiff};
 pub use responder::handler::{Call, Handler, ReplyStream, RequestStream};
@@ -101,6 +101,7 @@ pub struct Builder {
     store: Option<Arc<dyn Store>>,
     layers: Vec<middleware::UserLayer>,
     compression: Compression,
+    json_names: JsonNames,
     data: Option<PathBuf>,
     max_recv: usize,
     max_send: usize,
@@ -132,6 +133,7 @@ impl Default for Builder {
             store: None,
             layers: Vec::new(),
             compression: Compression::default(),
+            json_names: JsonNames::default(),
             data: None,
             max_recv: DEFAULT_MAX_MESSAGE_SIZE,
             max_send: DEFAULT_MAX_MESSAGE_SIZE,
@@ -240,6 +242,13 @@ impl Builder {
         self
     }
 
+    /// Which field names JSON responses (Connect, HTTP/JSON) use: lowerCamelCase
+    /// (the default) or the names in the `.proto` files.
+    pub fn json_names(mut self, names: JsonNames) -> Self {
+        self.json_names = names;
+        self
+    }
+
     /// Pre-loads the resource store from a YAML or JSON file.
     pub fn data_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.data = Some(path.into());
@@ -308,14 +317,22 @@ impl Builder {
         let chain = responder::chain(Handlers::new(self.handlers), store, self.max_send, self.max_call_buffer);
         let registry = Arc::new(Registry::new(schema, chain, health)?);
         let calls = middleware::stack(call::Core { max_send: self.max_send }, &self.layers);
-        let router = Router::new(GrpcAdapter {
-            registry: registry.clone(),
-            health: health_server,
-            calls,
-            max_recv: self.max_recv,
-            compression: self.compression,
-            reflection: Default::default(),
-        });
+        let router = Router::new(
+            GrpcAdapter {
+                registry: registry.clone(),
+                health: health_server,
+                calls: calls.clone(),
+                max_recv: self.max_recv,
+                compression: self.compression,
+                reflection: Default::default(),
+            },
+            protocol::web::WebAdapter {
+                registry: registry.clone(),
+                calls,
+                max_recv: self.max_recv,
+                json_names: self.json_names,
+            },
+        );
         let reload = ReloadHandle::new(registry.clone(), load, self.on_breaking, self.compat);
         // Watch from now on, so an edit made before `serve` runs is not missed.
         let watcher = if self.watch {

@@ -83,12 +83,41 @@ impl GrpcAdapter {
                 Err(e) => Error::internal(format!("reflection is unavailable: {e}")).into_status().into_http(),
             };
         }
+        self.serve_method(snap, req).await
+    }
+
+    /// A gRPC-Web request, already translated to gRPC framing by tonic-web
+    /// (any HTTP version): health and the schema's methods; reflection, a bidi
+    /// stream, is served over gRPC only.
+    pub(crate) async fn serve_web(&self, req: http::Request<Body>) -> http::Response<Body> {
+        let path = req.uri().path();
+        if path.starts_with(HEALTH_PREFIX) {
+            return match self.health.clone().call(req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+        }
+        if path.starts_with(V1_PREFIX) || path.starts_with(V1ALPHA_PREFIX) {
+            return Error::unimplemented("server reflection is served over gRPC (HTTP/2), not gRPC-Web")
+                .into_status()
+                .into_http();
+        }
+        self.serve_method(self.registry.load(), req).await
+    }
+
+    /// One call of a schema method on `snap`, whatever carried the gRPC framing.
+    async fn serve_method<B>(&self, snap: Arc<Snapshot>, req: http::Request<B>) -> http::Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    {
+        let path = req.uri().path();
         let Some(route) = snap.routes.get(path).cloned() else {
             return unknown_method(path).into_status().into_http();
         };
         let deadline = grpc_timeout(req.headers()).map(|d| tokio::time::Instant::now() + d);
         let mut grpc = self.framing(req.headers());
-        let parts = CallParts { snap, route, deadline, calls: self.calls.clone() };
+        let parts = CallParts::new(snap, route, deadline, self.calls.clone());
         grpc.streaming(GrpcCall(Some(parts)), req).await
     }
 
@@ -135,7 +164,7 @@ fn request_encoding(headers: &http::HeaderMap) -> Option<CompressionEncoding> {
     }
 }
 
-fn unknown_method(path: &str) -> Error {
+pub(crate) fn unknown_method(path: &str) -> Error {
     let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
     Error::unimplemented(format!("unknown method {method} for service {service}: the live schema does not define it"))
 }
@@ -195,7 +224,20 @@ pub(crate) struct CallParts {
 }
 
 impl CallParts {
-    fn run(self, metadata: tonic::metadata::MetadataMap, body: CallBody) -> BoxFuture<Result<Answer, Error>> {
+    pub(crate) fn new(
+        snap: Arc<Snapshot>,
+        route: Arc<Route>,
+        deadline: Option<tokio::time::Instant>,
+        calls: CallService,
+    ) -> Self {
+        Self { snap, route, deadline, calls }
+    }
+
+    pub(crate) fn run(
+        self,
+        metadata: tonic::metadata::MetadataMap,
+        body: CallBody,
+    ) -> BoxFuture<Result<Answer, Error>> {
         self.calls.run(CallRequest::new(self.snap, self.route, metadata, self.deadline, body))
     }
 }

@@ -4,8 +4,11 @@
 //! call stack and answers back into its protocol. Adding a protocol is a module
 //! here plus one arm in [`Protocol::of`].
 
+mod connect;
 pub(crate) mod grpc;
+mod grpc_web;
 mod reflection;
+pub(crate) mod web;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,12 +20,18 @@ use hyper::body::Incoming;
 use tonic::body::Body;
 
 pub use grpc::Compression;
+pub use web::JsonNames;
 
 /// The protocols served, by request content-type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
     /// `application/grpc` and `application/grpc+<codec>`.
     Grpc,
+    /// `application/grpc-web`, `+proto`, and the base64 `-text` forms, any HTTP version.
+    GrpcWeb,
+    /// Connect: `application/connect+*` streams, unary `application/proto`, unary
+    /// `application/json` with `connect-protocol-version`, GET with `connect=v1`.
+    Connect,
     /// Anything else: answered 415 (the gRPC spec's answer to a foreign content-type).
     Unsupported,
 }
@@ -32,8 +41,17 @@ impl Protocol {
         let ct = req.headers().get(http::header::CONTENT_TYPE).map(http::HeaderValue::as_bytes).unwrap_or_default();
         match ct.strip_prefix(b"application/grpc") {
             Some(rest) if rest.is_empty() || rest.starts_with(b"+") || rest.starts_with(b";") => Protocol::Grpc,
-            _ => Protocol::Unsupported,
+            Some(_) if grpc_web::is_grpc_web(ct) => Protocol::GrpcWeb,
+            Some(_) => Protocol::Unsupported,
+            None => Self::of_web(req, ct),
         }
+    }
+
+    /// The protocols besides gRPC (off gRPC's path: called only when the
+    /// content-type is not `application/grpc*`).
+    #[cold]
+    fn of_web(req: &http::Request<Incoming>, ct: &[u8]) -> Protocol {
+        if connect::is_connect(req, ct) { Protocol::Connect } else { Protocol::Unsupported }
     }
 }
 
@@ -41,6 +59,8 @@ impl Protocol {
 #[derive(Clone)]
 pub(crate) struct Router {
     grpc: Arc<grpc::GrpcAdapter>,
+    grpc_web: grpc_web::GrpcWeb,
+    web: Arc<web::WebAdapter>,
 }
 
 impl std::fmt::Debug for Router {
@@ -50,8 +70,9 @@ impl std::fmt::Debug for Router {
 }
 
 impl Router {
-    pub(crate) fn new(grpc: grpc::GrpcAdapter) -> Self {
-        Self { grpc: Arc::new(grpc) }
+    pub(crate) fn new(grpc: grpc::GrpcAdapter, web: web::WebAdapter) -> Self {
+        let grpc = Arc::new(grpc);
+        Self { grpc_web: grpc_web::service(grpc.clone()), grpc, web: Arc::new(web) }
     }
 }
 
@@ -70,9 +91,24 @@ impl hyper::service::Service<http::Request<Incoming>> for Router {
                 http::StatusCode::HTTP_VERSION_NOT_SUPPORTED,
                 "gRPC needs HTTP/2 (cleartext HTTP/2 with prior knowledge, or TLS with ALPN h2)\n",
             )))),
+            Protocol::GrpcWeb => {
+                let fut = tower_service::Service::call(&mut self.grpc_web.clone(), req);
+                Box::pin(async move {
+                    match fut.await {
+                        Ok(r) => Ok(r),
+                        Err(never) => match never {},
+                    }
+                })
+            }
+            Protocol::Connect => {
+                let web = self.web.clone();
+                Box::pin(async move { Ok(connect::serve(&web, req).await) })
+            }
             Protocol::Unsupported => Box::pin(std::future::ready(Ok(plain(
                 http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "protoserve serves gRPC here: send content-type application/grpc over HTTP/2\n",
+                "protoserve serves gRPC (content-type application/grpc over HTTP/2), gRPC-Web \
+                 (application/grpc-web, application/grpc-web-text) and Connect (application/proto, \
+                 application/json, application/connect+proto, application/connect+json) here\n",
             )))),
         }
     }

@@ -1,0 +1,522 @@
+//! The Connect protocol (connectrpc.com): unary calls over POST with
+//! `application/proto` or `application/json`, GET for methods marked
+//! `idempotency_level = NO_SIDE_EFFECTS`, and server streaming with
+//! `application/connect+proto` / `+json` envelopes ending in an end-stream
+//! message. `connect-timeout-ms` becomes the call's deadline. Errors are
+//! Connect's JSON error body; for unary calls the HTTP status comes from
+//! [`http_status`], the protocol's table (streams always answer 200 and carry
+//! the error in the end-stream message).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::{BufMut as _, Bytes, BytesMut};
+use futures_util::StreamExt as _;
+use http::{HeaderValue, StatusCode, header};
+use http_body::Frame;
+use hyper::body::Incoming;
+use prost::Message as _;
+use tonic::body::Body;
+use tonic::{Code, Status};
+
+use super::web::{WebAdapter, json_request, reply_bytes};
+use crate::Error;
+use crate::call::{Answer, Kind, Output};
+
+/// How messages are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Codec {
+    Proto,
+    Json,
+}
+
+impl Codec {
+    /// The codec of a unary content-type (`application/proto`, `application/json`,
+    /// parameters such as `; charset=utf-8` allowed).
+    pub(crate) fn of_unary(ct: &[u8]) -> Option<Codec> {
+        let ct = ct.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+        match ct {
+            b"application/proto" => Some(Codec::Proto),
+            b"application/json" => Some(Codec::Json),
+            _ => None,
+        }
+    }
+
+    /// The codec of a streaming content-type (`application/connect+proto|json`).
+    fn of_stream(ct: &[u8]) -> Option<Codec> {
+        match ct.strip_prefix(b"application/connect+")? {
+            b"proto" => Some(Codec::Proto),
+            b"json" => Some(Codec::Json),
+            _ => None,
+        }
+    }
+
+    fn unary_content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Codec::Proto => "application/proto",
+            Codec::Json => "application/json",
+        })
+    }
+
+    fn stream_content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Codec::Proto => "application/connect+proto",
+            Codec::Json => "application/connect+json",
+        })
+    }
+}
+
+/// Whether a request is Connect's: a streaming content-type, a unary one with
+/// the `connect-protocol-version` header (or `application/proto`, which only
+/// Connect uses), or a GET with `connect=v1` in its query.
+pub(crate) fn is_connect(req: &http::Request<Incoming>, ct: &[u8]) -> bool {
+    if ct.starts_with(b"application/connect+") {
+        return true;
+    }
+    if req.method() == http::Method::GET {
+        return req.uri().query().is_some_and(|q| q.split('&').any(|p| p == "connect=v1"));
+    }
+    match Codec::of_unary(ct) {
+        Some(Codec::Proto) => true,
+        Some(Codec::Json) => req.headers().contains_key(CONNECT_PROTOCOL_VERSION),
+        None => false,
+    }
+}
+
+const CONNECT_PROTOCOL_VERSION: &str = "connect-protocol-version";
+const CONNECT_TIMEOUT: &str = "connect-timeout-ms";
+
+/// Answers one Connect request.
+pub(crate) async fn serve(web: &WebAdapter, req: http::Request<Incoming>) -> http::Response<Body> {
+    let ct = req.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes).unwrap_or_default();
+    if let Some(codec) = Codec::of_stream(ct) {
+        return stream(web, req, codec).await;
+    }
+    if ct.starts_with(b"application/connect+") {
+        return unsupported_codec();
+    }
+    let get = req.method() == http::Method::GET;
+    let answer = match unary(web, req).await {
+        Ok(r) => return r,
+        Err(e) => e,
+    };
+    let status = answer.into_status();
+    let mut res = error_response(&status);
+    if get && status.code() == Code::Unimplemented && status.message().starts_with(GET_REFUSED) {
+        *res.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    res
+}
+
+const GET_REFUSED: &str = "GET is only for methods marked";
+
+fn unsupported_codec() -> http::Response<Body> {
+    let mut res = http::Response::new(Body::empty());
+    *res.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+    res.headers_mut().insert(
+        http::HeaderName::from_static("accept-post"),
+        HeaderValue::from_static("application/connect+proto, application/connect+json"),
+    );
+    res
+}
+
+/// A unary call (POST, or GET with the message in the query).
+async fn unary(web: &WebAdapter, req: http::Request<Incoming>) -> Result<http::Response<Body>, Error> {
+    let (parts, body) = req.into_parts();
+    let (snap, route) = web.route(parts.uri.path())?;
+    if route.kind != Kind::Unary {
+        return Err(Error::unimplemented(format!(
+            "{} is {}: call it with content-type application/connect+proto or application/connect+json",
+            route.path,
+            route.kind.name()
+        )));
+    }
+    let deadline = timeout(&parts.headers)?.map(|d| tokio::time::Instant::now() + d);
+    let (codec, message) = if parts.method == http::Method::GET {
+        if !no_side_effects(&route.method) {
+            return Err(Error::unimplemented(format!(
+                "{GET_REFUSED} idempotency_level = NO_SIDE_EFFECTS; {} is not: use POST",
+                route.path
+            )));
+        }
+        let q = GetQuery::parse(parts.uri.query().unwrap_or_default(), web.max_recv)?;
+        (q.codec, q.message)
+    } else if parts.method == http::Method::POST {
+        check_identity(parts.headers.get(header::CONTENT_ENCODING))?;
+        let ct = parts.headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes).unwrap_or_default();
+        let codec = Codec::of_unary(ct)
+            .ok_or_else(|| Error::invalid_argument("Connect unary calls are application/proto or application/json"))?;
+        (codec, web.read_body(body).await?)
+    } else {
+        return Err(Error::unimplemented(format!("Connect calls are POST (or GET), not {}", parts.method)));
+    };
+    let raw = match codec {
+        Codec::Proto => message,
+        Codec::Json => json_request(&route.method.input(), &message)?,
+    };
+    let output = route.method.output();
+    let answer = web.call(snap, route, parts.headers, deadline, raw).await?;
+    let (metadata, reply) = one_reply(answer).await?;
+    let body = match codec {
+        Codec::Proto => reply_bytes(reply),
+        Codec::Json => web.reply_json(reply, &output)?.into(),
+    };
+    let mut res = http::Response::new(Body::new(http_body_util::Full::new(body)));
+    *res.headers_mut() = metadata.into_headers();
+    res.headers_mut().insert(header::CONTENT_TYPE, codec.unary_content_type());
+    Ok(res)
+}
+
+/// The one reply of a unary answer.
+async fn one_reply(answer: Answer) -> Result<(tonic::metadata::MetadataMap, crate::Reply), Error> {
+    match answer.body {
+        Output::One(r) => Ok((answer.metadata, r)),
+        Output::Many(mut s) => match s.next().await {
+            Some(r) => Ok((answer.metadata, r?)),
+            None => Err(Error::internal("the unary call answered no reply")),
+        },
+    }
+}
+
+/// Whether a method may be called with GET.
+fn no_side_effects(method: &prost_reflect::MethodDescriptor) -> bool {
+    method.method_descriptor_proto().options.as_ref().is_some_and(|o| {
+        o.idempotency_level() == prost_reflect::prost_types::method_options::IdempotencyLevel::NoSideEffects
+    })
+}
+
+/// Only uncompressed requests are served (Connect answers others UNIMPLEMENTED).
+fn check_identity(encoding: Option<&HeaderValue>) -> Result<(), Error> {
+    match encoding.map(HeaderValue::as_bytes) {
+        None | Some(b"identity") => Ok(()),
+        Some(other) => Err(Error::unimplemented(format!(
+            "request compression {} is not supported: send requests uncompressed",
+            String::from_utf8_lossy(other)
+        ))),
+    }
+}
+
+/// `connect-timeout-ms`: 1 to 10 digits.
+fn timeout(headers: &http::HeaderMap) -> Result<Option<Duration>, Error> {
+    let Some(v) = headers.get(CONNECT_TIMEOUT) else { return Ok(None) };
+    let v = v.as_bytes();
+    if v.is_empty() || v.len() > 10 || !v.iter().all(u8::is_ascii_digit) {
+        return Err(Error::invalid_argument(format!(
+            "connect-timeout-ms must be 1 to 10 digits, not {:?}",
+            String::from_utf8_lossy(v)
+        )));
+    }
+    let ms = v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Ok(Some(Duration::from_millis(ms)))
+}
+
+/// A GET request's query: `encoding`, `message` (percent-encoded, optionally
+/// URL-safe base64 with `base64=1`), `compression`, `connect`.
+#[derive(Debug)]
+struct GetQuery {
+    codec: Codec,
+    message: Bytes,
+}
+
+impl GetQuery {
+    fn parse(query: &str, max: usize) -> Result<GetQuery, Error> {
+        let (mut codec, mut message, mut base64) = (None, None, false);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "encoding" => {
+                    codec = Some(match v {
+                        "proto" => Codec::Proto,
+                        "json" => Codec::Json,
+                        _ => return Err(Error::invalid_argument(format!("unsupported encoding {v:?}: proto or json"))),
+                    })
+                }
+                "message" => {
+                    if v.len() > max.saturating_mul(3).saturating_add(4) {
+                        return Err(Error::too_large(format!(
+                            "the message is larger than the {max}-byte limit (see --max-message-size)"
+                        )));
+                    }
+                    let plus_as_space = v.replace('+', " ");
+                    message = Some(percent_encoding::percent_decode_str(&plus_as_space).collect::<Vec<u8>>());
+                }
+                "base64" => base64 = v == "1",
+                "compression" if v.is_empty() || v == "identity" => {}
+                "compression" => {
+                    return Err(Error::unimplemented(format!(
+                        "compression {v:?} is not supported: send it uncompressed"
+                    )));
+                }
+                "connect" if v == "v1" => {}
+                "connect" => return Err(Error::invalid_argument(format!("unsupported Connect version {v:?}: v1"))),
+                _ => {}
+            }
+        }
+        let codec =
+            codec.ok_or_else(|| Error::invalid_argument("a Connect GET needs encoding=proto or encoding=json"))?;
+        let message = message.ok_or_else(|| Error::invalid_argument("a Connect GET needs the message parameter"))?;
+        let message = if base64 {
+            let trimmed: &[u8] = message.strip_suffix(b"==").or_else(|| message.strip_suffix(b"=")).unwrap_or(&message);
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(trimmed)
+                .map_err(|e| Error::invalid_argument(format!("the message is not URL-safe base64: {e}")))?
+        } else {
+            message
+        };
+        if message.len() > max {
+            return Err(Error::too_large(format!(
+                "the message is larger than the {max}-byte limit (see --max-message-size)"
+            )));
+        }
+        Ok(GetQuery { codec, message: message.into() })
+    }
+}
+
+/// A server-streaming call: one enveloped request in, enveloped replies and
+/// an end-stream message out.
+async fn stream(web: &WebAdapter, req: http::Request<Incoming>, codec: Codec) -> http::Response<Body> {
+    let mut res = match stream_answer(web, req, codec).await {
+        Ok((metadata, body)) => {
+            let mut res = http::Response::new(body);
+            *res.headers_mut() = metadata.into_headers();
+            res
+        }
+        Err(e) => http::Response::new(Body::new(http_body_util::Full::new(end_stream(Some(&e.into_status()))))),
+    };
+    res.headers_mut().insert(header::CONTENT_TYPE, codec.stream_content_type());
+    res
+}
+
+async fn stream_answer(
+    web: &WebAdapter,
+    req: http::Request<Incoming>,
+    codec: Codec,
+) -> Result<(tonic::metadata::MetadataMap, Body), Error> {
+    let (parts, body) = req.into_parts();
+    let (snap, route) = web.route(parts.uri.path())?;
+    if route.kind != Kind::ServerStreaming {
+        return Err(Error::unimplemented(format!(
+            "{} is {}: Connect streams are served for server-streaming methods (unary ones take \
+             application/proto or application/json)",
+            route.path,
+            route.kind.name()
+        )));
+    }
+    if parts.method != http::Method::POST {
+        return Err(Error::unimplemented(format!("Connect streams are POST, not {}", parts.method)));
+    }
+    let deadline = timeout(&parts.headers)?.map(|d| tokio::time::Instant::now() + d);
+    check_identity(parts.headers.get("connect-content-encoding"))?;
+    let body = super::web::read_limited(body, web.max_recv.saturating_add(5)).await?;
+    let message = one_envelope(&body)?;
+    let raw = match codec {
+        Codec::Proto => message,
+        Codec::Json => json_request(&route.method.input(), &message)?,
+    };
+    let output = route.method.output();
+    let answer = web.call(snap, route, parts.headers, deadline, raw).await?;
+    let (metadata, replies) = answer.into_stream();
+    let web = web.clone();
+    let mut failed = false;
+    let frames = replies
+        .map(Some)
+        .chain(futures_util::stream::once(std::future::ready(None)))
+        .scan((), move |(), item| {
+            let frame = match item {
+                _ if failed => None,
+                Some(Ok(reply)) => {
+                    let encoded = match codec {
+                        Codec::Proto => Ok(reply_bytes(reply)),
+                        Codec::Json => web.reply_json(reply, &output).map(Bytes::from),
+                    };
+                    Some(match encoded {
+                        Ok(msg) => envelope(0, &msg),
+                        Err(e) => {
+                            failed = true;
+                            end_stream(Some(&e.into_status()))
+                        }
+                    })
+                }
+                Some(Err(e)) => {
+                    failed = true;
+                    Some(end_stream(Some(&e.into_status())))
+                }
+                None => Some(end_stream(None)),
+            };
+            std::future::ready(frame)
+        })
+        .map(|b| Ok::<_, Infallible>(Frame::data(b)));
+    Ok((metadata, Body::new(http_body_util::StreamBody::new(frames))))
+}
+
+/// The one message of an enveloped request body.
+fn one_envelope(body: &[u8]) -> Result<Bytes, Error> {
+    let Some((head, rest)) = body.split_first_chunk::<5>() else {
+        return Err(Error::invalid_argument("the Connect request has no complete envelope"));
+    };
+    if head[0] & 0x01 != 0 {
+        return Err(Error::unimplemented("compressed Connect messages are not supported: send them uncompressed"));
+    }
+    if head[0] & !0x01 != 0 {
+        return Err(Error::invalid_argument(format!("unexpected envelope flags {:#04x} on a request", head[0])));
+    }
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if rest.len() != len {
+        return Err(Error::invalid_argument(format!(
+            "a server-streaming Connect request is one envelope: the envelope says {len} bytes, the body holds {}",
+            rest.len()
+        )));
+    }
+    Ok(Bytes::copy_from_slice(rest))
+}
+
+fn envelope(flags: u8, msg: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(5 + msg.len());
+    out.put_u8(flags);
+    out.put_u32(u32::try_from(msg.len()).unwrap_or(u32::MAX));
+    out.put_slice(msg);
+    out.freeze()
+}
+
+/// The end-stream message: `{}` or `{"error": ...}`.
+fn end_stream(status: Option<&Status>) -> Bytes {
+    let json = match status {
+        None => serde_json::json!({}),
+        Some(s) => serde_json::json!({ "error": error_json(s) }),
+    };
+    envelope(0x02, json.to_string().as_bytes())
+}
+
+/// A unary error: the HTTP status from the table, Connect's JSON error body,
+/// and the status's metadata as headers.
+fn error_response(status: &Status) -> http::Response<Body> {
+    let body = error_json(status).to_string();
+    let mut res = http::Response::new(Body::new(http_body_util::Full::new(Bytes::from(body))));
+    *res.headers_mut() = status.metadata().clone().into_headers();
+    *res.status_mut() = http_status(status.code());
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+/// Connect's error object: code name, message, and the `google.rpc.Status`
+/// details as `{type, value}` (value: standard base64 without padding).
+fn error_json(status: &Status) -> serde_json::Value {
+    let mut obj = serde_json::Map::new();
+    obj.insert("code".into(), code_name(status.code()).into());
+    if !status.message().is_empty() {
+        obj.insert("message".into(), status.message().into());
+    }
+    let details = crate::validate::RpcStatus::decode(status.details()).map(|s| s.details).unwrap_or_default();
+    if !details.is_empty() {
+        let list = details
+            .iter()
+            .map(|any| {
+                let ty = any.type_url.rsplit('/').next().unwrap_or_default();
+                serde_json::json!({
+                    "type": ty,
+                    "value": base64::engine::general_purpose::STANDARD_NO_PAD.encode(&any.value),
+                })
+            })
+            .collect();
+        obj.insert("details".into(), serde_json::Value::Array(list));
+    }
+    serde_json::Value::Object(obj)
+}
+
+/// Connect's name of a code.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "canceled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
+
+/// The Connect protocol's table: the HTTP status of a unary call's error.
+fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_one_to_ten_digits() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(timeout(&h).unwrap(), None);
+        h.insert(CONNECT_TIMEOUT, "1500".parse().unwrap());
+        assert_eq!(timeout(&h).unwrap(), Some(Duration::from_millis(1500)));
+        h.insert(CONNECT_TIMEOUT, "9999999999".parse().unwrap());
+        assert_eq!(timeout(&h).unwrap(), Some(Duration::from_millis(9_999_999_999)));
+        for bad in ["", "12345678901", "-1", "1.5", "10s"] {
+            h.insert(CONNECT_TIMEOUT, bad.parse().unwrap());
+            assert!(timeout(&h).unwrap_err().is_invalid_argument(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn get_queries_parse_or_fail_clearly() {
+        let q = GetQuery::parse("connect=v1&encoding=json&message=%7B%22a%22%3A1%7D", 100).unwrap();
+        assert_eq!((q.codec, &q.message[..]), (Codec::Json, &b"{\"a\":1}"[..]));
+        let q = GetQuery::parse("encoding=proto&base64=1&message=CgNhYmM", 100).unwrap();
+        assert_eq!((q.codec, &q.message[..]), (Codec::Proto, &b"\n\x03abc"[..]));
+        let q = GetQuery::parse("encoding=proto&base64=1&message=CgNhYmM%3D", 100).unwrap();
+        assert_eq!(&q.message[..], b"\n\x03abc");
+        assert!(GetQuery::parse("message=x", 100).unwrap_err().is_invalid_argument());
+        assert!(GetQuery::parse("encoding=json", 100).unwrap_err().is_invalid_argument());
+        assert!(GetQuery::parse("encoding=xml&message=x", 100).unwrap_err().is_invalid_argument());
+        assert!(GetQuery::parse("encoding=proto&base64=1&message=*", 100).unwrap_err().is_invalid_argument());
+        assert!(GetQuery::parse("encoding=json&message=0123456789", 5).unwrap_err().is_too_large());
+    }
+
+    #[test]
+    fn arbitrary_queries_and_envelopes_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(15);
+        let alphabet = b"=&%+abcdeEF019_-connectv1encodingjsonprotomessagebase64compression";
+        for _ in 0..5000 {
+            let len = rng.usize(0..60);
+            let q: String = (0..len).map(|_| alphabet[rng.usize(..alphabet.len())] as char).collect();
+            let _ = GetQuery::parse(&q, 64);
+            let body: Vec<u8> = (0..rng.usize(0..12)).map(|_| rng.u8(..)).collect();
+            let _ = one_envelope(&body);
+        }
+    }
+
+    #[test]
+    fn envelopes_round_trip() {
+        let e = envelope(0, b"abc");
+        assert_eq!(&one_envelope(&e).unwrap()[..], b"abc");
+        assert!(one_envelope(&envelope(1, b"abc")).unwrap_err().into_status().code() == Code::Unimplemented);
+        assert!(one_envelope(&e[..6]).unwrap_err().is_invalid_argument());
+    }
+}

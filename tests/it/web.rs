@@ -1,0 +1,487 @@
+//! The web protocols on the serving port: gRPC-Web (binary and base64 text) and
+//! Connect (unary POST and GET, server streaming, errors, timeouts) through the
+//! real `buf curl` client and a plain HTTP client (HTTP/1.1 and HTTP/2), and
+//! HTTP/JSON (`POST /pkg.Service/Method`, google.api.http transcoding, CORS).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use bytes::{Buf as _, BufMut as _, Bytes};
+use http_body_util::BodyExt as _;
+use prost::Message as _;
+use prost_reflect::DynamicMessage;
+use protoserve::{Call, ReplyStream, Server};
+use serde_json::{Value, json};
+use tonic::Status;
+
+use crate::harness::*;
+
+pub fn web_dir() -> PathBuf {
+    root().join("tests/data/web")
+}
+
+fn text_of(m: &DynamicMessage) -> String {
+    get_str(m, "text")
+}
+
+/// The notes schema with echoing handlers: `Say`/`Lookup` answer the request
+/// with "said: " before its text (text "missing" is NOT_FOUND, "slow" never
+/// answers); `Repeat` answers `times` notes, and after one reply fails with
+/// OUT_OF_RANGE when the text is "fail"; the transcoded methods answer a note
+/// whose text is the request as JSON (proto names), so tests see every binding.
+pub fn notes() -> protoserve::Builder {
+    fn echo(call: Call<DynamicMessage>) -> Result<DynamicMessage, Status> {
+        let text = text_of(&call.message);
+        if text == "missing" {
+            return Err(Status::not_found("no note called missing"));
+        }
+        let mut reply = call.message;
+        reply.set_field_by_name("text", prost_reflect::Value::String(format!("said: {text}")));
+        Ok(reply)
+    }
+    let mut b = Server::builder()
+        .schema_dir(web_dir())
+        .unary("notes.v1.Notes/Say", |call: Call<DynamicMessage>| async move {
+            if text_of(&call.message) == "slow" {
+                std::future::pending::<()>().await;
+            }
+            echo(call)
+        })
+        .unary("notes.v1.Notes/Lookup", |call: Call<DynamicMessage>| async move { echo(call) })
+        .server_streaming("notes.v1.Notes/Repeat", |call: Call<DynamicMessage>| async move {
+            let text = text_of(&call.message);
+            let times = call.message.get_field_by_name("times").and_then(|v| v.as_i32()).unwrap_or(0);
+            let mut out: Vec<Result<DynamicMessage, Status>> = (0..times.max(0))
+                .map(|i| {
+                    let mut m = call.reply();
+                    m.set_field_by_name("text", prost_reflect::Value::String(format!("{text} #{i}")));
+                    Ok(m)
+                })
+                .collect();
+            if text == "fail" {
+                out.truncate(1);
+                out.push(Err(Status::out_of_range("no more notes")));
+            }
+            Ok(Box::pin(futures_util::stream::iter(out)) as ReplyStream)
+        });
+    for m in ["GetNote", "CreateNote", "UpdateNote", "DeleteNote"] {
+        b = b.unary(&format!("notes.v1.Notes/{m}"), |call: Call<DynamicMessage>| async move {
+            let opts = prost_reflect::SerializeOptions::new().use_proto_field_name(true);
+            let mut ser = serde_json::Serializer::new(Vec::new());
+            call.message.serialize_with_options(&mut ser, &opts).unwrap();
+            let mut reply = call.reply();
+            reply.set_field_by_name("text", prost_reflect::Value::String(String::from_utf8(ser.into_inner()).unwrap()));
+            Ok(reply)
+        });
+    }
+    b.unary("notes.v1.Notes/ListFiles", |call: Call<DynamicMessage>| async move {
+        let path = get_str(&call.message, "path");
+        let mut reply = call.reply();
+        let files =
+            vec![prost_reflect::Value::String(format!("{path}/a")), prost_reflect::Value::String(format!("{path}/b"))];
+        reply.set_field_by_name("files", prost_reflect::Value::List(files));
+        reply.set_field_by_name("next_page_token", prost_reflect::Value::String("t".into()));
+        Ok(reply)
+    })
+}
+
+/// The served schema as a descriptor set file, for `buf curl --schema`.
+fn schema_file(srv: &TestServer, dir: &Path) -> PathBuf {
+    let path = dir.join("notes.binpb");
+    std::fs::write(&path, srv.pool.encode_to_vec()).unwrap();
+    path
+}
+
+/// Runs `buf curl` (off the runtime's thread, so the in-process server keeps serving).
+async fn buf_curl(args: Vec<String>) -> Output {
+    let buf = root().join("node_modules/.bin/buf");
+    assert!(buf.exists(), "{} is missing: run scripts/test.sh, which installs the buf CLI", buf.display());
+    let home = tempfile::tempdir().unwrap();
+    tokio::task::spawn_blocking(move || {
+        Command::new(buf)
+            .arg("curl")
+            .args(args)
+            .env("BUF_CACHE_DIR", home.path())
+            .env("HOME", home.path())
+            .output()
+            .expect("buf runs")
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout_json(out: &Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "buf curl failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::Deserializer::from_slice(&out.stdout).into_iter::<Value>().map(Result::unwrap).collect()
+}
+
+/// `buf curl` against the notes server with `protocol`, over HTTP/1.1 or HTTP/2.
+async fn curl(srv: &TestServer, protocol: &str, h2: bool, method: &str, data: Value) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = schema_file(srv, dir.path());
+    let mut args = vec![
+        "--protocol".to_owned(),
+        protocol.to_owned(),
+        "--schema".to_owned(),
+        schema.display().to_string(),
+        "--data".to_owned(),
+        data.to_string(),
+    ];
+    if h2 {
+        args.push("--http2-prior-knowledge".to_owned());
+    }
+    args.push(format!("http://{}/notes.v1.Notes/{method}", srv.addr));
+    let out = buf_curl(args).await;
+    drop(dir);
+    out
+}
+
+#[tokio::test]
+async fn grpc_web_unary_and_server_streaming_with_buf_curl_over_http1_and_http2() {
+    let srv = TestServer::start(notes()).await;
+    for h2 in [false, true] {
+        let out = curl(&srv, "grpcweb", h2, "Say", json!({"text": "hi", "times": 2})).await;
+        assert_eq!(stdout_json(&out), [json!({"text": "said: hi", "times": 2})], "h2={h2}");
+        let out = curl(&srv, "grpcweb", h2, "Repeat", json!({"text": "n", "times": 3})).await;
+        assert_eq!(stdout_json(&out), [json!({"text": "n #0"}), json!({"text": "n #1"}), json!({"text": "n #2"})]);
+    }
+}
+
+#[tokio::test]
+async fn grpc_web_errors_reach_buf_curl_with_their_code() {
+    let srv = TestServer::start(notes()).await;
+    let out = curl(&srv, "grpcweb", false, "Say", json!({"text": "missing"})).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not_found") && err.contains("no note called missing"), "{err}");
+    // A stream that fails after one reply: the reply, then the error from the body's trailers.
+    let out = curl(&srv, "grpcweb", false, "Repeat", json!({"text": "fail", "times": 3})).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fail #0"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("out_of_range") && err.contains("no more notes"), "{err}");
+    let out = curl(&srv, "grpcweb", false, "Nope", json!({})).await;
+    assert!(!out.status.success(), "an unknown method fails in buf curl already (not in the schema)");
+}
+
+/// A gRPC-Web request by hand: one framed message, base64 for the text form.
+fn grpc_web_body(msg: &[u8], text: bool) -> Bytes {
+    let mut framed = Vec::new();
+    framed.put_u8(0);
+    framed.put_u32(msg.len() as u32);
+    framed.put_slice(msg);
+    if text {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(framed).into()
+    } else {
+        framed.into()
+    }
+}
+
+/// Decodes a gRPC-Web text body: base64 chunks, each padded on its own.
+fn decode_base64_chunks(text: &[u8]) -> Bytes {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        // A chunk ends after its padding, or at the end of the body.
+        let end = match rest.iter().position(|&b| b == b'=') {
+            Some(i) => i + rest[i..].iter().take_while(|&&b| b == b'=').count(),
+            None => rest.len(),
+        };
+        out.extend(base64::engine::general_purpose::STANDARD.decode(&rest[..end]).expect("base64"));
+        rest = &rest[end..];
+    }
+    out.into()
+}
+
+/// Splits a gRPC-Web response body into messages and the trailer block.
+fn grpc_web_frames(mut body: Bytes) -> (Vec<Bytes>, String) {
+    let (mut msgs, mut trailers) = (Vec::new(), String::new());
+    while body.len() >= 5 {
+        let flags = body.get_u8();
+        let len = body.get_u32() as usize;
+        let chunk = body.split_to(len);
+        if flags & 0x80 != 0 {
+            trailers.push_str(&String::from_utf8_lossy(&chunk));
+        } else {
+            msgs.push(chunk);
+        }
+    }
+    assert!(body.is_empty(), "no bytes after the last frame");
+    (msgs, trailers)
+}
+
+#[tokio::test]
+async fn grpc_web_text_is_base64_both_ways_and_trailers_are_in_the_body() {
+    let srv = TestServer::start(notes()).await;
+    let c = srv.client().await;
+    let note = c.msg("notes.v1.Note", json!({"text": "t", "times": 2})).encode_to_vec();
+    for (ct, text) in [("application/grpc-web-text", true), ("application/grpc-web+proto", false)] {
+        let headers = [("content-type", ct), ("accept", ct)];
+        let res = http1(&srv, "POST", "/notes.v1.Notes/Repeat", &headers, grpc_web_body(&note, text)).await;
+        assert_eq!(res.status, 200);
+        assert!(res.header("content-type").starts_with(ct.trim_end_matches("+proto")), "{ct}: {:?}", res.headers);
+        let body = if text { decode_base64_chunks(&res.body) } else { res.body.clone() };
+        let (msgs, trailers) = grpc_web_frames(body);
+        let texts: Vec<String> = msgs
+            .into_iter()
+            .map(|m| {
+                text_of(&DynamicMessage::decode(srv.pool.get_message_by_name("notes.v1.Note").unwrap(), m).unwrap())
+            })
+            .collect();
+        assert_eq!(texts, ["t #0", "t #1"], "{ct}");
+        assert!(trailers.contains("grpc-status:0"), "{ct}: {trailers:?}");
+    }
+}
+
+/// A plain HTTP/1.1 exchange's answer.
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl HttpAnswer {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// One HTTP request (HTTP/1.1, or HTTP/2 with prior knowledge) with hyper's client.
+pub async fn http_request(
+    srv: &TestServer,
+    h2: bool,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> HttpAnswer {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(h2)
+        .build_http::<http_body_util::Full<Bytes>>();
+    let mut req = http::Request::builder().method(method).uri(format!("http://{}{path}", srv.addr));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = client.request(req.body(http_body_util::Full::new(body)).unwrap()).await.expect("an HTTP answer");
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.expect("the whole body").to_bytes();
+    HttpAnswer { status, headers, body }
+}
+
+pub async fn http1(srv: &TestServer, method: &str, path: &str, headers: &[(&str, &str)], body: Bytes) -> HttpAnswer {
+    http_request(srv, false, method, path, headers, body).await
+}
+
+#[tokio::test]
+async fn connect_unary_and_server_streaming_with_buf_curl_over_http1_and_http2() {
+    let srv = TestServer::start(notes()).await;
+    for h2 in [false, true] {
+        let out = curl(&srv, "connect", h2, "Say", json!({"text": "hi", "createdAt": "2024-01-02T03:04:05Z"})).await;
+        assert_eq!(stdout_json(&out), [json!({"text": "said: hi", "createdAt": "2024-01-02T03:04:05Z"})], "h2={h2}");
+        let out = curl(&srv, "connect", h2, "Repeat", json!({"text": "n", "times": 2})).await;
+        assert_eq!(stdout_json(&out), [json!({"text": "n #0"}), json!({"text": "n #1"})], "h2={h2}");
+    }
+    let out = curl(&srv, "connect", false, "Say", json!({"text": "missing"})).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not_found") && err.contains("no note called missing"), "{err}");
+    let out = curl(&srv, "connect", false, "Repeat", json!({"text": "fail", "times": 3})).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("out_of_range"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fail #0"));
+}
+
+const CONNECT_JSON: [(&str, &str); 2] = [("content-type", "application/json"), ("connect-protocol-version", "1")];
+
+#[tokio::test]
+async fn connect_unary_json_over_http1_and_http2_uses_the_proto3_json_mapping() {
+    let srv = TestServer::start(notes()).await;
+    for h2 in [false, true] {
+        let body = json!({"text": "hi", "createdAt": "2024-01-02T03:04:05.500Z", "inner": {"counts": ["7", 8]}});
+        let res = http_request(&srv, h2, "POST", "/notes.v1.Notes/Say", &CONNECT_JSON, body.to_string().into()).await;
+        assert_eq!(res.status, 200, "{:?}", res.body);
+        assert_eq!(res.header("content-type"), "application/json");
+        // 64-bit integers are strings, names lowerCamelCase, timestamps RFC 3339.
+        assert_eq!(
+            res.json(),
+            json!({"text": "said: hi", "createdAt": "2024-01-02T03:04:05.500Z", "inner": {"counts": ["7", "8"]}})
+        );
+    }
+    // proto field names are accepted in requests too; an empty body is the empty message.
+    let res =
+        http1(&srv, "POST", "/notes.v1.Notes/Say", &CONNECT_JSON, r#"{"created_at": "2024-01-02T03:04:05Z"}"#.into())
+            .await;
+    assert_eq!(res.json(), json!({"text": "said: ", "createdAt": "2024-01-02T03:04:05Z"}));
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Say", &CONNECT_JSON, Bytes::new()).await;
+    assert_eq!(res.json(), json!({"text": "said: "}));
+}
+
+#[tokio::test]
+async fn connect_binary_unary_round_trips_protobuf() {
+    let srv = TestServer::start(notes()).await;
+    let c = srv.client().await;
+    let note = c.msg("notes.v1.Note", json!({"text": "bin", "times": 4})).encode_to_vec();
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Say", &[("content-type", "application/proto")], note.into()).await;
+    assert_eq!((res.status, res.header("content-type")), (200, "application/proto"));
+    let got = DynamicMessage::decode(srv.pool.get_message_by_name("notes.v1.Note").unwrap(), res.body).unwrap();
+    assert_eq!((text_of(&got), got.get_field_by_name("times").unwrap().as_i32()), ("said: bin".to_owned(), Some(4)));
+}
+
+#[tokio::test]
+async fn connect_errors_are_json_with_the_protocols_http_status() {
+    let srv = TestServer::start(notes().max_message_size(1024)).await;
+    let post = |path: &'static str, body: String, extra: Option<(&'static str, &'static str)>| {
+        let srv = &srv;
+        async move {
+            let mut headers = CONNECT_JSON.to_vec();
+            headers.extend(extra);
+            http1(srv, "POST", path, &headers, body.into()).await
+        }
+    };
+    let cases = [
+        (post("/notes.v1.Notes/Say", r#"{"text":"missing"}"#.into(), None).await, 404, "not_found"),
+        (post("/notes.v1.Notes/Nope", "{}".into(), None).await, 501, "unimplemented"),
+        (post("/nope.Svc/Say", "{}".into(), None).await, 501, "unimplemented"),
+        (post("/notes.v1.Notes/Say", r#"{"text": 5"#.into(), None).await, 400, "invalid_argument"),
+        (post("/notes.v1.Notes/Say", r#"{"nope": 1}"#.into(), None).await, 400, "invalid_argument"),
+        (post("/notes.v1.Notes/Say", r#"{"times": "x"}"#.into(), None).await, 400, "invalid_argument"),
+        (
+            post("/notes.v1.Notes/Say", format!(r#"{{"text":"{}"}}"#, "x".repeat(2000)), None).await,
+            429,
+            "resource_exhausted",
+        ),
+        (post("/notes.v1.Notes/Repeat", "{}".into(), None).await, 501, "unimplemented"),
+        (post("/notes.v1.Notes/Say", "{}".into(), Some(("content-encoding", "br"))).await, 501, "unimplemented"),
+        (post("/notes.v1.Notes/Say", "{}".into(), Some(("connect-timeout-ms", "soon"))).await, 400, "invalid_argument"),
+        (
+            post("/notes.v1.Notes/Say", r#"{"text":"slow"}"#.into(), Some(("connect-timeout-ms", "150"))).await,
+            504,
+            "deadline_exceeded",
+        ),
+    ];
+    for (i, (res, status, code)) in cases.into_iter().enumerate() {
+        assert_eq!(res.status, status, "case {i}: {:?}", res.body);
+        assert_eq!(res.header("content-type"), "application/json", "case {i}");
+        let body = res.json();
+        assert_eq!(body["code"], code, "case {i}: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "case {i}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn connect_get_serves_only_methods_without_side_effects() {
+    let srv = TestServer::start(notes()).await;
+    let msg = percent_encode(r#"{"text":"g"}"#);
+    let res = http1(
+        &srv,
+        "GET",
+        &format!("/notes.v1.Notes/Lookup?connect=v1&encoding=json&message={msg}"),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!((res.status, res.json()), (200, json!({"text": "said: g"})));
+    // Binary, URL-safe base64.
+    let c = srv.client().await;
+    let note = c.msg("notes.v1.Note", json!({"text": "b64"})).encode_to_vec();
+    let b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(note)
+    };
+    let res = http_request(
+        &srv,
+        true,
+        "GET",
+        &format!("/notes.v1.Notes/Lookup?connect=v1&encoding=proto&base64=1&message={b64}"),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    let got = DynamicMessage::decode(srv.pool.get_message_by_name("notes.v1.Note").unwrap(), res.body).unwrap();
+    assert_eq!(text_of(&got), "said: b64");
+    // Say has side effects: GET is refused, POST is the way.
+    let res =
+        http1(&srv, "GET", &format!("/notes.v1.Notes/Say?connect=v1&encoding=json&message={msg}"), &[], Bytes::new())
+            .await;
+    assert_eq!((res.status, res.header("allow")), (405, "POST"));
+    assert_eq!(res.json()["code"], "unimplemented");
+    let res = http1(&srv, "GET", "/notes.v1.Notes/Lookup?connect=v1&encoding=json", &[], Bytes::new()).await;
+    assert_eq!((res.status, &res.json()["code"]), (400, &json!("invalid_argument")));
+}
+
+fn percent_encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn envelope(flags: u8, msg: &[u8]) -> Bytes {
+    let mut out = Vec::new();
+    out.put_u8(flags);
+    out.put_u32(msg.len() as u32);
+    out.put_slice(msg);
+    out.into()
+}
+
+/// Splits a Connect stream into its messages and the end-stream message.
+fn connect_frames(mut body: Bytes) -> (Vec<Bytes>, Value) {
+    let mut msgs = Vec::new();
+    while body.len() >= 5 {
+        let flags = body.get_u8();
+        let len = body.get_u32() as usize;
+        let chunk = body.split_to(len);
+        if flags & 0x02 != 0 {
+            assert!(body.is_empty(), "the end-stream message is last");
+            return (msgs, serde_json::from_slice(&chunk).unwrap());
+        }
+        msgs.push(chunk);
+    }
+    panic!("no end-stream message")
+}
+
+#[tokio::test]
+async fn connect_json_streams_end_with_an_end_stream_message() {
+    let srv = TestServer::start(notes()).await;
+    let ct = [("content-type", "application/connect+json")];
+    for h2 in [false, true] {
+        let req = envelope(0, br#"{"text":"s","times":2}"#);
+        let res = http_request(&srv, h2, "POST", "/notes.v1.Notes/Repeat", &ct, req).await;
+        assert_eq!((res.status, res.header("content-type")), (200, "application/connect+json"));
+        let (msgs, end) = connect_frames(res.body);
+        let msgs: Vec<Value> = msgs.iter().map(|m| serde_json::from_slice(m).unwrap()).collect();
+        assert_eq!(msgs, [json!({"text": "s #0"}), json!({"text": "s #1"})]);
+        assert_eq!(end, json!({}));
+    }
+    // An error after one reply, and errors before any: HTTP 200, the error in the end-stream message.
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Repeat", &ct, envelope(0, br#"{"text":"fail","times":2}"#)).await;
+    let (msgs, end) = connect_frames(res.body);
+    assert_eq!((msgs.len(), &end["error"]["code"]), (1, &json!("out_of_range")));
+    for (path, body, code) in [
+        ("/notes.v1.Notes/Repeat", envelope(0, b"{nope"), "invalid_argument"),
+        ("/notes.v1.Notes/Repeat", Bytes::from_static(b"\0\0"), "invalid_argument"),
+        ("/notes.v1.Notes/Repeat", envelope(1, b"{}"), "unimplemented"),
+        ("/notes.v1.Notes/Say", envelope(0, b"{}"), "unimplemented"),
+        ("/notes.v1.Notes/Gone", envelope(0, b"{}"), "unimplemented"),
+    ] {
+        let res = http1(&srv, "POST", path, &ct, body).await;
+        assert_eq!(res.status, 200);
+        let (msgs, end) = connect_frames(res.body);
+        assert!(msgs.is_empty());
+        assert_eq!(end["error"]["code"], code, "{path}: {end}");
+    }
+    // Codecs Connect does not name are 415.
+    let res =
+        http1(&srv, "POST", "/notes.v1.Notes/Repeat", &[("content-type", "application/connect+xml")], Bytes::new())
+            .await;
+    assert_eq!(res.status, 415);
+}
