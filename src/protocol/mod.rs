@@ -7,7 +7,9 @@
 mod connect;
 pub(crate) mod grpc;
 mod grpc_web;
+mod json;
 mod reflection;
+mod template;
 pub(crate) mod web;
 
 use std::convert::Infallible;
@@ -32,6 +34,9 @@ enum Protocol {
     /// Connect: `application/connect+*` streams, unary `application/proto`, unary
     /// `application/json` with `connect-protocol-version`, GET with `connect=v1`.
     Connect,
+    /// HTTP/JSON: `application/json` without Connect's header, or no content-type
+    /// (GET, DELETE): google.api.http rules and `POST /pkg.Service/Method`.
+    Json,
     /// Anything else: answered 415 (the gRPC spec's answer to a foreign content-type).
     Unsupported,
 }
@@ -51,7 +56,13 @@ impl Protocol {
     /// content-type is not `application/grpc*`).
     #[cold]
     fn of_web(req: &http::Request<Incoming>, ct: &[u8]) -> Protocol {
-        if connect::is_connect(req, ct) { Protocol::Connect } else { Protocol::Unsupported }
+        if connect::is_connect(req, ct) {
+            Protocol::Connect
+        } else if ct.is_empty() || connect::Codec::of_unary(ct) == Some(connect::Codec::Json) {
+            Protocol::Json
+        } else {
+            Protocol::Unsupported
+        }
     }
 }
 
@@ -61,6 +72,7 @@ pub(crate) struct Router {
     grpc: Arc<grpc::GrpcAdapter>,
     grpc_web: grpc_web::GrpcWeb,
     web: Arc<web::WebAdapter>,
+    json: Arc<json::JsonAdapter>,
 }
 
 impl std::fmt::Debug for Router {
@@ -72,7 +84,9 @@ impl std::fmt::Debug for Router {
 impl Router {
     pub(crate) fn new(grpc: grpc::GrpcAdapter, web: web::WebAdapter) -> Self {
         let grpc = Arc::new(grpc);
-        Self { grpc_web: grpc_web::service(grpc.clone()), grpc, web: Arc::new(web) }
+        let web = Arc::new(web);
+        let json = Arc::new(json::JsonAdapter::new(web.clone()));
+        Self { grpc_web: grpc_web::service(grpc.clone()), grpc, web, json }
     }
 }
 
@@ -104,15 +118,37 @@ impl hyper::service::Service<http::Request<Incoming>> for Router {
                 let web = self.web.clone();
                 Box::pin(async move { Ok(connect::serve(&web, req).await) })
             }
-            Protocol::Unsupported => Box::pin(std::future::ready(Ok(plain(
-                http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "protoserve serves gRPC (content-type application/grpc over HTTP/2), gRPC-Web \
-                 (application/grpc-web, application/grpc-web-text) and Connect (application/proto, \
-                 application/json, application/connect+proto, application/connect+json) here\n",
-            )))),
+            Protocol::Json => {
+                let json = self.json.clone();
+                Box::pin(async move {
+                    Ok(match json.serve(req).await {
+                        Ok(res) => res,
+                        Err(req) => unmatched(&req),
+                    })
+                })
+            }
+            Protocol::Unsupported => {
+                Box::pin(std::future::ready(Ok(plain(http::StatusCode::UNSUPPORTED_MEDIA_TYPE, SERVED))))
+            }
         }
     }
 }
+
+/// A request no protocol serves: JSON ones learn that no rule matches (404);
+/// others, what is served here (415).
+fn unmatched(req: &http::Request<Incoming>) -> http::Response<Body> {
+    if req.headers().contains_key(http::header::CONTENT_TYPE) {
+        let what = format!("no google.api.http rule or method matches {} {}", req.method(), req.uri().path());
+        return json::not_found(what);
+    }
+    plain(http::StatusCode::UNSUPPORTED_MEDIA_TYPE, SERVED)
+}
+
+/// What is served here, for clients that speak none of it.
+const SERVED: &str = "protoserve serves gRPC (content-type application/grpc over HTTP/2), gRPC-Web \
+                      (application/grpc-web, application/grpc-web-text), Connect (application/proto, \
+                      application/json, application/connect+proto, application/connect+json) and \
+                      HTTP/JSON (google.api.http rules, POST /package.Service/Method) here\n";
 
 /// A plain-text HTTP answer (for clients that do not speak a served protocol).
 fn plain(status: http::StatusCode, text: &'static str) -> http::Response<Body> {

@@ -30,6 +30,11 @@ fn text_of(m: &DynamicMessage) -> String {
 /// OUT_OF_RANGE when the text is "fail"; the transcoded methods answer a note
 /// whose text is the request as JSON (proto names), so tests see every binding.
 pub fn notes() -> protoserve::Builder {
+    notes_in(&web_dir())
+}
+
+/// `notes()` serving the schema in `dir`.
+pub fn notes_in(dir: &Path) -> protoserve::Builder {
     fn echo(call: Call<DynamicMessage>) -> Result<DynamicMessage, Status> {
         let text = text_of(&call.message);
         if text == "missing" {
@@ -40,7 +45,7 @@ pub fn notes() -> protoserve::Builder {
         Ok(reply)
     }
     let mut b = Server::builder()
-        .schema_dir(web_dir())
+        .schema_dir(dir)
         .unary("notes.v1.Notes/Say", |call: Call<DynamicMessage>| async move {
             if text_of(&call.message) == "slow" {
                 std::future::pending::<()>().await;
@@ -484,4 +489,138 @@ async fn connect_json_streams_end_with_an_end_stream_message() {
         http1(&srv, "POST", "/notes.v1.Notes/Repeat", &[("content-type", "application/connect+xml")], Bytes::new())
             .await;
     assert_eq!(res.status, 415);
+}
+
+const JSON: [(&str, &str); 1] = [("content-type", "application/json")];
+
+#[tokio::test]
+async fn post_json_reaches_every_method_and_errors_are_google_rpc_status() {
+    let srv = TestServer::start(notes()).await;
+    for h2 in [false, true] {
+        let body = r#"{"text":"j","createdAt":"2024-01-02T03:04:05Z"}"#;
+        let res = http_request(&srv, h2, "POST", "/notes.v1.Notes/Say", &JSON, body.into()).await;
+        assert_eq!((res.status, res.json()), (200, json!({"text": "said: j", "createdAt": "2024-01-02T03:04:05Z"})));
+    }
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Say", &JSON, r#"{"text":"missing"}"#.into()).await;
+    assert_eq!((res.status, res.json()), (404, json!({"code": 5, "message": "no note called missing", "details": []})));
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Say", &JSON, r#"{"text":"#.into()).await;
+    assert_eq!((res.status, &res.json()["code"]), (400, &json!(3)));
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Say", &JSON, "[1]".into()).await;
+    assert_eq!((res.status, &res.json()["code"]), (400, &json!(3)));
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Collect", &JSON, "{}".into()).await;
+    assert_eq!((res.status, &res.json()["code"]), (501, &json!(12)));
+    let res = http1(&srv, "POST", "/no/where", &JSON, "{}".into()).await;
+    assert_eq!((res.status, &res.json()["code"]), (404, &json!(5)));
+    // A server stream: one {"result": ...} per line, then {"error": ...} if it fails.
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Repeat", &JSON, r#"{"text":"fail","times":3}"#.into()).await;
+    assert_eq!((res.status, res.header("content-type")), (200, "application/x-ndjson"));
+    let lines: Vec<Value> =
+        res.body.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+    assert_eq!(lines[0], json!({"result": {"text": "fail #0"}}));
+    assert_eq!(lines[1]["error"]["code"], 11);
+    assert_eq!(lines.len(), 2);
+}
+
+#[tokio::test]
+async fn json_names_proto_writes_field_names_as_declared() {
+    let srv = TestServer::start(notes().json_names(protoserve::JsonNames::Proto)).await;
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Say", &JSON, r#"{"createdAt":"2024-01-02T03:04:05Z"}"#.into()).await;
+    assert_eq!(res.json(), json!({"text": "said: ", "created_at": "2024-01-02T03:04:05Z"}));
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Say", &CONNECT_JSON, "{}".into()).await;
+    assert_eq!(res.json(), json!({"text": "said: "}));
+}
+
+/// The request a transcoded call reached its handler with (the handler echoes it as JSON).
+async fn transcoded(srv: &TestServer, method: &str, path: &str, body: &str) -> Value {
+    let headers: &[(&str, &str)] = if body.is_empty() { &[] } else { &JSON };
+    let res = http1(srv, method, path, headers, body.to_owned().into()).await;
+    assert_eq!(res.status, 200, "{method} {path}: {:?}", res.body);
+    serde_json::from_str(res.json()["text"].as_str().expect("the echo")).unwrap()
+}
+
+#[tokio::test]
+async fn google_api_http_rules_bind_paths_bodies_and_query_parameters() {
+    let srv = TestServer::start(notes()).await;
+    // Path template with a multi-segment variable; query parameters for the rest
+    // (repeated, nested, bool, int64).
+    let got = transcoded(
+        &srv,
+        "GET",
+        "/v1/shelves/s1/notes/n%201?note_id=x&tags=a&tags=b&verbose=true&filter.label=L&filter.counts=7",
+        "",
+    )
+    .await;
+    assert_eq!(
+        got,
+        json!({"name": "shelves/s1/notes/n 1", "note_id": "x", "tags": ["a", "b"], "verbose": true,
+               "filter": {"label": "L", "counts": ["7"]}})
+    );
+    // additional_bindings.
+    assert_eq!(transcoded(&srv, "GET", "/v1/notes/42", "").await, json!({"note_id": "42"}));
+    // body: "note" plus a query parameter.
+    assert_eq!(
+        transcoded(&srv, "POST", "/v1/shelves/s1/notes?request_id=r", r#"{"text":"hi"}"#).await,
+        json!({"parent": "shelves/s1", "note": {"text": "hi"}, "request_id": "r"})
+    );
+    // body: "*" with a nested path variable (note.name) merged into it.
+    assert_eq!(
+        transcoded(&srv, "PATCH", "/v1/shelves/s/notes/n", r#"{"note":{"text":"t"},"update_mask":"text"}"#).await,
+        json!({"note": {"name": "shelves/s/notes/n", "text": "t"}, "update_mask": "text"})
+    );
+    // A verb.
+    assert_eq!(
+        transcoded(&srv, "DELETE", "/v1/shelves/s/notes/n:purge", "").await,
+        json!({"name": "shelves/s/notes/n"})
+    );
+    // `**` and response_body.
+    let res = http1(&srv, "GET", "/v1/files/a/b/c.txt?page_size=5", &[], Bytes::new()).await;
+    assert_eq!((res.status, res.json()), (200, json!(["a/b/c.txt/a", "a/b/c.txt/b"])));
+    // HTTP/2 too.
+    let res = http_request(&srv, true, "GET", "/v1/notes/7", &[], Bytes::new()).await;
+    assert_eq!(res.status, 200);
+}
+
+#[tokio::test]
+async fn transcoding_errors_are_statuses_with_the_gateway_http_codes() {
+    let srv = TestServer::start(notes()).await;
+    for (method, path, body, status, code) in [
+        ("GET", "/v1/shelves/s/notes/n?nope=1", "", 400, 3),
+        ("GET", "/v1/shelves/s/notes/n?verbose=maybe", "", 400, 3),
+        ("GET", "/v1/files/x?page_size=many", "", 400, 3),
+        ("GET", "/v1/shelves/s/notes/n?filter=x", "", 400, 3),
+        ("POST", "/v1/shelves/s/notes", "{not json", 400, 3),
+        ("POST", "/v1/shelves/s/notes", r#"{"nope": 1}"#, 400, 3),
+        ("PUT", "/v1/shelves/s/notes/n", "{}", 404, 5),
+        ("GET", "/v1/shelves/s/notes/n%FF", "", 404, 5),
+    ] {
+        let headers: &[(&str, &str)] = if body.is_empty() { &[("content-type", "application/json")] } else { &JSON };
+        let res = http1(&srv, method, path, headers, body.to_owned().into()).await;
+        assert_eq!(res.status, status, "{method} {path}: {:?}", res.body);
+        let json = res.json();
+        assert_eq!(json["code"], code, "{method} {path}: {json}");
+        assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // Not JSON and nothing matches: what is served, as before.
+    let res = http1(&srv, "GET", "/v1/nothing", &[], Bytes::new()).await;
+    assert_eq!(res.status, 415);
+}
+
+#[tokio::test]
+async fn a_new_annotation_is_live_after_the_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&web_dir(), dir.path());
+    let server = notes_in(dir.path()).build().unwrap();
+    let handle = server.reload_handle();
+    let srv = TestServer::run(server).await;
+    let res = http1(&srv, "POST", "/v1/say", &JSON, r#"{"text":"x"}"#.into()).await;
+    assert_eq!(res.status, 404);
+    let file = dir.path().join("notes.proto");
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "rpc Say(Note) returns (Note);",
+        "rpc Say(Note) returns (Note) { option (google.api.http) = { post: \"/v1/say\" body: \"*\" }; }",
+    );
+    std::fs::write(&file, text).unwrap();
+    handle.reload().await.unwrap();
+    let res = http1(&srv, "POST", "/v1/say", &JSON, r#"{"text":"x"}"#.into()).await;
+    assert_eq!((res.status, res.json()), (200, json!({"text": "said: x"})));
 }
