@@ -49,6 +49,10 @@ pub struct ServeConfig {
     pub max_call_buffer: usize,
     /// Per-connection timeouts.
     pub conn_limits: crate::ConnLimits,
+    /// Field names of JSON responses (Connect, HTTP/JSON).
+    pub json_names: crate::JsonNames,
+    /// Origins allowed by CORS (`*`: any); empty: no CORS.
+    pub cors_origins: Vec<String>,
 }
 
 /// `protoserve check`.
@@ -173,6 +177,21 @@ struct ServeArgs {
     /// default, sends no pings.
     #[arg(long, default_value = "0", value_name = "DURATION", value_parser = parse_duration)]
     keepalive_interval: std::time::Duration,
+    /// Field names in JSON responses (Connect, HTTP/JSON): camel (lowerCamelCase
+    /// json_name, the proto3 JSON default) or proto (as declared).
+    #[arg(long, value_enum, default_value_t = JsonNamesArg::Camel, value_name = "NAMES")]
+    json_names: JsonNamesArg,
+    /// Allow browser pages from this origin (e.g. https://app.example.com, or *
+    /// for any) to call the server: CORS preflights answered, gRPC/Connect
+    /// response headers exposed. Repeatable.
+    #[arg(long = "cors-origin", value_name = "ORIGIN", value_parser = crate::protocol::parse_origin)]
+    cors_origin: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum JsonNamesArg {
+    Camel,
+    Proto,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -244,6 +263,11 @@ impl Config {
                     idle_timeout: a.idle_timeout,
                     keepalive_interval: Some(a.keepalive_interval).filter(|d| !d.is_zero()),
                 },
+                json_names: match a.json_names {
+                    JsonNamesArg::Camel => crate::JsonNames::Camel,
+                    JsonNamesArg::Proto => crate::JsonNames::Proto,
+                },
+                cors_origins: a.cors_origin,
             }),
             Cmd::Check(a) => Command::Check(CheckConfig {
                 roots: roots(a.schema.dirs),

@@ -102,6 +102,7 @@ pub struct Builder {
     layers: Vec<middleware::UserLayer>,
     compression: Compression,
     json_names: JsonNames,
+    cors_origins: Vec<String>,
     data: Option<PathBuf>,
     max_recv: usize,
     max_send: usize,
@@ -134,6 +135,7 @@ impl Default for Builder {
             layers: Vec::new(),
             compression: Compression::default(),
             json_names: JsonNames::default(),
+            cors_origins: Vec::new(),
             data: None,
             max_recv: DEFAULT_MAX_MESSAGE_SIZE,
             max_send: DEFAULT_MAX_MESSAGE_SIZE,
@@ -242,6 +244,14 @@ impl Builder {
         self
     }
 
+    /// Allows browser pages from `origin` (`*`: any) to call the server:
+    /// CORS preflights are answered and the gRPC/Connect response headers
+    /// exposed. Repeatable; without it no CORS headers are sent.
+    pub fn cors_origin(mut self, origin: impl Into<String>) -> Self {
+        self.cors_origins.push(origin.into());
+        self
+    }
+
     /// Which field names JSON responses (Connect, HTTP/JSON) use: lowerCamelCase
     /// (the default) or the names in the `.proto` files.
     pub fn json_names(mut self, names: JsonNames) -> Self {
@@ -331,6 +341,7 @@ impl Builder {
                 calls,
                 max_recv: self.max_recv,
                 json_names: self.json_names,
+                cors_origins: self.cors_origins,
             },
         );
         let reload = ReloadHandle::new(registry.clone(), load, self.on_breaking, self.compat);
@@ -404,6 +415,7 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
         .watch(config.watch)
         .on_breaking(config.on_breaking)
         .compression(config.compression)
+        .json_names(config.json_names)
         .max_call_buffer(config.max_call_buffer)
         .conn_limits(config.conn_limits)
         .allow_empty(true);
@@ -415,6 +427,9 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
     }
     for glob in &config.exclude {
         builder = builder.exclude(glob);
+    }
+    for origin in &config.cors_origins {
+        builder = builder.cors_origin(origin);
     }
     if let Some(data) = &config.data {
         builder = builder.data_file(data);

@@ -5,6 +5,7 @@
 //! here plus one arm in [`Protocol::of`].
 
 mod connect;
+mod cors;
 pub(crate) mod grpc;
 mod grpc_web;
 mod json;
@@ -21,6 +22,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use tonic::body::Body;
 
+pub(crate) use cors::parse_origin;
 pub use grpc::Compression;
 pub use web::JsonNames;
 
@@ -66,9 +68,17 @@ impl Protocol {
     }
 }
 
-/// The service hyper calls for every request.
+/// The service hyper calls for every request: the protocol dispatch, behind
+/// CORS when `--cors-origin` is given.
 #[derive(Clone)]
 pub(crate) struct Router {
+    dispatch: Dispatch,
+    cors: Option<tower_http::cors::Cors<Dispatch>>,
+}
+
+/// Picks the adapter for a request by content-type.
+#[derive(Clone)]
+struct Dispatch {
     grpc: Arc<grpc::GrpcAdapter>,
     grpc_web: grpc_web::GrpcWeb,
     web: Arc<web::WebAdapter>,
@@ -77,25 +87,53 @@ pub(crate) struct Router {
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Router").finish_non_exhaustive()
+        f.debug_struct("Router").field("cors", &self.cors.is_some()).finish_non_exhaustive()
     }
 }
 
 impl Router {
     pub(crate) fn new(grpc: grpc::GrpcAdapter, web: web::WebAdapter) -> Self {
         let grpc = Arc::new(grpc);
+        let cors = cors::layer(&web.cors_origins);
         let web = Arc::new(web);
         let json = Arc::new(json::JsonAdapter::new(web.clone()));
-        Self { grpc_web: grpc_web::service(grpc.clone()), grpc, web, json }
+        let dispatch = Dispatch { grpc_web: grpc_web::service(grpc.clone()), grpc, web, json };
+        let cors = cors.map(|layer| tower_layer::Layer::layer(&layer, dispatch.clone()));
+        Self { dispatch, cors }
     }
 }
+
+type RouterFuture = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
 
 impl hyper::service::Service<http::Request<Incoming>> for Router {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = RouterFuture;
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
+        match &self.cors {
+            None => self.dispatch.dispatch(req),
+            Some(cors) => Box::pin(tower_service::Service::call(&mut cors.clone(), req)),
+        }
+    }
+}
+
+impl tower_service::Service<http::Request<Incoming>> for Dispatch {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = RouterFuture;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Incoming>) -> RouterFuture {
+        self.dispatch(req)
+    }
+}
+
+impl Dispatch {
+    fn dispatch(&self, req: http::Request<Incoming>) -> RouterFuture {
         match Protocol::of(&req) {
             Protocol::Grpc if req.version() == http::Version::HTTP_2 => {
                 let grpc = self.grpc.clone();

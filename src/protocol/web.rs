@@ -33,6 +33,8 @@ pub(crate) struct WebAdapter {
     pub(crate) calls: CallService,
     pub(crate) max_recv: usize,
     pub(crate) json_names: JsonNames,
+    /// `--cors-origin` values (the router's CORS layer; empty: none).
+    pub(crate) cors_origins: Vec<String>,
 }
 
 impl WebAdapter {

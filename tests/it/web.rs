@@ -624,3 +624,71 @@ async fn a_new_annotation_is_live_after_the_reload() {
     let res = http1(&srv, "POST", "/v1/say", &JSON, r#"{"text":"x"}"#.into()).await;
     assert_eq!((res.status, res.json()), (200, json!({"text": "said: x"})));
 }
+
+#[tokio::test]
+async fn cors_preflights_are_answered_and_protocol_headers_exposed() {
+    let srv = TestServer::start(notes().cors_origin("https://app.example").cors_origin("http://localhost:3000")).await;
+    let preflight = [
+        ("origin", "https://app.example"),
+        ("access-control-request-method", "POST"),
+        ("access-control-request-headers", "content-type,connect-protocol-version,x-grpc-web"),
+    ];
+    for h2 in [false, true] {
+        let res = http_request(&srv, h2, "OPTIONS", "/notes.v1.Notes/Say", &preflight, Bytes::new()).await;
+        assert_eq!(res.status, 200);
+        assert_eq!(res.header("access-control-allow-origin"), "https://app.example");
+        assert!(res.header("access-control-allow-methods").contains("POST"), "{:?}", res.headers);
+        assert_eq!(res.header("access-control-allow-headers"), "content-type,connect-protocol-version,x-grpc-web");
+        assert!(!res.header("access-control-max-age").is_empty());
+    }
+    // The calls themselves carry the origin and expose the status headers.
+    let mut headers = CONNECT_JSON.to_vec();
+    headers.push(("origin", "http://localhost:3000"));
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Say", &headers, "{}".into()).await;
+    assert_eq!((res.status, res.header("access-control-allow-origin")), (200, "http://localhost:3000"));
+    let exposed = res.header("access-control-expose-headers");
+    assert!(exposed.contains("grpc-status") && exposed.contains("grpc-message"), "{exposed}");
+    let c = srv.client().await;
+    let note = c.msg("notes.v1.Note", json!({"text": "w"})).encode_to_vec();
+    let web = [("content-type", "application/grpc-web+proto"), ("origin", "https://app.example")];
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Say", &web, grpc_web_body(&note, false)).await;
+    assert_eq!((res.status, res.header("access-control-allow-origin")), (200, "https://app.example"));
+    // Another origin gets no grant.
+    let other = [("origin", "https://evil.example"), ("access-control-request-method", "POST")];
+    let res = http1(&srv, "OPTIONS", "/notes.v1.Notes/Say", &other, Bytes::new()).await;
+    assert!(res.headers.get("access-control-allow-origin").is_none(), "{:?}", res.headers);
+}
+
+#[tokio::test]
+async fn cors_star_allows_any_origin_and_no_flag_means_no_cors() {
+    let srv = TestServer::start(notes().cors_origin("*")).await;
+    let preflight = [("origin", "https://any.example"), ("access-control-request-method", "POST")];
+    let res = http1(&srv, "OPTIONS", "/v1/notes/1", &preflight, Bytes::new()).await;
+    assert_eq!((res.status, res.header("access-control-allow-origin")), (200, "*"));
+    let srv = TestServer::start(notes()).await;
+    let res = http1(&srv, "OPTIONS", "/v1/notes/1", &preflight, Bytes::new()).await;
+    assert!(res.headers.get("access-control-allow-origin").is_none());
+    assert_eq!(res.status, 415);
+}
+
+#[test]
+fn cli_takes_cors_origins_and_json_names() {
+    use protoserve::{Command as Cmd, Config};
+    let cfg = Config::try_parse_from([
+        "protoserve",
+        "serve",
+        "--cors-origin",
+        "https://a.example",
+        "--cors-origin",
+        "*",
+        "--json-names",
+        "proto",
+    ])
+    .unwrap();
+    let Cmd::Serve(s) = cfg.command else { panic!("serve") };
+    assert_eq!(s.cors_origins, ["https://a.example", "*"]);
+    assert_eq!(s.json_names, protoserve::JsonNames::Proto);
+    let err = Config::try_parse_from(["protoserve", "serve", "--cors-origin", "a.example/x"]).unwrap_err();
+    assert!(err.to_string().contains("not an origin"), "{err}");
+    assert!(Config::try_parse_from(["protoserve", "serve", "--json-names", "snake"]).is_err());
+}
