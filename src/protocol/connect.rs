@@ -133,6 +133,14 @@ async fn unary(web: &WebAdapter, req: http::Request<Incoming>) -> Result<http::R
             route.kind.name()
         )));
     }
+    if let Some(v) = parts.headers.get(CONNECT_PROTOCOL_VERSION)
+        && v != "1"
+    {
+        return Err(Error::invalid_argument(format!(
+            "connect-protocol-version {:?} is not supported: 1",
+            String::from_utf8_lossy(v.as_bytes())
+        )));
+    }
     let deadline = timeout(&parts.headers)?.map(|d| tokio::time::Instant::now() + d);
     let (codec, message) = if parts.method == http::Method::GET {
         if !no_side_effects(&route.method) {
