@@ -33,7 +33,8 @@
 //! - [`compat_cmd`]: the `protoserve compat` command (reading inputs, printing).
 //! - [`reload`]: file watching, recompiling, checking and swapping snapshots.
 //! - `call`: the protocol-neutral call core ([`CallRequest`] -> [`Answer`]).
-//! - `protocol`: adapters from HTTP (gRPC today) to calls; the only code that knows HTTP.
+//! - `protocol`: adapters from HTTP (gRPC, gRPC-Web, Connect, HTTP/JSON) to calls;
+//!   CORS; the only code that knows HTTP.
 //! - [`middleware`]: tower layers over calls (deadline, tracing span, yours).
 //! - `responder`: what answers a method: registered handlers, then the resource store.
 //! - [`store`]: the [`Store`](store::Store) trait and the in-memory store.
