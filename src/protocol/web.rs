@@ -54,7 +54,7 @@ impl WebAdapter {
         deadline: Option<tokio::time::Instant>,
         raw: Bytes,
     ) -> Result<Answer, Error> {
-        let metadata = tonic::metadata::MetadataMap::from_headers(headers);
+        let metadata = tonic::metadata::MetadataMap::from_headers(strip_protocol_headers(headers));
         CallParts::new(snap, route, deadline, self.calls.clone()).run(metadata, CallBody::One(raw)).await
     }
 
@@ -77,6 +77,25 @@ impl WebAdapter {
     pub(crate) fn reply_json(&self, reply: Reply, desc: &MessageDescriptor) -> Result<Vec<u8>, Error> {
         message_json(&reply_message(reply, desc)?, &self.serialize_options())
     }
+}
+
+/// The request headers as call metadata: without those that belong to the
+/// HTTP exchange or the protocol (as tonic leaves `content-type` and `te` out
+/// of gRPC metadata), so responders and layers see the same metadata whatever
+/// protocol carried the call.
+fn strip_protocol_headers(mut headers: http::HeaderMap) -> http::HeaderMap {
+    use http::header;
+    for name in
+        [header::CONTENT_TYPE, header::CONTENT_LENGTH, header::TE, header::CONNECTION, header::TRANSFER_ENCODING]
+    {
+        headers.remove(name);
+    }
+    for name in
+        ["connect-protocol-version", "connect-timeout-ms", "connect-content-encoding", "connect-accept-encoding"]
+    {
+        headers.remove(name);
+    }
+    headers
 }
 
 /// Reads at most `max` bytes of `body`.

@@ -794,3 +794,29 @@ async fn random_paths_queries_and_bodies_get_statuses_never_a_server_error() {
     }
     assert!(sent > 200, "most random paths are valid URIs ({sent} sent)");
 }
+
+#[tokio::test]
+async fn health_answers_grpc_web_and_handlers_see_the_same_metadata_over_every_protocol() {
+    let srv = TestServer::start(notes().unary("notes.v1.Notes/Lookup", |call: Call<DynamicMessage>| async move {
+        let mut keys: Vec<String> = call.metadata.keys().map(|k| format!("{k:?}")).collect();
+        keys.sort();
+        let mut reply = call.reply();
+        let x = call.metadata.get("x-who").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        reply.set_field_by_name("text", prost_reflect::Value::String(format!("{x} {}", keys.join(","))));
+        Ok(reply)
+    }))
+    .await;
+    let web = [("content-type", "application/grpc-web+proto")];
+    let res = http1(&srv, "POST", "/grpc.health.v1.Health/Check", &web, grpc_web_body(&[], false)).await;
+    let (msgs, trailers) = grpc_web_frames(res.body);
+    assert_eq!(&msgs[0][..], [8, 1], "SERVING");
+    assert!(trailers.contains("grpc-status:0"));
+    // Connect and JSON: the caller's header arrives, the protocol's own do not.
+    let headers = [CONNECT_JSON[0], CONNECT_JSON[1], ("x-who", "ann"), ("connect-timeout-ms", "5000")];
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Lookup", &headers, "{}".into()).await;
+    let text = res.json()["text"].as_str().unwrap().to_owned();
+    assert!(text.starts_with("ann ") && text.contains("x-who"), "{text}");
+    for gone in ["content-type", "content-length", "connect-protocol-version", "connect-timeout-ms"] {
+        assert!(!text.contains(gone), "{gone} in {text}");
+    }
+}
