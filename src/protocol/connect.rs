@@ -20,7 +20,7 @@ use prost::Message as _;
 use tonic::body::Body;
 use tonic::{Code, Status};
 
-use super::web::{WebAdapter, json_request, reply_bytes};
+use super::web::{WebAdapter, json_request_off_worker, reply_bytes};
 use crate::Error;
 use crate::call::{Answer, Kind, Output};
 
@@ -162,14 +162,14 @@ async fn unary(web: &WebAdapter, req: http::Request<Incoming>) -> Result<http::R
     };
     let raw = match codec {
         Codec::Proto => message,
-        Codec::Json => json_request(&route.method.input(), &message)?,
+        Codec::Json => json_request_off_worker(route.method.input(), message).await?,
     };
     let output = route.method.output();
     let answer = web.call(snap, route, parts.headers, deadline, raw).await?;
     let (metadata, reply) = one_reply(answer).await?;
     let body = match codec {
         Codec::Proto => reply_bytes(reply),
-        Codec::Json => web.reply_json(reply, &output)?.into(),
+        Codec::Json => web.reply_json_off_worker(reply, output).await?.into(),
     };
     let mut res = http::Response::new(Body::new(http_body_util::Full::new(body)));
     *res.headers_mut() = metadata.into_headers();
@@ -321,7 +321,7 @@ async fn stream_answer(
     let message = one_envelope(&body)?;
     let raw = match codec {
         Codec::Proto => message,
-        Codec::Json => json_request(&route.method.input(), &message)?,
+        Codec::Json => json_request_off_worker(route.method.input(), message).await?,
     };
     let output = route.method.output();
     let answer = web.call(snap, route, parts.headers, deadline, raw).await?;

@@ -22,7 +22,7 @@ use tonic::body::Body;
 use tonic::{Code, Status};
 
 use super::template::Template;
-use super::web::{WebAdapter, message_json, reply_message};
+use super::web::{WebAdapter, maybe_off_worker, message_json, reply_message};
 use crate::Error;
 use crate::call::{Kind, Output};
 use crate::registry::{Route, Snapshot};
@@ -88,7 +88,16 @@ impl JsonAdapter {
         let (parts, body) = req.into_parts();
         let body = self.web.read_body(body).await?;
         let input = route.method.input();
-        let raw = build_request(&input, binding, &captured, parts.uri.query().unwrap_or_default(), &body)?;
+        let query = parts.uri.query().unwrap_or_default();
+        let raw = if body.len() < crate::call::HEAVY_DECODE {
+            build_request(&input, binding, &captured, query, &body)?
+        } else {
+            let (binding, query) = (binding.clone(), query.to_owned());
+            crate::call::off_worker("parsing a JSON request", move || {
+                build_request(&input, &binding, &captured, &query, &body)
+            })
+            .await?
+        };
         let output = route.method.output();
         let streaming = route.kind == Kind::ServerStreaming;
         let answer = self.web.call(snap.clone(), route, parts.headers, None, raw).await?;
@@ -130,7 +139,7 @@ impl JsonAdapter {
                 Output::One(r) => r,
                 Output::Many(mut s) => s.next().await.ok_or_else(|| Error::internal("no reply"))??,
             };
-            let json = render(reply)?;
+            let json = maybe_off_worker(reply.encoded_len(), "writing a JSON reply", move || render(reply)).await?;
             let mut res = http::Response::new(Body::new(http_body_util::Full::new(Bytes::from(json.to_string()))));
             res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             res
@@ -164,7 +173,7 @@ enum BodyTo {
 }
 
 /// One HTTP binding of a method.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Binding {
     /// The method path; `None` for the direct `POST /pkg.Service/Method` binding.
     method: Option<Arc<str>>,

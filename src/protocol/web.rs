@@ -77,6 +77,15 @@ impl WebAdapter {
     pub(crate) fn reply_json(&self, reply: Reply, desc: &MessageDescriptor) -> Result<Vec<u8>, Error> {
         message_json(&reply_message(reply, desc)?, &self.serialize_options())
     }
+
+    /// `reply_json`, on the blocking pool for large replies.
+    pub(crate) async fn reply_json_off_worker(&self, reply: Reply, desc: MessageDescriptor) -> Result<Vec<u8>, Error> {
+        let options = self.serialize_options();
+        maybe_off_worker(reply.encoded_len(), "writing a JSON reply", move || {
+            message_json(&reply_message(reply, &desc)?, &options)
+        })
+        .await
+    }
 }
 
 /// The request headers as call metadata: without those that belong to the
@@ -157,4 +166,19 @@ pub(crate) fn json_message(desc: &MessageDescriptor, text: &[u8]) -> Result<Dyna
 /// `json_message`, encoded as protobuf bytes for the call.
 pub(crate) fn json_request(desc: &MessageDescriptor, text: &[u8]) -> Result<Bytes, Error> {
     Ok(json_message(desc, text)?.encode_to_vec().into())
+}
+
+/// Runs `work` on the blocking pool when `len` bytes make it heavy (as the call
+/// core does for large decodes), else here.
+pub(crate) async fn maybe_off_worker<T: Send + 'static>(
+    len: usize,
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    if len < crate::call::HEAVY_DECODE { work() } else { crate::call::off_worker(what, work).await }
+}
+
+/// `json_request`, on the blocking pool for large bodies.
+pub(crate) async fn json_request_off_worker(desc: MessageDescriptor, text: Bytes) -> Result<Bytes, Error> {
+    maybe_off_worker(text.len(), "parsing a JSON request", move || json_request(&desc, &text)).await
 }

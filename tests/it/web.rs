@@ -820,3 +820,19 @@ async fn health_answers_grpc_web_and_handlers_see_the_same_metadata_over_every_p
         assert!(!text.contains(gone), "{gone} in {text}");
     }
 }
+
+#[tokio::test]
+async fn large_json_requests_and_replies_round_trip() {
+    let srv = TestServer::start(notes()).await;
+    let big = "x".repeat(200 * 1024);
+    let body = json!({"text": big}).to_string();
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Say", &CONNECT_JSON, body.clone().into()).await;
+    assert_eq!((res.status, res.json()["text"].as_str().map(str::len)), (200, Some(big.len() + 6)));
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Say", &JSON, body.into()).await;
+    assert_eq!((res.status, res.json()["text"].as_str().map(str::len)), (200, Some(big.len() + 6)));
+    // Transcoded, body "*": the echo holds the whole request.
+    let res =
+        http1(&srv, "PATCH", "/v1/shelves/s/notes/n", &JSON, json!({"note": {"text": big}}).to_string().into()).await;
+    assert_eq!(res.status, 200);
+    assert!(res.json()["text"].as_str().is_some_and(|t| t.len() > big.len()));
+}
