@@ -836,3 +836,43 @@ async fn large_json_requests_and_replies_round_trip() {
     assert_eq!(res.status, 200);
     assert!(res.json()["text"].as_str().is_some_and(|t| t.len() > big.len()));
 }
+
+#[tokio::test]
+async fn rules_that_do_not_fit_are_left_out_and_streams_transcode_to_ndjson() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("w.proto"),
+        r#"syntax = "proto3";
+package w;
+import "google/api/annotations.proto";
+service W {
+  rpc Watch(Req) returns (stream Req) {
+    option (google.api.http) = { get: "/v1/watch/{id}" additional_bindings { get: "/v1/{nope}" } };
+  }
+  rpc BadBody(Req) returns (Req) { option (google.api.http) = { post: "/v1/bad" body: "nope" }; }
+  rpc BadPath(Req) returns (Req) { option (google.api.http) = { get: "v1/no-slash" }; }
+  rpc BadVar(Req) returns (Req) { option (google.api.http) = { get: "/v1/tags/{tags}" }; }
+}
+message Req { string id = 1; repeated string tags = 2; }
+"#,
+    )
+    .unwrap();
+    let srv = TestServer::start(Server::builder().schema_dir(dir.path()).server_streaming(
+        "w.W/Watch",
+        |call: Call<DynamicMessage>| async move {
+            let m = call.message;
+            Ok(Box::pin(futures_util::stream::iter([Ok(m.clone()), Ok(m)])) as ReplyStream)
+        },
+    ))
+    .await;
+    let res = http1(&srv, "GET", "/v1/watch/7", &[], Bytes::new()).await;
+    assert_eq!((res.status, res.header("content-type")), (200, "application/x-ndjson"));
+    assert_eq!(&res.body[..], b"{\"result\":{\"id\":\"7\"}}\n{\"result\":{\"id\":\"7\"}}\n");
+    for (method, path) in [("GET", "/v1/x"), ("POST", "/v1/bad"), ("GET", "/v1/tags/a")] {
+        let res = http1(&srv, method, path, &JSON, "{}".into()).await;
+        assert_eq!(res.status, 404, "{method} {path} has no rule");
+    }
+    // The methods themselves still answer at their own paths.
+    let res = http1(&srv, "POST", "/w.W/BadBody", &JSON, "{}".into()).await;
+    assert_eq!(res.status, 501, "served (nothing answers it: UNIMPLEMENTED)");
+}
