@@ -100,7 +100,9 @@ impl JsonAdapter {
         };
         let output = route.method.output();
         let streaming = route.kind == Kind::ServerStreaming;
-        let answer = self.web.call(snap.clone(), route, parts.headers, None, raw).await?;
+        // As through Envoy's transcoder, `grpc-timeout` bounds the call.
+        let deadline = super::grpc::grpc_timeout(&parts.headers).map(|d| tokio::time::Instant::now() + d);
+        let answer = self.web.call(snap.clone(), route, parts.headers, deadline, raw).await?;
         let options = self.web.serialize_options();
         let response_field = binding.response_body.as_deref().and_then(|f| output.get_field_by_name(f));
         let render = move |reply| -> Result<Json, Error> {

@@ -507,6 +507,9 @@ async fn post_json_reaches_every_method_and_errors_are_google_rpc_status() {
     assert_eq!((res.status, &res.json()["code"]), (400, &json!(3)));
     let res = http1(&srv, "POST", "/notes.v1.Notes/Say", &JSON, "[1]".into()).await;
     assert_eq!((res.status, &res.json()["code"]), (400, &json!(3)));
+    let slow = [JSON[0], ("grpc-timeout", "150m")];
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Say", &slow, r#"{"text":"slow"}"#.into()).await;
+    assert_eq!((res.status, &res.json()["code"]), (504, &json!(4)));
     let res = http1(&srv, "POST", "/notes.v1.Notes/Collect", &JSON, "{}".into()).await;
     assert_eq!((res.status, &res.json()["code"]), (501, &json!(12)));
     let res = http1(&srv, "POST", "/no/where", &JSON, "{}".into()).await;
