@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::{Buf as _, BufMut as _, Bytes};
 use futures_util::{Stream as _, StreamExt as _};
-use hyper::body::Incoming;
 use prost::Message as _;
 use prost_reflect::ReflectMessage as _;
 use tonic::body::Body;
@@ -66,7 +65,13 @@ pub(crate) struct GrpcAdapter {
 }
 
 impl GrpcAdapter {
-    pub(crate) async fn serve(&self, req: http::Request<Incoming>) -> http::Response<Body> {
+    /// Answers a gRPC request: over HTTP/2 (`Incoming`), or gRPC-Web once
+    /// tonic-web has translated it to gRPC framing (any HTTP version).
+    pub(crate) async fn serve<B>(&self, req: http::Request<B>) -> http::Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    {
         let path = req.uri().path();
         if path.starts_with(HEALTH_PREFIX) {
             return match self.health.clone().call(req).await {
@@ -77,41 +82,9 @@ impl GrpcAdapter {
         // The one snapshot this RPC uses, start to end.
         let snap = self.registry.load();
         if path.starts_with(V1_PREFIX) || path.starts_with(V1ALPHA_PREFIX) {
-            let reflection = self.reflection_for(&snap);
-            return match &reflection.1 {
-                Ok(r) => r.call(req).await,
-                Err(e) => Error::internal(format!("reflection is unavailable: {e}")).into_status().into_http(),
-            };
+            // Reflection is rare: boxing its body (one allocation) lets gRPC-Web share it.
+            return self.reflect(&snap, req.map(Body::new)).await;
         }
-        self.serve_method(snap, req).await
-    }
-
-    /// A gRPC-Web request, already translated to gRPC framing by tonic-web
-    /// (any HTTP version): health and the schema's methods; reflection, a bidi
-    /// stream, is served over gRPC only.
-    pub(crate) async fn serve_web(&self, req: http::Request<Body>) -> http::Response<Body> {
-        let path = req.uri().path();
-        if path.starts_with(HEALTH_PREFIX) {
-            return match self.health.clone().call(req).await {
-                Ok(r) => r,
-                Err(never) => match never {},
-            };
-        }
-        if path.starts_with(V1_PREFIX) || path.starts_with(V1ALPHA_PREFIX) {
-            return Error::unimplemented("server reflection is served over gRPC (HTTP/2), not gRPC-Web")
-                .into_status()
-                .into_http();
-        }
-        self.serve_method(self.registry.load(), req).await
-    }
-
-    /// One call of a schema method on `snap`, whatever carried the gRPC framing.
-    async fn serve_method<B>(&self, snap: Arc<Snapshot>, req: http::Request<B>) -> http::Response<Body>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
-    {
-        let path = req.uri().path();
         let Some(route) = snap.routes.get(path).cloned() else {
             return unknown_method(path).into_status().into_http();
         };
@@ -119,6 +92,15 @@ impl GrpcAdapter {
         let mut grpc = self.framing(req.headers());
         let parts = CallParts::new(snap, route, deadline, self.calls.clone());
         grpc.streaming(GrpcCall(Some(parts)), req).await
+    }
+
+    /// Answers a reflection request on `snap`'s schema.
+    async fn reflect(&self, snap: &Snapshot, req: http::Request<Body>) -> http::Response<Body> {
+        let reflection = self.reflection_for(snap);
+        match &reflection.1 {
+            Ok(r) => r.call(req).await,
+            Err(e) => Error::internal(format!("reflection is unavailable: {e}")).into_status().into_http(),
+        }
     }
 
     /// Reflection services describing exactly `snap`'s schema.

@@ -1,8 +1,9 @@
 //! gRPC-Web (`application/grpc-web`, `+proto`, and the base64 `-text` forms) over
 //! HTTP/1.1 or HTTP/2: tonic-web turns the request into gRPC framing (decoding
 //! base64 for `-text`) and writes the response's trailers into the body as the
-//! protocol says; in between, the call runs through the gRPC adapter's own path
-//! (the same snapshot load, route lookup, framing, limits and call stack).
+//! protocol says; in between, the call runs through the gRPC adapter itself
+//! (health, reflection, the same snapshot load, route lookup, framing, limits
+//! and call stack).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ impl tower_service::Service<http::Request<Body>> for WebCalls {
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let grpc = self.0.clone();
-        Box::pin(async move { Ok(grpc.serve_web(req).await) })
+        Box::pin(async move { Ok(grpc.serve(req).await) })
     }
 }
 

@@ -879,3 +879,19 @@ message Req { string id = 1; repeated string tags = 2; }
     let res = http1(&srv, "POST", "/w.W/BadBody", &JSON, "{}".into()).await;
     assert_eq!(res.status, 501, "served (nothing answers it: UNIMPLEMENTED)");
 }
+
+#[tokio::test]
+async fn buf_curl_over_grpc_web_finds_the_schema_by_reflection() {
+    let srv = TestServer::start(notes()).await;
+    let url = format!("http://{}", srv.addr);
+    let out = buf_curl(vec!["--protocol".into(), "grpcweb".into(), "--list-methods".into(), url.clone()]).await;
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && listed.contains("notes.v1.Notes/Say"),
+        "{listed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let args = ["--protocol", "grpcweb", "--data", r#"{"text":"r"}"#].map(String::from).to_vec();
+    let out = buf_curl([args, vec![format!("{url}/notes.v1.Notes/Say")]].concat()).await;
+    assert_eq!(stdout_json(&out), [json!({"text": "said: r"})]);
+}
