@@ -96,21 +96,31 @@ pub(crate) async fn serve(web: &WebAdapter, req: http::Request<Incoming>) -> htt
     if ct.starts_with(b"application/connect+") {
         return unsupported_codec();
     }
-    let get = req.method() == http::Method::GET;
-    let answer = match unary(web, req).await {
-        Ok(r) => return r,
-        Err(e) => e,
-    };
-    let status = answer.into_status();
-    let mut res = error_response(&status);
-    if get && status.code() == Code::Unimplemented && status.message().starts_with(GET_REFUSED) {
-        *res.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-        res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+    match unary(web, req).await {
+        Ok(res) => res,
+        Err(Failure { error, get_refused }) => {
+            let mut res = error_response(&error.into_status());
+            if get_refused {
+                *res.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+                res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            res
+        }
     }
-    res
 }
 
-const GET_REFUSED: &str = "GET is only for methods marked";
+/// Why a unary call failed: the error, and whether it was a GET of a method
+/// that has side effects (answered 405 with `Allow: POST`).
+struct Failure {
+    error: Error,
+    get_refused: bool,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure { error, get_refused: false }
+    }
+}
 
 fn unsupported_codec() -> http::Response<Body> {
     let mut res = http::Response::new(Body::empty());
@@ -123,31 +133,32 @@ fn unsupported_codec() -> http::Response<Body> {
 }
 
 /// A unary call (POST, or GET with the message in the query).
-async fn unary(web: &WebAdapter, req: http::Request<Incoming>) -> Result<http::Response<Body>, Error> {
+async fn unary(web: &WebAdapter, req: http::Request<Incoming>) -> Result<http::Response<Body>, Failure> {
     let (parts, body) = req.into_parts();
     let (snap, route) = web.route(parts.uri.path())?;
     if route.kind != Kind::Unary {
-        return Err(Error::unimplemented(format!(
+        return Err(Failure::from(Error::unimplemented(format!(
             "{} is {}: call it with content-type application/connect+proto or application/connect+json",
             route.path,
             route.kind.name()
-        )));
+        ))));
     }
     if let Some(v) = parts.headers.get(CONNECT_PROTOCOL_VERSION)
         && v != "1"
     {
-        return Err(Error::invalid_argument(format!(
+        return Err(Failure::from(Error::invalid_argument(format!(
             "connect-protocol-version {:?} is not supported: 1",
             String::from_utf8_lossy(v.as_bytes())
-        )));
+        ))));
     }
     let deadline = timeout(&parts.headers)?.map(|d| tokio::time::Instant::now() + d);
     let (codec, message) = if parts.method == http::Method::GET {
         if !no_side_effects(&route.method) {
-            return Err(Error::unimplemented(format!(
-                "{GET_REFUSED} idempotency_level = NO_SIDE_EFFECTS; {} is not: use POST",
+            let error = Error::unimplemented(format!(
+                "GET is only for methods marked idempotency_level = NO_SIDE_EFFECTS; {} is not: use POST",
                 route.path
-            )));
+            ));
+            return Err(Failure { error, get_refused: true });
         }
         let q = GetQuery::parse(parts.uri.query().unwrap_or_default(), web.max_recv)?;
         (q.codec, q.message)
@@ -158,7 +169,10 @@ async fn unary(web: &WebAdapter, req: http::Request<Incoming>) -> Result<http::R
             .ok_or_else(|| Error::invalid_argument("Connect unary calls are application/proto or application/json"))?;
         (codec, web.read_body(body).await?)
     } else {
-        return Err(Error::unimplemented(format!("Connect calls are POST (or GET), not {}", parts.method)));
+        return Err(Failure::from(Error::unimplemented(format!(
+            "Connect calls are POST (or GET), not {}",
+            parts.method
+        ))));
     };
     let raw = match codec {
         Codec::Proto => message,
