@@ -895,3 +895,28 @@ async fn buf_curl_over_grpc_web_finds_the_schema_by_reflection() {
     let out = buf_curl([args, vec![format!("{url}/notes.v1.Notes/Say")]].concat()).await;
     assert_eq!(stdout_json(&out), [json!({"text": "said: r"})]);
 }
+
+#[tokio::test]
+async fn request_bodies_over_the_receive_limit_are_resource_exhausted_in_every_protocol() {
+    let srv = TestServer::start(notes().max_message_size(1024)).await;
+    let big = json!({"text": "x".repeat(4096)}).to_string();
+    // HTTP/JSON, direct and transcoded.
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Say", &JSON, big.clone().into()).await;
+    assert_eq!((res.status, &res.json()["code"]), (429, &json!(8)));
+    let res = http1(&srv, "PATCH", "/v1/shelves/s/notes/n", &JSON, big.clone().into()).await;
+    assert_eq!((res.status, &res.json()["code"]), (429, &json!(8)));
+    // A Connect stream: the end-stream message says so.
+    let ct = [("content-type", "application/connect+json")];
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Repeat", &ct, envelope(0, big.as_bytes())).await;
+    let (_, end) = connect_frames(res.body);
+    assert_eq!(end["error"]["code"], "resource_exhausted");
+    // gRPC-Web: tonic's framing limit, as for gRPC.
+    let c = srv.client().await;
+    let note = c.msg("notes.v1.Note", json!({"text": "x".repeat(4096)})).encode_to_vec();
+    let web = [("content-type", "application/grpc-web+proto")];
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Say", &web, grpc_web_body(&note, false)).await;
+    let (msgs, trailers) = grpc_web_frames(res.body);
+    let status = res.headers.get("grpc-status").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert!(msgs.is_empty());
+    assert!(status.as_deref() == Some("8") || trailers.contains("grpc-status:8"), "{status:?} {trailers:?}");
+}
