@@ -1,9 +1,10 @@
 //! The Connect protocol (connectrpc.com): unary calls over POST with
 //! `application/proto` or `application/json`, GET for methods marked
-//! `idempotency_level = NO_SIDE_EFFECTS`, and server streaming with
-//! `application/connect+proto` / `+json` envelopes ending in an end-stream
-//! message. `connect-timeout-ms` becomes the call's deadline. Errors are
-//! Connect's JSON error body; for unary calls the HTTP status comes from
+//! `idempotency_level = NO_SIDE_EFFECTS`, and streams (server, client and
+//! bidi; bidi needs HTTP/2) with `application/connect+proto` / `+json`
+//! envelopes, answered with envelopes ending in an end-stream message.
+//! `connect-timeout-ms` becomes the call's deadline. Errors are Connect's JSON
+//! error body; for unary calls the HTTP status comes from
 //! [`http_status`], the protocol's table (streams always answer 200 and carry
 //! the error in the end-stream message).
 
@@ -22,7 +23,7 @@ use tonic::{Code, Status};
 
 use super::web::{WebAdapter, json_request_off_worker, reply_bytes};
 use crate::Error;
-use crate::call::{Answer, Kind, Output};
+use crate::call::{Answer, Body as CallBody, Kind, Output};
 
 /// How messages are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,7 +297,8 @@ impl GetQuery {
     }
 }
 
-/// A server-streaming call: one enveloped request in, enveloped replies and
+/// A streaming call: enveloped requests in (exactly one for server streams,
+/// read whole; client and bidi streams as they arrive), enveloped replies and
 /// an end-stream message out.
 async fn stream(web: &WebAdapter, req: http::Request<Incoming>, codec: Codec) -> http::Response<Body> {
     let mut res = match stream_answer(web, req, codec).await {
@@ -318,12 +320,10 @@ async fn stream_answer(
 ) -> Result<(tonic::metadata::MetadataMap, Body), Error> {
     let (parts, body) = req.into_parts();
     let (snap, route) = web.route(parts.uri.path())?;
-    if route.kind != Kind::ServerStreaming {
+    if route.kind == Kind::Unary {
         return Err(Error::unimplemented(format!(
-            "{} is {}: Connect streams are served for server-streaming methods (unary ones take \
-             application/proto or application/json)",
-            route.path,
-            route.kind.name()
+            "{} is unary: call it with content-type application/proto or application/json",
+            route.path
         )));
     }
     if parts.method != http::Method::POST {
@@ -331,14 +331,27 @@ async fn stream_answer(
     }
     let deadline = timeout(&parts.headers)?.map(|d| tokio::time::Instant::now() + d);
     check_identity(parts.headers.get("connect-content-encoding"))?;
-    let body = super::web::read_limited(body, web.max_recv.saturating_add(5)).await?;
-    let message = one_envelope(&body)?;
-    let raw = match codec {
-        Codec::Proto => message,
-        Codec::Json => json_request_off_worker(route.method.input(), message).await?,
+    let input = route.method.input();
+    let call_body = if route.kind.client_streaming() {
+        let envelopes = envelopes(body, web.max_recv);
+        let frames: crate::call::Frames = match codec {
+            Codec::Proto => Box::pin(envelopes),
+            Codec::Json => Box::pin(envelopes.then(move |m| {
+                let input = input.clone();
+                async move { json_request_off_worker(input, m?).await }
+            })),
+        };
+        CallBody::Frames(frames)
+    } else {
+        let body = super::web::read_limited(body, web.max_recv.saturating_add(5)).await?;
+        let message = one_envelope(&body)?;
+        CallBody::One(match codec {
+            Codec::Proto => message,
+            Codec::Json => json_request_off_worker(input, message).await?,
+        })
     };
     let output = route.method.output();
-    let answer = web.call(snap, route, parts.headers, deadline, raw).await?;
+    let answer = web.call_body(snap, route, parts.headers, deadline, call_body).await?;
     let (metadata, replies) = answer.into_stream();
     let web = web.clone();
     let mut failed = false;
@@ -371,6 +384,55 @@ async fn stream_answer(
         })
         .map(|b| Ok::<_, Infallible>(Frame::data(b)));
     Ok((metadata, Body::new(http_body_util::StreamBody::new(frames))))
+}
+
+/// The messages of a streamed request body as they arrive: each envelope at
+/// most `max` bytes (RESOURCE_EXHAUSTED past it, before it is buffered).
+fn envelopes(body: Incoming, max: usize) -> impl futures_util::Stream<Item = Result<Bytes, Error>> + Send + 'static {
+    use http_body_util::BodyExt as _;
+    let state = Some((body, BytesMut::new()));
+    futures_util::stream::unfold(state, move |state| async move {
+        let (mut body, mut buf) = state?;
+        loop {
+            if let Some(head) = buf.first_chunk::<5>() {
+                let (flags, len) = (head[0], u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize);
+                let refused = if flags & 0x01 != 0 {
+                    Some(Error::unimplemented("compressed Connect messages are not supported: send them uncompressed"))
+                } else if flags != 0 {
+                    Some(Error::invalid_argument(format!("unexpected envelope flags {flags:#04x} on a request")))
+                } else if len > max {
+                    Some(Error::too_large(format!(
+                        "request message of {len} bytes is larger than the {max}-byte limit (see --max-message-size)"
+                    )))
+                } else {
+                    None
+                };
+                if let Some(e) = refused {
+                    return Some((Err(e), None));
+                }
+                if buf.len() >= 5 + len {
+                    let _ = buf.split_to(5);
+                    let msg = buf.split_to(len).freeze();
+                    return Some((Ok(msg), Some((body, buf))));
+                }
+            }
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        buf.extend_from_slice(data);
+                    }
+                }
+                Some(Err(e)) => {
+                    return Some((Err(Error::invalid_argument(format!("cannot read the request: {e}"))), None));
+                }
+                None if buf.is_empty() => return None,
+                None => {
+                    let e = Error::invalid_argument("the Connect request ends inside an envelope");
+                    return Some((Err(e), None));
+                }
+            }
+        }
+    })
 }
 
 /// The one message of an enveloped request body.

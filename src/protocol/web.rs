@@ -54,8 +54,20 @@ impl WebAdapter {
         deadline: Option<tokio::time::Instant>,
         raw: Bytes,
     ) -> Result<Answer, Error> {
+        self.call_body(snap, route, headers, deadline, CallBody::One(raw)).await
+    }
+
+    /// Runs one call with its request body (one message, or a stream of them).
+    pub(crate) async fn call_body(
+        &self,
+        snap: Arc<Snapshot>,
+        route: Arc<Route>,
+        headers: http::HeaderMap,
+        deadline: Option<tokio::time::Instant>,
+        body: CallBody,
+    ) -> Result<Answer, Error> {
         let metadata = tonic::metadata::MetadataMap::from_headers(strip_protocol_headers(headers));
-        CallParts::new(snap, route, deadline, self.calls.clone()).run(metadata, CallBody::One(raw)).await
+        CallParts::new(snap, route, deadline, self.calls.clone()).run(metadata, body).await
     }
 
     /// Reads a whole request body, refusing more than the receive limit

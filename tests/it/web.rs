@@ -10,7 +10,7 @@ use bytes::{Buf as _, BufMut as _, Bytes};
 use http_body_util::BodyExt as _;
 use prost::Message as _;
 use prost_reflect::DynamicMessage;
-use protoserve::{Call, ReplyStream, Server};
+use protoserve::{Call, ReplyStream, RequestStream, Server};
 use serde_json::{Value, json};
 use tonic::Status;
 
@@ -68,6 +68,26 @@ pub fn notes_in(dir: &Path) -> protoserve::Builder {
                 out.push(Err(Status::out_of_range("no more notes")));
             }
             Ok(Box::pin(futures_util::stream::iter(out)) as ReplyStream)
+        });
+    b = b
+        .client_streaming("notes.v1.Notes/Collect", |call: Call<RequestStream>| async move {
+            use futures_util::TryStreamExt as _;
+            let notes: Vec<DynamicMessage> = call.message.try_collect().await?;
+            let mut reply = DynamicMessage::new(call.method.output());
+            let texts: Vec<String> = notes.iter().map(text_of).collect();
+            reply.set_field_by_name("text", prost_reflect::Value::String(texts.join("+")));
+            Ok(reply)
+        })
+        .bidi("notes.v1.Notes/Chat", |call: Call<RequestStream>| async move {
+            use futures_util::StreamExt as _;
+            let replies = call.message.map(|r| {
+                r.map(|mut m| {
+                    let text = text_of(&m);
+                    m.set_field_by_name("text", prost_reflect::Value::String(format!("echo: {text}")));
+                    m
+                })
+            });
+            Ok(Box::pin(replies) as ReplyStream)
         });
     for m in ["GetNote", "CreateNote", "UpdateNote", "DeleteNote"] {
         b = b.unary(&format!("notes.v1.Notes/{m}"), |call: Call<DynamicMessage>| async move {
@@ -919,4 +939,42 @@ async fn request_bodies_over_the_receive_limit_are_resource_exhausted_in_every_p
     let status = res.headers.get("grpc-status").and_then(|v| v.to_str().ok()).map(str::to_owned);
     assert!(msgs.is_empty());
     assert!(status.as_deref() == Some("8") || trailers.contains("grpc-status:8"), "{status:?} {trailers:?}");
+}
+
+#[tokio::test]
+async fn connect_client_and_bidi_streams_with_buf_curl_and_by_hand() {
+    let srv = TestServer::start(notes()).await;
+    // buf curl: several JSON documents are several request messages; bidi needs HTTP/2.
+    let dir = tempfile::tempdir().unwrap();
+    let schema = schema_file(&srv, dir.path()).display().to_string();
+    for (method, h2, want) in [
+        ("Collect", false, vec![json!({"text": "a+b+c"})]),
+        ("Collect", true, vec![json!({"text": "a+b+c"})]),
+        ("Chat", true, vec![json!({"text": "echo: a"}), json!({"text": "echo: b"}), json!({"text": "echo: c"})]),
+    ] {
+        let mut args =
+            ["--protocol", "connect", "--schema", &schema, "--data", r#"{"text":"a"} {"text":"b"} {"text":"c"}"#]
+                .map(String::from)
+                .to_vec();
+        if h2 {
+            args.push("--http2-prior-knowledge".into());
+        }
+        args.push(format!("http://{}/notes.v1.Notes/{method}", srv.addr));
+        assert_eq!(stdout_json(&buf_curl(args).await), want, "{method} h2={h2}");
+    }
+    // JSON by hand: several envelopes in, one message and the end-stream out.
+    let ct = [("content-type", "application/connect+json")];
+    let body = [envelope(0, br#"{"text":"x"}"#), envelope(0, br#"{"text":"y"}"#)].concat();
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Collect", &ct, body.into()).await;
+    let (msgs, end) = connect_frames(res.body);
+    assert_eq!((serde_json::from_slice::<Value>(&msgs[0]).unwrap(), end), (json!({"text": "x+y"}), json!({})));
+    // A body that ends inside an envelope, and a bad message among good ones.
+    let cut = envelope(0, br#"{"text":"x"}"#);
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Collect", &ct, cut.slice(..8)).await;
+    assert_eq!(connect_frames(res.body).1["error"]["code"], "invalid_argument");
+    let body = [envelope(0, br#"{"text":"x"}"#), envelope(0, b"{nope")].concat();
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Chat", &ct, body.into()).await;
+    let (msgs, end) = connect_frames(res.body);
+    assert!(msgs.len() <= 1);
+    assert_eq!(end["error"]["code"], "invalid_argument", "{end}");
 }
