@@ -386,6 +386,48 @@ async fn stream_answer(
     Ok((metadata, Body::new(http_body_util::StreamBody::new(frames))))
 }
 
+/// Server reflection over Connect (`application/connect+proto`, the bidi
+/// stream `buf curl` uses to find a schema): Connect's request envelopes are
+/// gRPC's frames, so the request goes to the gRPC adapter as it is, and the
+/// answer's frames come back as they are, its gRPC status becoming the
+/// end-stream message.
+pub(crate) async fn reflection(grpc: &super::grpc::GrpcAdapter, req: http::Request<Incoming>) -> http::Response<Body> {
+    use http_body_util::BodyExt as _;
+    let ct = req.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes).unwrap_or_default();
+    if Codec::of_stream(ct) != Some(Codec::Proto) {
+        let e = Error::unimplemented("server reflection over Connect is application/connect+proto");
+        let mut res = http::Response::new(Body::new(http_body_util::Full::new(end_stream(Some(&e.into_status())))));
+        res.headers_mut().insert(header::CONTENT_TYPE, Codec::Json.stream_content_type());
+        return res;
+    }
+    let (mut parts, body) = req.into_parts();
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let (head, body) = grpc.serve(http::Request::from_parts(parts, body)).await.into_parts();
+    let trailers_only = Status::from_header_map(&head.headers);
+    let frames = futures_util::stream::unfold(Some(body), move |body| async move {
+        let mut body = body?;
+        let end = match body.frame().await {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => return Some((data, Some(body))),
+                Err(frame) => Status::from_header_map(frame.trailers_ref()?),
+            },
+            Some(Err(status)) => Some(status),
+            None => None,
+        };
+        Some((end_stream(end.as_ref().filter(|s| s.code() != Code::Ok)), None))
+    });
+    let body = match trailers_only {
+        Some(status) => {
+            Body::new(http_body_util::Full::new(end_stream(Some(&status).filter(|s| s.code() != Code::Ok))))
+        }
+        None => Body::new(http_body_util::StreamBody::new(frames.map(|b| Ok::<_, Infallible>(Frame::data(b))))),
+    };
+    let mut res = http::Response::new(body);
+    res.headers_mut().insert(header::CONTENT_TYPE, Codec::Proto.stream_content_type());
+    res
+}
+
 /// The messages of a streamed request body as they arrive: each envelope at
 /// most `max` bytes (RESOURCE_EXHAUSTED past it, before it is buffered).
 fn envelopes(body: Incoming, max: usize) -> impl futures_util::Stream<Item = Result<Bytes, Error>> + Send + 'static {

@@ -152,6 +152,10 @@ impl Dispatch {
                     }
                 })
             }
+            Protocol::Connect if reflection::is_reflection(req.uri().path()) => {
+                let grpc = self.grpc.clone();
+                Box::pin(async move { Ok(connect::reflection(&grpc, req).await) })
+            }
             Protocol::Connect => {
                 let web = self.web.clone();
                 Box::pin(async move { Ok(connect::serve(&web, req).await) })

@@ -62,6 +62,11 @@ impl std::fmt::Debug for Reflection {
 pub(crate) const V1_PREFIX: &str = "/grpc.reflection.v1.ServerReflection/";
 pub(crate) const V1ALPHA_PREFIX: &str = "/grpc.reflection.v1alpha.ServerReflection/";
 
+/// Whether `path` is a reflection method's.
+pub(crate) fn is_reflection(path: &str) -> bool {
+    path.starts_with(V1_PREFIX) || path.starts_with(V1ALPHA_PREFIX)
+}
+
 impl Reflection {
     pub(crate) fn new(pool: &DescriptorPool) -> Result<Self, String> {
         let encoded = pool.encode_to_vec();

@@ -978,3 +978,26 @@ async fn connect_client_and_bidi_streams_with_buf_curl_and_by_hand() {
     assert!(msgs.len() <= 1);
     assert_eq!(end["error"]["code"], "invalid_argument", "{end}");
 }
+
+#[tokio::test]
+async fn buf_curl_over_connect_finds_the_schema_by_reflection() {
+    let srv = TestServer::start(notes()).await;
+    let url = format!("http://{}", srv.addr);
+    let out = buf_curl(vec!["--protocol".into(), "connect".into(), "--list-methods".into(), url.clone()]).await;
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && listed.contains("notes.v1.Notes/Chat"),
+        "{listed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let args = ["--protocol", "connect", "--data", r#"{"text":"r","times":1}"#].map(String::from).to_vec();
+    let out = buf_curl([args.clone(), vec![format!("{url}/notes.v1.Notes/Say")]].concat()).await;
+    assert_eq!(stdout_json(&out), [json!({"text": "said: r", "times": 1})]);
+    let out = buf_curl([args, vec![format!("{url}/notes.v1.Notes/Repeat")]].concat()).await;
+    assert_eq!(stdout_json(&out), [json!({"text": "r #0"})]);
+    // Reflection speaks protobuf: a JSON reflection stream is told so in its end-stream message.
+    let ct = [("content-type", "application/connect+json")];
+    let res =
+        http1(&srv, "POST", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", &ct, envelope(0, b"{}")).await;
+    assert_eq!(connect_frames(res.body).1["error"]["code"], "unimplemented");
+}
