@@ -177,6 +177,10 @@ struct ServeArgs {
     /// default, sends no pings.
     #[arg(long, default_value = "0", value_name = "DURATION", value_parser = parse_duration)]
     keepalive_interval: std::time::Duration,
+    /// A connection whose client takes no response data for this long while
+    /// some waits for it is closed, ending its calls (e.g. 5m); 0 turns it off.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    stall_timeout: std::time::Duration,
     /// Field names in JSON responses (Connect, HTTP/JSON): camel (lowerCamelCase
     /// json_name, the proto3 JSON default) or proto (as declared).
     #[arg(long, value_enum, default_value_t = JsonNamesArg::Camel, value_name = "NAMES")]
@@ -262,6 +266,7 @@ impl Config {
                     handshake_timeout: a.handshake_timeout,
                     idle_timeout: a.idle_timeout,
                     keepalive_interval: Some(a.keepalive_interval).filter(|d| !d.is_zero()),
+                    stall_timeout: Some(a.stall_timeout).filter(|d| !d.is_zero()),
                 },
                 json_names: match a.json_names {
                     JsonNamesArg::Camel => crate::JsonNames::Camel,

@@ -130,7 +130,8 @@ fn check(opts: &Options, err: &mut dyn Write) -> Result<Checked, InputError> {
     for n in notes {
         let _ = writeln!(err, "note: {n}");
     }
-    let located = compat::check_with(old.schema.pool(), new.schema.pool(), &policy);
+    let (old_info, new_info) = (|f: &str| old.schema.source_info(f), |f: &str| new.schema.source_info(f));
+    let located = compat::check_sourced((old.schema.pool(), &old_info), (new.schema.pool(), &new_info), &policy);
     let mut in_git_ref = Vec::with_capacity(located.len());
     let mut findings: Vec<Finding> = located
         .into_iter()

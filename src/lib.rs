@@ -364,8 +364,13 @@ impl Builder {
 
 /// The check every reload runs: buf's WIRE rules plus ours, between the live
 /// schema and the candidate.
-fn wire_check(old: &prost_reflect::DescriptorPool, new: &prost_reflect::DescriptorPool) -> Vec<compat::Finding> {
-    compat::check(old, new, compat::RuleSet::Wire)
+fn wire_check(old: &Schema, new: &Schema) -> Vec<compat::Finding> {
+    let policy = compat::Policy::new(compat::RuleSet::Wire);
+    let (old_info, new_info) = (|f: &str| old.source_info(f), |f: &str| new.source_info(f));
+    compat::check_sourced((old.pool(), &old_info), (new.pool(), &new_info), &policy)
+        .into_iter()
+        .map(|l| l.finding)
+        .collect()
 }
 
 /// A built server: serve it on a listener you bound.
@@ -462,7 +467,7 @@ pub fn check(config: &CheckConfig) -> Result<String, Error> {
     let server = config.exclude.iter().fold(server, |b, g| b.exclude(g)).build()?;
     let snap = server.snapshot();
     if let Some(path) = &config.descriptor_set_out {
-        std::fs::write(path, snap.schema().pool().encode_to_vec())
+        std::fs::write(path, snap.schema().encode_with_source_info())
             .map_err(|source| Error::io(format!("cannot write '{}'", path.display()), source))?;
     }
     let mut out = format!(

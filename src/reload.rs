@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::schema::Schema;
 use notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
-use prost_reflect::DescriptorPool;
 use tokio::sync::{Mutex, mpsc, watch};
 
 mod diff;
@@ -37,10 +37,11 @@ pub enum OnBreaking {
     Reject,
 }
 
-/// A wire-compatibility check between the live pool and a candidate: the findings
+/// A wire-compatibility check between the live schema and a candidate: the findings
 /// (the candidate is breaking when [`compat::is_breaking`] says so). Pure:
-/// descriptors in, findings out.
-pub type CompatCheck = Arc<dyn Fn(&DescriptorPool, &DescriptorPool) -> Vec<Finding> + Send + Sync>;
+/// descriptors in, findings out (a schema's source info, for locations, is
+/// [`Schema::source_info`]).
+pub type CompatCheck = Arc<dyn Fn(&Schema, &Schema) -> Vec<Finding> + Send + Sync>;
 
 /// Why a reload did not go live.
 #[derive(Debug, thiserror::Error)]
@@ -487,7 +488,7 @@ fn prepare_timed(inner: &Inner, gate: bool, phases: &mut Phases) -> Result<Prepa
     }
     if let Some(check) = &inner.compat {
         let t = Instant::now();
-        let findings = check(live.schema().pool(), schema.pool());
+        let findings = check(live.schema(), &schema);
         phases.check = t.elapsed();
         if compat::is_breaking(&findings) {
             match inner.on_breaking {

@@ -68,6 +68,12 @@ pub struct ConnLimits {
     /// HTTP/2 PING interval to find dead peers (`None`, the default: no keepalive
     /// pings); a peer that does not answer within 20 s is disconnected.
     pub keepalive_interval: Option<Duration>,
+    /// A connection holding response data that its client has not taken for
+    /// this long (no response frame of any of its calls taken during a whole
+    /// period, so between one and two periods) is closed at once, freeing every
+    /// call on it: a client that stops reading cannot pin server memory.
+    /// `None`: never.
+    pub stall_timeout: Option<Duration>,
 }
 
 impl Default for ConnLimits {
@@ -78,6 +84,7 @@ impl Default for ConnLimits {
             // Off by default: hyper reads the clock on every connection wake-up
             // while keepalive is on (~0.5% of a small RPC's cost).
             keepalive_interval: None,
+            stall_timeout: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -170,6 +177,13 @@ impl Connection {
                 tokio::select! {
                     _ = stop.wait_for(|stop| *stop) => {}
                     () = activity.idle_for(limits) => tracing::debug!("closing an idle connection"),
+                    () = activity.stalled_for(limits.stall_timeout) => {
+                        tracing::info!(
+                            "closing a connection whose client took no response data for {:?} (--stall-timeout)",
+                            limits.stall_timeout.unwrap_or_default()
+                        );
+                        return close.abort();
+                    }
                 }
                 close.raise();
             }
@@ -183,6 +197,10 @@ impl Connection {
                 registered = true;
             }
             if !closing && close.raised.load(Ordering::Acquire) {
+                if close.aborted.load(Ordering::Acquire) {
+                    // The client stopped reading: no graceful end can come.
+                    return Poll::Ready(Ok(()));
+                }
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
@@ -196,10 +214,11 @@ impl Connection {
     }
 }
 
-/// Raised once to ask a connection to close gracefully.
+/// Raised once to ask a connection to close: gracefully, or at once (`aborted`).
 #[derive(Debug, Default)]
 struct CloseSignal {
     raised: AtomicBool,
+    aborted: AtomicBool,
     waker: futures_util::task::AtomicWaker,
 }
 
@@ -207,6 +226,11 @@ impl CloseSignal {
     fn raise(&self) {
         self.raised.store(true, Ordering::Release);
         self.waker.wake();
+    }
+
+    fn abort(&self) {
+        self.aborted.store(true, Ordering::Release);
+        self.raise();
     }
 }
 
@@ -218,6 +242,11 @@ impl CloseSignal {
 struct Activity {
     active: AtomicUsize,
     finished: AtomicU64,
+    /// Response data handed to hyper but not yet taken by the client: the low 32
+    /// bits count response bodies whose last frame hyper holds without asking for
+    /// the next (flow control: the client is not reading), the high 32 bits count
+    /// frames taken. One atomic add per transition.
+    frames: AtomicU64,
     /// Whether any request has arrived yet (before that, the handshake timeout applies).
     served: AtomicBool,
     /// Wakes the idle timer when the first request arrives (the limit changes then).
@@ -229,6 +258,7 @@ impl Activity {
         Self {
             active: AtomicUsize::new(0),
             finished: AtomicU64::new(0),
+            frames: AtomicU64::new(0),
             served: AtomicBool::new(false),
             first_request: tokio::sync::Notify::new(),
         }
@@ -265,7 +295,30 @@ impl Activity {
             seen = finished;
         }
     }
+
+    /// Resolves once some response data has waited for the client for a whole
+    /// `timeout` while no frame of any call on the connection was taken; never
+    /// when `timeout` is `None`.
+    async fn stalled_for(&self, timeout: Option<Duration>) {
+        let Some(timeout) = timeout else { return std::future::pending().await };
+        let mut seen = None;
+        loop {
+            tokio::time::sleep(timeout).await;
+            let frames = self.frames.load(Ordering::Acquire);
+            let (waiting, taken) = (frames & 0xffff_ffff, frames >> 32);
+            if waiting > 0 && seen == Some(taken) {
+                return;
+            }
+            seen = (waiting > 0).then_some(taken);
+        }
+    }
 }
+
+/// `Activity::frames`: a body handed out a data frame (one more body waiting).
+const FRAME_OUT: u64 = 1;
+/// `Activity::frames`: hyper asked a waiting body for more (one fewer waiting,
+/// one more frame taken), in one wrapping add.
+const FRAME_TAKEN: u64 = (1 << 32) - 1;
 
 /// One request in flight; dropped with its response body (or when abandoned).
 struct ActiveGuard(Arc<Activity>);
@@ -309,14 +362,33 @@ impl Future for TrackedFuture {
         let this = self.get_mut();
         let res = std::task::ready!(this.inner.as_mut().poll(cx));
         let guard = this.guard.take();
-        Poll::Ready(res.map(|r| r.map(|inner| TrackedBody { inner, _guard: guard })))
+        Poll::Ready(res.map(|r| r.map(|inner| TrackedBody { inner, guard, waiting: false })))
     }
 }
 
-/// A response body that keeps its request counted until it is done.
+/// A response body that keeps its request counted until it is done, and tells
+/// the connection's stall timer when hyper holds one of its frames.
 struct TrackedBody {
     inner: tonic::body::Body,
-    _guard: Option<ActiveGuard>,
+    guard: Option<ActiveGuard>,
+    /// The last poll handed out a data frame and hyper has not polled since.
+    waiting: bool,
+}
+
+impl TrackedBody {
+    fn taken(&mut self) {
+        if std::mem::take(&mut self.waiting)
+            && let Some(g) = &self.guard
+        {
+            g.0.frames.fetch_add(FRAME_TAKEN, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        self.taken();
+    }
 }
 
 impl http_body::Body for TrackedBody {
@@ -327,7 +399,16 @@ impl http_body::Body for TrackedBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        let this = self.get_mut();
+        this.taken();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(g)) = (&polled, &this.guard)
+            && frame.is_data()
+        {
+            this.waiting = true;
+            g.0.frames.fetch_add(FRAME_OUT, Ordering::AcqRel);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -40,8 +40,25 @@ pub fn check(old: &DescriptorPool, new: &DescriptorPool, rules: RuleSet) -> Vec<
 
 /// [`check`] under a [`Policy`], with each finding's side, file and package.
 pub fn check_with(old: &DescriptorPool, new: &DescriptorPool, policy: &Policy) -> Vec<Located> {
-    rules::check(old, new, Some(policy))
-        .into_iter()
+    located(rules::check(old, new, Some(policy)), policy)
+}
+
+/// Source info kept apart from a pool, by file name (a served schema keeps it
+/// encoded beside its pool: `Schema::source_info`). Finding locations come from
+/// a file's own descriptor first, then from here.
+pub type SourceInfo<'a> = &'a dyn Fn(&str) -> Option<prost_types::SourceCodeInfo>;
+
+/// [`check_with`], for pools whose source info is kept apart.
+pub fn check_sourced(
+    old: (&DescriptorPool, SourceInfo<'_>),
+    new: (&DescriptorPool, SourceInfo<'_>),
+    policy: &Policy,
+) -> Vec<Located> {
+    located(rules::check_sourced(old.0, Some(old.1), new.0, Some(new.1), Some(policy)), policy)
+}
+
+fn located(raw: Vec<rules::Raw>, policy: &Policy) -> Vec<Located> {
+    raw.into_iter()
         .filter(|r| !policy.ignores(r.finding.rule, &r.file, &r.package))
         .map(|r| Located { finding: r.finding, in_old: r.side == rules::Side::Old, file: r.file, package: r.package })
         .collect()

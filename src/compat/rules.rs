@@ -72,7 +72,19 @@ impl<'a> At<'a> {
 /// Runs the rules `policy` enables (every rule at its default severity when
 /// `None`) and sorts the findings.
 pub(super) fn check(old: &DescriptorPool, new: &DescriptorPool, policy: Option<&Policy>) -> Vec<Raw> {
-    let mut c = Checker { policy, old_src: SourceIndex::default(), new_src: SourceIndex::default(), out: Vec::new() };
+    check_sourced(old, None, new, None, policy)
+}
+
+/// [`check`], with source info kept apart from either pool.
+pub(super) fn check_sourced(
+    old: &DescriptorPool,
+    old_info: Option<super::SourceInfo<'_>>,
+    new: &DescriptorPool,
+    new_info: Option<super::SourceInfo<'_>>,
+    policy: Option<&Policy>,
+) -> Vec<Raw> {
+    let mut c =
+        Checker { policy, old_src: SourceIndex::new(old_info), new_src: SourceIndex::new(new_info), out: Vec::new() };
     for of in old.files() {
         if let Some(nf) = new.get_file_by_name(of.name()) {
             c.file_pair(&of, &nf);
@@ -119,8 +131,8 @@ pub(super) fn check(old: &DescriptorPool, new: &DescriptorPool, policy: Option<&
 
 struct Checker<'p> {
     policy: Option<&'p Policy>,
-    old_src: SourceIndex,
-    new_src: SourceIndex,
+    old_src: SourceIndex<'p>,
+    new_src: SourceIndex<'p>,
     out: Vec<Raw>,
 }
 

@@ -30,18 +30,32 @@ type Spans = HashMap<Vec<i32>, (i32, i32)>;
 /// The source positions of one pool's files, each file indexed the first time
 /// it is asked about, so a lookup is a few hash probes instead of a scan of every
 /// location in the file.
-#[derive(Debug, Default)]
-pub(super) struct SourceIndex {
+#[derive(Default)]
+pub(super) struct SourceIndex<'a> {
     /// `None` for files without source info.
     files: HashMap<String, Option<Spans>>,
+    /// Source info kept apart from the pool, for files whose descriptors have none.
+    apart: Option<super::SourceInfo<'a>>,
 }
 
-impl SourceIndex {
+impl std::fmt::Debug for SourceIndex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceIndex").field("files", &self.files.len()).finish_non_exhaustive()
+    }
+}
+
+impl<'a> SourceIndex<'a> {
+    /// An index that finds source info in the pool's files, else in `apart`.
+    pub(super) fn new(apart: Option<super::SourceInfo<'a>>) -> Self {
+        Self { files: HashMap::new(), apart }
+    }
+
     /// The location of `path` in `file`; when that exact path has no entry, the
     /// closest enclosing element that has one, and the file's start when none
     /// does. `None` without source info.
     pub(super) fn locate(&mut self, file: &FileDescriptor, path: &[i32]) -> Option<Location> {
-        let spans = self.files.entry(file.name().to_owned()).or_insert_with(|| index(file)).as_ref()?;
+        let apart = self.apart;
+        let spans = self.files.entry(file.name().to_owned()).or_insert_with(|| index(file, apart)).as_ref()?;
         let (line, column) = (0..=path.len()).rev().find_map(|len| spans.get(&path[..len]).copied()).unwrap_or((0, 0));
         Some(Location {
             file: file.name().to_owned(),
@@ -51,8 +65,16 @@ impl SourceIndex {
     }
 }
 
-fn index(file: &FileDescriptor) -> Option<Spans> {
-    let info = file.file_descriptor_proto().source_code_info.as_ref()?;
+fn index(file: &FileDescriptor, apart: Option<super::SourceInfo<'_>>) -> Option<Spans> {
+    let own = file.file_descriptor_proto().source_code_info.as_ref();
+    let kept;
+    let info = match own {
+        Some(info) => info,
+        None => {
+            kept = apart.and_then(|f| f(file.name()))?;
+            &kept
+        }
+    };
     let mut spans = Spans::with_capacity(info.location.len());
     for loc in &info.location {
         if let (Some(&line), Some(&column)) = (loc.span.first(), loc.span.get(1)) {

@@ -109,7 +109,7 @@ impl GrpcAdapter {
         if let Some(cached) = self.reflection.load_full().filter(|c| c.0 == generation) {
             return cached;
         }
-        let built = Arc::new((generation, Reflection::new(snap.schema().pool())));
+        let built = Arc::new((generation, Reflection::new(snap.schema())));
         self.reflection.store(Some(built.clone()));
         built
     }

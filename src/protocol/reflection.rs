@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 use bytes::{Buf as _, Bytes, BytesMut};
 use http_body::Frame;
 use prost::Message as _;
-use prost_reflect::DescriptorPool;
 use tonic::body::Body;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 
@@ -68,8 +67,10 @@ pub(crate) fn is_reflection(path: &str) -> bool {
 }
 
 impl Reflection {
-    pub(crate) fn new(pool: &DescriptorPool) -> Result<Self, String> {
-        let encoded = pool.encode_to_vec();
+    /// Describes `schema`, comments included (its source info is put back).
+    pub(crate) fn new(schema: &crate::Schema) -> Result<Self, String> {
+        let pool = schema.pool();
+        let encoded = schema.encode_with_source_info();
         let with_health = pool.get_service_by_name("grpc.health.v1.Health").is_none();
         let builder = || {
             let mut b = tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(&encoded);

@@ -22,7 +22,7 @@ use super::{Respond, Responder};
 use crate::Error;
 use crate::call::{Answer, CallRequest, Exchange, Input, Kind, Reply, Responding};
 use crate::error::BuildError;
-use crate::store::{After, InsertError, Store};
+use crate::store::{After, InsertError, Page, Store};
 use crate::validate::{self, Naming, Validation};
 use crate::wire::{self, FlatShape};
 
@@ -82,6 +82,64 @@ impl Resource {
 
     fn not_found(&self, id: &str) -> Error {
         Error::not_found(format!("{} '{}' not found", self.display, id))
+    }
+
+    /// A stored record too large to send: named, with the page token that
+    /// continues past it (`None` when it is the last record).
+    fn unlistable(&self, bytes: &Bytes, max: usize, past: Option<String>) -> Error {
+        let id = self.id.as_ref().and_then(|f| {
+            let m = DynamicMessage::decode(self.msg.clone(), bytes.clone()).ok()?;
+            Some(format!(" '{}'", key_str(&m.get_field(f))))
+        });
+        let resume = match past {
+            Some(t) => format!("; page_token \"{t}\" continues past it"),
+            None => "; it is the last record".to_owned(),
+        };
+        Error::too_large(format!(
+            "{}{} is {} bytes, larger than the {max}-byte reply limit (see --max-message-size), \
+             so it cannot be listed{resume}",
+            self.display,
+            id.unwrap_or_default(),
+            bytes.len()
+        ))
+    }
+}
+
+/// Where a list page starts, owned (a client's `page_token` is a store token,
+/// or the id of the last record it saw).
+#[derive(Debug, Clone)]
+enum Cursor {
+    Start,
+    Token(String),
+    Id(String),
+}
+
+impl Cursor {
+    fn after(&self) -> After<'_> {
+        match self {
+            Cursor::Start => After::Start,
+            Cursor::Token(t) => After::Token(t),
+            Cursor::Id(id) => After::Id(id),
+        }
+    }
+
+    /// The first page of a list: `page_token` read as a store token, else as an id.
+    fn first(store: &dyn Store, q: &ListQuery, n: usize) -> Result<(Page, Cursor), Error> {
+        let Some(tok) = q.after_id.as_deref() else {
+            return Ok((store.page(&q.table, After::Start, n)?, Cursor::Start));
+        };
+        match store.page(&q.table, After::Token(tok), n) {
+            Ok(page) => Ok((page, Cursor::Token(tok.to_owned()))),
+            Err(e) if e.is_invalid_argument() => {
+                Ok((store.page(&q.table, After::Id(tok), n)?, Cursor::Id(tok.to_owned())))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The token that continues after the first `k` records from here.
+    fn past(&self, store: &dyn Store, table: &str, k: usize) -> Result<Option<String>, Error> {
+        Ok(store.page(table, self.after(), k)?.next)
     }
 }
 
@@ -425,7 +483,7 @@ impl Plan {
                 })
             }
             Plan::List(list) => {
-                let (items, next) = list.page(store, &req)?;
+                let (items, next) = list.page(store, &req, max)?;
                 let Some((output, items_field, next_field)) = list.unary.as_ref() else {
                     return Err(Error::internal("streaming list called as unary"));
                 };
@@ -516,17 +574,31 @@ impl ListPlan {
 
     /// A unary list's page. Its `page_token` is the `next_page_token` of the
     /// previous page (opaque, valid across deletions) or, as before tokens were
-    /// opaque, the id of the last record seen.
-    fn page(&self, store: &dyn Store, req: &DynamicMessage) -> Result<(Vec<Bytes>, Option<String>), Error> {
+    /// opaque, the id of the last record seen. A page holds what fits in a
+    /// reply of `max` bytes (its token continues from there); a first record too
+    /// large for any reply is an error naming it, with the token past it.
+    fn page(&self, store: &dyn Store, req: &DynamicMessage, max: usize) -> Result<(Vec<Bytes>, Option<String>), Error> {
         let q = self.query(req);
-        let page = match q.after_id.as_deref() {
-            None => store.page(&q.table, After::Start, q.n)?,
-            Some(tok) => match store.page(&q.table, After::Token(tok), q.n) {
-                Ok(page) => page,
-                Err(e) if e.is_invalid_argument() => store.page(&q.table, After::Id(tok), q.n)?,
-                Err(e) => return Err(e),
-            },
-        };
+        let (mut page, cursor) = Cursor::first(store, &q, q.n)?;
+        // Room for the next_page_token field and the reply's own framing.
+        let budget = max.saturating_sub(64);
+        let (mut total, mut keep) = (0usize, 0usize);
+        for b in &page.records {
+            let add = b.len() + 16;
+            if total + add > budget {
+                break;
+            }
+            total += add;
+            keep += 1;
+        }
+        if keep < page.records.len() {
+            if keep == 0 {
+                let past = cursor.past(store, &q.table, 1)?;
+                return Err(self.res.unlistable(&page.records[0], max, past));
+            }
+            page.records.truncate(keep);
+            page.next = cursor.past(store, &q.table, keep)?;
+        }
         Ok((page.records, page.next))
     }
 
@@ -1336,12 +1408,12 @@ impl StoreRoute {
     }
 
     /// Unary and server-streaming answers, once the request is in hand (and decoded if heavy).
-    fn answer(&self, kind: Kind, ex: &Exchange, input: Input) -> Result<Answer, Error> {
+    fn answer(self: &Arc<Self>, kind: Kind, ex: &Exchange, input: Input) -> Result<Answer, Error> {
         let store = &*self.store;
         match kind {
             Kind::ServerStreaming => {
                 let query = self.conv.stream(ex.checked(input)?)?;
-                Ok(Answer::stream(Box::pin(ListStream::start(self.store.clone(), query)?)))
+                Ok(Answer::stream(Box::pin(ListStream::start(self.clone(), query)?)))
             }
             _ => Ok(Answer::one(self.conv.unary(store, ex, input)?)),
         }
@@ -1395,10 +1467,13 @@ impl Respond for StoreRouteRef {
 /// A server-streaming list, read from the store a chunk at a time as the client
 /// takes replies: a stream nobody reads holds one chunk, not the whole page.
 struct ListStream {
-    store: Arc<dyn Store>,
+    route: Arc<StoreRoute>,
     table: String,
     /// Records still to send after `buf`.
     left: usize,
+    /// Where the chunk in `buf` started, and how many of it were sent.
+    chunk: Cursor,
+    sent: usize,
     /// Where the next chunk starts (the store's token), `None` at the end.
     next: Option<String>,
     buf: std::vec::IntoIter<Bytes>,
@@ -1409,11 +1484,29 @@ const LIST_CHUNK: usize = 256;
 
 impl ListStream {
     /// Reads the first chunk now, so a bad page token fails the call before it streams.
-    fn start(store: Arc<dyn Store>, q: ListQuery) -> Result<Self, Error> {
-        let after = q.after_id.as_deref().map_or(After::Start, After::Id);
-        let first = store.page(&q.table, after, q.n.min(LIST_CHUNK))?;
+    fn start(route: Arc<StoreRoute>, q: ListQuery) -> Result<Self, Error> {
+        let (first, chunk) = Cursor::first(&*route.store, &q, q.n.min(LIST_CHUNK))?;
         let left = q.n - first.records.len();
-        Ok(Self { store, table: q.table, left, next: first.next, buf: first.records.into_iter() })
+        Ok(Self { route, table: q.table, left, chunk, sent: 0, next: first.next, buf: first.records.into_iter() })
+    }
+
+    /// The next record, from `buf` or a new chunk.
+    fn record(&mut self) -> Option<Result<Bytes, Error>> {
+        if let Some(b) = self.buf.next() {
+            return Some(Ok(b));
+        }
+        let token = self.next.take().filter(|_| self.left > 0)?;
+        match self.route.store.page(&self.table, After::Token(&token), self.left.min(LIST_CHUNK)) {
+            Ok(page) => {
+                self.left -= page.records.len();
+                self.next = page.next;
+                self.buf = page.records.into_iter();
+                self.chunk = Cursor::Token(token);
+                self.sent = 0;
+                self.buf.next().map(Ok)
+            }
+            Err(e) => Some(Err(e)),
+        }
     }
 }
 
@@ -1430,21 +1523,25 @@ impl futures_util::Stream for ListStream {
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         coop.made_progress();
         let this = self.get_mut();
-        if let Some(b) = this.buf.next() {
-            return std::task::Poll::Ready(Some(Ok(Reply::Encoded(b))));
-        }
-        let Some(token) = this.next.take().filter(|_| this.left > 0) else {
-            return std::task::Poll::Ready(None);
-        };
-        match this.store.page(&this.table, After::Token(&token), this.left.min(LIST_CHUNK)) {
-            Ok(page) => {
-                this.left -= page.records.len();
-                this.next = page.next;
-                this.buf = page.records.into_iter();
-                std::task::Poll::Ready(this.buf.next().map(|b| Ok(Reply::Encoded(b))))
+        let item = match this.record() {
+            Some(Ok(b)) if b.len() > this.route.conv.max_send => {
+                // Too large for any reply: the stream ends naming it, with the
+                // page token that continues past it.
+                let (route, table) = (&this.route, &this.table);
+                let err = match this.chunk.past(&*route.store, table, this.sent + 1) {
+                    Ok(past) => route.conv.plan.resource().unlistable(&b, route.conv.max_send, past),
+                    Err(e) => e,
+                };
+                (this.next, this.buf) = (None, Vec::new().into_iter());
+                Some(Err(err))
             }
-            Err(e) => std::task::Poll::Ready(Some(Err(e))),
-        }
+            Some(Ok(b)) => {
+                this.sent += 1;
+                Some(Ok(Reply::Encoded(b)))
+            }
+            other => other.map(|r| r.map(Reply::Encoded)),
+        };
+        std::task::Poll::Ready(item)
     }
 }
 

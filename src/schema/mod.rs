@@ -20,6 +20,7 @@ use protox::file::{ChainFileResolver, DescriptorSetFileResolver, GoogleFileResol
 pub mod builtin;
 pub mod diagnostic;
 mod source;
+mod sources;
 
 pub use diagnostic::{Position, Problem};
 pub use source::{MAX_FILE_SIZE, SKIPPED_DIRS};
@@ -30,10 +31,12 @@ use source::{DiskResolver, Excludes, Found, Reads};
 /// the files that were found under the include roots.
 #[derive(Clone, Debug)]
 pub struct Schema {
+    /// Without source info (kept encoded in `sources`).
     pool: DescriptorPool,
     files: Vec<String>,
     /// Served files whose text is blank (nothing but white space).
     blank: Vec<String>,
+    sources: std::sync::Arc<sources::Sources>,
 }
 
 impl Schema {
@@ -56,7 +59,35 @@ impl Schema {
     /// Wraps an already built pool (every file in it counts as a user file).
     pub fn from_pool(pool: DescriptorPool) -> Self {
         let files = pool.files().map(|f| f.name().to_owned()).collect();
-        Self { pool, files, blank: Vec::new() }
+        Self { pool, files, blank: Vec::new(), sources: Default::default() }
+    }
+
+    /// The source info (positions and comments) of `file`: kept apart from the
+    /// pool, which a compiled schema serves without it. `None` if it has none.
+    pub fn source_info(&self, file: &str) -> Option<prost_types::SourceCodeInfo> {
+        match self.sources.get(file) {
+            Some(bytes) => prost::Message::decode(bytes.clone()).ok(),
+            None => self.pool.get_file_by_name(file)?.file_descriptor_proto().source_code_info.clone(),
+        }
+    }
+
+    /// The pool as compiled, source info included (for positions in
+    /// `compat::check`'s findings). It is decoded anew on each call: the served
+    /// pool leaves source info out to save memory.
+    pub fn pool_with_source_info(&self) -> DescriptorPool {
+        if self.sources.is_empty() {
+            return self.pool.clone();
+        }
+        DescriptorPool::decode(self.encode_with_source_info().as_slice()).unwrap_or_else(|_| self.pool.clone())
+    }
+
+    /// The schema as an encoded `FileDescriptorSet`, imports and source info included.
+    pub fn encode_with_source_info(&self) -> Vec<u8> {
+        let bare = self.pool.encode_to_vec();
+        if self.sources.is_empty() {
+            return bare;
+        }
+        sources::join(&bare, &self.sources).unwrap_or(bare)
     }
 }
 
@@ -243,7 +274,9 @@ pub fn empty() -> Schema {
     match compile(&[], &[]) {
         Ok((schema, _)) => schema,
         // The built-ins compile (a test says so); an empty pool is still correct.
-        Err(_) => Schema { pool: DescriptorPool::new(), files: Vec::new(), blank: Vec::new() },
+        Err(_) => {
+            Schema { pool: DescriptorPool::new(), files: Vec::new(), blank: Vec::new(), sources: Default::default() }
+        }
     }
 }
 
@@ -289,6 +322,39 @@ fn push_unique(v: &mut Vec<PathBuf>, p: PathBuf) {
 }
 
 fn compile(includes: &[PathBuf], names: &[&str]) -> Result<(Schema, Reads), SchemaError> {
+    // protox's compile allocates several times the served pool and frees it all.
+    // On a thread of its own those allocations come from that thread's malloc
+    // arena, which goes back to the system once freed, instead of fragmenting
+    // the heap the long-lived pool lives in: only encoded bytes cross back, and
+    // the pool is decoded here.
+    let raw = std::thread::scope(|s| {
+        match std::thread::Builder::new().name("compile".into()).spawn_scoped(s, || compile_raw(includes, names)) {
+            Ok(thread) => thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => compile_raw(includes, names),
+        }
+    })?;
+    let pool = DescriptorPool::decode(raw.set.bare.as_slice()).map_err(|e| SchemaError::Invalid {
+        problems: vec![Problem::new(format!("the compiled schema does not decode: {e}"))],
+    })?;
+    let own = |v: &[String]| v.iter().map(|s| s.as_str().to_owned()).collect::<Vec<_>>();
+    let schema = Schema {
+        pool,
+        files: own(&raw.files),
+        blank: own(&raw.blank),
+        sources: std::sync::Arc::new(raw.set.sources()),
+    };
+    Ok((schema, raw.reads))
+}
+
+/// What the compile thread hands back: the served descriptor set, encoded.
+struct Raw {
+    set: sources::Split,
+    files: Vec<String>,
+    blank: Vec<String>,
+    reads: Reads,
+}
+
+fn compile_raw(includes: &[PathBuf], names: &[&str]) -> Result<Raw, SchemaError> {
     let reads = Rc::new(RefCell::new(Reads::default()));
     let mut resolver = ChainFileResolver::new();
     resolver.add(DiskResolver::new(includes.to_vec(), reads.clone()));
@@ -313,35 +379,23 @@ fn compile(includes: &[PathBuf], names: &[&str]) -> Result<(Schema, Reads), Sche
             let _ = compiler.open_file(extra);
         }
     }
-    let mut pool = compiler.descriptor_pool();
-    if pool.files().any(|f| f.services().len() > 0 && !files.iter().any(|n| n == f.name())) {
-        pool = without_import_services(&pool, &files);
-    }
+    let set = served_set(&compiler.descriptor_pool(), &files);
+    drop(compiler);
     let reads = std::mem::take(&mut *reads.borrow_mut());
     let blank =
         files.iter().filter(|f| reads.texts.get(*f).is_some_and(|t| t.text.trim().is_empty())).cloned().collect();
-    let schema = Schema { pool, files, blank };
-    Ok((schema, reads))
+    Ok(Raw { set, files, blank, reads })
 }
 
-/// Import-only files (`-I` roots) are not served: their services are dropped, so
-/// neither routing nor reflection offers them.
-fn without_import_services(pool: &DescriptorPool, served: &[String]) -> DescriptorPool {
-    /// `FileDescriptorProto.service`'s field number, the first element of a
-    /// source location's path inside a service.
-    const SERVICE_FIELD: i32 = 6;
-    let mut set = prost_types::FileDescriptorSet { file: pool.file_descriptor_protos().cloned().collect() };
-    for f in &mut set.file {
-        if !served.iter().any(|n| n == f.name()) && !f.service.is_empty() {
-            f.service.clear();
-            if let Some(info) = &mut f.source_code_info {
-                info.location.retain(|l| l.path.first() != Some(&SERVICE_FIELD));
-            }
-        }
-    }
-    // The same files minus some services: decoding cannot fail where the original
-    // did not, but keep the original pool rather than panic if it somehow does.
-    DescriptorPool::from_file_descriptor_set(set).unwrap_or_else(|_| pool.clone())
+/// The descriptor set protoserve serves, from protox's pool: the same files
+/// without their source info (kept encoded apart, see [`sources`]), and without
+/// the services of import-only files (`-I` roots), so neither routing nor
+/// reflection offers them.
+fn served_set(full: &DescriptorPool, served: &[String]) -> sources::Split {
+    let encoded = full.encode_to_vec();
+    let import_services = |name: &str| !served.iter().any(|n| n == name);
+    // The split cannot fail on protox's own encoding; keep everything if it does.
+    sources::split(&encoded, import_services).unwrap_or_else(|| sources::Split::whole(encoded))
 }
 
 /// Resolves `buf/validate/validate.proto` from the copy that prost-protovalidate ships,

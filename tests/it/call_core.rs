@@ -408,6 +408,7 @@ fn with_limits(handshake_ms: u64, idle_ms: u64) -> protoserve::Builder {
             handshake_timeout: Duration::from_millis(handshake_ms),
             idle_timeout: Duration::from_millis(idle_ms),
             keepalive_interval: None,
+            stall_timeout: None,
         })
         .server_streaming("kinds.Echo/Repeat", |call: Call<DynamicMessage>| async move {
             let first = futures_util::stream::once(async move { Ok(call.reply()) });
@@ -488,4 +489,68 @@ async fn a_garbage_reflection_request_is_internal_not_ok() {
         assert_eq!(err.code(), Code::Internal, "{path}: {err:?}");
         assert!(err.message().contains("ServerReflectionRequest"), "{path}: {}", err.message());
     }
+}
+
+/// A server whose `kinds.Echo/Repeat` answers `times` notes of 16 KiB, each after
+/// `gap`, with the given stall timeout.
+async fn repeating_server(stall: Duration, gap: Duration) -> TestServer {
+    let limits = protoserve::ConnLimits { stall_timeout: Some(stall), ..Default::default() };
+    TestServer::start(kinds().conn_limits(limits).server_streaming(
+        "kinds.Echo/Repeat",
+        move |call: Call<DynamicMessage>| async move {
+            let times = call.message.get_field_by_name("times").and_then(|v| v.as_i32()).unwrap_or(0);
+            let mut reply = call.reply();
+            reply.set_field_by_name("text", prost_reflect::Value::String("x".repeat(16 * 1024)));
+            let replies = futures_util::stream::iter(0..times).then(move |_| {
+                let reply = reply.clone();
+                async move {
+                    tokio::time::sleep(gap).await;
+                    Ok(reply)
+                }
+            });
+            Ok(Box::pin(replies) as ReplyStream)
+        },
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn a_connection_whose_client_stops_reading_is_closed_after_the_stall_timeout() {
+    let srv = repeating_server(Duration::from_millis(200), Duration::ZERO).await;
+    let (mut send, closed) = h2_connection(&srv).await;
+    // 10,000 notes of 16 KiB: far more than HTTP/2's 64 KiB initial window.
+    let note = [0x10, 0x90, 0x4e]; // field 2 (times) = 10000
+    let mut frame = vec![0, 0, 0, 0, note.len() as u8];
+    frame.extend_from_slice(&note);
+    let req = http::Request::post(format!("http://{}/kinds.Echo/Repeat", srv.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(Bytes::from(frame)))
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    assert_eq!(res.status(), http::StatusCode::OK);
+    // The response body is never read: the server's frames wait on flow control
+    // until it gives up and closes the connection (the end of `closed`).
+    tokio::time::timeout(Duration::from_secs(20), closed).await.expect("the stalled connection was closed").unwrap();
+    let mut body = http_body_util::BodyExt::boxed(res.into_body());
+    let mut got = 0usize;
+    let end = loop {
+        match http_body_util::BodyExt::frame(&mut body).await {
+            Some(Ok(f)) => got += f.data_ref().map_or(0, |d| d.len()),
+            Some(Err(e)) => break Some(e),
+            None => break None,
+        }
+    };
+    assert!(end.is_some(), "the stream ended with an error, not a clean end");
+    assert!(got < 10_000 * 16 * 1024, "only what the window let through arrived: {got} bytes");
+}
+
+#[tokio::test]
+async fn a_slow_producer_is_not_mistaken_for_a_stalled_client() {
+    // Gaps of 3 stall periods between replies: the client reads everything, so
+    // nothing is waiting on it and the stream completes.
+    let srv = repeating_server(Duration::from_millis(100), Duration::from_millis(300)).await;
+    let mut c = srv.client().await;
+    let got = c.server_stream("/kinds.Echo/Repeat", c.msg("kinds.Note", json!({"times": 4}))).await.unwrap();
+    assert_eq!(got.len(), 4);
 }

@@ -45,7 +45,7 @@ fn rule_set(case: &Path) -> RuleSet {
 
 fn pool(dir: &Path) -> DescriptorPool {
     match schema::load(&[dir.to_path_buf()]) {
-        Ok(s) => s.pool().clone(),
+        Ok(s) => s.pool_with_source_info(),
         Err(e) => panic!("fixture {} does not compile:\n{}", dir.display(), e.render()),
     }
 }
@@ -226,7 +226,9 @@ fn run_accepts_single_files_and_descriptor_sets() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let set = tmp.path().join("old.binpb");
     let old = schema::load(&[c.join("old")]).expect("old compiles");
-    let fds = prost_types::FileDescriptorSet { file: old.pool().file_descriptor_protos().cloned().collect() };
+    let fds = prost_types::FileDescriptorSet {
+        file: old.pool_with_source_info().file_descriptor_protos().cloned().collect(),
+    };
     std::fs::write(&set, fds.encode_to_vec()).expect("write binpb");
 
     let (code, out, err) = run(&set, &c.join("new/user.proto"), Format::Text, false);
@@ -819,8 +821,9 @@ fn buf_parity_on_random_mutations() {
         };
         for (category, set) in [("WIRE", RuleSet::Wire), ("WIRE_JSON", RuleSet::WireJson)] {
             let theirs = buf_rules(&buf, &dir, category);
-            let findings = compat::check(old.pool(), new.pool(), set);
-            let _ = compat::probe(old.pool(), new.pool(), &findings);
+            let (old, new) = (old.pool_with_source_info(), new.pool_with_source_info());
+            let findings = compat::check(&old, &new, set);
+            let _ = compat::probe(&old, &new, &findings);
             let mut ours: BTreeMap<String, usize> = BTreeMap::new();
             for f in findings.into_iter().filter(|f| f.rule.is_buf()) {
                 *ours.entry(f.rule.id().to_owned()).or_default() += 1;

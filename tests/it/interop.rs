@@ -97,6 +97,9 @@ fn grpcurl_lists_describes_and_calls_through_reflection() {
     assert!(list.lines().any(|l| l == "grpc.health.v1.Health"), "{list}");
     let desc = run(Command::new(&grpcurl).args(["-plaintext", &addr, "describe", "users.User"]));
     assert!(desc.contains("int64 created_at = 5;"), "{desc}");
+    // Comments come from the source info kept apart from the served pool.
+    let desc = run(Command::new(&grpcurl).args(["-plaintext", &addr, "describe", "users.UserService.GetUser"]));
+    assert!(desc.contains("Returns the user with the given id, or NOT_FOUND."), "{desc}");
     let created = run(Command::new(&grpcurl).args([
         "-plaintext",
         "-d",

@@ -583,7 +583,7 @@ async fn the_compat_check_runs_off_the_async_workers() {
     let check: protoserve::reload::CompatCheck = Arc::new(move |old, new| {
         let _ = entered_tx.send(());
         let _ = release_rx.lock().unwrap().recv_timeout(WAIT);
-        protoserve::compat::check(old, new, protoserve::compat::RuleSet::Wire)
+        protoserve::compat::check(old.pool(), new.pool(), protoserve::compat::RuleSet::Wire)
     });
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&users_dir(), dir.path());

@@ -515,3 +515,84 @@ async fn data_file_names_bad_fields_generates_keys_and_warns_about_unserved_type
     let got = c.unary("/users.UserService/GetUser", c.msg("users.GetUserRequest", json!({"user_id": id})));
     assert_eq!(get_str(&got.await.unwrap(), "name"), "NoId");
 }
+
+/// The page token in a "cannot be listed" message.
+fn token_past(err: &tonic::Status) -> String {
+    let m = err.message();
+    let start = m.find("page_token \"").unwrap_or_else(|| panic!("no page token in: {m}")) + "page_token \"".len();
+    m[start..].split('"').next().unwrap().to_owned()
+}
+
+/// A record too large for any reply (loaded with `--data` under a smaller
+/// limit) can always be listed around: the page that reaches it says so, naming
+/// it, and its page token continues past it (issue 12, item 2), in unary lists
+/// (whose pages are also cut to what fits in a reply) and in server streams.
+#[tokio::test]
+async fn a_record_larger_than_a_reply_is_named_and_listing_continues_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("seed.yaml");
+    let big = "x".repeat(300);
+    let mut yaml = format!("items.Item:\n  - {{id: a}}\n  - {{id: big, title: {big}}}\n");
+    for i in 0..30 {
+        yaml += &format!("  - {{id: s{i:02}, title: small}}\n");
+    }
+    yaml += &format!(
+        "users.User:\n  - {{id: u1, name: one, email: a@x}}\n  - {{id: u2, name: {big}, email: b@x}}\n  - {{id: u3, name: three, email: c@x}}\n"
+    );
+    std::fs::write(&data, yaml).unwrap();
+    let srv = TestServer::start(items().schema_dir(users_dir()).data_file(&data).max_message_size(200)).await;
+    let mut c = srv.client().await;
+
+    // Unary: the first page stops before the big record, with a token.
+    let list =
+        |c: &Client, token: &str| c.msg("items.ListItemsRequest", json!({"page_size": 100, "page_token": token}));
+    let page = c.unary("/items.Items/ListItems", list(&c, "")).await.unwrap();
+    let ids = |page: &DynamicMessage| -> Vec<String> {
+        page.get_field_by_name("items")
+            .unwrap()
+            .as_list()
+            .unwrap()
+            .iter()
+            .map(|m| get_str(m.as_message().unwrap(), "id"))
+            .collect()
+    };
+    assert_eq!(ids(&page), ["a"]);
+    let next = get_str(&page, "next_page_token");
+    assert!(!next.is_empty());
+    // The next page cannot hold the big record: an error naming it.
+    let err = c.unary("/items.Items/ListItems", list(&c, &next)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().starts_with("Item 'big' is "), "{}", err.message());
+    assert!(err.message().contains("200-byte reply limit"), "{}", err.message());
+    // Its token continues past it; pages are cut to fit 200 bytes, and every
+    // small record arrives exactly once.
+    let (mut token, mut seen, mut pages) = (token_past(&err), Vec::new(), 0);
+    loop {
+        let page = c.unary("/items.Items/ListItems", list(&c, &token)).await.unwrap();
+        assert!(prost::Message::encoded_len(&page) <= 200);
+        seen.extend(ids(&page));
+        pages += 1;
+        token = get_str(&page, "next_page_token");
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen, (0..30).map(|i| format!("s{i:02}")).collect::<Vec<_>>());
+    assert!(pages > 1, "30 records do not fit one 200-byte reply");
+
+    // Streams: the stream ends at the big record, naming it; its token resumes.
+    let err = c
+        .server_stream("/users.UserService/ListUsers", c.msg("users.ListUsersRequest", json!({"page_size": 10})))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().starts_with("User 'u2' is "), "{}", err.message());
+    let rest = c
+        .server_stream(
+            "/users.UserService/ListUsers",
+            c.msg("users.ListUsersRequest", json!({"page_size": 10, "page_token": token_past(&err)})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.iter().map(|u| get_str(u, "id")).collect::<Vec<_>>(), ["u3"]);
+}
