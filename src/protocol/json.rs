@@ -105,12 +105,12 @@ impl JsonAdapter {
         let answer = self.web.call(snap.clone(), route, parts.headers, deadline, raw).await?;
         let options = self.web.serialize_options();
         let response_field = binding.response_body.as_deref().and_then(|f| output.get_field_by_name(f));
-        let render = move |reply| -> Result<Json, Error> {
+        // A reply as JSON text: the message, or its response_body field.
+        let render = move |reply| -> Result<Vec<u8>, Error> {
             let msg = reply_message(reply, &output)?;
             match &response_field {
-                Some(f) => Ok(field_json(&msg, f, &options)),
-                None => serde_json::from_slice(&message_json(&msg, &options)?)
-                    .map_err(|e| Error::internal(format!("cannot write JSON: {e}"))),
+                Some(f) => Ok(field_json(&msg, f, &options).to_string().into_bytes()),
+                None => message_json(&msg, &options),
             }
         };
         let metadata = answer.metadata.clone();
@@ -121,17 +121,14 @@ impl JsonAdapter {
             let lines = replies.filter_map(move |item| {
                 let line = match item.and_then(&render) {
                     _ if failed => None,
-                    Ok(v) => Some(serde_json::json!({ "result": v })),
+                    Ok(json) => Some([&b"{\"result\":"[..], &json, b"}\n"].concat()),
                     Err(e) => {
                         failed = true;
-                        Some(serde_json::json!({ "error": status_json(&pool, &e.into_status()) }))
+                        let error = serde_json::json!({ "error": status_json(&pool, &e.into_status()) });
+                        Some([error.to_string().as_bytes(), b"\n"].concat())
                     }
                 };
-                std::future::ready(line.map(|l| {
-                    let mut text = l.to_string().into_bytes();
-                    text.push(b'\n');
-                    Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(text)))
-                }))
+                std::future::ready(line.map(|l| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(l)))))
             });
             let mut res = http::Response::new(Body::new(http_body_util::StreamBody::new(lines)));
             res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
@@ -142,7 +139,7 @@ impl JsonAdapter {
                 Output::Many(mut s) => s.next().await.ok_or_else(|| Error::internal("no reply"))??,
             };
             let json = maybe_off_worker(reply.encoded_len(), "writing a JSON reply", move || render(reply)).await?;
-            let mut res = http::Response::new(Body::new(http_body_util::Full::new(Bytes::from(json.to_string()))));
+            let mut res = http::Response::new(Body::new(http_body_util::Full::new(Bytes::from(json))));
             res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             res
         };
