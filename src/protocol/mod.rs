@@ -1,8 +1,9 @@
 //! Protocol adapters: the only code that knows HTTP. The [`Router`] is the
-//! service hyper calls for every request (HTTP/1.1 or HTTP/2); it picks an
-//! adapter by content-type, and each adapter turns requests into calls for the
-//! call stack and answers back into its protocol. Adding a protocol is a module
-//! here plus one arm in [`Protocol::of`].
+//! service hyper calls for every request (HTTP/1.1 or HTTP/2), behind CORS when
+//! configured; it picks an adapter by content-type (gRPC, gRPC-Web, Connect,
+//! HTTP/JSON), and each adapter turns requests into calls for the call stack
+//! and answers back into its protocol. Adding a protocol is a module here plus
+//! one variant in [`Protocol::of`] and its arm in `Dispatch::dispatch`.
 
 mod connect;
 mod cors;
