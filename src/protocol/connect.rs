@@ -21,7 +21,7 @@ use prost::Message as _;
 use tonic::body::Body;
 use tonic::{Code, Status};
 
-use super::web::{WebAdapter, json_request_off_worker, reply_bytes};
+use super::web::{WebAdapter, json_request_off_worker, maybe_off_worker, reply_bytes};
 use crate::Error;
 use crate::call::{Answer, Body as CallBody, Kind, Output};
 
@@ -164,11 +164,11 @@ async fn unary(web: &WebAdapter, req: http::Request<Incoming>) -> Result<http::R
         let q = GetQuery::parse(parts.uri.query().unwrap_or_default(), web.max_recv)?;
         (q.codec, q.message)
     } else if parts.method == http::Method::POST {
-        check_identity(parts.headers.get(header::CONTENT_ENCODING))?;
+        let encoding = request_encoding(parts.headers.get(header::CONTENT_ENCODING))?;
         let ct = parts.headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes).unwrap_or_default();
         let codec = Codec::of_unary(ct)
             .ok_or_else(|| Error::invalid_argument("Connect unary calls are application/proto or application/json"))?;
-        (codec, web.read_body(body).await?)
+        (codec, encoding.decode(web.read_body(body).await?, web.max_recv).await?)
     } else {
         return Err(Failure::from(Error::unimplemented(format!(
             "Connect calls are POST (or GET), not {}",
@@ -180,15 +180,23 @@ async fn unary(web: &WebAdapter, req: http::Request<Incoming>) -> Result<http::R
         Codec::Json => json_request_off_worker(route.method.input(), message).await?,
     };
     let output = route.method.output();
+    let gzip_reply = accepts_gzip(parts.headers.get(header::ACCEPT_ENCODING));
     let answer = web.call(snap, route, parts.headers, deadline, raw).await?;
     let (metadata, reply) = one_reply(answer).await?;
-    let body = match codec {
+    let mut body: Bytes = match codec {
         Codec::Proto => reply_bytes(reply),
         Codec::Json => web.reply_json_off_worker(reply, output).await?.into(),
     };
+    let compress = gzip_reply && body.len() >= COMPRESS_MIN;
+    if compress {
+        body = maybe_off_worker(body.len(), "compressing a reply", move || Ok(gzip(&body))).await?;
+    }
     let mut res = http::Response::new(Body::new(http_body_util::Full::new(body)));
     *res.headers_mut() = metadata.into_headers();
     res.headers_mut().insert(header::CONTENT_TYPE, codec.unary_content_type());
+    if compress {
+        res.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     Ok(res)
 }
 
@@ -210,15 +218,68 @@ fn no_side_effects(method: &prost_reflect::MethodDescriptor) -> bool {
     })
 }
 
-/// Only uncompressed requests are served (Connect answers others UNIMPLEMENTED).
-fn check_identity(encoding: Option<&HeaderValue>) -> Result<(), Error> {
+/// How request messages are compressed: `identity` or `gzip` (Connect answers
+/// others UNIMPLEMENTED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+}
+
+impl Encoding {
+    /// Decompresses a message (at most `max` bytes once inflated).
+    async fn decode(self, data: Bytes, max: usize) -> Result<Bytes, Error> {
+        match self {
+            Encoding::Identity => Ok(data),
+            Encoding::Gzip => maybe_off_worker(data.len(), "decompressing a request", move || gunzip(&data, max)).await,
+        }
+    }
+}
+
+fn request_encoding(encoding: Option<&HeaderValue>) -> Result<Encoding, Error> {
     match encoding.map(HeaderValue::as_bytes) {
-        None | Some(b"identity") => Ok(()),
+        None | Some(b"identity") => Ok(Encoding::Identity),
+        Some(b"gzip") => Ok(Encoding::Gzip),
         Some(other) => Err(Error::unimplemented(format!(
-            "request compression {} is not supported: send requests uncompressed",
+            "request compression {} is not supported: gzip or identity",
             String::from_utf8_lossy(other)
         ))),
     }
+}
+
+/// Whether an accept-encoding list names gzip.
+fn accepts_gzip(accept: Option<&HeaderValue>) -> bool {
+    accept.and_then(|v| v.to_str().ok()).is_some_and(|list| {
+        list.split(',').any(|e| e.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("gzip"))
+    })
+}
+
+/// Replies smaller than this are not worth compressing.
+const COMPRESS_MIN: usize = 1024;
+
+/// Inflates gzip data, refusing more than `max` bytes (RESOURCE_EXHAUSTED)
+/// without inflating past it.
+fn gunzip(data: &[u8], max: usize) -> Result<Bytes, Error> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::invalid_argument(format!("the request is not valid gzip: {e}")))?;
+    if out.len() > max {
+        return Err(Error::too_large(format!(
+            "the decompressed request is larger than the {max}-byte limit (see --max-message-size)"
+        )));
+    }
+    Ok(out.into())
+}
+
+fn gzip(data: &[u8]) -> Bytes {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 2), flate2::Compression::fast());
+    // Writing to a Vec cannot fail.
+    let _ = enc.write_all(data);
+    enc.finish().unwrap_or_default().into()
 }
 
 /// `connect-timeout-ms`: 1 to 10 digits.
@@ -245,7 +306,7 @@ struct GetQuery {
 
 impl GetQuery {
     fn parse(query: &str, max: usize) -> Result<GetQuery, Error> {
-        let (mut codec, mut message, mut base64) = (None, None, false);
+        let (mut codec, mut message, mut base64, mut gzipped) = (None, None, false, false);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             match k {
@@ -267,10 +328,9 @@ impl GetQuery {
                 }
                 "base64" => base64 = v == "1",
                 "compression" if v.is_empty() || v == "identity" => {}
+                "compression" if v == "gzip" => gzipped = true,
                 "compression" => {
-                    return Err(Error::unimplemented(format!(
-                        "compression {v:?} is not supported: send it uncompressed"
-                    )));
+                    return Err(Error::unimplemented(format!("compression {v:?} is not supported: gzip or identity")));
                 }
                 "connect" if v == "v1" => {}
                 "connect" => return Err(Error::invalid_argument(format!("unsupported Connect version {v:?}: v1"))),
@@ -288,6 +348,7 @@ impl GetQuery {
         } else {
             message
         };
+        let message = if gzipped { gunzip(&message, max)?.to_vec() } else { message };
         if message.len() > max {
             return Err(Error::too_large(format!(
                 "the message is larger than the {max}-byte limit (see --max-message-size)"
@@ -330,10 +391,15 @@ async fn stream_answer(
         return Err(Error::unimplemented(format!("Connect streams are POST, not {}", parts.method)));
     }
     let deadline = timeout(&parts.headers)?.map(|d| tokio::time::Instant::now() + d);
-    check_identity(parts.headers.get("connect-content-encoding"))?;
+    let encoding = request_encoding(parts.headers.get("connect-content-encoding"))?;
+    let gzip_replies = accepts_gzip(parts.headers.get("connect-accept-encoding"));
     let input = route.method.input();
+    let max = web.max_recv;
     let call_body = if route.kind.client_streaming() {
-        let envelopes = envelopes(body, web.max_recv);
+        let envelopes = envelopes(body, max).then(move |m| async move {
+            let (compressed, msg) = m?;
+            inflate(encoding, compressed, msg, max).await
+        });
         let frames: crate::call::Frames = match codec {
             Codec::Proto => Box::pin(envelopes),
             Codec::Json => Box::pin(envelopes.then(move |m| {
@@ -344,7 +410,8 @@ async fn stream_answer(
         CallBody::Frames(frames)
     } else {
         let body = super::web::read_limited(body, web.max_recv.saturating_add(5)).await?;
-        let message = one_envelope(&body)?;
+        let (compressed, message) = one_envelope(&body)?;
+        let message = inflate(encoding, compressed, message, max).await?;
         CallBody::One(match codec {
             Codec::Proto => message,
             Codec::Json => json_request_off_worker(input, message).await?,
@@ -367,6 +434,7 @@ async fn stream_answer(
                         Codec::Json => web.reply_json(reply, &output).map(Bytes::from),
                     };
                     Some(match encoded {
+                        Ok(msg) if gzip_replies && msg.len() >= COMPRESS_MIN => envelope(0x01, &gzip(&msg)),
                         Ok(msg) => envelope(0, &msg),
                         Err(e) => {
                             failed = true;
@@ -383,7 +451,11 @@ async fn stream_answer(
             std::future::ready(frame)
         })
         .map(|b| Ok::<_, Infallible>(Frame::data(b)));
-    Ok((metadata, Body::new(http_body_util::StreamBody::new(frames))))
+    let mut headers = metadata.into_headers();
+    if gzip_replies {
+        headers.insert("connect-content-encoding", HeaderValue::from_static("gzip"));
+    }
+    Ok((tonic::metadata::MetadataMap::from_headers(headers), Body::new(http_body_util::StreamBody::new(frames))))
 }
 
 /// Server reflection over Connect (`application/connect+proto`, the bidi
@@ -430,7 +502,10 @@ pub(crate) async fn reflection(grpc: &super::grpc::GrpcAdapter, req: http::Reque
 
 /// The messages of a streamed request body as they arrive: each envelope at
 /// most `max` bytes (RESOURCE_EXHAUSTED past it, before it is buffered).
-fn envelopes(body: Incoming, max: usize) -> impl futures_util::Stream<Item = Result<Bytes, Error>> + Send + 'static {
+fn envelopes(
+    body: Incoming,
+    max: usize,
+) -> impl futures_util::Stream<Item = Result<(bool, Bytes), Error>> + Send + 'static {
     use http_body_util::BodyExt as _;
     let state = Some((body, BytesMut::new()));
     futures_util::stream::unfold(state, move |state| async move {
@@ -438,9 +513,7 @@ fn envelopes(body: Incoming, max: usize) -> impl futures_util::Stream<Item = Res
         loop {
             if let Some(head) = buf.first_chunk::<5>() {
                 let (flags, len) = (head[0], u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize);
-                let refused = if flags & 0x01 != 0 {
-                    Some(Error::unimplemented("compressed Connect messages are not supported: send them uncompressed"))
-                } else if flags != 0 {
+                let refused = if flags & !0x01 != 0 {
                     Some(Error::invalid_argument(format!("unexpected envelope flags {flags:#04x} on a request")))
                 } else if len > max {
                     Some(Error::too_large(format!(
@@ -455,7 +528,7 @@ fn envelopes(body: Incoming, max: usize) -> impl futures_util::Stream<Item = Res
                 if buf.len() >= 5 + len {
                     let _ = buf.split_to(5);
                     let msg = buf.split_to(len).freeze();
-                    return Some((Ok(msg), Some((body, buf))));
+                    return Some((Ok((flags & 0x01 != 0, msg)), Some((body, buf))));
                 }
             }
             match body.frame().await {
@@ -477,14 +550,23 @@ fn envelopes(body: Incoming, max: usize) -> impl futures_util::Stream<Item = Res
     })
 }
 
-/// The one message of an enveloped request body.
-fn one_envelope(body: &[u8]) -> Result<Bytes, Error> {
+/// A request message as sent: inflated when its envelope says it is compressed
+/// (which needs `connect-content-encoding: gzip`).
+async fn inflate(encoding: Encoding, compressed: bool, msg: Bytes, max: usize) -> Result<Bytes, Error> {
+    match (compressed, encoding) {
+        (false, _) => Ok(msg),
+        (true, Encoding::Identity) => {
+            Err(Error::invalid_argument("a compressed envelope, but connect-content-encoding names no compression"))
+        }
+        (true, encoding) => encoding.decode(msg, max).await,
+    }
+}
+
+/// The one message of an enveloped request body, and whether it is compressed.
+fn one_envelope(body: &[u8]) -> Result<(bool, Bytes), Error> {
     let Some((head, rest)) = body.split_first_chunk::<5>() else {
         return Err(Error::invalid_argument("the Connect request has no complete envelope"));
     };
-    if head[0] & 0x01 != 0 {
-        return Err(Error::unimplemented("compressed Connect messages are not supported: send them uncompressed"));
-    }
     if head[0] & !0x01 != 0 {
         return Err(Error::invalid_argument(format!("unexpected envelope flags {:#04x} on a request", head[0])));
     }
@@ -495,7 +577,7 @@ fn one_envelope(body: &[u8]) -> Result<Bytes, Error> {
             rest.len()
         )));
     }
-    Ok(Bytes::copy_from_slice(rest))
+    Ok((head[0] & 0x01 != 0, Bytes::copy_from_slice(rest)))
 }
 
 fn envelope(flags: u8, msg: &[u8]) -> Bytes {
@@ -641,8 +723,27 @@ mod tests {
     #[test]
     fn envelopes_round_trip() {
         let e = envelope(0, b"abc");
-        assert_eq!(&one_envelope(&e).unwrap()[..], b"abc");
-        assert!(one_envelope(&envelope(1, b"abc")).unwrap_err().into_status().code() == Code::Unimplemented);
+        assert_eq!(one_envelope(&e).unwrap(), (false, Bytes::from_static(b"abc")));
+        assert_eq!(one_envelope(&envelope(1, b"abc")).unwrap(), (true, Bytes::from_static(b"abc")));
+        assert!(one_envelope(&envelope(4, b"abc")).unwrap_err().is_invalid_argument());
         assert!(one_envelope(&e[..6]).unwrap_err().is_invalid_argument());
+    }
+
+    #[test]
+    fn gzip_round_trips_and_inflating_stops_at_the_limit() {
+        let data = vec![b'a'; 10_000];
+        assert_eq!(&gunzip(&gzip(&data), 10_000).unwrap()[..], &data[..]);
+        assert!(gunzip(&gzip(&data), 9_999).unwrap_err().is_too_large());
+        assert!(gunzip(b"not gzip", 100).unwrap_err().is_invalid_argument());
+        let mut rng = fastrand::Rng::with_seed(3);
+        for _ in 0..2000 {
+            let mut z = gzip(b"some request bytes").to_vec();
+            let i = rng.usize(..z.len());
+            z[i] = rng.u8(..);
+            z.truncate(rng.usize(..=z.len()));
+            let _ = gunzip(&z, 64);
+        }
+        let accept = |s: &str| accepts_gzip(Some(&HeaderValue::from_str(s).unwrap()));
+        assert!(accept("gzip") && accept("br, GZIP;q=0.5") && !accept("br") && !accept("gzipx"));
     }
 }

@@ -494,7 +494,8 @@ async fn connect_json_streams_end_with_an_end_stream_message() {
     for (path, body, code) in [
         ("/notes.v1.Notes/Repeat", envelope(0, b"{nope"), "invalid_argument"),
         ("/notes.v1.Notes/Repeat", Bytes::from_static(b"\0\0"), "invalid_argument"),
-        ("/notes.v1.Notes/Repeat", envelope(1, b"{}"), "unimplemented"),
+        // Compressed, but no connect-content-encoding says how.
+        ("/notes.v1.Notes/Repeat", envelope(1, b"{}"), "invalid_argument"),
         ("/notes.v1.Notes/Say", envelope(0, b"{}"), "unimplemented"),
         ("/notes.v1.Notes/Gone", envelope(0, b"{}"), "unimplemented"),
     ] {
@@ -1000,4 +1001,75 @@ async fn buf_curl_over_connect_finds_the_schema_by_reflection() {
     let res =
         http1(&srv, "POST", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", &ct, envelope(0, b"{}")).await;
     assert_eq!(connect_frames(res.body).1["error"]["code"], "unimplemented");
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+fn gunzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data).read_to_end(&mut out).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn connect_gzip_requests_and_replies() {
+    let srv = TestServer::start(notes().max_message_size(64 * 1024)).await;
+    let long = "y".repeat(4000);
+    // Unary: a gzip request, a gzip reply for a client that accepts it (and is large enough).
+    let mut headers = CONNECT_JSON.to_vec();
+    headers.extend([("content-encoding", "gzip"), ("accept-encoding", "br, gzip")]);
+    let body = gzip(json!({"text": long}).to_string().as_bytes());
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Say", &headers, body.into()).await;
+    assert_eq!((res.status, res.header("content-encoding")), (200, "gzip"));
+    let reply: Value = serde_json::from_slice(&gunzip(&res.body)).unwrap();
+    assert_eq!(reply["text"].as_str().map(str::len), Some(long.len() + 6));
+    // GET with compression=gzip (base64 of the gzip bytes).
+    let msg = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(gzip(br#"{"text":"z"}"#))
+    };
+    let path = format!("/notes.v1.Notes/Lookup?connect=v1&encoding=json&compression=gzip&base64=1&message={msg}");
+    let res = http1(&srv, "GET", &path, &[], Bytes::new()).await;
+    assert_eq!((res.status, res.json()), (200, json!({"text": "said: z"})));
+    // A gzip bomb is refused at the limit, not inflated; bad gzip is invalid.
+    let bomb = gzip(&vec![b' '; 1 << 20]);
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Say", &headers, bomb.into()).await;
+    assert_eq!((res.status, &res.json()["code"]), (429, &json!("resource_exhausted")));
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Say", &headers, Bytes::from_static(b"not gzip")).await;
+    assert_eq!((res.status, &res.json()["code"]), (400, &json!("invalid_argument")));
+    // Streams: compressed envelopes in, compressed envelopes out.
+    let ct = [
+        ("content-type", "application/connect+json"),
+        ("connect-content-encoding", "gzip"),
+        ("connect-accept-encoding", "gzip"),
+    ];
+    let body = envelope(1, &gzip(json!({"text": long, "times": 2}).to_string().as_bytes()));
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Repeat", &ct, body).await;
+    assert_eq!(res.header("connect-content-encoding"), "gzip");
+    let mut raw = res.body;
+    let mut texts = Vec::new();
+    while raw.len() >= 5 {
+        let flags = raw.get_u8();
+        let len = raw.get_u32() as usize;
+        let chunk = raw.split_to(len);
+        if flags & 0x02 != 0 {
+            assert_eq!(serde_json::from_slice::<Value>(&chunk).unwrap(), json!({}));
+            break;
+        }
+        assert_eq!(flags, 0x01, "large replies are compressed");
+        let v: Value = serde_json::from_slice(&gunzip(&chunk)).unwrap();
+        texts.push(v["text"].as_str().unwrap().len());
+    }
+    assert_eq!(texts, [long.len() + 3, long.len() + 3]);
+    // Collect: several compressed envelopes.
+    let body = [envelope(1, &gzip(br#"{"text":"p"}"#)), envelope(0, br#"{"text":"q"}"#)].concat();
+    let res = http1(&srv, "POST", "/notes.v1.Notes/Collect", &ct, body.into()).await;
+    let (msgs, end) = connect_frames(res.body);
+    assert_eq!((serde_json::from_slice::<Value>(&msgs[0]).unwrap(), end), (json!({"text": "p+q"}), json!({})));
 }
