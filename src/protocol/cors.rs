@@ -30,7 +30,14 @@ pub(crate) fn layer(origins: &[String]) -> Option<CorsLayer> {
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+        // The CLI checks origins as it parses them; library callers learn here.
+        AllowOrigin::list(origins.iter().filter_map(|o| match parse_origin(o) {
+            Ok(_) => HeaderValue::from_str(o).ok(),
+            Err(e) => {
+                tracing::warn!("CORS origin left out: {e}");
+                None
+            }
+        }))
     };
     Some(
         CorsLayer::new()
