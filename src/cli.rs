@@ -66,6 +66,10 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// Where to serve Prometheus metrics (`/metrics`); off when `None`.
     pub metrics_addr: Option<SocketAddr>,
+    /// Field names of JSON responses (Connect, HTTP/JSON).
+    pub json_names: crate::JsonNames,
+    /// Origins allowed by CORS (`*`: any); empty: no CORS.
+    pub cors_origins: Vec<String>,
 }
 
 /// How log lines are written (`--log-format`).
@@ -246,6 +250,21 @@ struct ServeArgs {
     /// the command line win.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Field names in JSON responses (Connect, HTTP/JSON): camel (lowerCamelCase
+    /// json_name, the proto3 JSON default) or proto (as declared).
+    #[arg(long, value_enum, default_value_t = JsonNamesArg::Camel, value_name = "NAMES")]
+    json_names: JsonNamesArg,
+    /// Allow browser pages from this origin (e.g. https://app.example.com, or *
+    /// for any) to call the server: CORS preflights answered, gRPC/Connect
+    /// response headers exposed. Repeatable.
+    #[arg(long = "cors-origin", value_name = "ORIGIN", value_parser = crate::protocol::parse_origin)]
+    cors_origin: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum JsonNamesArg {
+    Camel,
+    Proto,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -336,6 +355,11 @@ impl Config {
                 auth_scope: a.auth_scope,
                 log_format: a.log_format,
                 metrics_addr: a.metrics_addr,
+                json_names: match a.json_names {
+                    JsonNamesArg::Camel => crate::JsonNames::Camel,
+                    JsonNamesArg::Proto => crate::JsonNames::Proto,
+                },
+                cors_origins: a.cors_origin,
             }),
             Cmd::Check(a) => Command::Check(CheckConfig {
                 roots: roots(a.schema.dirs),

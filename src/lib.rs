@@ -33,7 +33,8 @@
 //! - [`compat_cmd`]: the `protoserve compat` command (reading inputs, printing).
 //! - [`reload`]: file watching, recompiling, checking and swapping snapshots.
 //! - `call`: the protocol-neutral call core ([`CallRequest`] -> [`Answer`]).
-//! - `protocol`: adapters from HTTP (gRPC today) to calls; the only code that knows HTTP.
+//! - `protocol`: adapters from HTTP (gRPC, gRPC-Web, Connect, HTTP/JSON) to calls;
+//!   CORS; the only code that knows HTTP.
 //! - [`middleware`]: tower layers over calls (deadline, tracing span, request
 //!   logs and Prometheus metrics, bearer-token auth, interceptors, yours).
 //! - `responder`: what answers a method: registered handlers, then the resource store.
@@ -76,7 +77,7 @@ pub use call::{
 pub use cli::{CheckConfig, Command, Config, LogFormat, ServeConfig, parse_duration, parse_size};
 pub use error::Error;
 pub use middleware::CallService;
-pub use protocol::Compression;
+pub use protocol::{Compression, JsonNames};
 pub use registry::{BuildError, Snapshot};
 pub use reload::{OnBreaking, Outcome, Phases, ReloadError, ReloadHandle, Reloaded, SchemaDiff};
 pub use responder::handler::{Call, Cancellation, Handler, ReplyStream, RequestStream};
@@ -107,6 +108,8 @@ pub struct Builder {
     auth: Option<Arc<middleware::TokenAuth>>,
     observe: middleware::ObserveLayer,
     compression: Compression,
+    json_names: JsonNames,
+    cors_origins: Vec<String>,
     data: Option<PathBuf>,
     max_recv: usize,
     max_send: usize,
@@ -140,6 +143,8 @@ impl Default for Builder {
             auth: None,
             observe: middleware::ObserveLayer::default(),
             compression: Compression::default(),
+            json_names: JsonNames::default(),
+            cors_origins: Vec::new(),
             data: None,
             max_recv: DEFAULT_MAX_MESSAGE_SIZE,
             max_send: DEFAULT_MAX_MESSAGE_SIZE,
@@ -278,6 +283,21 @@ impl Builder {
         self
     }
 
+    /// Allows browser pages from `origin` (`*`: any) to call the server:
+    /// CORS preflights are answered and the gRPC/Connect response headers
+    /// exposed. Repeatable; without it no CORS headers are sent.
+    pub fn cors_origin(mut self, origin: impl Into<String>) -> Self {
+        self.cors_origins.push(origin.into());
+        self
+    }
+
+    /// Which field names JSON responses (Connect, HTTP/JSON) use: lowerCamelCase
+    /// (the default) or the names in the `.proto` files.
+    pub fn json_names(mut self, names: JsonNames) -> Self {
+        self.json_names = names;
+        self
+    }
+
     /// Pre-loads the resource store from a YAML or JSON file.
     pub fn data_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.data = Some(path.into());
@@ -354,15 +374,24 @@ impl Builder {
             m.register_snapshot(&registry.load());
         }
         let calls = middleware::stack(call::Core { max_send: self.max_send }, &layers, &self.observe);
-        let router = Router::new(GrpcAdapter {
-            builtin_auth: self.auth.clone().filter(|a| a.covers_builtin()),
-            registry: registry.clone(),
-            health: health_server,
-            calls,
-            max_recv: self.max_recv,
-            compression: self.compression,
-            reflection: Default::default(),
-        });
+        let router = Router::new(
+            GrpcAdapter {
+                builtin_auth: self.auth.clone().filter(|a| a.covers_builtin()),
+                registry: registry.clone(),
+                health: health_server,
+                calls: calls.clone(),
+                max_recv: self.max_recv,
+                compression: self.compression,
+                reflection: Default::default(),
+            },
+            protocol::web::WebAdapter {
+                registry: registry.clone(),
+                calls,
+                max_recv: self.max_recv,
+                json_names: self.json_names,
+                cors_origins: self.cors_origins,
+            },
+        );
         let reload = ReloadHandle::new(registry.clone(), load, self.on_breaking, self.compat);
         // Watch from now on, so an edit made before `serve` runs is not missed.
         let watcher = if self.watch {
@@ -484,6 +513,7 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
         .watch(config.watch)
         .on_breaking(config.on_breaking)
         .compression(config.compression)
+        .json_names(config.json_names)
         .max_call_buffer(config.max_call_buffer)
         .conn_limits(config.conn_limits)
         .allow_empty(true);
@@ -495,6 +525,9 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
     }
     for glob in &config.exclude {
         builder = builder.exclude(glob);
+    }
+    for origin in &config.cors_origins {
+        builder = builder.cors_origin(origin);
     }
     if let Some(data) = &config.data {
         builder = builder.data_file(data);

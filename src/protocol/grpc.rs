@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::{Buf as _, BufMut as _, Bytes};
 use futures_util::{Stream as _, StreamExt as _};
-use hyper::body::Incoming;
 use prost::Message as _;
 use prost_reflect::ReflectMessage as _;
 use tonic::body::Body;
@@ -75,7 +74,13 @@ pub(crate) struct GrpcAdapter {
 }
 
 impl GrpcAdapter {
-    pub(crate) async fn serve(&self, req: http::Request<Incoming>, peer: Peer) -> http::Response<Body> {
+    /// Answers a gRPC request: over HTTP/2 (`Incoming`), or gRPC-Web once
+    /// tonic-web has translated it to gRPC framing (any HTTP version).
+    pub(crate) async fn serve<B>(&self, req: http::Request<B>, peer: Peer) -> http::Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    {
         let path = req.uri().path();
         if self.builtin_auth.is_some()
             && (path.starts_with(HEALTH_PREFIX) || path.starts_with(V1_PREFIX) || path.starts_with(V1ALPHA_PREFIX))
@@ -92,11 +97,8 @@ impl GrpcAdapter {
         // The one snapshot this RPC uses, start to end.
         let snap = self.registry.load();
         if path.starts_with(V1_PREFIX) || path.starts_with(V1ALPHA_PREFIX) {
-            let reflection = self.reflection_for(&snap);
-            return match &reflection.1 {
-                Ok(r) => r.call(req).await,
-                Err(e) => Error::internal(format!("reflection is unavailable: {e}")).into_status().into_http(),
-            };
+            // Reflection is rare: boxing its body (one allocation) lets gRPC-Web share it.
+            return self.reflect(&snap, req.map(Body::new)).await;
         }
         let Some(route) = snap.routes.get(path).cloned() else {
             // Under --auth-all, strangers do not learn which methods exist either.
@@ -175,10 +177,19 @@ impl GrpcAdapter {
 
     /// Under `--auth-all`, what the adapter answers itself (health, reflection,
     /// unknown methods) needs a token too; the call stack's auth layer checks the rest.
-    fn builtin_auth(&self, req: &http::Request<Incoming>) -> Result<(), Error> {
+    fn builtin_auth<B>(&self, req: &http::Request<B>) -> Result<(), Error> {
         let Some(auth) = &self.builtin_auth else { return Ok(()) };
         let value = req.headers().get(http::header::AUTHORIZATION).map(http::HeaderValue::as_bytes);
         auth.check_token(value)
+    }
+
+    /// Answers a reflection request on `snap`'s schema.
+    async fn reflect(&self, snap: &Snapshot, req: http::Request<Body>) -> http::Response<Body> {
+        let reflection = self.reflection_for(snap);
+        match &reflection.1 {
+            Ok(r) => r.call(req).await,
+            Err(e) => Error::internal(format!("reflection is unavailable: {e}")).into_status().into_http(),
+        }
     }
 
     /// Reflection services describing exactly `snap`'s schema.
@@ -246,7 +257,7 @@ fn sanitize(headers: &mut http::HeaderMap) {
     }
 }
 
-fn unknown_method(path: &str) -> Error {
+pub(crate) fn unknown_method(path: &str) -> Error {
     let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
     Error::unimplemented(format!("unknown method {method} for service {service}: the live schema does not define it"))
 }
@@ -379,7 +390,26 @@ pub(crate) struct CallParts {
 }
 
 impl CallParts {
-    fn run(self, metadata: tonic::metadata::MetadataMap, body: CallBody) -> BoxFuture<Result<Answer, Error>> {
+    pub(crate) fn new(
+        snap: Arc<Snapshot>,
+        route: Arc<Route>,
+        deadline: Option<tokio::time::Instant>,
+        calls: CallService,
+    ) -> Self {
+        Self { snap, route, deadline, peer: None, flags: None, calls }
+    }
+
+    /// The same call, from `peer`.
+    pub(crate) fn with_peer(mut self, peer: Option<Peer>) -> Self {
+        self.peer = peer;
+        self
+    }
+
+    pub(crate) fn run(
+        self,
+        metadata: tonic::metadata::MetadataMap,
+        body: CallBody,
+    ) -> BoxFuture<Result<Answer, Error>> {
         let call = CallRequest::new(self.snap, self.route, metadata, self.deadline, body);
         self.calls.run(call.with_peer(self.peer).with_request_flags(self.flags))
     }
@@ -463,26 +493,26 @@ impl Decoder for RawDecoder {
 /// A request body that notes the compressed flag of each gRPC frame as it
 /// passes (for [`CompressionCell::request_compressed`]); the bytes go on to
 /// tonic's decoder untouched.
-struct FlagTap {
-    body: Incoming,
+struct FlagTap<B> {
+    body: B,
     flags: Arc<RequestFlags>,
     frames: FrameFlags,
 }
 
-impl FlagTap {
-    fn new(body: Incoming, flags: Arc<RequestFlags>) -> Self {
+impl<B> FlagTap<B> {
+    fn new(body: B, flags: Arc<RequestFlags>) -> Self {
         FlagTap { body, flags, frames: FrameFlags::default() }
     }
 }
 
-impl http_body::Body for FlagTap {
+impl<B: http_body::Body<Data = Bytes> + Unpin> http_body::Body for FlagTap<B> {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
         let frame = std::task::ready!(std::pin::Pin::new(&mut this.body).poll_frame(cx));
         if let Some(Ok(Some(data))) = frame.as_ref().map(|f| f.as_ref().map(http_body::Frame::data_ref)) {
@@ -635,7 +665,7 @@ impl http_body::Body for ChosenCompression {
 }
 
 /// Parses `grpc-timeout` (at most 8 digits and a unit: H M S m u n).
-fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+pub(crate) fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
     let v = headers.get(&GRPC_TIMEOUT)?.to_str().ok()?;
     if v.len() < 2 || v.len() > 9 {

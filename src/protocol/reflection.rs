@@ -14,7 +14,6 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use http_body::Frame;
-use hyper::body::Incoming;
 use prost::Message as _;
 use tonic::body::Body;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
@@ -62,6 +61,11 @@ impl std::fmt::Debug for Reflection {
 pub(crate) const V1_PREFIX: &str = "/grpc.reflection.v1.ServerReflection/";
 pub(crate) const V1ALPHA_PREFIX: &str = "/grpc.reflection.v1alpha.ServerReflection/";
 
+/// Whether `path` is a reflection method's.
+pub(crate) fn is_reflection(path: &str) -> bool {
+    path.starts_with(V1_PREFIX) || path.starts_with(V1ALPHA_PREFIX)
+}
+
 impl Reflection {
     /// Describes `schema`, comments included (its source info is put back).
     pub(crate) fn new(schema: &crate::Schema) -> Result<Self, String> {
@@ -81,8 +85,9 @@ impl Reflection {
         })
     }
 
-    /// Answers a request whose path starts with one of the prefixes above.
-    pub(crate) async fn call(&self, req: http::Request<Incoming>) -> http::Response<Body> {
+    /// Answers a request whose path starts with one of the prefixes above
+    /// (gRPC, or gRPC-Web once tonic-web has translated it).
+    pub(crate) async fn call(&self, req: http::Request<Body>) -> http::Response<Body> {
         let malformed = Arc::new(AtomicBool::new(false));
         let v1 = req.uri().path().starts_with(V1_PREFIX);
         let req = req.map(|inner| CheckedBody { inner, frames: Frames::default(), malformed: malformed.clone() });
@@ -121,16 +126,16 @@ impl Frames {
 
 /// The request body, checked message by message on its way to tonic-reflection.
 pub(crate) struct CheckedBody {
-    inner: Incoming,
+    inner: Body,
     frames: Frames,
     malformed: Arc<AtomicBool>,
 }
 
 impl http_body::Body for CheckedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = tonic::Status;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
         let this = self.get_mut();
         let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
         if let Some(Ok(f)) = &frame

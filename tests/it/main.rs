@@ -17,6 +17,7 @@ mod reload;
 mod store;
 mod testservice;
 mod tls;
+mod web;
 
 /// The library example, compiled into the tests so they run its handlers.
 #[path = "../../examples/users_service.rs"]
