@@ -37,6 +37,8 @@ enum Repr {
     Schema(SchemaError),
     Build(BuildError),
     Data(String),
+    /// Stubs that do not fit the schema (`check --stubs`): a content error, like a schema's.
+    Stubs(String),
     Io {
         context: String,
         source: std::io::Error,
@@ -88,6 +90,21 @@ impl Error {
     /// The same, with encoded `google.rpc.Status` details (e.g. a `BadRequest`).
     pub(crate) fn invalid_argument_with_details(message: impl Into<String>, details: Bytes) -> Self {
         Error(Box::new(Repr::Call { kind: CallKind::InvalidArgument, message: message.into(), details: Some(details) }))
+    }
+
+    /// Stubs with problems, rendered (`protoserve check --stubs`; exit code 1).
+    pub(crate) fn stubs(report: impl Into<String>) -> Self {
+        Error(Box::new(Repr::Stubs(report.into())))
+    }
+
+    /// A status chosen by configuration (a stub's error): any code, a message
+    /// and the encoded `google.rpc.Status` for `grpc-status-details-bin`.
+    pub(crate) fn with_code(code: Code, message: impl Into<String>, details: Option<Bytes>) -> Self {
+        let status = match details {
+            Some(d) => Status::with_details(code, message, d),
+            None => Status::new(code, message),
+        };
+        Error(Box::new(Repr::Status(status)))
     }
 
     /// The request bytes do not decode as the method's input type.
@@ -185,7 +202,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match &*self.0 {
             Repr::Schema(e) if !e.is_io() => 1,
-            Repr::Build(_) => 1,
+            Repr::Build(_) | Repr::Stubs(_) => 1,
             _ => 2,
         }
     }
@@ -262,7 +279,7 @@ impl fmt::Display for Error {
         match &*self.0 {
             Repr::Schema(e) => fmt::Display::fmt(e, f),
             Repr::Build(e) => fmt::Display::fmt(e, f),
-            Repr::Data(m) => f.write_str(m),
+            Repr::Data(m) | Repr::Stubs(m) => f.write_str(m),
             Repr::Io { context, source } => write!(f, "{context}: {source}"),
             Repr::Call { message, .. } => f.write_str(message),
             Repr::Status(s) => write!(f, "{:?}: {}", s.code(), s.message()),

@@ -102,6 +102,7 @@ pub struct Builder {
     layers: Vec<middleware::UserLayer>,
     compression: Compression,
     data: Option<PathBuf>,
+    stubs: Vec<PathBuf>,
     max_recv: usize,
     max_send: usize,
     max_call_buffer: usize,
@@ -133,6 +134,7 @@ impl Default for Builder {
             layers: Vec::new(),
             compression: Compression::default(),
             data: None,
+            stubs: Vec::new(),
             max_recv: DEFAULT_MAX_MESSAGE_SIZE,
             max_send: DEFAULT_MAX_MESSAGE_SIZE,
             max_call_buffer: DEFAULT_MAX_CALL_BUFFER,
@@ -246,6 +248,13 @@ impl Builder {
         self
     }
 
+    /// Adds a stub directory (or file): YAML/JSON stubs answering methods with
+    /// no code, checked against the schema and reloaded with it (see docs/stubs.md).
+    pub fn stubs(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.stubs.push(dir.into());
+        self
+    }
+
     /// Sets the maximum message size for both directions.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_recv = bytes;
@@ -305,7 +314,8 @@ impl Builder {
         }
         let health = health::HealthState::default();
         let health_server = health.server();
-        let chain = responder::chain(Handlers::new(self.handlers), store, self.max_send, self.max_call_buffer);
+        let chain =
+            responder::chain(Handlers::new(self.handlers), store, self.max_send, self.max_call_buffer, self.stubs);
         let registry = Arc::new(Registry::new(schema, chain, health)?);
         let calls = middleware::stack(call::Core { max_send: self.max_send }, &self.layers);
         let router = Router::new(GrpcAdapter {
@@ -402,6 +412,9 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
     if let Some(data) = &config.data {
         builder = builder.data_file(data);
     }
+    for dir in &config.stubs {
+        builder = builder.stubs(dir);
+    }
     let server = builder.build()?;
     let listener = TcpListener::bind(config.addr)
         .await
@@ -426,6 +439,7 @@ pub fn check(config: &CheckConfig) -> Result<String, Error> {
     let server = Server::builder();
     let server = config.roots.iter().fold(server, |b, r| b.schema_dir(r));
     let server = config.imports.iter().fold(server, |b, d| b.import_dir(d));
+    let server = config.stubs.iter().fold(server, |b, d| b.stubs(d));
     let server = config.exclude.iter().fold(server, |b, g| b.exclude(g)).build()?;
     let snap = server.snapshot();
     if let Some(path) = &config.descriptor_set_out {
@@ -442,6 +456,14 @@ pub fn check(config: &CheckConfig) -> Result<String, Error> {
         out.push_str("  ");
         out.push_str(&line);
         out.push('\n');
+    }
+    if !snap.problems().is_empty() {
+        // Bad stubs fail the check (exit 1), with the routes above for context.
+        return Err(Error::stubs(format!(
+            "{out}{} stub problem(s):\n{}",
+            snap.problems().len(),
+            schema::diagnostic::render(snap.problems())
+        )));
     }
     Ok(out)
 }

@@ -312,8 +312,17 @@ impl ReloadHandle {
     /// watched through its directory (editors replace files on save).
     pub(crate) fn start_watching(&self) -> Result<Watcher, notify::Error> {
         let (tx, rx) = mpsc::unbounded_channel::<()>();
-        let roots: Vec<Root> =
-            self.inner.load.roots.iter().chain(&self.inner.load.imports).map(|p| Root::new(p)).collect();
+        // Stub directories are watched too: one reload rebuilds schema and stubs.
+        let stub_dirs = self.inner.registry.watch_dirs();
+        let roots: Vec<Root> = self
+            .inner
+            .load
+            .roots
+            .iter()
+            .chain(&self.inner.load.imports)
+            .chain(&stub_dirs)
+            .map(|p| Root::new(p))
+            .collect();
         let scopes: Vec<PathBuf> = roots.iter().map(|r| r.scope.clone()).collect();
         let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| match res {
             Ok(events) => {
@@ -482,7 +491,7 @@ fn prepare_timed(inner: &Inner, gate: bool, phases: &mut Phases) -> Result<Prepa
     let t = Instant::now();
     let diff = SchemaDiff::between(live.schema().pool(), schema.pool());
     phases.diff = t.elapsed();
-    if diff.is_empty() && live.schema().files() == schema.files() {
+    if diff.is_empty() && live.schema().files() == schema.files() && inner.registry.inputs() == live.inputs {
         return Ok(Prepared::Unchanged { generation: live_gen, diff });
     }
     if let Some(check) = &inner.compat {

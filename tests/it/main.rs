@@ -13,6 +13,7 @@ mod data;
 mod interop;
 mod reload;
 mod store;
+mod stubs;
 
 /// The library example, compiled into the tests so they run its handlers.
 #[path = "../../examples/users_service.rs"]
