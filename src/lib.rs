@@ -68,14 +68,14 @@ use prost_reflect::DynamicMessage;
 use tokio::net::TcpListener;
 use tonic::Status;
 
-pub use call::{Answer, BoxFuture, CallRequest, Kind, Replies, Reply};
+pub use call::{Answer, BoxFuture, CallRequest, Kind, MetadataCell, Peer, Replies, Reply};
 pub use cli::{CheckConfig, Command, Config, ServeConfig, parse_duration, parse_size};
 pub use error::Error;
 pub use middleware::CallService;
 pub use protocol::Compression;
 pub use registry::{BuildError, Snapshot};
 pub use reload::{OnBreaking, Outcome, Phases, ReloadError, ReloadHandle, Reloaded, SchemaDiff};
-pub use responder::handler::{Call, Handler, ReplyStream, RequestStream};
+pub use responder::handler::{Call, Cancellation, Handler, ReplyStream, RequestStream};
 pub use schema::{Schema, SchemaError};
 pub use server::{ConnLimits, Listener};
 

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::call::Peer;
 use crate::protocol::Router;
 
 /// How long in-flight RPCs get to finish after shutdown is requested.
@@ -38,6 +39,13 @@ pub trait Listener: Send + 'static {
 
     /// Turns an accepted connection into one ready for HTTP (e.g. a TLS handshake).
     fn handshake(&self, conn: Self::Conn) -> impl Future<Output = io::Result<Self::Io>> + Send + 'static;
+
+    /// Who is on the other end of a connection (its address; over mutual TLS,
+    /// its certificates), as handlers see it. Unknown by default.
+    fn peer(io: &Self::Io) -> Peer {
+        let _ = io;
+        Peer::default()
+    }
 }
 
 impl Listener for TcpListener {
@@ -53,6 +61,10 @@ impl Listener for TcpListener {
 
     fn handshake(&self, conn: Self::Conn) -> impl Future<Output = io::Result<Self::Io>> + Send + 'static {
         std::future::ready(Ok(conn))
+    }
+
+    fn peer(io: &Self::Io) -> Peer {
+        Peer::new(io.peer_addr().ok())
     }
 }
 
@@ -123,7 +135,7 @@ pub(crate) async fn serve<L: Listener>(
                     stop: stop_rx.clone(),
                     _alive: alive_tx.clone(),
                 };
-                tokio::spawn(conn_task.run(handshake));
+                tokio::spawn(conn_task.run(handshake, L::peer));
             }
             () = &mut shutdown => break,
         }
@@ -147,7 +159,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run<Io>(self, handshake: impl Future<Output = io::Result<Io>>)
+    async fn run<Io>(self, handshake: impl Future<Output = io::Result<Io>>, peer_of: fn(&Io) -> Peer)
     where
         Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -157,7 +169,8 @@ impl Connection {
             Err(_) => return tracing::debug!("connection handshake timed out"),
         };
         let activity = Arc::new(Activity::new());
-        let service = Tracked { router: self.router.clone(), activity: activity.clone() };
+        let peer = peer_of(&io);
+        let service = Tracked { router: self.router.clone(), activity: activity.clone(), peer };
         let conn = self.builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         // Shutdown and the idle timer are watched by a task of their own, which
@@ -277,11 +290,13 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// The router, counting requests in flight for the idle timeout.
+/// The router, counting requests in flight for the idle timeout, and telling
+/// adapters who the peer is (a request extension).
 #[derive(Clone)]
 struct Tracked {
     router: Router,
     activity: Arc<Activity>,
+    peer: Peer,
 }
 
 type Inner = <Router as hyper::service::Service<http::Request<Incoming>>>::Future;
@@ -291,8 +306,9 @@ impl hyper::service::Service<http::Request<Incoming>> for Tracked {
     type Error = std::convert::Infallible;
     type Future = TrackedFuture;
 
-    fn call(&self, req: http::Request<Incoming>) -> TrackedFuture {
+    fn call(&self, mut req: http::Request<Incoming>) -> TrackedFuture {
         let guard = self.activity.begin();
+        req.extensions_mut().insert(self.peer.clone());
         TrackedFuture { inner: hyper::service::Service::call(&self.router, req), guard: Some(guard) }
     }
 }

@@ -147,12 +147,46 @@ pub(crate) enum Body {
     Frames(Frames),
 }
 
+/// Who is calling: the connection's remote address and, over mutual TLS, the
+/// certificate chain the client presented (DER, leaf first). Set per connection
+/// by the server; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    addr: Option<std::net::SocketAddr>,
+    /// Shared by every call of the connection.
+    certificates: Option<Arc<[Bytes]>>,
+}
+
+impl Peer {
+    /// A peer at `addr` (`None` when the transport has no address).
+    pub fn new(addr: Option<std::net::SocketAddr>) -> Self {
+        Peer { addr, certificates: None }
+    }
+
+    /// The same peer with the certificate chain it presented (DER, leaf first).
+    pub fn with_certificates(mut self, chain: Vec<Bytes>) -> Self {
+        self.certificates = (!chain.is_empty()).then(|| chain.into());
+        self
+    }
+
+    /// The remote address.
+    pub fn addr(&self) -> Option<std::net::SocketAddr> {
+        self.addr
+    }
+
+    /// The client's certificate chain (DER, leaf first); empty without mutual TLS.
+    pub fn certificates(&self) -> &[Bytes] {
+        self.certificates.as_deref().unwrap_or_default()
+    }
+}
+
 /// One call as the middleware and the responders see it.
 pub struct CallRequest {
     pub(crate) snap: Arc<dyn CallSchema>,
     pub(crate) route: Arc<Route>,
     metadata: MetadataMap,
     deadline: Option<Instant>,
+    peer: Option<Peer>,
     body: Body,
 }
 
@@ -174,7 +208,18 @@ impl CallRequest {
         deadline: Option<Instant>,
         body: Body,
     ) -> Self {
-        Self { snap, route, metadata, deadline, body }
+        Self { snap, route, metadata, deadline, peer: None, body }
+    }
+
+    /// The same call, from `peer` (protocol adapters set it from the connection).
+    pub(crate) fn with_peer(mut self, peer: Option<Peer>) -> Self {
+        self.peer = peer;
+        self
+    }
+
+    /// Who is calling, when the adapter knows.
+    pub fn peer(&self) -> Option<&Peer> {
+        self.peer.as_ref()
     }
 
     /// The method called.
@@ -214,7 +259,14 @@ impl CallRequest {
 
     /// The exchange (what decoding and validation need) and the body.
     fn split(self) -> (Exchange, Body) {
-        (Exchange { snap: self.snap, route: self.route, metadata: self.metadata }, self.body)
+        let exchange = Exchange {
+            snap: self.snap,
+            route: self.route,
+            metadata: self.metadata,
+            deadline: self.deadline,
+            peer: self.peer.unwrap_or_default(),
+        };
+        (exchange, self.body)
     }
 
     /// The metadata and the one request message, when the adapter has read it
@@ -225,7 +277,13 @@ impl CallRequest {
     pub(crate) fn try_unary(self) -> Result<(Exchange, Input), CallRequest> {
         match self.body {
             Body::One(raw) => {
-                let exchange = Exchange { snap: self.snap, route: self.route, metadata: self.metadata };
+                let exchange = Exchange {
+                    snap: self.snap,
+                    route: self.route,
+                    metadata: self.metadata,
+                    deadline: self.deadline,
+                    peer: self.peer.unwrap_or_default(),
+                };
                 let input = exchange.input(raw);
                 Ok((exchange, input))
             }
@@ -265,6 +323,8 @@ pub(crate) struct Exchange {
     pub(crate) snap: Arc<dyn CallSchema>,
     pub(crate) route: Arc<Route>,
     pub(crate) metadata: MetadataMap,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) peer: Peer,
 }
 
 impl Exchange {
@@ -387,11 +447,56 @@ fn malformed(path: &str, desc: &MessageDescriptor, e: impl fmt::Display) -> Erro
     Error::malformed(format!("{path}: request is not a valid {} message: {e}", desc.full_name()))
 }
 
-/// What a call answers: response metadata and one reply or a stream of them.
+/// What a call answers: response metadata, one reply or a stream of them, and
+/// optionally trailers sent after the last reply.
 pub struct Answer {
     /// Response metadata (headers) to send.
     pub metadata: MetadataMap,
     pub(crate) body: Output,
+    /// Trailers to send beside the status; `None` (no allocation) when there are none.
+    pub(crate) trailers: Option<MetadataCell>,
+}
+
+/// Metadata shared between a call's answer and whoever produces its replies:
+/// the answer's trailers (custom metadata sent after the last reply, beside
+/// `grpc-status`, on success and on failure alike), or a handler's response
+/// headers. A cloneable handle, so a reply stream can add trailers up to its
+/// end; protocol adapters [`take`](MetadataCell::take) them when the replies are
+/// over. Keys the protocol reserves (`grpc-*`) are not sent.
+///
+/// Errors carry trailers of their own as the metadata of a [`tonic::Status`]
+/// (`Status::with_metadata`); a failed stream sends both.
+#[derive(Clone, Default)]
+pub struct MetadataCell(Arc<std::sync::Mutex<MetadataMap>>);
+
+impl MetadataCell {
+    /// Empty trailers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Changes the trailers (the lock is held only while `f` runs).
+    pub fn update<R>(&self, f: impl FnOnce(&mut MetadataMap) -> R) -> R {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut map)
+    }
+
+    /// Takes the trailers out, leaving them empty.
+    pub fn take(&self) -> MetadataMap {
+        self.update(std::mem::take)
+    }
+}
+
+impl From<MetadataMap> for MetadataCell {
+    fn from(map: MetadataMap) -> Self {
+        MetadataCell(Arc::new(std::sync::Mutex::new(map)))
+    }
+}
+
+impl fmt::Debug for MetadataCell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.update(|m| f.debug_tuple("MetadataCell").field(m).finish())
+    }
 }
 
 impl fmt::Debug for Answer {
@@ -400,7 +505,7 @@ impl fmt::Debug for Answer {
             Output::One(_) => "one",
             Output::Many(_) => "stream",
         };
-        f.debug_struct("Answer").field("body", &body).finish_non_exhaustive()
+        f.debug_struct("Answer").field("body", &body).field("trailers", &self.trailers).finish_non_exhaustive()
     }
 }
 
@@ -412,12 +517,24 @@ pub(crate) enum Output {
 impl Answer {
     /// One reply.
     pub fn one(reply: impl Into<Reply>) -> Self {
-        Answer { metadata: MetadataMap::new(), body: Output::One(reply.into()) }
+        Answer { metadata: MetadataMap::new(), body: Output::One(reply.into()), trailers: None }
     }
 
     /// A stream of replies.
     pub fn stream(replies: Replies) -> Self {
-        Answer { metadata: MetadataMap::new(), body: Output::Many(replies) }
+        Answer { metadata: MetadataMap::new(), body: Output::Many(replies), trailers: None }
+    }
+
+    /// Sends these trailers after the last reply (a handle: whoever keeps a clone
+    /// may still add to them while the replies stream).
+    pub fn with_trailers(mut self, trailers: impl Into<MetadataCell>) -> Self {
+        self.trailers = Some(trailers.into());
+        self
+    }
+
+    /// The trailers this answer sends, if any.
+    pub fn trailers(&self) -> Option<&MetadataCell> {
+        self.trailers.as_ref()
     }
 
     /// Maps a stream answer's replies (a one-reply answer goes through `f` once).
@@ -426,16 +543,17 @@ impl Answer {
             Output::One(r) => Output::One(r),
             Output::Many(s) => Output::Many(f(s)),
         };
-        Answer { metadata: self.metadata, body }
+        Answer { metadata: self.metadata, body, trailers: self.trailers }
     }
 
-    /// The replies as one stream, without allocating for a single reply.
-    pub(crate) fn into_stream(self) -> (MetadataMap, OutStream) {
+    /// The replies as one stream, without allocating for a single reply; the
+    /// metadata and the trailers beside it.
+    pub(crate) fn into_stream(self) -> (MetadataMap, OutStream, Option<MetadataCell>) {
         let s = match self.body {
             Output::One(r) => OutStream::One(Some(r)),
             Output::Many(s) => OutStream::Many(s),
         };
-        (self.metadata, s)
+        (self.metadata, s, self.trailers)
     }
 }
 
@@ -539,14 +657,16 @@ impl std::future::Future for CoreFuture {
 /// Checks reply sizes and guards a reply stream against panics.
 fn finish(answer: Answer, route: &Arc<Route>, max: usize) -> Result<Answer, Error> {
     Ok(match answer.body {
-        Output::One(r) => Answer { metadata: answer.metadata, body: Output::One(limit(r, max)?) },
+        Output::One(r) => {
+            Answer { metadata: answer.metadata, body: Output::One(limit(r, max)?), trailers: answer.trailers }
+        }
         Output::Many(s) => {
             let route = route.clone();
             let guarded = AssertUnwindSafe(s).catch_unwind().map(move |r| match r {
                 Ok(item) => item.and_then(|r| limit(r, max)),
                 Err(panic) => Err(panicked(&route.path, panic)),
             });
-            Answer { metadata: answer.metadata, body: Output::Many(Box::pin(guarded)) }
+            Answer { metadata: answer.metadata, body: Output::Many(Box::pin(guarded)), trailers: answer.trailers }
         }
     })
 }

@@ -20,7 +20,7 @@ use tower_service::Service as _;
 
 use super::reflection::{Reflection, V1_PREFIX, V1ALPHA_PREFIX};
 use crate::Error;
-use crate::call::{Answer, Body as CallBody, BoxFuture, CallRequest, OutStream, Reply};
+use crate::call::{Answer, Body as CallBody, BoxFuture, CallRequest, MetadataCell, OutStream, Peer, Reply};
 use crate::middleware::CallService;
 use crate::registry::{Registry, Route, Snapshot};
 
@@ -88,8 +88,13 @@ impl GrpcAdapter {
         };
         let deadline = grpc_timeout(req.headers()).map(|d| tokio::time::Instant::now() + d);
         let mut grpc = self.framing(req.headers());
-        let parts = CallParts { snap, route, deadline, calls: self.calls.clone() };
-        grpc.streaming(GrpcCall(Some(parts)), req).await
+        let peer = req.extensions().get::<Peer>().cloned();
+        let parts = CallParts { snap, route, deadline, peer, calls: self.calls.clone() };
+        let mut response = grpc.streaming(GrpcCall(Some(parts)), req).await;
+        match response.extensions_mut().remove::<MetadataCell>() {
+            Some(trailers) => response.map(|body| Body::new(WithTrailers { body, trailers: Some(trailers) })),
+            None => response,
+        }
     }
 
     /// Reflection services describing exactly `snap`'s schema.
@@ -162,8 +167,68 @@ fn reply_item(r: Result<Reply, Error>) -> Result<Reply, Status> {
 }
 
 fn head(r: Result<Answer, Error>) -> Result<Response<GrpcStream>, Status> {
-    let (metadata, stream) = r.map_err(Error::into_status)?.into_stream();
-    Ok(Response::from_parts(metadata, stream.map(reply_item as ReplyItem), Default::default()))
+    let (metadata, stream, trailers) = r.map_err(Error::into_status)?.into_stream();
+    let mut extensions = tonic::Extensions::default();
+    if let Some(trailers) = trailers {
+        // Picked up by `serve` from the HTTP response tonic builds.
+        extensions.insert(trailers);
+    }
+    Ok(Response::from_parts(metadata, stream.map(reply_item as ReplyItem), extensions))
+}
+
+/// A response body whose final trailers (tonic's `grpc-status` and the
+/// status's own metadata) get the answer's trailers added.
+struct WithTrailers {
+    body: Body,
+    trailers: Option<MetadataCell>,
+}
+
+impl http_body::Body for WithTrailers {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        let frame = std::task::ready!(std::pin::Pin::new(&mut self.body).poll_frame(cx));
+        let frame = match frame {
+            Some(Ok(frame)) => match frame.into_trailers() {
+                Ok(mut map) => {
+                    if let Some(trailers) = self.trailers.take() {
+                        add_trailers(&mut map, trailers.take());
+                    }
+                    http_body::Frame::trailers(map)
+                }
+                Err(frame) => frame,
+            },
+            other => return std::task::Poll::Ready(other),
+        };
+        std::task::Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Adds custom trailers to the final HTTP trailers, leaving out the keys the
+/// protocol reserves (`grpc-*`, so a handler cannot forge the status).
+fn add_trailers(map: &mut http::HeaderMap, custom: tonic::metadata::MetadataMap) {
+    // A repeated key comes once with its name, then with `None` for each further value.
+    let mut last: Option<http::HeaderName> = None;
+    for (name, value) in custom.into_headers() {
+        if name.is_some() {
+            last = name;
+        }
+        if let Some(name) = last.as_ref().filter(|n| !n.as_str().starts_with("grpc-")) {
+            map.append(name.clone(), value);
+        }
+    }
 }
 
 impl StreamingService<Bytes> for GrpcCall {
@@ -191,12 +256,13 @@ pub(crate) struct CallParts {
     snap: Arc<Snapshot>,
     route: Arc<Route>,
     deadline: Option<tokio::time::Instant>,
+    peer: Option<Peer>,
     calls: CallService,
 }
 
 impl CallParts {
     fn run(self, metadata: tonic::metadata::MetadataMap, body: CallBody) -> BoxFuture<Result<Answer, Error>> {
-        self.calls.run(CallRequest::new(self.snap, self.route, metadata, self.deadline, body))
+        self.calls.run(CallRequest::new(self.snap, self.route, metadata, self.deadline, body).with_peer(self.peer))
     }
 }
 

@@ -3,21 +3,29 @@
 //! stubs and the resource store.
 //!
 //! Handlers see requests as validated [`DynamicMessage`]s of the method's input
-//! type and answer with messages of its output type.
+//! type and answer with messages of its output type. Beside the message a
+//! [`Call`] carries what any gRPC service needs: request metadata, the peer,
+//! the deadline and a [`Cancellation`] signal; response headers and trailers to
+//! set. A handler's own `Status` (code, message, details, metadata) reaches the
+//! client unchanged.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures_util::{Stream, StreamExt};
 use prost_reflect::{DynamicMessage, MethodDescriptor};
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use super::{Respond, Responder};
 use crate::Error;
-use crate::call::{Answer, BoxFuture, CallRequest, Kind, Replies, Reply, Responding};
+use crate::call::{Answer, BoxFuture, CallRequest, Exchange, Kind, MetadataCell, Peer, Replies, Reply, Responding};
 use crate::error::BuildError;
 
 /// A boxed stream of responses.
@@ -27,6 +35,7 @@ pub type RequestStream = std::pin::Pin<Box<dyn Stream<Item = Result<DynamicMessa
 
 /// One call as a handler sees it.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Call<T> {
     /// The method being called (`method.input()` / `method.output()` give the types).
     pub method: MethodDescriptor,
@@ -34,6 +43,98 @@ pub struct Call<T> {
     pub metadata: MetadataMap,
     /// The request message, or the stream of them.
     pub message: T,
+    /// Who is calling: the remote address, and the client certificates over mutual TLS.
+    pub peer: Peer,
+    /// When the call must be over (the client's `grpc-timeout`), if it set one.
+    /// Past it the call ends with DEADLINE_EXCEEDED and the handler is dropped.
+    pub deadline: Option<Instant>,
+    /// Response headers: sent with the first reply, so set them before the
+    /// handler's future completes.
+    pub headers: MetadataCell,
+    /// Response trailers, sent after the last reply (or with the error status).
+    /// A unary handler sets them before it returns; a streaming one may add to
+    /// them (through a clone) until its reply stream ends.
+    pub trailers: MetadataCell,
+    /// Fires if the call is abandoned before the handler has finished: the
+    /// client cancelled, the connection went away, or the deadline passed.
+    pub cancellation: Cancellation,
+}
+
+/// Whether a call was abandoned (cancelled by the client, its connection lost,
+/// or past its deadline) before its handler finished. Cloneable, so a task the
+/// handler spawns can watch it too.
+#[derive(Debug, Clone)]
+pub struct Cancellation(watch::Receiver<CallState>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallState {
+    Running,
+    Finished,
+    Cancelled,
+}
+
+impl Cancellation {
+    /// Whether the call was abandoned.
+    pub fn is_cancelled(&self) -> bool {
+        *self.0.borrow() == CallState::Cancelled
+    }
+
+    /// Resolves when the call is abandoned; stays pending if the handler
+    /// finishes normally (its replies sent or its error returned).
+    pub async fn cancelled(&self) {
+        let mut rx = self.0.clone();
+        if rx.wait_for(|s| *s == CallState::Cancelled).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Held while a handler runs (and while its reply stream is read): dropped
+/// before [`CallGuard::finish`], it marks the call cancelled.
+struct CallGuard(watch::Sender<CallState>);
+
+impl CallGuard {
+    fn new() -> (CallGuard, Cancellation) {
+        let (tx, rx) = watch::channel(CallState::Running);
+        (CallGuard(tx), Cancellation(rx))
+    }
+
+    fn finish(&self) {
+        self.0.send_replace(CallState::Finished);
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.send_if_modified(|s| {
+            let running = *s == CallState::Running;
+            if running {
+                *s = CallState::Cancelled;
+            }
+            running
+        });
+    }
+}
+
+/// A handler's reply stream, marking the call finished when it ends (or fails)
+/// and cancelled when it is dropped before that.
+struct Guarded {
+    inner: ReplyStream,
+    guard: Option<CallGuard>,
+}
+
+impl Stream for Guarded {
+    type Item = Result<Reply, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let item = std::task::ready!(self.inner.as_mut().poll_next(cx));
+        if matches!(item, None | Some(Err(_)))
+            && let Some(guard) = self.guard.take()
+        {
+            guard.finish();
+        }
+        Poll::Ready(item.map(|r| r.map(Reply::Message).map_err(Error::from)))
+    }
 }
 
 impl<T> Call<T> {
@@ -41,12 +142,26 @@ impl<T> Call<T> {
     pub fn reply(&self) -> DynamicMessage {
         DynamicMessage::new(self.method.output())
     }
+
+    /// The same call carrying another message (or stream).
+    fn with_message<U>(self, message: U) -> Call<U> {
+        Call {
+            method: self.method,
+            metadata: self.metadata,
+            message,
+            peer: self.peer,
+            deadline: self.deadline,
+            headers: self.headers,
+            trailers: self.trailers,
+            cancellation: self.cancellation,
+        }
+    }
 }
 
-type UnaryFn = dyn Fn(Call<DynamicMessage>) -> BoxFuture<Result<Reply, Status>> + Send + Sync;
-type ServerStreamingFn = dyn Fn(Call<DynamicMessage>) -> BoxFuture<Result<Replies, Status>> + Send + Sync;
-type ClientStreamingFn = dyn Fn(Call<RequestStream>) -> BoxFuture<Result<Reply, Status>> + Send + Sync;
-type BidiFn = dyn Fn(Call<RequestStream>) -> BoxFuture<Result<Replies, Status>> + Send + Sync;
+type UnaryFn = dyn Fn(Call<DynamicMessage>) -> BoxFuture<Result<DynamicMessage, Status>> + Send + Sync;
+type ServerStreamingFn = dyn Fn(Call<DynamicMessage>) -> BoxFuture<Result<ReplyStream, Status>> + Send + Sync;
+type ClientStreamingFn = dyn Fn(Call<RequestStream>) -> BoxFuture<Result<DynamicMessage, Status>> + Send + Sync;
+type BidiFn = dyn Fn(Call<RequestStream>) -> BoxFuture<Result<ReplyStream, Status>> + Send + Sync;
 
 /// A handler for one method, of one of the four kinds.
 #[derive(Clone)]
@@ -76,7 +191,7 @@ impl Handler {
     {
         Handler::Unary(Arc::new(move |call| {
             let fut = f(call);
-            Box::pin(async move { fut.await.map(Reply::Message) })
+            Box::pin(fut)
         }))
     }
 
@@ -88,7 +203,7 @@ impl Handler {
     {
         Handler::ServerStreaming(Arc::new(move |call| {
             let fut = f(call);
-            Box::pin(async move { fut.await.map(into_replies) })
+            Box::pin(fut)
         }))
     }
 
@@ -100,7 +215,7 @@ impl Handler {
     {
         Handler::ClientStreaming(Arc::new(move |call| {
             let fut = f(call);
-            Box::pin(async move { fut.await.map(Reply::Message) })
+            Box::pin(fut)
         }))
     }
 
@@ -112,7 +227,7 @@ impl Handler {
     {
         Handler::Bidi(Arc::new(move |call| {
             let fut = f(call);
-            Box::pin(async move { fut.await.map(into_replies) })
+            Box::pin(fut)
         }))
     }
 
@@ -127,8 +242,66 @@ impl Handler {
     }
 }
 
-fn into_replies(stream: ReplyStream) -> Replies {
-    Box::pin(stream.map(|r| r.map(Reply::Message).map_err(Error::from)))
+/// What a handler returns besides its message(s): the response headers and
+/// trailers it set, and the guard marking the call finished or cancelled.
+struct Parts {
+    headers: MetadataCell,
+    trailers: MetadataCell,
+    guard: CallGuard,
+}
+
+impl Parts {
+    fn call<T>(ex: &Exchange, method: MethodDescriptor, metadata: MetadataMap, message: T) -> (Call<T>, Parts) {
+        let (guard, cancellation) = CallGuard::new();
+        let (headers, trailers) = (MetadataCell::new(), MetadataCell::new());
+        let call = Call {
+            method,
+            metadata,
+            message,
+            peer: ex.peer.clone(),
+            deadline: ex.deadline,
+            headers: headers.clone(),
+            trailers: trailers.clone(),
+            cancellation,
+        };
+        (call, Parts { headers, trailers, guard })
+    }
+
+    /// A handler's error: it finished (not cancelled); its trailers go out
+    /// with the status.
+    fn error(self, status: Status) -> Error {
+        self.guard.finish();
+        let mut status = status;
+        let trailers = self.trailers.take();
+        if !trailers.is_empty() {
+            let md = status.metadata_mut();
+            for kv in trailers.iter() {
+                match kv {
+                    tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                        md.append(k.clone(), v.clone());
+                    }
+                    tonic::metadata::KeyAndValueRef::Binary(k, v) => {
+                        md.append_bin(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        Error::from(status)
+    }
+
+    fn one(self, reply: DynamicMessage) -> Answer {
+        self.guard.finish();
+        let mut answer = Answer::one(reply);
+        answer.metadata = self.headers.take();
+        if self.trailers.update(|t| !t.is_empty()) { answer.with_trailers(self.trailers) } else { answer }
+    }
+
+    fn stream(self, replies: ReplyStream) -> Answer {
+        let guarded: Replies = Box::pin(Guarded { inner: replies, guard: Some(self.guard) });
+        let mut answer = Answer::stream(guarded);
+        answer.metadata = self.headers.take();
+        answer.with_trailers(self.trailers)
+    }
 }
 
 impl Handler {
@@ -140,30 +313,44 @@ impl Handler {
             let method = call.method().clone();
             match this {
                 Handler::Unary(f) => {
-                    let (ex, input) = call.into_unary().await?;
+                    let (mut ex, input) = call.into_unary().await?;
                     let message = ex.message_off_worker(input).await?;
-                    let reply = f(Call { method, metadata: ex.metadata, message }).await?;
-                    Ok(Answer::one(reply))
+                    let metadata = std::mem::take(&mut ex.metadata);
+                    let (call, parts) = Parts::call(&ex, method, metadata, message);
+                    match f(call).await {
+                        Ok(reply) => Ok(parts.one(reply)),
+                        Err(status) => Err(parts.error(status)),
+                    }
                 }
                 Handler::ServerStreaming(f) => {
-                    let (ex, input) = call.into_unary().await?;
+                    let (mut ex, input) = call.into_unary().await?;
                     let message = ex.message_off_worker(input).await?;
-                    let replies = f(Call { method, metadata: ex.metadata, message }).await?;
-                    Ok(Answer::stream(replies))
+                    let metadata = std::mem::take(&mut ex.metadata);
+                    let (call, parts) = Parts::call(&ex, method, metadata, message);
+                    match f(call).await {
+                        Ok(replies) => Ok(parts.stream(replies)),
+                        Err(status) => Err(parts.error(status)),
+                    }
                 }
                 Handler::ClientStreaming(f) => {
                     let (mut ex, frames) = call.into_streaming();
                     let metadata = std::mem::take(&mut ex.metadata);
+                    let (call, parts) = Parts::call(&ex, method, metadata, ());
                     let message: RequestStream = Box::pin(ex.messages(frames).map(|r| r.map_err(Error::into_status)));
-                    let reply = f(Call { method, metadata, message }).await?;
-                    Ok(Answer::one(reply))
+                    match f(call.with_message(message)).await {
+                        Ok(reply) => Ok(parts.one(reply)),
+                        Err(status) => Err(parts.error(status)),
+                    }
                 }
                 Handler::Bidi(f) => {
                     let (mut ex, frames) = call.into_streaming();
                     let metadata = std::mem::take(&mut ex.metadata);
+                    let (call, parts) = Parts::call(&ex, method, metadata, ());
                     let message: RequestStream = Box::pin(ex.messages(frames).map(|r| r.map_err(Error::into_status)));
-                    let replies = f(Call { method, metadata, message }).await?;
-                    Ok(Answer::stream(replies))
+                    match f(call.with_message(message)).await {
+                        Ok(replies) => Ok(parts.stream(replies)),
+                        Err(status) => Err(parts.error(status)),
+                    }
                 }
             }
         })

@@ -10,6 +10,7 @@ mod cli;
 mod compat;
 mod core;
 mod data;
+mod handler_api;
 mod interop;
 mod reload;
 mod store;
