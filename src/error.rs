@@ -7,6 +7,7 @@
 use std::fmt;
 
 use bytes::Bytes;
+use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
 use crate::schema::SchemaError;
@@ -98,11 +99,17 @@ impl Error {
     }
 
     /// A status chosen by configuration (a stub's error): any code, a message
-    /// and the encoded `google.rpc.Status` for `grpc-status-details-bin`.
-    pub(crate) fn with_code(code: Code, message: impl Into<String>, details: Option<Bytes>) -> Self {
+    /// the encoded `google.rpc.Status` for `grpc-status-details-bin`, and metadata
+    /// sent with the status (headers and trailers of a trailers-only response).
+    pub(crate) fn with_code(
+        code: Code,
+        message: impl Into<String>,
+        details: Option<Bytes>,
+        metadata: MetadataMap,
+    ) -> Self {
         let status = match details {
-            Some(d) => Status::with_details(code, message, d),
-            None => Status::new(code, message),
+            Some(d) => Status::with_details_and_metadata(code, message, d, metadata),
+            None => Status::with_metadata(code, message, metadata),
         };
         Error(Box::new(Repr::Status(status)))
     }

@@ -179,7 +179,7 @@ async fn ranking_is_most_specific_then_priority_then_file_order() {
 }
 
 #[tokio::test]
-async fn headers_are_matched_and_answers_send_headers() {
+async fn headers_are_matched_and_answers_send_headers_and_trailers() {
     let dir = stub_dir(&[(
         "h.yaml",
         r#"
@@ -190,7 +190,14 @@ async fn headers_are_matched_and_answers_send_headers() {
       matches: {authorization: "Bearer [a-z]+"}
   answer:
     headers: {x-served-by: stub, x-tenant-seen: acme}
+    trailers: {x-cost: "3"}
     message: {note: acme}
+- method: shop.Shop/PlaceOrder
+  match: {request: {equals: {order_id: refuse}}}
+  answer:
+    headers: {x-served-by: stub}
+    trailers: {x-reason: policy}
+    error: {code: FAILED_PRECONDITION, message: refused}
 - method: shop.Shop/PlaceOrder
   answer: {message: {note: anyone}}
 "#,
@@ -207,7 +214,13 @@ async fn headers_are_matched_and_answers_send_headers() {
         .await
         .unwrap();
     assert_eq!(r.metadata().get("x-served-by").unwrap(), "stub");
+    assert_eq!(r.metadata().get("x-cost").unwrap(), "3", "the trailer: {:?}", r.metadata());
     assert_eq!(get_str(r.get_ref(), "note"), "acme");
+    // An error answer sends its headers and trailers with the status.
+    let e = place(&mut c, serde_json::json!({"orderId": "refuse"})).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::FailedPrecondition, "refused"));
+    assert_eq!(e.metadata().get("x-served-by").unwrap(), "stub");
+    assert_eq!(e.metadata().get("x-reason").unwrap(), "policy");
     let mut req = Request::new(order(&c, serde_json::json!({})));
     req.metadata_mut().insert("x-tenant", "acme".parse().unwrap());
     req.metadata_mut().insert("authorization", "Basic abc".parse().unwrap());

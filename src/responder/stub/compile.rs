@@ -736,7 +736,7 @@ impl Cx<'_> {
     }
 
     fn answer(&mut self, node: &Node, method: &MethodDescriptor, kind: Kind) -> Option<AnswerSpec> {
-        const KEYS: &[&str] = &["message", "messages", "stream", "error", "headers", "delay"];
+        const KEYS: &[&str] = &["message", "messages", "stream", "error", "headers", "trailers", "delay"];
         let entries = self.keys(node, "an answer", KEYS)?;
         let output = method.output();
         let mut spec = AnswerSpec::default();
@@ -795,6 +795,10 @@ impl Cx<'_> {
                 },
                 "headers" => match self.headers(value) {
                     Some(h) => spec.headers = h,
+                    None => ok = false,
+                },
+                "trailers" => match self.headers(value) {
+                    Some(h) => spec.trailers = h,
                     None => ok = false,
                 },
                 _ => match self.delay(value) {
@@ -880,7 +884,7 @@ impl Cx<'_> {
 
     fn headers(&mut self, node: &Node) -> Option<MetadataMap> {
         let Some(pairs) = node.as_map() else {
-            self.bad(node, "`headers` maps header names to strings");
+            self.bad(node, "`headers` and `trailers` map names to strings");
             return None;
         };
         let mut map = MetadataMap::new();

@@ -351,6 +351,8 @@ pub(crate) enum Then {
 #[derive(Debug, Default)]
 pub(crate) struct AnswerSpec {
     pub(crate) headers: MetadataMap,
+    /// Sent after the last reply, beside the status (on an error too).
+    pub(crate) trailers: MetadataMap,
     pub(crate) delay: Delay,
     pub(crate) items: Vec<Item>,
     pub(crate) error: Option<ErrorSpec>,

@@ -263,7 +263,7 @@ impl Lockstep {
             let found = {
                 let subj = Subject::message(&msg, &self.headers);
                 match inner.pick(&self.headers, |s| s.when.request.as_ref().is_none_or(|m| m.is_match(&subj))) {
-                    Some(a) => Ok((a.delay, a.items.clone(), a.error.as_ref().map(|e| e.to_error()))),
+                    Some(a) => Ok((a.delay, a.items.clone(), a.error.as_ref().map(|e| e.to_error(a, false)))),
                     None => Err(inner.not_found(&self.headers, |s, d| {
                         if let Some(m) = &s.when.request {
                             m.diffs(&subj, "request", d);
@@ -284,8 +284,16 @@ impl Lockstep {
 }
 
 impl super::ErrorSpec {
-    fn to_error(&self) -> Error {
-        Error::with_code(self.code, self.message.clone(), Some(self.details.clone()))
+    /// The status, with the answer's trailers as its metadata, and its headers
+    /// too when nothing was sent before it (a trailers-only response).
+    fn to_error(&self, answer: &AnswerSpec, first: bool) -> Error {
+        let mut metadata = if first { answer.headers.clone() } else { MetadataMap::new() };
+        for kv in answer.trailers.iter() {
+            if let tonic::metadata::KeyAndValueRef::Ascii(k, v) = kv {
+                metadata.append(k.clone(), v.clone());
+            }
+        }
+        Error::with_code(self.code, self.message.clone(), Some(self.details.clone()), metadata)
     }
 }
 
@@ -295,7 +303,7 @@ async fn answer(spec: &AnswerSpec, kind: Kind) -> Result<Answer, Error> {
     let mut out = match kind {
         Kind::ServerStreaming => {
             let items = spec.items.clone();
-            let error = spec.error.as_ref().map(|e| e.to_error());
+            let error = spec.error.as_ref().map(|e| e.to_error(spec, false));
             let replies = futures_util::stream::iter(items)
                 .then(|item| async move {
                     sleep(item.delay).await;
@@ -306,11 +314,14 @@ async fn answer(spec: &AnswerSpec, kind: Kind) -> Result<Answer, Error> {
             Answer::stream(replies)
         }
         _ => match (&spec.error, spec.items.first()) {
-            (Some(e), _) => return Err(e.to_error()),
+            (Some(e), _) => return Err(e.to_error(spec, true)),
             (None, Some(item)) => Answer::one(Reply::Encoded(item.reply.clone())),
             (None, None) => return Err(Error::internal("a stub answer without a message")),
         },
     };
     out.metadata = spec.headers.clone();
+    if !spec.trailers.is_empty() {
+        out = out.with_trailers(spec.trailers.clone());
+    }
     Ok(out)
 }
