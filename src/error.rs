@@ -216,9 +216,11 @@ impl Error {
 
     /// Renders the error like a compiler (file:line:col, source line, caret).
     pub fn render(&self) -> String {
-        match self.schema_error() {
-            Some(e) => e.render(),
-            None => crate::schema::render_diagnostic(self),
+        match (self.schema_error(), &*self.0) {
+            (Some(e), _) => e.render(),
+            // Already rendered as diagnostics, one per problem.
+            (None, Repr::Stubs(report)) => report.clone(),
+            (None, _) => crate::schema::render_diagnostic(self),
         }
     }
 

@@ -70,6 +70,17 @@ impl Snapshot {
         &self.problems
     }
 
+    /// Logs the stub problems of this generation (startup and each reload).
+    pub(crate) fn log_problems(&self) {
+        if !self.problems.is_empty() {
+            tracing::warn!(
+                "{} stub problem(s); those stubs are disabled, the others serve:\n{}",
+                self.problems.len(),
+                crate::schema::diagnostic::render(&self.problems)
+            );
+        }
+    }
+
     /// One line per method: path, kind and what answers it.
     pub fn describe_routes(&self) -> Vec<String> {
         let mut v: Vec<_> = self

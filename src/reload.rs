@@ -264,6 +264,7 @@ impl ReloadHandle {
             }
             Ok(Prepared::Ready { snapshot, diff }) => {
                 let swap_started = Instant::now();
+                snapshot.log_problems();
                 let published = self.inner.registry.publish(*snapshot).await;
                 phases.swap = swap_started.elapsed();
                 Ok(Reloaded {

@@ -685,3 +685,30 @@ fn mutated_stub_files_never_panic_the_checker() {
         assert!(built.is_ok(), "a bad stub never stops the server: {:?}", built.err());
     }
 }
+
+#[test]
+fn the_check_command_prints_located_stub_errors_and_exits_1() {
+    let dir = stub_dir(&[("bad.yaml", BAD)]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_protoserve"))
+        .arg("check")
+        .arg(shop_dir())
+        .arg("--stubs")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = dir.path().join("bad.yaml").display().to_string();
+    assert!(err.contains(&format!("{file}:9:18: error: no field `custmer_name` in shop.Order")), "{err}");
+    assert!(err.contains("help: did you mean `customer_name`?"), "{err}");
+    let ok = std::process::Command::new(env!("CARGO_BIN_EXE_protoserve"))
+        .args(["check", "schemas/users", "--stubs", "examples/stubs"])
+        .current_dir(crate::harness::root())
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        String::from_utf8_lossy(&ok.stdout)
+            .contains("/users.UserService/GetUser  [unary] stubs (3 stubs, else the store)")
+    );
+}

@@ -147,7 +147,7 @@ impl Responder for StubResponder {
         let inputs = fingerprint(&texts, &problems);
         let mut by_path: HashMap<String, Vec<Arc<Stub>>> = HashMap::new();
         let mut order = 0;
-        let mut count = 0;
+        let mut count = 0usize;
         for src in &texts {
             let docs = match node::parse(&src.text) {
                 Ok(d) => d,
@@ -169,14 +169,7 @@ impl Responder for StubResponder {
                 b.specificity.cmp(&a.specificity).then(b.priority.cmp(&a.priority)).then(a.order.cmp(&b.order))
             });
         }
-        if !problems.is_empty() {
-            tracing::warn!(
-                "{} stub problem(s); those stubs are disabled, the others serve:\n{}",
-                problems.len(),
-                crate::schema::diagnostic::render(&problems)
-            );
-        }
-        tracing::info!(stubs = count, files = texts.len(), methods = by_path.len(), "stubs loaded");
+        tracing::debug!(stubs = count, files = texts.len(), methods = by_path.len(), "stubs loaded");
         Some(Arc::new(SchemaStubs { by_path, fallback: self.fallback.clone(), problems, inputs }))
     }
 
