@@ -712,3 +712,44 @@ fn the_check_command_prints_located_stub_errors_and_exits_1() {
             .contains("/users.UserService/GetUser  [unary] stubs (3 stubs, else the store)")
     );
 }
+
+/// The Python grpcio client (from `.venv`, set up by scripts/test.sh) decodes
+/// the details a stub's error sends.
+#[test]
+fn python_grpcio_decodes_a_stubs_error_details() {
+    let root = crate::harness::root();
+    let python = root.join(".venv/bin/python");
+    assert!(python.exists(), "{} is missing: run scripts/test.sh, which sets up the interop clients", python.display());
+    let bin = std::env::var_os("PROTOSERVE_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_protoserve")), PathBuf::from);
+    let gen_dir = tempfile::tempdir().unwrap();
+    let set = gen_dir.path().join("set.binpb");
+    let ok = |cmd: &mut std::process::Command| {
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(std::process::Command::new(&bin).arg("check").arg(users_dir()).arg("--descriptor-set-out").arg(&set));
+    ok(std::process::Command::new(&python)
+        .args(["-m", "grpc_tools.protoc"])
+        .arg(format!("--descriptor_set_in={}", set.display()))
+        .arg(format!("--python_out={}", gen_dir.path().display()))
+        .args(["google/rpc/status.proto", "google/rpc/error_details.proto"]));
+    let stubs = root.join("examples/stubs");
+    let (mut child, port) =
+        crate::cli::spawn_server_with(&bin, &[users_dir().to_str().unwrap(), "--stubs", stubs.to_str().unwrap()]);
+    let out = std::process::Command::new(&python)
+        .arg(root.join("tests/interop/stub_errors.py"))
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(gen_dir.path())
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("stub errors: ok"),
+        "python client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
