@@ -753,3 +753,56 @@ fn python_grpcio_decodes_a_stubs_error_details() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn many_equals_stubs_are_found_by_hash_and_keep_the_ranking() {
+    let mut text = String::new();
+    for i in 0..3000 {
+        text.push_str(&format!(
+            "- method: shop.Shop/PlaceOrder\n  match: {{request: {{equals: {{order_id: o{i}, qty: {i}}}}}}}\n  answer: {{message: {{note: n{i}}}}}\n"
+        ));
+    }
+    text.push_str(
+        r#"
+- method: shop.Shop/PlaceOrder
+  match: {request: {equals: {order_id: tie, qty: 3}}}
+  answer: {message: {note: equals-loses-on-priority}}
+- method: shop.Shop/PlaceOrder
+  priority: 5
+  match: {request: {contains: {order_id: tie, qty: 3}}}
+  answer: {message: {note: contains-wins-on-priority}}
+- method: shop.Shop/PlaceOrder
+  priority: -1
+  match: {request: {contains: {order_id: o8, qty: 8}}}
+  answer: {message: {note: contains-loses}}
+- method: shop.Shop/PlaceOrder
+  times: 1
+  match: {request: {equals: {order_id: once}}}
+  answer: {message: {note: once}}
+- method: shop.Shop/PlaceOrder
+  answer: {message: {note: catch-all}}
+"#,
+    );
+    let dir = stub_dir(&[("many.yaml", &text)]);
+    let (_s, mut c) = shop(dir.path()).await;
+    for i in [0, 1, 1234, 2999] {
+        assert_eq!(
+            place(&mut c, serde_json::json!({"orderId": format!("o{i}"), "qty": i})).await.unwrap(),
+            format!("n{i}")
+        );
+    }
+    // Defaults written or not, JSON names or proto names: the same request.
+    assert_eq!(
+        place(&mut c, serde_json::json!({"orderId": "o5", "qty": 5, "tier": "TIER_UNSPECIFIED"})).await.unwrap(),
+        "n5"
+    );
+    assert_eq!(place(&mut c, serde_json::json!({"orderId": "o5", "qty": 6})).await.unwrap(), "catch-all");
+    // Stubs found by hash and scanned ones merge in rank order.
+    assert_eq!(
+        place(&mut c, serde_json::json!({"orderId": "tie", "qty": 3})).await.unwrap(),
+        "contains-wins-on-priority"
+    );
+    assert_eq!(place(&mut c, serde_json::json!({"orderId": "o8", "qty": 8})).await.unwrap(), "n8");
+    assert_eq!(place(&mut c, serde_json::json!({"orderId": "once"})).await.unwrap(), "once");
+    assert_eq!(place(&mut c, serde_json::json!({"orderId": "once"})).await.unwrap(), "catch-all");
+}

@@ -148,12 +148,22 @@ impl<'a> Subject<'a> {
     }
 
     /// Defaults left out (what `equals` compares).
-    fn sparse(&self) -> &J {
+    pub(crate) fn sparse(&self) -> &J {
         self.view(&self.sparse, true)
     }
 }
 
 impl Matcher {
+    /// For an order-sensitive `equals`, the text the request's sparse view has
+    /// exactly when it matches (both sides come from the same serializer: keys
+    /// sorted, numbers and enums in one form), to find such stubs by hash.
+    pub(crate) fn equals_key(&self) -> Option<String> {
+        match self {
+            Matcher::Equals { value, ignore_order: false } => serde_json::to_string(value).ok(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn is_match(&self, s: &Subject<'_>) -> bool {
         match self {
             Matcher::Equals { value, ignore_order } => equal(value, s.sparse(), *ignore_order),

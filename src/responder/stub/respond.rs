@@ -1,6 +1,6 @@
 //! Answering calls from the stubs of one method, for the four RPC kinds.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,7 +28,16 @@ pub(crate) struct MethodStubs {
 struct Inner {
     path: String,
     kind: Kind,
+    /// In rank order.
     stubs: Vec<Arc<Stub>>,
+    /// Stubs that only match an order-sensitive `equals` on the request, by the
+    /// text of that request's view (rank positions, ascending): finding them
+    /// costs one hash lookup however many there are.
+    by_equals: HashMap<String, Vec<usize>>,
+    /// The other stubs' rank positions, ascending: scanned.
+    scanned: Vec<usize>,
+    /// Every rank position (client streams scan them all).
+    every: Vec<usize>,
     /// The store's answer, when it serves the method too.
     fallback: Option<Arc<dyn Respond>>,
     uses_headers: bool,
@@ -42,7 +51,21 @@ impl MethodStubs {
         fallback: Option<Arc<dyn Respond>>,
         uses_headers: bool,
     ) -> Self {
-        MethodStubs { inner: Arc::new(Inner { path, kind, stubs, fallback, uses_headers }) }
+        let mut by_equals: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut scanned = Vec::new();
+        for (rank, s) in stubs.iter().enumerate() {
+            let w = &s.when;
+            let key = match (&w.request, &w.headers, &w.messages, w.at.is_empty()) {
+                (Some(m), None, None, true) if kind != Kind::ClientStreaming => m.equals_key(),
+                _ => None,
+            };
+            match key {
+                Some(k) => by_equals.entry(k).or_default().push(rank),
+                None => scanned.push(rank),
+            }
+        }
+        let every = (0..stubs.len()).collect();
+        MethodStubs { inner: Arc::new(Inner { path, kind, stubs, by_equals, scanned, every, fallback, uses_headers }) }
     }
 }
 
@@ -92,8 +115,45 @@ async fn sleep(delay: Delay) {
 
 impl Inner {
     /// The first stub, in rank order, whose matchers hold and that still answers.
-    fn pick(&self, headers: &serde_json::Value, matches: impl Fn(&Stub) -> bool) -> Option<&AnswerSpec> {
-        self.stubs.iter().find_map(|s| (s.when.headers_match(headers) && matches(s)).then(|| s.take()).flatten())
+    /// With a request, `equals` stubs are found by hash and merged in rank order
+    /// with the scanned ones.
+    fn pick(
+        &self,
+        headers: &serde_json::Value,
+        request: Option<&Subject<'_>>,
+        matches: impl Fn(&Stub) -> bool,
+    ) -> Option<&AnswerSpec> {
+        let hits: &[usize] = match request {
+            Some(subj) if !self.by_equals.is_empty() => serde_json::to_string(subj.sparse())
+                .ok()
+                .and_then(|k| self.by_equals.get(&k))
+                .map_or(&[], Vec::as_slice),
+            _ => &[],
+        };
+        // Client streams are matched on no single request: every stub is scanned.
+        let scanned: &[usize] = if request.is_some() { &self.scanned } else { &self.every };
+        let (mut i, mut j) = (0, 0);
+        loop {
+            // The next rank position: the smaller head of the two lists.
+            let (rank, indexed) = match (hits.get(i), scanned.get(j)) {
+                (Some(&h), s) if s.is_none_or(|&s| h < s) => {
+                    i += 1;
+                    (h, true)
+                }
+                (_, Some(&s)) => {
+                    j += 1;
+                    (s, false)
+                }
+                _ => return None,
+            };
+            let stub = &self.stubs[rank];
+            // A hash hit matches by construction (and has no header matcher).
+            if (indexed || (stub.when.headers_match(headers) && matches(stub)))
+                && let Some(a) = stub.take()
+            {
+                return Some(a);
+            }
+        }
     }
 
     fn headers(&self, metadata: &MetadataMap) -> serde_json::Value {
@@ -135,7 +195,7 @@ impl Inner {
         let headers = self.headers(&ex.metadata);
         let picked = {
             let subj = Subject::message(&msg, &headers);
-            match self.pick(&headers, |s| s.when.request.as_ref().is_none_or(|m| m.is_match(&subj))) {
+            match self.pick(&headers, Some(&subj), |s| s.when.request.as_ref().is_none_or(|m| m.is_match(&subj))) {
                 Some(a) => Ok(a),
                 None => Err(self.not_found(&headers, |s, d| {
                     if let Some(m) = &s.when.request {
@@ -185,7 +245,7 @@ impl Inner {
                     ms.len() == subjects.len() && ms.iter().zip(&subjects).all(|(m, subj)| m.is_match(subj))
                 }) && s.when.at.iter().all(|(i, m)| subjects.get(*i).is_some_and(|subj| m.is_match(subj)))
             };
-            match self.pick(&headers, fits) {
+            match self.pick(&headers, None, fits) {
                 Some(a) => Ok(a),
                 None => Err(self.not_found(&headers, |s, d| {
                     if let Some(ms) = &s.when.messages {
@@ -262,7 +322,9 @@ impl Lockstep {
             let inner = self.inner.clone();
             let found = {
                 let subj = Subject::message(&msg, &self.headers);
-                match inner.pick(&self.headers, |s| s.when.request.as_ref().is_none_or(|m| m.is_match(&subj))) {
+                match inner
+                    .pick(&self.headers, Some(&subj), |s| s.when.request.as_ref().is_none_or(|m| m.is_match(&subj)))
+                {
                     Some(a) => Ok((a.delay, a.items.clone(), a.error.as_ref().map(|e| e.to_error(a, false)))),
                     None => Err(inner.not_found(&self.headers, |s, d| {
                         if let Some(m) = &s.when.request {
