@@ -806,3 +806,36 @@ async fn many_equals_stubs_are_found_by_hash_and_keep_the_ranking() {
     assert_eq!(place(&mut c, serde_json::json!({"orderId": "once"})).await.unwrap(), "once");
     assert_eq!(place(&mut c, serde_json::json!({"orderId": "once"})).await.unwrap(), "catch-all");
 }
+
+#[tokio::test]
+async fn under_on_breaking_reject_a_proto_edit_that_breaks_stubs_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let protos = tmp.path().join("proto");
+    crate::harness::copy_dir(&shop_dir(), &protos);
+    let stubs = stub_dir(&[(
+        "s.yaml",
+        "method: shop.Shop/PlaceOrder\nmatch: {request: {contains: {customer_name: ann}}}\nanswer: {message: {note: ok}}\n",
+    )]);
+    let server = Server::builder()
+        .schema_dir(&protos)
+        .stubs(stubs.path())
+        .on_breaking(protoserve::OnBreaking::Reject)
+        .build()
+        .unwrap();
+    let reload = server.reload_handle();
+    let server = TestServer::run(server).await;
+    let mut c = server.client().await;
+    // Renaming a field is wire-compatible, but the stub matches on its name.
+    let text = std::fs::read_to_string(protos.join("shop.proto")).unwrap();
+    std::fs::write(protos.join("shop.proto"), text.replace("string customer_name = 2;", "string buyer = 2;")).unwrap();
+    let err = reload.reload().await.unwrap_err();
+    let protoserve::ReloadError::BreaksStubs { live: 1, report, .. } = &*err else { panic!("{err}") };
+    assert!(report.contains("s.yaml:2:30: error: no field `customer_name` in shop.Order"), "{report}");
+    assert!(report.contains("help: shop.Order has: order_id, buyer,"), "{report}");
+    assert_eq!(reload.generation(), 1);
+    assert_eq!(place(&mut c, serde_json::json!({"customerName": "ann"})).await.unwrap(), "ok");
+    // Accepted once, it goes live and the stub is disabled.
+    let done = reload.accept_breaking().await.unwrap();
+    assert!(done.generation > 1 && reload.generation() == done.generation, "{done:?}");
+    assert_eq!(reload.snapshot().problems().len(), 1);
+}
