@@ -102,7 +102,7 @@ pub struct Builder {
     layers: Vec<middleware::UserLayer>,
     compression: Compression,
     data: Option<PathBuf>,
-    stubs: Vec<PathBuf>,
+    stubs: responder::stub::Sources,
     max_recv: usize,
     max_send: usize,
     max_call_buffer: usize,
@@ -134,7 +134,7 @@ impl Default for Builder {
             layers: Vec::new(),
             compression: Compression::default(),
             data: None,
-            stubs: Vec::new(),
+            stubs: Default::default(),
             max_recv: DEFAULT_MAX_MESSAGE_SIZE,
             max_send: DEFAULT_MAX_MESSAGE_SIZE,
             max_call_buffer: DEFAULT_MAX_CALL_BUFFER,
@@ -251,7 +251,15 @@ impl Builder {
     /// Adds a stub directory (or file): YAML/JSON stubs answering methods with
     /// no code, checked against the schema and reloaded with it (see docs/stubs.md).
     pub fn stubs(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.stubs.push(dir.into());
+        self.stubs.dirs.push(dir.into());
+        self
+    }
+
+    /// Adds stubs from YAML or JSON text (one stub or a list), checked and
+    /// served like a stub file; `name` stands for the file in diagnostics.
+    /// Texts given this way come before the files in the ranking's file order.
+    pub fn stub_text(mut self, name: impl Into<String>, text: impl Into<String>) -> Self {
+        self.stubs.texts.push((name.into(), text.into()));
         self
     }
 

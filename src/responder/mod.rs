@@ -66,13 +66,13 @@ pub(crate) trait Responder: Send + Sync + fmt::Debug {
 /// The chain in priority order. Adding a responder is one line here.
 /// `max_send` is the reply size limit, which the store checks before it writes;
 /// `max_call_buffer` bounds what one client-streaming store call may buffer;
-/// `stubs` are the stub directories (the stub responder falls back to the store).
+/// `stubs` are where stubs come from (the stub responder falls back to the store).
 pub(crate) fn chain(
     handlers: handler::Handlers,
     store: Arc<dyn crate::store::Store>,
     max_send: usize,
     max_call_buffer: usize,
-    stubs: Vec<std::path::PathBuf>,
+    stubs: stub::Sources,
 ) -> Vec<Arc<dyn Responder>> {
     let store: Arc<dyn Responder> = Arc::new(store::StoreResponder::new(store, max_send, max_call_buffer));
     vec![Arc::new(handlers), Arc::new(stub::StubResponder::new(stubs, store.clone())), store]

@@ -839,3 +839,85 @@ async fn under_on_breaking_reject_a_proto_edit_that_breaks_stubs_is_refused() {
     assert!(done.generation > 1 && reload.generation() == done.generation, "{done:?}");
     assert_eq!(reload.snapshot().problems().len(), 1);
 }
+
+#[tokio::test]
+async fn calls_under_load_lose_nothing_while_stubs_and_protos_reload() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let protos = tmp.path().join("proto");
+    crate::harness::copy_dir(&shop_dir(), &protos);
+    let stubs = tmp.path().join("stubs");
+    std::fs::create_dir(&stubs).unwrap();
+    let stub = |v: usize| {
+        format!(
+            "- method: shop.Shop/PlaceOrder\n  answer: {{message: {{note: v{v}}}}}\n\
+             - method: shop.Shop/Track\n  answer: {{messages: [{{id: a{v}}}, {{id: b{v}}}]}}\n\
+             - method: shop.Shop/Talk\n  answer: {{message: {{text: t{v}}}}}\n"
+        )
+    };
+    std::fs::write(stubs.join("s.yaml"), stub(0)).unwrap();
+    let server = Server::builder().schema_dir(&protos).stubs(&stubs).watch(true).build().unwrap();
+    let reload = server.reload_handle();
+    let server = TestServer::run(server).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        let mut c = server.client().await;
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let mut calls = 0usize;
+            while !stop.load(Ordering::Relaxed) || calls < 10 {
+                let note = place(&mut c, serde_json::json!({"orderId": "x"})).await.expect("PlaceOrder");
+                assert!(note.starts_with('v'), "{note}");
+                let m = order(&c, serde_json::json!({}));
+                let got = c.server_stream("/shop.Shop/Track", m).await.expect("Track");
+                assert_eq!(got.len(), 2);
+                let chat = c.msg("shop.Chat", serde_json::json!({"text": "x"}));
+                let r = c.bidi("/shop.Shop/Talk", vec![chat.clone(), chat]).await.expect("Talk");
+                assert_eq!(r.len(), 2);
+                calls += 3;
+            }
+            calls
+        }));
+    }
+    // Stub edits and proto edits, one after the other, through the watcher.
+    for n in 1..=8usize {
+        let g = reload.generation();
+        if n % 2 == 0 {
+            std::fs::write(stubs.join("s.yaml"), stub(n)).unwrap();
+        } else {
+            let text = std::fs::read_to_string(protos.join("shop.proto")).unwrap();
+            std::fs::write(protos.join("shop.proto"), format!("{text}\nmessage Extra{n} {{ string note = 1; }}\n"))
+                .unwrap();
+        }
+        reload.wait_for_generation(g + 1).await;
+        assert!(reload.snapshot().problems().is_empty(), "{:?}", reload.snapshot().problems());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for w in workers {
+        total += w.await.expect("no call failed");
+    }
+    assert!(total >= 30, "{total}");
+    let mut c = server.client().await;
+    assert_eq!(place(&mut c, serde_json::json!({})).await.unwrap(), "v8", "the last stub edit is live");
+}
+
+#[tokio::test]
+async fn stubs_given_by_code_are_checked_and_served_like_files() {
+    let server = Server::builder()
+        .schema_dir(shop_dir())
+        .stub_text("inline", "method: shop.Shop/PlaceOrder\nanswer: {message: {note: from code}}\n")
+        .stub_text("broken", "method: shop.Shop/Track\nanswer: {messages: [{idd: x}]}\n")
+        .build()
+        .unwrap();
+    let problems: Vec<String> = server.snapshot().problems().iter().map(|p| p.to_string()).collect();
+    assert!(
+        problems.len() == 1 && problems[0].starts_with("broken:2:22: error: no field `idd` in shop.Receipt"),
+        "{problems:?}"
+    );
+    let server = TestServer::run(server).await;
+    let mut c = server.client().await;
+    assert_eq!(place(&mut c, serde_json::json!({})).await.unwrap(), "from code");
+}

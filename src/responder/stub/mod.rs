@@ -41,17 +41,27 @@ use matcher::{Matcher, Subject};
 /// The largest stub file read.
 const MAX_FILE_SIZE: u64 = 16 * 1024 * 1024;
 
-/// Stub directories (or files); resolved into stubs for each schema.
+/// Where stubs come from: directories (or files), and texts given by code.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Sources {
+    pub(crate) dirs: Vec<PathBuf>,
+    /// (name shown in diagnostics, YAML/JSON text).
+    pub(crate) texts: Vec<(String, String)>,
+}
+
+/// Stub sources; resolved into stubs for each schema.
 #[derive(Debug)]
 pub(crate) struct StubResponder {
     dirs: Vec<PathBuf>,
+    texts: Vec<SourceText>,
     /// The responder after stubs (the store): answers when no stub matches.
     fallback: Arc<dyn Responder>,
 }
 
 impl StubResponder {
-    pub(crate) fn new(dirs: Vec<PathBuf>, fallback: Arc<dyn Responder>) -> Self {
-        Self { dirs, fallback }
+    pub(crate) fn new(sources: Sources, fallback: Arc<dyn Responder>) -> Self {
+        let texts = sources.texts.into_iter().map(|(display, text)| SourceText { display, text }).collect();
+        Self { dirs: sources.dirs, texts, fallback }
     }
 
     /// Every stub file under the directories, sorted by path; problems for
@@ -70,7 +80,8 @@ impl StubResponder {
         }
         paths.sort();
         paths.dedup();
-        let mut texts = Vec::new();
+        // Texts given by code come first, then files in path order.
+        let mut texts = self.texts.clone();
         for p in paths {
             match read_file(&p) {
                 Ok(text) => texts.push(SourceText { display: p.display().to_string(), text }),
@@ -140,7 +151,7 @@ impl Responder for StubResponder {
     }
 
     fn for_schema(&self, schema: &Schema) -> Option<Arc<dyn Responder>> {
-        if self.dirs.is_empty() {
+        if self.dirs.is_empty() && self.texts.is_empty() {
             return None;
         }
         let (texts, mut problems) = self.read();
@@ -174,7 +185,7 @@ impl Responder for StubResponder {
     }
 
     fn inputs(&self) -> u64 {
-        if self.dirs.is_empty() {
+        if self.dirs.is_empty() && self.texts.is_empty() {
             return 0;
         }
         let (texts, problems) = self.read();
