@@ -657,7 +657,7 @@ async fn stubs_and_protos_reload_together() {
 
 #[test]
 fn mutated_stub_files_never_panic_the_checker() {
-    let seeds = [BAD, include_str!("../../examples/stubs/users.yaml")];
+    let seeds = [BAD, include_str!("../../examples/stubs/users.yaml"), GRIPMOCK];
     let mut rng = fastrand::Rng::with_seed(0x57ab);
     let dir = tempfile::tempdir().unwrap();
     for round in 0..150 {
@@ -920,4 +920,113 @@ async fn stubs_given_by_code_are_checked_and_served_like_files() {
     let server = TestServer::run(server).await;
     let mut c = server.client().await;
     assert_eq!(place(&mut c, serde_json::json!({})).await.unwrap(), "from code");
+}
+
+/// GripMock v3 files, written for these tests from its documented format.
+const GRIPMOCK: &str = r#"
+- service: Shop
+  method: PlaceOrder
+  input:
+    equals: {order_id: g1}
+  output:
+    data: {note: from gripmock}
+    headers: {x-g: "1"}
+- service: shop.Shop
+  method: PlaceOrder
+  priority: 10
+  input:
+    contains: {customer_name: vip}
+  output:
+    error: vip orders are closed
+    code: 9
+    details:
+      - "@type": type.googleapis.com/google.rpc.ErrorInfo
+        reason: CLOSED
+- service: Shop
+  method: PlaceOrder
+  headers:
+    equals: {x-env: test}
+  options: {times: 1}
+  output:
+    data: {note: once for the test env}
+- service: Shop
+  method: Track
+  input: {matches: {order_id: "t-.*"}}
+  output:
+    delay: 5ms
+    stream:
+      - {id: s1}
+      - {id: s2}
+- service: Shop
+  method: Upload
+  inputs:
+    - equals: {order_id: u1}
+    - equals: {order_id: u2}
+  output:
+    data: {note: two uploads}
+- service: Shop
+  method: PlaceOrder
+  output:
+    error: boom
+"#;
+
+#[tokio::test]
+async fn gripmock_files_load_unchanged() {
+    let dir = stub_dir(&[("gripmock.yaml", GRIPMOCK)]);
+    let (_s, mut c) = shop(dir.path()).await;
+    assert_eq!(place(&mut c, serde_json::json!({"orderId": "g1"})).await.unwrap(), "from gripmock");
+    // Priority first, whatever the specificity: GripMock's rule.
+    let e = place(&mut c, serde_json::json!({"orderId": "g1", "customerName": "vip"})).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::FailedPrecondition, "vip orders are closed"));
+    let st = RpcStatus::decode(e.details()).unwrap();
+    assert_eq!(ErrorInfo::decode(st.details[0].value.as_slice()).unwrap().reason, "CLOSED");
+    // An error without a code is UNKNOWN.
+    let e = place(&mut c, serde_json::json!({"orderId": "other"})).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::Unknown, "boom"));
+    // Headers and options.times.
+    for expect in ["once for the test env", "boom"] {
+        let mut req = Request::new(order(&c, serde_json::json!({"orderId": "h"})));
+        req.metadata_mut().insert("x-env", "test".parse().unwrap());
+        match c.unary_req("/shop.Shop/PlaceOrder", req).await {
+            Ok(r) => assert_eq!(get_str(&r, "note"), expect),
+            Err(e) => assert_eq!(e.message(), expect),
+        }
+    }
+    let m = order(&c, serde_json::json!({"orderId": "t-1"}));
+    let got = c.server_stream("/shop.Shop/Track", m).await.unwrap();
+    assert_eq!(got.iter().map(|r| get_str(r, "id")).collect::<Vec<_>>(), ["s1", "s2"]);
+    let ups = vec![order(&c, serde_json::json!({"orderId": "u1"})), order(&c, serde_json::json!({"orderId": "u2"}))];
+    assert_eq!(get_str(&c.client_stream("/shop.Shop/Upload", ups).await.unwrap(), "note"), "two uploads");
+}
+
+#[test]
+fn gripmock_stubs_are_checked_with_locations_too() {
+    let text = r#"- service: Shop
+  method: PlaceOrder
+  input:
+    equals: {ordr_id: x}
+  output:
+    data: {note: ok}
+- service: Shop
+  method: PlaceOrder
+  output:
+    data: {note: "{{ .Request.order_id }}"}
+- service: Shop
+  method: PlaceOrder
+  output:
+    body: {note: x}
+- service: Shopp
+  method: PlaceOrder
+  output: {data: {}}
+"#;
+    let dir = stub_dir(&[("g.yaml", text)]);
+    let server = Server::builder().schema_dir(shop_dir()).stubs(dir.path()).build().unwrap();
+    let problems: Vec<String> = server.snapshot().problems().iter().map(|p| p.to_string()).collect();
+    let has = |s: &str| problems.iter().any(|p| p.contains(s));
+    assert!(has("g.yaml:4:14: error: no field `ordr_id` in shop.Order"), "{problems:#?}");
+    assert!(has("did you mean `order_id`?"), "{problems:#?}");
+    assert!(has("g.yaml:10:18: error: GripMock templates ({{ ... }}) are not supported yet"), "{problems:#?}");
+    assert!(has("g.yaml:14:5: error: unknown key `body` in `output`"), "{problems:#?}");
+    assert!(has("g.yaml:16:11: error: no method `Shopp/PlaceOrder`"), "{problems:#?}");
+    assert_eq!(problems.len(), 4, "{problems:#?}");
 }

@@ -15,6 +15,7 @@ use prost_reflect::{
 };
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 
+use super::gripmock;
 use super::matcher::{Leaf, Matcher, Pattern};
 use super::node::{At, Node, Value};
 use super::{AnswerSpec, Delay, ErrorSpec, Item, Stub, Then, When};
@@ -112,6 +113,30 @@ impl Cx<'_> {
     }
 
     fn stub(&mut self, node: &Node, index: usize, order: usize) -> Option<Stub> {
+        if !gripmock::is_gripmock(node) {
+            return self.ours(node, index, order);
+        }
+        // GripMock's format: rewritten into ours (positions kept), then checked.
+        let translated = gripmock::method(node).and_then(|name| {
+            let method = self.method(&name).ok_or((name.at, String::new()))?;
+            gripmock::translate(node, name, Kind::of(&method))
+        });
+        match translated {
+            Ok(n) => {
+                let mut stub = self.ours(&n, index, order)?;
+                // GripMock ranks by priority, then file order.
+                stub.specificity = 0;
+                Some(stub)
+            }
+            Err((_, m)) if m.is_empty() => None,
+            Err((at, m)) => {
+                self.error(at, 1, m, None);
+                None
+            }
+        }
+    }
+
+    fn ours(&mut self, node: &Node, index: usize, order: usize) -> Option<Stub> {
         const KEYS: &[&str] =
             &["method", "id", "description", "priority", "times", "match", "answer", "answers", "then"];
         let entries = self.keys(node, "a stub", KEYS)?;

@@ -15,6 +15,7 @@
 //! what differs.
 
 mod compile;
+mod gripmock;
 mod matcher;
 mod node;
 mod respond;
