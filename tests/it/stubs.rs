@@ -1030,3 +1030,44 @@ fn gripmock_stubs_are_checked_with_locations_too() {
     assert!(has("g.yaml:16:11: error: no method `Shopp/PlaceOrder`"), "{problems:#?}");
     assert_eq!(problems.len(), 4, "{problems:#?}");
 }
+
+#[tokio::test]
+async fn stubs_replace_the_built_in_health_answers_when_the_schema_defines_health() {
+    let health_dir = crate::harness::root().join("tests/data/stubs/health");
+    let dir = stub_dir(&[(
+        "health.yaml",
+        r#"
+- method: grpc.health.v1.Health/Check
+  match: {request: {equals: {service: db}}}
+  answer: {message: {status: NOT_SERVING}}
+- method: grpc.health.v1.Health/Check
+  answer: {message: {status: SERVING}}
+- method: grpc.health.v1.Health/Watch
+  answer:
+    stream:
+      - message: {status: SERVING}
+      - message: {status: NOT_SERVING}
+        delay: 10ms
+"#,
+    )]);
+    let server =
+        TestServer::start(Server::builder().schema_dir(shop_dir()).schema_dir(&health_dir).stubs(dir.path())).await;
+    let mut c = server.client().await;
+    let status = |r: &prost_reflect::DynamicMessage| r.get_field_by_name("status").unwrap().as_enum_number().unwrap();
+    let req = |c: &Client, s: &str| c.msg("grpc.health.v1.HealthCheckRequest", serde_json::json!({"service": s}));
+    let r = c.unary("/grpc.health.v1.Health/Check", req(&c, "db")).await.unwrap();
+    assert_eq!(status(&r), 2, "NOT_SERVING from the stub");
+    let r = c.unary("/grpc.health.v1.Health/Check", req(&c, "")).await.unwrap();
+    assert_eq!(status(&r), 1);
+    // A Watch answered by a stub ends after the stub's messages.
+    let got = c.server_stream("/grpc.health.v1.Health/Watch", req(&c, "db")).await.unwrap();
+    assert_eq!(got.iter().map(status).collect::<Vec<_>>(), [1, 2]);
+
+    // The same schema without stubs: the built-in health service answers.
+    let plain = TestServer::start(Server::builder().schema_dir(shop_dir()).schema_dir(&health_dir)).await;
+    let mut c = plain.client().await;
+    let r = c.unary("/grpc.health.v1.Health/Check", req(&c, "shop.Shop")).await.unwrap();
+    assert_eq!(status(&r), 1);
+    let e = c.unary("/grpc.health.v1.Health/Check", req(&c, "db")).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+}

@@ -81,6 +81,10 @@ impl Respond for MethodStubs {
         }))
     }
 
+    fn replaces_builtin(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         let n = self.inner.stubs.len();
         let then = if self.inner.fallback.is_some() { ", else the store" } else { "" };
