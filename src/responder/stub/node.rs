@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+use saphyr_parser::{Event, Parser, ScalarStyle};
 
 use crate::responder::data::{MAX_DEPTH, expansion_limit};
 
@@ -108,8 +108,29 @@ pub(crate) struct SyntaxError {
     pub(crate) message: String,
 }
 
-fn at(span: &Span) -> At {
-    At { line: span.start.line(), col: span.start.col() + 1, offset: span.start.index() }
+/// Turns saphyr's character indexes into byte offsets, walking forward from
+/// the last one (events come mostly in order).
+struct Bytes<'t> {
+    text: &'t str,
+    chars: usize,
+    bytes: usize,
+}
+
+impl Bytes<'_> {
+    fn offset(&mut self, char_index: usize) -> usize {
+        if char_index < self.chars {
+            (self.chars, self.bytes) = (0, 0);
+        }
+        let rest = &self.text[self.bytes..];
+        let step = rest.char_indices().nth(char_index - self.chars).map_or(rest.len(), |(b, _)| b);
+        self.bytes += step;
+        self.chars = char_index;
+        self.bytes
+    }
+
+    fn at(&mut self, m: &saphyr_parser::Marker) -> At {
+        At { line: m.line(), col: m.col() + 1, offset: self.offset(m.index()) }
+    }
 }
 
 /// Parses every document of `text` (usually one). Never panics; deep nesting and
@@ -126,12 +147,16 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
     let mut stack: Vec<Open> = Vec::new();
     let mut anchors: HashMap<usize, Node> = HashMap::new();
     let mut weight: u64 = 0;
+    let mut bytes = Bytes { text, chars: 0, bytes: 0 };
     while let Some(next) = parser.next_event() {
-        let (event, span) = next.map_err(|e| SyntaxError {
-            at: At { line: e.marker().line(), col: e.marker().col() + 1, offset: e.marker().index() },
-            message: format!("not valid YAML/JSON: {}", e.info()),
-        })?;
-        let here = at(&span);
+        let (event, span) = match next {
+            Ok(ok) => ok,
+            Err(e) => {
+                let at = bytes.at(e.marker());
+                return Err(SyntaxError { at, message: format!("not valid YAML/JSON: {}", e.info()) });
+            }
+        };
+        let here = bytes.at(&span.start);
         let done: Option<(Node, usize)> = match event {
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if stack.len() >= MAX_DEPTH {
@@ -242,6 +267,18 @@ mod tests {
         assert_eq!(seq[0].to_json(), serde_json::json!("1"));
         assert_eq!((seq[1].at.line, seq[1].at.col), (4, 5));
         assert_eq!(seq[2].to_json(), serde_json::json!(true));
+    }
+
+    #[test]
+    fn offsets_are_bytes_after_non_ascii_text() {
+        let text = "# café, naïve\nname: \"héllo\"\nnext: x\n";
+        let docs = parse(text).unwrap();
+        let m = docs[0].as_map().unwrap();
+        let next = &m[1].0;
+        assert_eq!((next.at.line, next.at.col), (3, 1));
+        assert_eq!(Some(next.at.offset), text.find("next"));
+        let value = &m[0].1;
+        assert_eq!(Some(value.at.offset), text.find("\"hé"));
     }
 
     #[test]
