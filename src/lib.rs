@@ -430,9 +430,6 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
     let addr = listener.local_addr().map_err(|source| Error::io("local address", source))?;
     let snap = server.snapshot();
     snap.log_problems();
-    for line in snap.describe_routes() {
-        tracing::debug!("route {line}");
-    }
     let services = snap.services();
     tracing::info!(
         "protoserve listening on {addr}: {} service(s), {} method(s) [{}]",
