@@ -1010,7 +1010,7 @@ fn gripmock_stubs_are_checked_with_locations_too() {
 - service: Shop
   method: PlaceOrder
   output:
-    data: {note: "{{ .Request.order_id }}"}
+    data: {note: "{{ .Request.ordr }}"}
 - service: Shop
   method: PlaceOrder
   output:
@@ -1025,7 +1025,7 @@ fn gripmock_stubs_are_checked_with_locations_too() {
     let has = |s: &str| problems.iter().any(|p| p.contains(s));
     assert!(has("g.yaml:4:14: error: no field `ordr_id` in shop.Order"), "{problems:#?}");
     assert!(has("did you mean `order_id`?"), "{problems:#?}");
-    assert!(has("g.yaml:10:18: error: GripMock templates ({{ ... }}) are not supported yet"), "{problems:#?}");
+    assert!(has("g.yaml:10:18: error: template reads `.Request.ordr`: no field `ordr` in shop.Order"), "{problems:#?}");
     assert!(has("g.yaml:14:5: error: unknown key `body` in `output`"), "{problems:#?}");
     assert!(has("g.yaml:16:11: error: no method `Shopp/PlaceOrder`"), "{problems:#?}");
     assert_eq!(problems.len(), 4, "{problems:#?}");
@@ -1070,4 +1070,80 @@ async fn stubs_replace_the_built_in_health_answers_when_the_schema_defines_healt
     assert_eq!(status(&r), 1);
     let e = c.unary("/grpc.health.v1.Health/Check", req(&c, "db")).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
+}
+
+#[tokio::test]
+async fn templates_fill_answers_from_the_request_headers_and_stream_position() {
+    let dir = stub_dir(&[
+        (
+            "t.yaml",
+            r#"
+- method: shop.Shop/PlaceOrder
+  match: {request: {contains: {order_id: tpl}}}
+  answer:
+    message:
+      id: "{{ uuid }}"
+      note: 'hello {{ .Request.customer_name }} from {{ index .Headers "x-tenant" }}'
+      amount: "{{ .Request.qty }}"
+- method: shop.Shop/Track
+  answer:
+    messages: [{id: "{{ .MessageIndex }}-{{ .Request.order_id }}"}, {id: "{{ .MessageIndex }}-again"}]
+- method: shop.Shop/Upload
+  answer: {message: {note: "{{ len .Requests }} orders, last {{ .Request.order_id }}"}}
+- method: shop.Shop/Talk
+  answer: {message: {text: "echo {{ .Request.text }} #{{ .MessageIndex }}"}}
+"#,
+        ),
+        (
+            "g.yaml",
+            r#"
+service: Shop
+method: PlaceOrder
+input: {equals: {order_id: grip}}
+output:
+  data: {note: "gripmock says {{ .Request.order_id }}"}
+"#,
+        ),
+    ]);
+    let (_s, mut c) = shop(dir.path()).await;
+    let mut req = Request::new(order(&c, serde_json::json!({"orderId": "tpl", "customerName": "Ann", "qty": 7})));
+    req.metadata_mut().insert("x-tenant", "acme".parse().unwrap());
+    let r = c.unary_req("/shop.Shop/PlaceOrder", req).await.unwrap();
+    assert_eq!(get_str(&r, "note"), "hello Ann from acme");
+    assert_eq!(get_i64(&r, "amount"), 7);
+    assert_eq!(get_str(&r, "id").len(), 36, "a uuid: {}", get_str(&r, "id"));
+    let r2 = c.unary("/shop.Shop/PlaceOrder", order(&c, serde_json::json!({"orderId": "tpl"}))).await.unwrap();
+    assert_ne!(get_str(&r2, "id"), get_str(&r, "id"), "rendered per call");
+    assert_eq!(place(&mut c, serde_json::json!({"orderId": "grip"})).await.unwrap(), "gripmock says grip");
+    let m = order(&c, serde_json::json!({"orderId": "o9"}));
+    let got = c.server_stream("/shop.Shop/Track", m).await.unwrap();
+    assert_eq!(got.iter().map(|r| get_str(r, "id")).collect::<Vec<_>>(), ["0-o9", "1-again"]);
+    let ups = vec![order(&c, serde_json::json!({"orderId": "a"})), order(&c, serde_json::json!({"orderId": "b"}))];
+    assert_eq!(get_str(&c.client_stream("/shop.Shop/Upload", ups).await.unwrap(), "note"), "2 orders, last b");
+    let chat = |t: &str, c: &Client| c.msg("shop.Chat", serde_json::json!({"text": t}));
+    let r = c.bidi("/shop.Shop/Talk", vec![chat("hi", &c), chat("yo", &c)]).await.unwrap();
+    assert_eq!(r.iter().map(|m| get_str(m, "text")).collect::<Vec<_>>(), ["echo hi #0", "echo yo #1"]);
+}
+
+#[test]
+fn templates_are_checked_against_the_request_type() {
+    let text = r#"- method: shop.Shop/PlaceOrder
+  answer: {message: {note: "{{ .Request.custmer_name }}"}}
+- method: shop.Shop/PlaceOrder
+  answer: {message: {note: "{{ .Request.order_id "}}
+- method: shop.Shop/PlaceOrder
+  answer: {message: {note: "{{ .Request.address.cty }}"}}
+"#;
+    let dir = stub_dir(&[("t.yaml", text)]);
+    let server = Server::builder().schema_dir(shop_dir()).stubs(dir.path()).build().unwrap();
+    let problems: Vec<String> = server.snapshot().problems().iter().map(|p| p.to_string()).collect();
+    let has = |s: &str| problems.iter().any(|p| p.contains(s));
+    assert!(
+        has("t.yaml:2:28: error: template reads `.Request.custmer_name`: no field `custmer_name` in shop.Order"),
+        "{problems:#?}"
+    );
+    assert!(has("did you mean `customer_name`?"), "{problems:#?}");
+    assert!(has("t.yaml:4:28: error: template does not parse"), "{problems:#?}");
+    assert!(has("no field `cty` in shop.Address"), "{problems:#?}");
+    assert_eq!(problems.len(), 3, "{problems:#?}");
 }

@@ -30,7 +30,7 @@ pub(crate) fn file(
     pool: &DescriptorPool,
     first_order: usize,
 ) -> (Vec<Stub>, Vec<Problem>) {
-    let mut cx = Cx { src, pool, problems: Vec::new() };
+    let mut cx = Cx { src, pool, problems: Vec::new(), templates: None };
     let mut stubs = Vec::new();
     let mut index = 0;
     for doc in docs {
@@ -56,6 +56,8 @@ struct Cx<'a> {
     src: &'a SourceText,
     pool: &'a DescriptorPool,
     problems: Vec<Problem>,
+    /// While checking an answer's messages: the request type templates may read.
+    templates: Option<MessageDescriptor>,
 }
 
 /// The closest of `candidates` to `name`, when it is close enough to suggest.
@@ -606,6 +608,12 @@ impl Cx<'_> {
                 return None;
             }
         };
+        if let (J::String(s), Some(input)) = (scalar, self.templates.clone())
+            && super::template::is_template(s)
+            && !matches!(kind, FieldKind::Message(_))
+        {
+            return self.template(node, s, &input).then(|| J::String(s.clone()));
+        }
         match kind {
             FieldKind::Message(m) => self.values(node, m),
             FieldKind::String => match scalar {
@@ -703,6 +711,47 @@ impl Cx<'_> {
         }
     }
 
+    /// Checks a template's syntax and that the request fields it reads exist.
+    fn template(&mut self, node: &Node, text: &str, input: &MessageDescriptor) -> bool {
+        if let Err(e) = super::template::check(text) {
+            self.bad(node, format!("template does not parse: {e}"));
+            return false;
+        }
+        let mut ok = true;
+        for path in super::template::request_paths(text) {
+            let mut desc = Some(input.clone());
+            for name in &path {
+                let Some(d) = desc.take() else { break };
+                match d.get_field_by_name(name).or_else(|| d.get_field_by_json_name(name)) {
+                    Some(f) => {
+                        if let FieldKind::Message(m) = f.kind() {
+                            desc = Some(m);
+                        }
+                    }
+                    None => {
+                        let names: Vec<String> = d.fields().map(|f| f.name().to_owned()).collect();
+                        let help = did_you_mean(name, names.iter().map(String::as_str))
+                            .map(|s| format!("did you mean `{s}`?"))
+                            .or_else(|| Some(format!("{} has: {}", d.full_name(), names.join(", "))));
+                        self.error(
+                            node.at,
+                            node.text().len().max(1),
+                            format!(
+                                "template reads `.Request.{}`: no field `{name}` in {}",
+                                path.join("."),
+                                d.full_name()
+                            ),
+                            help,
+                        );
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+        }
+        ok
+    }
+
     /// A well-known type (Timestamp, Duration, Struct, wrappers, ...): its own
     /// JSON form, checked by decoding it.
     fn wkt(&mut self, node: &Node, desc: &MessageDescriptor) -> Option<serde_json::Value> {
@@ -788,10 +837,10 @@ impl Cx<'_> {
                     );
                     ok = false;
                 }
-                "message" => match self.encode(value, &output) {
-                    Some(b) => {
+                "message" => match self.reply(value, &output, Delay::None, &method.input()) {
+                    Some(item) => {
                         has_reply = true;
-                        spec.items.push(Item { reply: b, delay: Delay::None });
+                        spec.items.push(item);
                     }
                     None => ok = false,
                 },
@@ -804,9 +853,9 @@ impl Cx<'_> {
                     has_reply = true;
                     for item in items {
                         let encoded = if *name == "messages" {
-                            self.encode(item, &output).map(|b| Item { reply: b, delay: Delay::None })
+                            self.reply(item, &output, Delay::None, &method.input())
                         } else {
-                            self.stream_item(item, &output)
+                            self.stream_item(item, &output, &method.input())
                         };
                         match encoded {
                             Some(i) => spec.items.push(i),
@@ -841,28 +890,47 @@ impl Cx<'_> {
         ok.then_some(spec)
     }
 
-    fn stream_item(&mut self, node: &Node, output: &MessageDescriptor) -> Option<Item> {
+    fn stream_item(&mut self, node: &Node, output: &MessageDescriptor, input: &MessageDescriptor) -> Option<Item> {
         let entries = self.keys(node, "a stream item", &["message", "delay"])?;
-        let mut item = Item { reply: Bytes::new(), delay: Delay::None };
-        let mut found = false;
-        for (name, _, v) in entries {
-            if name == "message" {
-                item.reply = self.encode(v, output)?;
-                found = true;
-            } else {
-                item.delay = self.delay(v)?;
-            }
-        }
-        if !found {
+        let delay = match entries.iter().find(|(n, _, _)| *n == "delay") {
+            Some((_, _, v)) => self.delay(v)?,
+            None => Delay::None,
+        };
+        let Some((_, _, message)) = entries.iter().find(|(n, _, _)| *n == "message") else {
             self.error(node.at, 1, "a stream item needs `message`", None);
             return None;
+        };
+        self.reply(message, output, delay, input)
+    }
+
+    /// Checks a reply message and encodes it once (or keeps it to render per
+    /// call when it has templates).
+    fn reply(
+        &mut self,
+        node: &Node,
+        desc: &MessageDescriptor,
+        delay: Delay,
+        input: &MessageDescriptor,
+    ) -> Option<Item> {
+        self.templates = Some(input.clone());
+        let partial = self.values(node, desc);
+        self.templates = None;
+        let partial = partial?;
+        if has_template(&partial) {
+            let template = Arc::new(super::template::Templated { json: partial, desc: desc.clone() });
+            return Some(Item { reply: Bytes::new(), template: Some(template), delay });
         }
-        Some(item)
+        let reply = self.encode_checked(node, desc, partial)?;
+        Some(Item { reply, template: None, delay })
     }
 
     /// Checks a message value and encodes it once.
     fn encode(&mut self, node: &Node, desc: &MessageDescriptor) -> Option<Bytes> {
         let partial = self.values(node, desc)?;
+        self.encode_checked(node, desc, partial)
+    }
+
+    fn encode_checked(&mut self, node: &Node, desc: &MessageDescriptor, partial: serde_json::Value) -> Option<Bytes> {
         match DynamicMessage::deserialize_with_options(desc.clone(), partial, &DeserializeOptions::new()) {
             Ok(m) => Some(Bytes::from(m.encode_to_vec())),
             Err(e) => {
@@ -1080,6 +1148,15 @@ fn kind_name(kind: &FieldKind) -> &'static str {
         FieldKind::Bytes => "bytes (base64)",
         FieldKind::Message(_) => "a message",
         FieldKind::Enum(_) => "an enum value",
+    }
+}
+
+fn has_template(j: &serde_json::Value) -> bool {
+    match j {
+        serde_json::Value::String(s) => super::template::is_template(s),
+        serde_json::Value::Array(a) => a.iter().any(has_template),
+        serde_json::Value::Object(m) => m.values().any(has_template),
+        _ => false,
     }
 }
 

@@ -124,12 +124,9 @@ pub(crate) fn translate(node: &Node, method: Node, kind: Kind) -> Result<Node, P
     // What is answered.
     let Some(output) = get(node, "output") else { return Err((node.at, "a GripMock stub needs `output`".into())) };
     let Some(pairs) = output.as_map() else { return Err((output.at, "`output` must be a mapping".into())) };
-    for (k, v) in pairs {
+    for (k, _) in pairs {
         if !OUTPUT.contains(&k.text()) {
             return Err((k.at, format!("unknown key `{}` in `output` (it takes: {})", k.text(), OUTPUT.join(", "))));
-        }
-        if let Some(at) = template(v) {
-            return Err((at, "GripMock templates ({{ ... }}) are not supported yet".into()));
         }
     }
     let streams = matches!(kind, Kind::ServerStreaming | Kind::Bidi);
@@ -198,14 +195,4 @@ pub(crate) fn translate(node: &Node, method: Node, kind: Kind) -> Result<Node, P
     }
     out.push((key("answer", output.at), map(output.at, answer)));
     Ok(map(node.at, out))
-}
-
-/// Where a `{{` template is, if any string in `node` has one.
-fn template(node: &Node) -> Option<At> {
-    match &node.value {
-        Value::Scalar(serde_json::Value::String(s), _) if s.contains("{{") => Some(node.at),
-        Value::Scalar(..) => None,
-        Value::Seq(items) => items.iter().find_map(template),
-        Value::Map(pairs) => pairs.iter().find_map(|(_, v)| template(v)),
-    }
 }

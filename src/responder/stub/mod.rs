@@ -19,6 +19,7 @@ mod gripmock;
 mod matcher;
 mod node;
 mod respond;
+mod template;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -216,7 +217,9 @@ impl Responder for SchemaStubs {
         let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
         let Some(stubs) = self.by_path.get(&path) else { return Ok(None) };
         let fallback = self.fallback.resolve(method)?;
-        let uses_headers = stubs.iter().any(|s| s.when.headers.is_some() || s.when.uses_cel());
+        let uses_headers = stubs
+            .iter()
+            .any(|s| s.when.headers.is_some() || s.when.uses_cel() || s.answers.iter().any(AnswerSpec::templated));
         Ok(Some(Arc::new(respond::MethodStubs::new(path, Kind::of(method), stubs.clone(), fallback, uses_headers))))
     }
 
@@ -363,10 +366,12 @@ pub(crate) struct AnswerSpec {
     pub(crate) error: Option<ErrorSpec>,
 }
 
-/// One reply message, encoded with the output type, and its delay.
+/// One reply message, encoded with the output type (or, with templates,
+/// rendered per call), and its delay.
 #[derive(Debug, Clone)]
 pub(crate) struct Item {
     pub(crate) reply: Bytes,
+    pub(crate) template: Option<Arc<template::Templated>>,
     pub(crate) delay: Delay,
 }
 
@@ -385,6 +390,13 @@ pub(crate) enum Delay {
     None,
     Fixed(Duration),
     Range(Duration, Duration),
+}
+
+impl AnswerSpec {
+    /// Whether a reply needs the request to be rendered.
+    pub(crate) fn templated(&self) -> bool {
+        self.items.iter().any(|i| i.template.is_some())
+    }
 }
 
 impl Delay {

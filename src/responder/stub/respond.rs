@@ -9,6 +9,7 @@ use prost_reflect::DynamicMessage;
 use tonic::metadata::MetadataMap;
 
 use super::matcher::Subject;
+use super::template::Input;
 use super::{AnswerSpec, Delay, Item, Stub};
 use crate::Error;
 use crate::call::{Answer, Body, CallRequest, Kind, Replies, Reply, Respond, Responding};
@@ -200,7 +201,7 @@ impl Inner {
         let picked = {
             let subj = Subject::message(&msg, &headers);
             match self.pick(&headers, Some(&subj), |s| s.when.request.as_ref().is_none_or(|m| m.is_match(&subj))) {
-                Some(a) => Ok(a),
+                Some(a) => Ok((a, a.templated().then(|| Arc::new(Input::new(subj.full(), Vec::new(), &headers))))),
                 None => Err(self.not_found(&headers, |s, d| {
                     if let Some(m) = &s.when.request {
                         m.diffs(&subj, "request", d);
@@ -209,7 +210,7 @@ impl Inner {
             }
         };
         match (picked, &self.fallback) {
-            (Ok(a), _) => answer(a, self.kind).await,
+            (Ok((a, input)), _) => answer(a, self.kind, input).await,
             (Err(_), Some(fb)) => {
                 let call = CallRequest::new(ex.snap, ex.route, ex.metadata, deadline, Body::One(raw));
                 fall_back(fb, call).await
@@ -250,7 +251,14 @@ impl Inner {
                 }) && s.when.at.iter().all(|(i, m)| subjects.get(*i).is_some_and(|subj| m.is_match(subj)))
             };
             match self.pick(&headers, None, fits) {
-                Some(a) => Ok(a),
+                Some(a) => Ok((
+                    a,
+                    a.templated().then(|| {
+                        let all: Vec<serde_json::Value> = subjects.iter().map(|s| s.full().clone()).collect();
+                        let last = all.last().cloned().unwrap_or_default();
+                        Arc::new(Input::new(&last, all, &headers))
+                    }),
+                )),
                 None => Err(self.not_found(&headers, |s, d| {
                     if let Some(ms) = &s.when.messages {
                         if ms.len() != subjects.len() {
@@ -271,7 +279,7 @@ impl Inner {
             }
         };
         match (picked, &self.fallback) {
-            (Ok(a), _) => answer(a, self.kind).await,
+            (Ok((a, input)), _) => answer(a, self.kind, input).await,
             (Err(_), Some(fb)) => {
                 let replay = futures_util::stream::iter(raws.into_iter().map(Ok));
                 let call = CallRequest::new(ex.snap, ex.route, ex.metadata, deadline, Body::Frames(Box::pin(replay)));
@@ -287,7 +295,15 @@ impl Inner {
         let (mut ex, frames) = call.into_streaming();
         let headers = self.headers(&std::mem::take(&mut ex.metadata));
         let msgs = Box::pin(ex.messages(frames));
-        let state = Lockstep { inner: self.clone(), msgs, headers, pending: VecDeque::new(), error: None, done: false };
+        let state = Lockstep {
+            inner: self.clone(),
+            msgs,
+            headers,
+            pending: VecDeque::new(),
+            error: None,
+            done: false,
+            index: 0,
+        };
         Ok(Answer::stream(Box::pin(futures_util::stream::unfold(state, Lockstep::next))))
     }
 }
@@ -296,9 +312,12 @@ struct Lockstep {
     inner: Arc<Inner>,
     msgs: std::pin::Pin<Box<dyn Stream<Item = Result<DynamicMessage, Error>> + Send>>,
     headers: serde_json::Value,
-    pending: VecDeque<Item>,
+    /// Replies to send (rendered already), each after its delay.
+    pending: VecDeque<(Result<Reply, Error>, Delay)>,
     error: Option<Error>,
     done: bool,
+    /// How many messages came in.
+    index: usize,
 }
 
 impl Lockstep {
@@ -307,9 +326,12 @@ impl Lockstep {
             if self.done {
                 return None;
             }
-            if let Some(item) = self.pending.pop_front() {
-                sleep(item.delay).await;
-                return Some((Ok(Reply::Encoded(item.reply)), self));
+            if let Some((reply, delay)) = self.pending.pop_front() {
+                sleep(delay).await;
+                if reply.is_err() {
+                    self.done = true;
+                }
+                return Some((reply, self));
             }
             if let Some(e) = self.error.take() {
                 self.done = true;
@@ -329,7 +351,12 @@ impl Lockstep {
                 match inner
                     .pick(&self.headers, Some(&subj), |s| s.when.request.as_ref().is_none_or(|m| m.is_match(&subj)))
                 {
-                    Some(a) => Ok((a.delay, a.items.clone(), a.error.as_ref().map(|e| e.to_error(a, false)))),
+                    Some(a) => {
+                        let input = a.templated().then(|| Input::new(subj.full(), Vec::new(), &self.headers));
+                        let replies: Vec<_> =
+                            a.items.iter().map(|i| (reply_of(i, input.as_ref(), self.index), i.delay)).collect();
+                        Ok((a.delay, replies, a.error.as_ref().map(|e| e.to_error(a, false))))
+                    }
                     None => Err(inner.not_found(&self.headers, |s, d| {
                         if let Some(m) = &s.when.request {
                             m.diffs(&subj, "request", d);
@@ -337,6 +364,7 @@ impl Lockstep {
                     })),
                 }
             };
+            self.index += 1;
             match found {
                 Ok((delay, items, error)) => {
                     sleep(delay).await;
@@ -363,17 +391,28 @@ impl super::ErrorSpec {
     }
 }
 
+/// A reply: the encoded bytes, or the template rendered for this call.
+fn reply_of(item: &Item, input: Option<&Input>, index: usize) -> Result<Reply, Error> {
+    match &item.template {
+        None => Ok(Reply::Encoded(item.reply.clone())),
+        Some(t) => t.render(input.unwrap_or(&Input::default()), index).map(Reply::Message),
+    }
+}
+
 /// Builds the answer of a unary, server- or client-streaming call.
-async fn answer(spec: &AnswerSpec, kind: Kind) -> Result<Answer, Error> {
+async fn answer(spec: &AnswerSpec, kind: Kind, input: Option<Arc<Input>>) -> Result<Answer, Error> {
     sleep(spec.delay).await;
     let mut out = match kind {
         Kind::ServerStreaming => {
             let items = spec.items.clone();
             let error = spec.error.as_ref().map(|e| e.to_error(spec, false));
-            let replies = futures_util::stream::iter(items)
-                .then(|item| async move {
-                    sleep(item.delay).await;
-                    Ok(Reply::Encoded(item.reply))
+            let replies = futures_util::stream::iter(items.into_iter().enumerate())
+                .then(move |(i, item)| {
+                    let input = input.clone();
+                    async move {
+                        sleep(item.delay).await;
+                        reply_of(&item, input.as_deref(), i)
+                    }
                 })
                 .chain(futures_util::stream::iter(error.map(Err)));
             let replies: Replies = Box::pin(replies);
@@ -381,7 +420,7 @@ async fn answer(spec: &AnswerSpec, kind: Kind) -> Result<Answer, Error> {
         }
         _ => match (&spec.error, spec.items.first()) {
             (Some(e), _) => return Err(e.to_error(spec, true)),
-            (None, Some(item)) => Answer::one(Reply::Encoded(item.reply.clone())),
+            (None, Some(item)) => Answer::one(reply_of(item, input.as_deref(), 0)?),
             (None, None) => return Err(Error::internal("a stub answer without a message")),
         },
     };
