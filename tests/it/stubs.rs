@@ -657,7 +657,7 @@ async fn stubs_and_protos_reload_together() {
 
 #[test]
 fn mutated_stub_files_never_panic_the_checker() {
-    let seeds = [BAD, include_str!("../../examples/stubs/users.yaml"), GRIPMOCK];
+    let seeds = [BAD, include_str!("../../examples/stubs/users.yaml"), GRIPMOCK, TEMPLATED];
     let mut rng = fastrand::Rng::with_seed(0x57ab);
     let dir = tempfile::tempdir().unwrap();
     for round in 0..150 {
@@ -1072,12 +1072,7 @@ async fn stubs_replace_the_built_in_health_answers_when_the_schema_defines_healt
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
 }
 
-#[tokio::test]
-async fn templates_fill_answers_from_the_request_headers_and_stream_position() {
-    let dir = stub_dir(&[
-        (
-            "t.yaml",
-            r#"
+const TEMPLATED: &str = r#"
 - method: shop.Shop/PlaceOrder
   match: {request: {contains: {order_id: tpl}}}
   answer:
@@ -1092,8 +1087,12 @@ async fn templates_fill_answers_from_the_request_headers_and_stream_position() {
   answer: {message: {note: "{{ len .Requests }} orders, last {{ .Request.order_id }}"}}
 - method: shop.Shop/Talk
   answer: {message: {text: "echo {{ .Request.text }} #{{ .MessageIndex }}"}}
-"#,
-        ),
+"#;
+
+#[tokio::test]
+async fn templates_fill_answers_from_the_request_headers_and_stream_position() {
+    let dir = stub_dir(&[
+        ("t.yaml", TEMPLATED),
         (
             "g.yaml",
             r#"
