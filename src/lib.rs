@@ -59,6 +59,7 @@ mod responder;
 pub mod schema;
 mod server;
 pub mod store;
+mod units;
 mod validate;
 mod wire;
 

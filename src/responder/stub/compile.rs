@@ -943,7 +943,7 @@ impl Cx<'_> {
     fn delay(&mut self, node: &Node) -> Option<Delay> {
         let one = |cx: &mut Self, n: &Node| -> Option<Duration> {
             let text = n.as_str().map(str::to_owned).unwrap_or_else(|| n.text().to_owned());
-            match crate::cli::parse_duration(&text) {
+            match crate::units::parse_duration(&text) {
                 Ok(d) if d <= Duration::from_secs(3600) => Some(d),
                 Ok(_) => {
                     cx.bad(n, "a delay is at most 1h");
