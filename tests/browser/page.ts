@@ -1,0 +1,61 @@
+// The browser test's page script (tests/it/browser.rs bundles it with esbuild).
+// Calls users.UserService on the server named by `?server=` through both web
+// transports of @connectrpc/connect-web, then writes what it saw as JSON into
+// <pre id="result"> and sets the title to "done".
+import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
+import { UserService } from "./gen/user_service_pb";
+
+function failure(e: unknown) {
+  const err = ConnectError.from(e);
+  return { code: err.code, codeName: Code[err.code], message: err.rawMessage };
+}
+
+async function exercise(name: string, transport: Transport) {
+  const client = createClient(UserService, transport);
+  const out: Record<string, unknown> = { transport: name };
+  try {
+    const u = await client.createUser({ name: `Ada ${name}`, email: `ada-${name}@example.com`, age: 36 });
+    out.created = { id: u.id, name: u.name, email: u.email, age: u.age, createdAt: String(u.createdAt) };
+  } catch (e) {
+    out.createError = failure(e);
+  }
+  try {
+    const u = await client.getUser({ userId: "no-such-user" });
+    out.missing = { unexpectedUser: u.id };
+  } catch (e) {
+    out.missing = failure(e);
+  }
+  try {
+    const listed = [];
+    for await (const u of client.listUsers({ pageSize: 100 })) {
+      listed.push({ id: u.id, name: u.name });
+    }
+    out.listed = listed;
+  } catch (e) {
+    out.listError = failure(e);
+  }
+  return out;
+}
+
+async function main() {
+  const baseUrl = new URLSearchParams(location.search).get("server");
+  if (!baseUrl) throw new Error("no ?server= in the page URL");
+  const results = [
+    await exercise("grpc-web", createGrpcWebTransport({ baseUrl })),
+    await exercise("connect", createConnectTransport({ baseUrl })),
+  ];
+  return results;
+}
+
+const result = document.getElementById("result")!;
+main()
+  .then((results) => {
+    result.textContent = JSON.stringify(results);
+  })
+  .catch((e) => {
+    result.textContent = JSON.stringify({ error: String(e) });
+  })
+  .finally(() => {
+    document.title = "done";
+  });
