@@ -1,7 +1,8 @@
 // The browser test's page script (tests/it/browser.rs bundles it with esbuild).
 // Calls users.UserService on the server named by `?server=` through both web
-// transports of @connectrpc/connect-web, then writes what it saw as JSON into
-// <pre id="result"> and sets the title to "done".
+// transports of @connectrpc/connect-web, then reports what it saw as JSON: it
+// POSTs it to /result on the page's own server (what the test waits for) and
+// writes it into <pre id="result">.
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 import { UserService } from "./gen/user_service_pb";
@@ -48,14 +49,10 @@ async function main() {
   return results;
 }
 
-const result = document.getElementById("result")!;
+const report = (text: string) => {
+  document.getElementById("result")!.textContent = text;
+  return fetch("/result", { method: "POST", body: text });
+};
 main()
-  .then((results) => {
-    result.textContent = JSON.stringify(results);
-  })
-  .catch((e) => {
-    result.textContent = JSON.stringify({ error: String(e) });
-  })
-  .finally(() => {
-    document.title = "done";
-  });
+  .then((results) => report(JSON.stringify(results)))
+  .catch((e) => report(JSON.stringify({ error: String(e) })));

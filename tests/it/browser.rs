@@ -5,15 +5,16 @@
 //! generated at test time by `protoc-gen-es` (through `buf generate`, from the
 //! server's own descriptor set) and bundled with esbuild; the server runs with
 //! `--cors-origin` set to the page's origin, so CORS is exercised as a browser
-//! does it. The test reads the JSON the page writes into its DOM
-//! (`--dump-dom`). Chromium and `node_modules` come from `scripts/test.sh`.
+//! does it. The page POSTs what it saw as JSON to its own server, which hands it
+//! to the test. Chromium and `node_modules` come from `scripts/test.sh`.
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -82,16 +83,19 @@ fn build_page(dir: &Path) {
         .env("NODE_PATH", root().join("node_modules")));
 }
 
-/// A static file server for the page on 127.0.0.1:0 (one thread per connection,
-/// HTTP/1.1, `Connection: close`); stops when dropped.
+/// The page's server on 127.0.0.1:0 (one thread per connection, HTTP/1.1,
+/// `Connection: close`): `GET /` and `/page.js` from `dir`, and `POST /result`,
+/// whose body goes to `results`. Stops when dropped.
 struct PageServer {
     port: u16,
+    results: mpsc::Receiver<String>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl PageServer {
     fn start(dir: PathBuf) -> PageServer {
+        let (tx, results) = mpsc::channel();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -102,11 +106,11 @@ impl PageServer {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let dir = dir.clone();
-                std::thread::spawn(move || serve_file(conn, &dir));
+                let (dir, tx) = (dir.clone(), tx.clone());
+                std::thread::spawn(move || serve_page(conn, &dir, &tx));
             }
         });
-        PageServer { port, stop, thread: Some(thread) }
+        PageServer { port, results, stop, thread: Some(thread) }
     }
 }
 
@@ -121,22 +125,44 @@ impl Drop for PageServer {
     }
 }
 
-fn serve_file(mut conn: TcpStream, dir: &Path) {
+fn serve_page(mut conn: TcpStream, dir: &Path, results: &mpsc::Sender<String>) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut head = Vec::new();
+    let mut data = Vec::new();
     let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
+    let head_end = loop {
+        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
         }
-    }
-    let head = String::from_utf8_lossy(&head);
-    let target = head.split_whitespace().nth(1).unwrap_or("/");
+        match conn.read(&mut buf) {
+            Ok(n) if n > 0 && data.len() < 64 * 1024 => data.extend_from_slice(&buf[..n]),
+            _ => return,
+        }
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+    let mut words = head.split_whitespace();
+    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or("/"));
     let path = target.split('?').next().unwrap_or("/");
-    let (status, kind, body) = match path {
-        "/" => ("200 OK", "text/html; charset=utf-8", std::fs::read(dir.join("index.html")).unwrap_or_default()),
-        "/page.js" => ("200 OK", "text/javascript", std::fs::read(dir.join("page.js")).unwrap_or_default()),
+    let (status, kind, body) = match (method, path) {
+        ("GET", "/") => {
+            ("200 OK", "text/html; charset=utf-8", std::fs::read(dir.join("index.html")).unwrap_or_default())
+        }
+        ("GET", "/page.js") => ("200 OK", "text/javascript", std::fs::read(dir.join("page.js")).unwrap_or_default()),
+        ("POST", "/result") => {
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+                .and_then(|(_, v)| v.trim().parse().ok())
+                .unwrap_or(0);
+            let mut body = data[head_end..].to_vec();
+            while body.len() < len {
+                match conn.read(&mut buf) {
+                    Ok(n) if n > 0 => body.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            let _ = results.send(String::from_utf8_lossy(&body[..len]).into_owned());
+            ("200 OK", "text/plain", Vec::new())
+        }
         _ => ("404 Not Found", "text/plain", b"not found".to_vec()),
     };
     let reply = format!(
@@ -169,43 +195,55 @@ fn read_lossy(p: &Path) -> String {
     String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
 }
 
-/// Loads `url` in headless Chromium and returns the DOM once the page's work is
-/// done (virtual time runs while no network fetch is pending), bounded at 120 s.
-fn dump_dom(url: &str, dir: &Path) -> String {
-    let (out, err) = (dir.join("dom.html"), dir.join("chromium.log"));
+/// Loads `url` in headless Chromium (in a process group of its own) and returns
+/// the JSON the page POSTs to /result, waiting at most 120 s; then ends Chromium.
+fn run_page(page: &PageServer, url: &str, dir: &Path) -> Value {
+    let err = dir.join("chromium.log");
     let mut child = Command::new(chromium())
         .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
         .args(["--no-first-run", "--no-default-browser-check", "--disable-extensions"])
         .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .args(["--virtual-time-budget=30000", "--dump-dom", url])
-        .stdout(std::fs::File::create(&out).unwrap())
+        .arg(url)
+        .stdout(Stdio::null())
         .stderr(std::fs::File::create(&err).unwrap())
+        .process_group(0)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run chromium: {e}"));
     let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
+    let outcome = loop {
+        match page.results.recv_timeout(Duration::from_millis(100)) {
+            Ok(text) => break Ok(text),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(e) => break Err(format!("the page server stopped: {e}")),
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break Err(format!("chromium exited ({status}) before the page reported"));
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium did not finish within 120 s:\n{}", read_lossy(&err));
+            break Err("the page reported nothing within 120 s".to_owned());
         }
-        std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(status.success(), "chromium failed ({status}):\n{}", read_lossy(&err));
-    read_lossy(&out)
+    stop_group(&mut child);
+    let text = outcome.unwrap_or_else(|e| panic!("{e}; chromium's log:\n{}", read_lossy(&err)));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("the page posted no JSON ({e}): {text}"))
 }
 
-/// The JSON text of `<pre id="result">` in a serialized DOM.
-fn page_result(dom: &str) -> Value {
-    let start = dom.find("<pre id=\"result\">").unwrap_or_else(|| panic!("no result element in the DOM:\n{dom}"));
-    let text = &dom[start + "<pre id=\"result\">".len()..];
-    let text = &text[..text.find("</pre>").expect("closed <pre>")];
-    let text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&amp;", "&");
-    assert!(dom.contains("<title>done</title>"), "the page did not finish; its DOM:\n{dom}");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("the page wrote no JSON ({e}): {text}"))
+/// Ends a child started with `process_group(0)` and everything in its group:
+/// SIGTERM, up to 5 s to exit, then SIGKILL.
+fn stop_group(child: &mut Child) {
+    let group = format!("-{}", child.id());
+    let signal = |sig: &str| {
+        let _ = Command::new("kill").args([sig, "--", &group]).stderr(Stdio::null()).status();
+    };
+    if child.try_wait().ok().flatten().is_none() {
+        signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    signal("-KILL");
+    let _ = child.wait();
 }
 
 /// Loads the page against a fresh server that lets `cors_origin` call it;
@@ -216,10 +254,10 @@ fn load_page(page: &PageServer, dir: &Path, cors_origin: &str, name: &str) -> (V
     let run_dir = dir.join(name);
     std::fs::create_dir_all(&run_dir).unwrap();
     let url = format!("http://127.0.0.1:{}/?server=http://127.0.0.1:{port}", page.port);
-    let dom = dump_dom(&url, &run_dir);
+    let result = run_page(page, &url, &run_dir);
     let _ = server.kill();
     let _ = server.wait();
-    (page_result(&dom), read_lossy(&server_log))
+    (result, read_lossy(&server_log))
 }
 
 #[test]
