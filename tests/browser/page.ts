@@ -1,6 +1,6 @@
 // The browser test's page script (tests/it/browser.rs bundles it with esbuild).
 // Calls users.UserService on the server named by `?server=` through both web
-// transports of @connectrpc/connect-web, then reports what it saw as JSON: it
+// transports of @connectrpc/connect-web (Connect in JSON and in binary), then reports what it saw as JSON: it
 // POSTs it to /result on the page's own server (what the test waits for) and
 // writes it into <pre id="result">.
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
@@ -45,6 +45,7 @@ async function main() {
   const results = [
     await exercise("grpc-web", createGrpcWebTransport({ baseUrl })),
     await exercise("connect", createConnectTransport({ baseUrl })),
+    await exercise("connect-proto", createConnectTransport({ baseUrl, useBinaryFormat: true })),
   ];
   return results;
 }

@@ -1,13 +1,13 @@
 //! A real browser: headless Chromium loads a page, served by this test on its own
 //! origin, that calls the binary's users.UserService through
-//! `@connectrpc/connect-web`'s gRPC-Web and Connect transports (CreateUser,
-//! GetUser of a missing id, ListUsers streaming). The page's client code is
-//! generated at test time by `protoc-gen-es` (through `buf generate`, from the
-//! server's own descriptor set) and bundled with esbuild; the server runs with
-//! `--cors-origin` set to the page's origin, so CORS is exercised as a browser
-//! does it. The page POSTs what it saw as JSON to its own server, which hands it
-//! to the test. Chromium and `node_modules` come from `scripts/test.sh`.
-
+//! `@connectrpc/connect-web`'s gRPC-Web transport and its Connect transport (JSON
+//! and binary): CreateUser, GetUser of a missing id, ListUsers streaming. The
+//! page's client code is generated at test time by `protoc-gen-es` (through `buf
+//! generate`, from the server's own descriptor set) and bundled with esbuild; the
+//! server runs with `--cors-origin` set to the page's origin, so CORS is exercised
+//! as a browser does it. The page POSTs what it saw as JSON to its own server,
+//! which hands it to the test. Chromium and `node_modules` come from
+//! `scripts/test.sh`.
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt as _;
@@ -272,9 +272,9 @@ fn connect_web_in_headless_chromium_over_grpc_web_and_connect() {
     let (result, log) = load_page(&page, dir.path(), &origin, "allowed");
     let ctx = format!("page result: {result:#}\nserver log:\n{log}");
     let runs = result.as_array().unwrap_or_else(|| panic!("{ctx}"));
-    assert_eq!(runs.len(), 2, "{ctx}");
+    assert_eq!(runs.len(), 3, "{ctx}");
     let mut ids = Vec::new();
-    for (run, transport) in runs.iter().zip(["grpc-web", "connect"]) {
+    for (run, transport) in runs.iter().zip(["grpc-web", "connect", "connect-proto"]) {
         assert_eq!(run["transport"], transport, "{ctx}");
         // CreateUser: the stored user, with a generated id and created_at.
         let created = &run["created"];
@@ -305,7 +305,7 @@ fn connect_web_in_headless_chromium_over_grpc_web_and_connect() {
     let (result, log) = load_page(&page, dir.path(), "https://elsewhere.example", "refused");
     let ctx = format!("page result: {result:#}\nserver log:\n{log}");
     let runs = result.as_array().unwrap_or_else(|| panic!("{ctx}"));
-    assert_eq!(runs.len(), 2, "{ctx}");
+    assert_eq!(runs.len(), 3, "{ctx}");
     for run in runs {
         assert!(run["created"].is_null() && run["listed"].is_null(), "{ctx}");
         for failed in [&run["createError"], &run["missing"], &run["listError"]] {
