@@ -39,6 +39,8 @@ pub struct ServeConfig {
     pub addr: SocketAddr,
     /// Records to pre-load into the resource store.
     pub data: Option<PathBuf>,
+    /// Stub directories (`--stubs`).
+    pub stubs: Vec<PathBuf>,
     /// Max message size, both directions, in bytes.
     pub max_message_size: usize,
     /// Watch the roots and hot-reload on changes.
@@ -91,6 +93,8 @@ pub struct CheckConfig {
     pub imports: Vec<PathBuf>,
     /// `--exclude` globs.
     pub exclude: Vec<String>,
+    /// Stub directories (`--stubs`), checked against the schema.
+    pub stubs: Vec<PathBuf>,
     /// Where to write the compiled schema (imports included) as a FileDescriptorSet.
     pub descriptor_set_out: Option<PathBuf>,
 }
@@ -163,6 +167,10 @@ struct SchemaArgs {
     /// repeatable), e.g. --exclude vendor --exclude 'gen/**/*.proto'.
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
+    /// Stub directory or file (YAML/JSON; repeatable): answers for any method,
+    /// checked against the schema and reloaded with it (see docs/stubs.md).
+    #[arg(long, value_name = "DIR")]
+    stubs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -324,6 +332,7 @@ impl Config {
                 exclude: a.schema.exclude,
                 addr: a.addr,
                 data: a.data,
+                stubs: a.schema.stubs,
                 max_message_size: a.max_message_size,
                 watch: !a.no_watch,
                 on_breaking: match a.on_breaking {
@@ -365,6 +374,7 @@ impl Config {
                 roots: roots(a.schema.dirs),
                 imports: a.schema.imports,
                 exclude: a.schema.exclude,
+                stubs: a.schema.stubs,
                 descriptor_set_out: a.descriptor_set_out,
             }),
             Cmd::Compat(a) => {

@@ -16,6 +16,7 @@ mod interop;
 mod ops;
 mod reload;
 mod store;
+mod stubs;
 mod testservice;
 mod tls;
 mod web;
