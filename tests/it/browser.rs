@@ -21,10 +21,6 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-fn server_bin() -> PathBuf {
-    std::env::var_os("PROTOSERVE_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_protoserve")), PathBuf::from)
-}
-
 /// Chromium: `$CHROMIUM`, else Debian's `/usr/bin/chromium`. Missing is a failure
 /// with a way out, never a silent pass.
 fn chromium() -> PathBuf {
@@ -46,41 +42,35 @@ fn node_bin(name: &str) -> PathBuf {
     p
 }
 
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Generates the users schema's TypeScript with protoc-gen-es and bundles the
 /// page script with esbuild into `dir/page.js`, next to `dir/index.html`.
 fn build_page(dir: &Path) {
     let set = dir.join("users.binpb");
-    run(Command::new(server_bin()).arg("check").arg(users_dir()).arg("--descriptor-set-out").arg(&set));
+    run_ok(Command::new(server_bin()).arg("check").arg(users_dir()).arg("--descriptor-set-out").arg(&set));
     let template = format!(
         "version: v2\nplugins:\n  - local: {}\n    out: gen\n    opt: target=ts\n    include_imports: true\n",
         node_bin("protoc-gen-es").display()
     );
     std::fs::write(dir.join("buf.gen.yaml"), template).unwrap();
     let home = dir.join("home");
-    run(Command::new(node_bin("buf"))
-        .args(["generate", "users.binpb", "--template", "buf.gen.yaml"])
-        .current_dir(dir)
-        .env("BUF_CACHE_DIR", &home)
-        .env("HOME", &home));
+    run_ok(
+        Command::new(node_bin("buf"))
+            .args(["generate", "users.binpb", "--template", "buf.gen.yaml"])
+            .current_dir(dir)
+            .env("BUF_CACHE_DIR", &home)
+            .env("HOME", &home),
+    );
     assert!(dir.join("gen/user_service_pb.ts").exists(), "buf generate wrote no gen/user_service_pb.ts");
     let src = root().join("tests/browser");
     std::fs::copy(src.join("page.ts"), dir.join("page.ts")).unwrap();
     std::fs::copy(src.join("index.html"), dir.join("index.html")).unwrap();
-    run(Command::new(node_bin("esbuild"))
-        .args(["page.ts", "--bundle", "--format=iife", "--platform=browser", "--target=es2020"])
-        .args(["--outfile=page.js", "--log-level=warning"])
-        .current_dir(dir)
-        .env("NODE_PATH", root().join("node_modules")));
+    run_ok(
+        Command::new(node_bin("esbuild"))
+            .args(["page.ts", "--bundle", "--format=iife", "--platform=browser", "--target=es2020"])
+            .args(["--outfile=page.js", "--log-level=warning"])
+            .current_dir(dir)
+            .env("NODE_PATH", root().join("node_modules")),
+    );
 }
 
 /// The page's server on 127.0.0.1:0 (one thread per connection, HTTP/1.1,
