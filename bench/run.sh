@@ -11,6 +11,10 @@
 #   per RPC, each target in turn (order reversed every other round), load from LG_CPUS:
 #     GetUser, CreateUser   h2load, CONNS x STREAMS, pre-encoded gRPC bodies, WARMUP s then
 #                           DURATION s; only gRPC-OK responses count
+#     CreateUser-connect,   the same CreateUser over Connect (JSON, connect-protocol-version: 1)
+#     CreateUser-json       and over HTTP/JSON (POST /users.UserService/CreateUser, application/json)
+#                           with h2load; not on the baseline (gRPC only): their ratios are to the
+#                           target's own gRPC CreateUser of the same round
 #     ListUsers(PAGE)       `loadgen list`: streamed users/s (each call must bring PAGE)
 #     BulkCreate(BATCH)     `loadgen bulk`: created users/s (BATCH per client stream)
 # then once per target: RSS after FILL_N unary CreateUser. Prints the table (medians over
@@ -22,7 +26,8 @@
 # Knobs (env), defaults in brackets:
 #   TARGETS [baseline protoserve]  which built-in targets run (TARGETS=baseline: baseline only)
 #   ROUNDS [3]  DURATION [5] s  WARMUP [1] s  CONNS [2]  STREAMS [50] (per connection)
-#   RPCS [GetUser CreateUser ListUsers BulkCreate]  PAGE [100]  BATCH [100]
+#   RPCS [GetUser CreateUser CreateUser-connect CreateUser-json ListUsers BulkCreate]
+#   PAGE [100]  BATCH [100]
 #   COLD_RUNS [5]  FILL_N [1000000] (0 skips the fill)  CHECK [1] (0 skips the semantic check)
 #   PIN [1] (0: no taskset)  SRV_CPUS [0]  LG_CPUS [1]  H2_THREADS [1]
 #   BUILD [1] (0: use the binaries as they are)
@@ -40,7 +45,7 @@ ROOT=$(cd "$BENCH/.." && pwd)
 TARGETS=${TARGETS-baseline protoserve}
 ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} WARMUP=${WARMUP:-1}
 CONNS=${CONNS:-2} STREAMS=${STREAMS:-50}
-RPCS=${RPCS:-GetUser CreateUser ListUsers BulkCreate} PAGE=${PAGE:-100} BATCH=${BATCH:-100}
+RPCS=${RPCS:-GetUser CreateUser CreateUser-connect CreateUser-json ListUsers BulkCreate} PAGE=${PAGE:-100} BATCH=${BATCH:-100}
 COLD_RUNS=${COLD_RUNS:-5} FILL_N=${FILL_N:-1000000} CHECK=${CHECK:-1}
 PIN=${PIN:-1} SRV_CPUS=${SRV_CPUS:-0} LG_CPUS=${LG_CPUS:-1} H2_THREADS=${H2_THREADS:-1}
 BUILD=${BUILD:-1} OUT=${OUT:-$BENCH/results}
@@ -171,17 +176,26 @@ rss_kb() { # name: VmRSS of the server process (setsid and taskset exec it; foll
 row() { printf '%s\n' "$(IFS=$'\t'; echo "$*")" >>"$RAW"; }
 
 # ---- (d) load ------------------------------------------------------------------------------
+# Request headers per protocol (h2load sends -d bodies as POST).
+GRPC_HEADERS=(-H 'content-type: application/grpc' -H 'te: trailers')
+CONNECT_HEADERS=(-H 'content-type: application/json' -H 'connect-protocol-version: 1')
+JSON_HEADERS=(-H 'content-type: application/json')
 h2() { # seconds h2load-args... (runs pinned, bounded in time)
   local t=$1; shift
-  timeout "$t" "${LG_PIN[@]}" h2load -H 'content-type: application/grpc' -H 'te: trailers' "$@" 2>&1 || true
+  timeout "$t" "${LG_PIN[@]}" h2load "${HEADERS[@]}" "$@" 2>&1 || true
 }
-h2_rpc() { # round name rpc
-  local url="http://127.0.0.1:$PORT/users.UserService/$3" body="$OUT/bodies/$3.bin" ref stats
-  local tag="$OUT/logs/$2-r$1-$3"
-  # One request first: its DATA bytes are the size of one good response (errors have none).
-  ref=$(h2 10 -n 1 -c 1 -d "$body" "$url" | sed -nE 's/^traffic:.*\(([0-9]+)\) data$/\1/p')
-  if [ -z "$ref" ] || [ "$ref" = 0 ]; then
-    log "  $2 $3: the probe request got no response data (a gRPC error?)"; row "$1" "$2" "$3" FAIL; return
+h2_rpc() { # round name metric method body headers-array
+  local url="http://127.0.0.1:$PORT/users.UserService/$4" body=$5 probe ref stats
+  local -n HEADERS=$6
+  local tag="$OUT/logs/$2-r$1-${3//\//-}"
+  # One request first: its DATA bytes are the size of one good response (gRPC errors have
+  # none; Connect and HTTP/JSON errors have a non-2xx status).
+  probe=$(h2 10 -n 1 -c 1 -d "$body" "$url")
+  ref=$(sed -nE 's/^traffic:.*\(([0-9]+)\) data$/\1/p' <<<"$probe")
+  if [ -z "$ref" ] || [ "$ref" = 0 ] || ! grep -q '^status codes: 1 2xx' <<<"$probe"; then
+    log "  $2 $3: the probe request got no good response (an error?); h2load said:"
+    log "$(sed 's/^/    /' <<<"$probe")"
+    row "$1" "$2" "$3" FAIL; return
   fi
   h2 $((WARMUP + 10)) -t "$H2_THREADS" -c "$CONNS" -m "$STREAMS" -D "$WARMUP" -d "$body" "$url" >/dev/null
   rm -f "$tag.log"  # h2load appends to an existing log file
@@ -207,18 +221,33 @@ report_row() { # round name metric "value p50 p99 ok%"
   local value p50 p99 ok
   read -r value p50 p99 ok <<<"$4"
   row "$1" "$2" "$3" "$value" "$p50" "$p99" "$ok"
-  printf '  %-12s %-16s %10.0f ok/s  p50 %7sus  p99 %7sus  ok %s%%\n' "$2" "$3" "$value" "$p50" "$p99" "$ok" >&2
+  printf '  %-12s %-23s %10.0f ok/s  p50 %7sus  p99 %7sus  ok %s%%\n' "$2" "$3" "$value" "$p50" "$p99" "$ok" >&2
 }
 
 run_rpc() { # round name rpc
+  local bodies=$OUT/bodies
   case $3 in
-    GetUser | CreateUser) h2_rpc "$@" ;;
+    GetUser | CreateUser) h2_rpc "$1" "$2" "$3" "$3" "$bodies/$3.bin" GRPC_HEADERS ;;
+    CreateUser-connect) h2_rpc "$1" "$2" "$(metric_of "$3")" CreateUser "$bodies/CreateUser.json" CONNECT_HEADERS ;;
+    CreateUser-json) h2_rpc "$1" "$2" "$(metric_of "$3")" CreateUser "$bodies/CreateUser.json" JSON_HEADERS ;;
     ListUsers) stream_rpc "$1" "$2" "ListUsers($PAGE)" list --page-size "$PAGE" ;;
     BulkCreate) stream_rpc "$1" "$2" "BulkCreate($BATCH)" bulk --batch "$BATCH" ;;
-    *) die "unknown rpc '$3' in RPCS (known: GetUser CreateUser ListUsers BulkCreate)" ;;
+    *) die "unknown rpc '$3' in RPCS (known: GetUser CreateUser CreateUser-connect CreateUser-json ListUsers BulkCreate)" ;;
   esac
 }
-metric_of() { case $1 in ListUsers) echo "ListUsers($PAGE)" ;; BulkCreate) echo "BulkCreate($BATCH)" ;; *) echo "$1" ;; esac; }
+metric_of() {
+  case $1 in
+    ListUsers) echo "ListUsers($PAGE)" ;;
+    BulkCreate) echo "BulkCreate($BATCH)" ;;
+    CreateUser-connect) echo "CreateUser/connect-json" ;;
+    CreateUser-json) echo "CreateUser/http-json" ;;
+    *) echo "$1" ;;
+  esac
+}
+# The codegen baseline speaks gRPC only: it has no web-protocol rows.
+serves() { # name rpc
+  [[ $1 != "$BASELINE_NAME" || $2 != CreateUser-* ]]
+}
 
 # ---- main ------------------------------------------------------------------------------------
 {
@@ -244,7 +273,9 @@ fi
 
 fail_round() { # round name: every RPC of this round FAILED for name
   local rpc
-  for rpc in $RPCS; do row "$1" "$2" "$(metric_of "$rpc")" FAIL; done
+  for rpc in $RPCS; do
+    if serves "$2" "$rpc"; then row "$1" "$2" "$(metric_of "$rpc")" FAIL; fi
+  done
 }
 
 SECONDS=0
@@ -285,6 +316,7 @@ for round in $(seq "$ROUNDS"); do
   done
   for rpc in $RPCS; do
     for name in "${checked[@]}"; do
+      serves "$name" "$rpc" || continue
       PORT=${PORTS[$name]}
       run_rpc "$round" "$name" "$rpc"
     done

@@ -1,9 +1,11 @@
 //! Reads an h2load run: its summary (for counts, bytes and duration) and its
-//! per-request log (for latency percentiles), and counts only good gRPC responses.
+//! per-request log (for latency percentiles), and counts only good responses.
 //!
 //! gRPC errors are HTTP 200 too, with the status in trailers and no DATA. A good
 //! response of these unary RPCs always has the same size (`ref_bytes`, measured by a
-//! probe request), so good responses = DATA bytes / ref_bytes.
+//! probe request), so good responses = DATA bytes / ref_bytes. Connect and HTTP/JSON
+//! errors do carry a body, but with a non-2xx status: the count is also capped at the
+//! 2xx responses.
 
 use std::path::Path;
 
@@ -60,10 +62,12 @@ pub(crate) fn parse(summary: &str, log: &str, ref_bytes: u64) -> anyhow::Result<
             part[open + 1..close].parse::<u64>().ok()
         })
         .context("cannot read the DATA byte count in h2load's traffic line")?;
+    // "status codes: 100 2xx, 0 3xx, 0 4xx, 0 5xx"
+    let status_2xx = count_before(line("status codes:")?, "2xx")?;
     if secs <= 0.0 {
         bail!("h2load measured for {secs}s");
     }
-    let ok = (data_bytes / ref_bytes).min(succeeded);
+    let ok = (data_bytes / ref_bytes).min(succeeded).min(status_2xx);
     let mut latencies: Vec<u64> = log
         .lines()
         .filter_map(|l| {
@@ -129,6 +133,15 @@ traffic: 12.00KB (12288) total, 4.00KB (4096) headers (space savings 90.00%), 2.
         assert_eq!((s.p50_us, s.p99_us), (200, 300));
         // A response size that divides the bytes into more than succeeded is capped.
         assert_eq!(parse(SUMMARY, log, 1).unwrap().ok_pct, 100.0);
+    }
+
+    #[test]
+    fn error_bodies_with_a_non_2xx_status_are_not_counted() {
+        // A Connect/JSON run: 100 done, 30 of them 4xx error bodies.
+        let summary = SUMMARY.replace("100 2xx, 0 3xx, 0 4xx", "70 2xx, 0 3xx, 30 4xx");
+        let s = parse(&summary, "1\t200\t100\n", 1).unwrap();
+        assert_eq!(s.ok_pct, 70.0);
+        assert!(parse(&SUMMARY.replace("status codes", "codes"), "", 40).is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The bench client: everything `bench/run.sh` needs besides h2load, so the kit has
 //! no Python or protoc dependency. Every address must be a loopback one.
 //!
-//!     loadgen bodies --out DIR              gRPC-framed GetUser/CreateUser bodies for h2load
+//!     loadgen bodies --out DIR              GetUser/CreateUser bodies for h2load (gRPC-framed, JSON)
 //!     loadgen free-port                     print a free 127.0.0.1 port
 //!     loadgen wait --addr A                 wait until GetUser(bench-user) succeeds
 //!     loadgen check --addr A                semantic check of users.UserService
@@ -59,7 +59,8 @@ struct LoadArgs {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Write GetUser.bin and CreateUser.bin: gRPC-framed request bodies for h2load -d.
+    /// Write GetUser.bin and CreateUser.bin (gRPC-framed) and CreateUser.json (the same
+    /// request as Connect / HTTP JSON): request bodies for h2load -d.
     Bodies {
         #[arg(long)]
         out: PathBuf,
@@ -231,7 +232,18 @@ fn write_bodies(out: &std::path::Path) -> anyhow::Result<()> {
         let path = out.join(format!("{name}.bin"));
         std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
     }
+    let path = out.join("CreateUser.json");
+    std::fs::write(&path, create_json(&create)).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// The request in proto3 JSON (camelCase names) for the Connect and HTTP/JSON rows.
+/// Its strings are plain ASCII without quotes or backslashes, so no escaping is needed.
+fn create_json(req: &CreateUserRequest) -> String {
+    for s in [&req.name, &req.email] {
+        assert!(s.chars().all(|c| c.is_ascii() && !c.is_control() && c != '"' && c != '\\'), "{s:?}");
+    }
+    format!(r#"{{"name":"{}","email":"{}","age":{}}}"#, req.name, req.email, req.age)
 }
 
 #[cfg(test)]
@@ -247,5 +259,11 @@ mod tests {
         assert_eq!(framed[0], 0);
         assert_eq!(u32::from_be_bytes(framed[1..5].try_into().unwrap()) as usize, framed.len() - 5);
         assert_eq!(GetUserRequest::decode(&framed[5..]).unwrap(), get);
+    }
+
+    #[test]
+    fn create_json_is_the_same_request() {
+        let req = CreateUserRequest { name: "Load Test".into(), email: "load@example.com".into(), age: 42 };
+        assert_eq!(create_json(&req), r#"{"name":"Load Test","email":"load@example.com","age":42}"#);
     }
 }

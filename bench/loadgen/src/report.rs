@@ -3,6 +3,11 @@
 //! raw.tsv rows: `round target metric value p50_us p99_us ok_pct`, tab-separated, or
 //! `round target metric FAIL`. Metrics: the throughput ones (value in ok/s) and
 //! `cold-start-ms`, `rss-rest-kb`, `rss-fill-kb:N` (after N CreateUser).
+//!
+//! The web rows (`CreateUser/connect-json`, `CreateUser/http-json`: CreateUser over
+//! Connect's and the plain HTTP/JSON protocol) have no baseline counterpart (the
+//! codegen baseline speaks gRPC only): their ratios are to the same target's gRPC
+//! `CreateUser` of the same round.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -27,6 +32,10 @@ const THROUGHPUT: [(&str, f64, bool); 4] = [
     ("ListUsers(100)", 0.85, false),
     ("BulkCreate(100)", 0.85, false),
 ];
+/// Web-protocol rows: metric and label, each measured against the target's own gRPC row.
+const WEB: [(&str, &str); 2] =
+    [("CreateUser/connect-json", "CreateUser Connect JSON"), ("CreateUser/http-json", "CreateUser HTTP/JSON")];
+const WEB_REFERENCE: &str = "CreateUser";
 const P99_GOAL: f64 = 1.2;
 const COLD_START_GOAL_MS: f64 = 50.0;
 const RSS_REST_GOAL_MB: f64 = 20.0;
@@ -64,6 +73,7 @@ pub(crate) fn render(raw: &str, baseline: &str) -> anyhow::Result<String> {
 
     let mut metrics: Vec<(String, Row)> =
         THROUGHPUT.iter().map(|&(m, min_ratio, p99)| (m.to_owned(), Row::Throughput { min_ratio, p99 })).collect();
+    metrics.extend(WEB.iter().map(|&(m, label)| (m.to_owned(), Row::Web { label })));
     metrics.push(("cold-start-ms".into(), Row::ColdStart));
     metrics.push(("rss-rest-kb".into(), Row::RssRest));
     let mut fills: Vec<&String> = data.keys().map(|(_, m)| m).filter(|m| m.starts_with("rss-fill-kb:")).collect();
@@ -81,8 +91,11 @@ pub(crate) fn render(raw: &str, baseline: &str) -> anyhow::Result<String> {
         for target in &targets {
             let key = (target.clone(), metric.clone());
             let Some(rounds) = data.get(&key) else { continue };
-            let base = data.get(&(baseline.to_owned(), metric.clone()));
-            writeln!(out, "{}", line(target, metric, *kind, rounds, base, target == baseline))?;
+            let (base, is_baseline) = match kind {
+                Row::Web { .. } => (data.get(&(target.clone(), WEB_REFERENCE.to_owned())), false),
+                _ => (data.get(&(baseline.to_owned(), metric.clone())), target == baseline),
+            };
+            writeln!(out, "{}", line(target, metric, *kind, rounds, base, is_baseline))?;
         }
     }
     Ok(out)
@@ -90,7 +103,14 @@ pub(crate) fn render(raw: &str, baseline: &str) -> anyhow::Result<String> {
 
 #[derive(Clone, Copy, Debug)]
 enum Row {
-    Throughput { min_ratio: f64, p99: bool },
+    Throughput {
+        min_ratio: f64,
+        p99: bool,
+    },
+    /// Ratios to the target's own gRPC row, no goal.
+    Web {
+        label: &'static str,
+    },
     ColdStart,
     RssRest,
     RssFill,
@@ -119,6 +139,7 @@ fn line(
     let (label, scale, decimals) = match kind {
         Row::Throughput { .. } if metric.contains('(') => (format!("{metric} (users/s)"), 1.0, 0),
         Row::Throughput { .. } => (format!("{metric} (req/s)"), 1.0, 0),
+        Row::Web { label } => (format!("{label} (req/s)"), 1.0, 0),
         Row::ColdStart => ("cold start (ms)".to_owned(), 1.0, 1),
         Row::RssRest => ("RSS at rest (MB)".to_owned(), 1.0 / 1024.0, 1),
         Row::RssFill => {
@@ -135,7 +156,7 @@ fn line(
         goal(kind, value, ratio, p99x)
     };
     let fmt = |v: Option<f64>, d: usize| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.d$}"));
-    let is_throughput = matches!(kind, Row::Throughput { .. });
+    let is_throughput = matches!(kind, Row::Throughput { .. } | Row::Web { .. });
     let ms = |v: Option<f64>| if is_throughput { fmt(v.map(|us| us / 1e3), 2) } else { "-".into() };
     let mut s = format!(
         "{:<12} {:<34} {:>10} {:>8} {:>8} {:>6} {:>6} {:>6}  {}",
@@ -173,6 +194,7 @@ fn goal(kind: Row, value: Option<f64>, ratio: Option<f64>, p99x: Option<f64>) ->
         }
         Row::ColdStart => format!("{} (< {COLD_START_GOAL_MS} ms)", verdict(value.map(|v| v < COLD_START_GOAL_MS))),
         Row::RssRest => format!("{} (< {RSS_REST_GOAL_MB} MB)", verdict(value.map(|v| v < RSS_REST_GOAL_MB))),
+        Row::Web { .. } => format!("(ratios to its gRPC {WEB_REFERENCE})"),
         Row::RssFill => String::new(),
     }
 }
@@ -207,5 +229,27 @@ mod tests {
         // The baseline row comes first and carries no goal.
         let first = table.lines().nth(1).unwrap();
         assert!(first.starts_with("baseline") && !first.contains("ok ("), "{first}");
+    }
+
+    #[test]
+    fn web_rows_are_ratios_to_the_targets_own_grpc_row() {
+        let raw = "\
+1\tbaseline\tCreateUser\t1000\t500\t1000\t100
+1\tdyn\tCreateUser\t800\t500\t1000\t100
+1\tdyn\tCreateUser/connect-json\t600\t500\t1500\t100
+2\tbaseline\tCreateUser\t1000\t500\t1000\t100
+2\tdyn\tCreateUser\t400\t500\t1000\t100
+2\tdyn\tCreateUser/connect-json\t200\t500\t2000\t100
+1\tdyn\tCreateUser/http-json\tFAIL
+";
+        let table = render(raw, "baseline").unwrap();
+        let connect = table.lines().find(|l| l.contains("Connect JSON")).unwrap();
+        // Per-round ratios to dyn's own CreateUser: 0.75 and 0.50, median 0.625; p99x 1.5 and 2.0.
+        assert!(connect.starts_with("dyn") && connect.contains("0.62") && connect.contains("1.75"), "{connect}");
+        assert!(connect.contains("ratios to its gRPC CreateUser") && !connect.contains("MISS"), "{connect}");
+        let json = table.lines().find(|l| l.contains("HTTP/JSON")).unwrap();
+        assert!(json.contains("FAILED"), "{json}");
+        // The baseline has no web rows.
+        assert!(!table.lines().any(|l| l.starts_with("baseline") && l.contains("JSON")), "{table}");
     }
 }
