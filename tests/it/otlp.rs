@@ -67,7 +67,8 @@ fn bin() -> std::path::PathBuf {
         .map_or_else(|| std::path::PathBuf::from(env!("CARGO_BIN_EXE_protoserve")), std::path::PathBuf::from)
 }
 
-/// Runs the binary against the collector on `collector_port`.
+/// Runs the binary against the collector on `collector_port`, exporting batches
+/// every `delay_ms` milliseconds.
 fn serve(collector_port: u16, delay_ms: &str) -> (std::process::Child, u16) {
     let endpoint = format!("http://127.0.0.1:{collector_port}");
     spawn_server_env(
@@ -146,6 +147,16 @@ async fn rpc_spans_continue_traceparent_and_carry_rpc_attributes() {
     }
     assert_ne!(roots[0].trace_id, roots[1].trace_id, "each call gets a trace id of its own");
 
+    // A reply stream: the span gets its status when the stream ends.
+    let create = c.msg("users.CreateUserRequest", serde_json::json!({"name": "Ada", "email": "ada@example.com"}));
+    c.unary("/users.UserService/CreateUser", create).await.unwrap();
+    let listed =
+        c.server_stream("/users.UserService/ListUsers", c.msg("users.ListUsersRequest", serde_json::json!({})));
+    assert_eq!(listed.await.unwrap().len(), 1);
+    let span = span_where(&mut spans, |s| s.name == "users.UserService/ListUsers").await;
+    assert_eq!(attr(&span, "rpc.grpc.status_code"), Some(Value::IntValue(0)), "{span:#?}");
+    assert_eq!(string_attr(&span, "rpc.method").as_deref(), Some("ListUsers"));
+
     let out = tokio::task::spawn_blocking(move || terminate(child)).await.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
@@ -153,8 +164,16 @@ async fn rpc_spans_continue_traceparent_and_carry_rpc_attributes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_still_batched_are_flushed_on_shutdown() {
     let (collector_port, spans) = collector().await;
-    // Ten minutes between batches: only the shutdown flush can deliver the span.
-    let (child, port) = serve(collector_port, "600000");
+    // Ten minutes between batches: only the shutdown flush can deliver the
+    // span. The endpoint comes from a --config file this time.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("protoserve.yaml");
+    std::fs::write(&config, format!("otlp-endpoint: http://127.0.0.1:{collector_port}\n")).unwrap();
+    let (child, port) = spawn_server_env(
+        &bin(),
+        &[users_dir().to_str().unwrap(), "--config", config.to_str().unwrap()],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "600000")],
+    );
     let mut c = client(port).await;
     let trace_id = format!("{:032x}", fastrand::u128(1..));
     get_user(&mut c, &[("traceparent", &format!("00-{trace_id}-{:016x}-01", fastrand::u64(1..)))]).await;
@@ -181,4 +200,14 @@ fn a_bad_endpoint_is_a_usage_error() {
         assert_eq!(out.status.code(), Some(2), "{endpoint}: {err}");
         assert!(err.contains("--otlp-endpoint") && err.contains(says), "{endpoint}: {err}");
     }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("protoserve.yaml");
+    std::fs::write(&config, "otlp-endpoint: grpc://collector:4317\n").unwrap();
+    let out = Command::new(bin())
+        .args(["serve", users_dir().to_str().unwrap(), "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("grpc://collector:4317") && err.contains("not an http:// URL"), "{err}");
 }
