@@ -189,12 +189,17 @@ impl Drop for SpannedStream {
     }
 }
 
-/// Request metadata as an OTel propagation carrier (ASCII values only).
+/// Request metadata as an OTel propagation carrier (ASCII values only; a
+/// `traceparent` only when it is well formed, see [`well_formed_traceparent`]).
 struct Metadata<'a>(&'a tonic::metadata::MetadataMap);
 
 impl opentelemetry::propagation::Extractor for Metadata<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+        let value = self.0.get(key).and_then(|v| v.to_str().ok())?;
+        if key.eq_ignore_ascii_case("traceparent") && !well_formed_traceparent(value) {
+            return None;
+        }
+        Some(value)
     }
 
     fn keys(&self) -> Vec<&str> {
@@ -205,5 +210,102 @@ impl opentelemetry::propagation::Extractor for Metadata<'_> {
                 tonic::metadata::KeyRef::Binary(_) => None,
             })
             .collect()
+    }
+}
+
+/// W3C Trace Context's `traceparent`: `VERSION-TRACEID-PARENTID-FLAGS`, lowercase
+/// hex of exactly 2, 32, 16 and 2 digits; version `ff` is invalid, version `00`
+/// has nothing after the flags, a later version may add `-...`. (The SDK's
+/// parser accepts shorter ids and a `+` sign, which the spec does not.)
+fn well_formed_traceparent(value: &str) -> bool {
+    let b = value.trim_matches([' ', '\t']).as_bytes();
+    let hex = |r: std::ops::Range<usize>| b[r].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+    b.len() >= 55
+        && hex(0..2)
+        && b[2] == b'-'
+        && hex(3..35)
+        && b[35] == b'-'
+        && hex(36..52)
+        && b[52] == b'-'
+        && hex(53..55)
+        && &b[0..2] != b"ff"
+        && (b.len() == 55 || (&b[0..2] != b"00" && b[55] == b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use opentelemetry::trace::TraceContextExt as _;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use tonic::metadata::MetadataMap;
+
+    use super::Metadata;
+
+    const VALID: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    /// The remote parent found in metadata carrying these `traceparent` values.
+    fn parent(values: &[&str]) -> Option<opentelemetry::trace::SpanContext> {
+        let mut md = MetadataMap::new();
+        for v in values {
+            md.append("traceparent", v.parse().ok()?);
+        }
+        let cx = TraceContextPropagator::new().extract(&Metadata(&md));
+        let sc = cx.span().span_context().clone();
+        sc.is_valid().then_some(sc)
+    }
+
+    #[test]
+    fn traceparent_in_metadata_is_the_remote_parent() {
+        let sc = parent(&[VALID]).unwrap();
+        assert!(sc.is_remote() && sc.is_sampled());
+        assert_eq!(sc.trace_id().to_string(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(sc.span_id().to_string(), "b7ad6b7169203331");
+        for bad in [
+            "",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            &VALID.replace("0af7", "xyz0"),
+            &VALID.replace("0af7", "af7"),
+            &VALID.replace("0af7", "+af7"),
+            &VALID.replace("0af7", "0AF7"),
+            &VALID.replace("00-", "ff-"),
+            &format!("{VALID}-00"),
+            "00-1-2-01",
+        ] {
+            assert!(parent(&[bad]).is_none(), "{bad:?}");
+        }
+        assert!(parent(&["00-00000000000000000000000000000000-b7ad6b7169203331-01"]).is_none());
+        // A later version may carry more fields; surrounding blanks are allowed.
+        assert!(parent(&[&format!("{}-what-ever", VALID.replacen("00", "01", 1))]).is_some());
+        assert!(parent(&[&format!(" {VALID}\t")]).is_some());
+    }
+
+    /// Random and mutated `traceparent` values never panic; whatever is accepted
+    /// names the trace and span ids the header spelled.
+    #[test]
+    fn random_traceparents_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(14);
+        let alphabet = b"0123456789abcdefABCDEF-xz ;,=\t";
+        for _ in 0..20_000 {
+            let value: String = if rng.bool() {
+                let mut v = VALID.as_bytes().to_vec();
+                for _ in 0..rng.usize(1..4) {
+                    let at = rng.usize(..v.len());
+                    match rng.u8(..3) {
+                        0 => v[at] = alphabet[rng.usize(..alphabet.len())],
+                        1 => {
+                            v.remove(at);
+                        }
+                        _ => v.insert(at, alphabet[rng.usize(..alphabet.len())]),
+                    }
+                }
+                String::from_utf8(v).unwrap()
+            } else {
+                (0..rng.usize(0..70)).map(|_| alphabet[rng.usize(..alphabet.len())] as char).collect()
+            };
+            if let Some(sc) = parent(&[&value]) {
+                let ids = format!("-{}-{}-", sc.trace_id(), sc.span_id());
+                assert!(value.trim().get(2..36 + 16 + 1) == Some(&ids[..]), "{value:?}");
+            }
+        }
     }
 }
