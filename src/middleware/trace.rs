@@ -114,9 +114,19 @@ where
     let _ = span.set_parent(parent);
     let fut = inner.call(call);
     let in_span = span.clone();
+    let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
     Box::pin(
         async move {
-            match fut.await {
+            let result = fut.await;
+            // The same debug line as without export.
+            if let Some(started) = started {
+                let took = started.elapsed();
+                match &result {
+                    Ok(_) => tracing::debug!(?took, "answered"),
+                    Err(e) => tracing::debug!(?took, error = %e, "failed"),
+                }
+            }
+            match result {
                 Err(e) => {
                     record_status(&span, e.code());
                     Err(e)

@@ -74,7 +74,7 @@ fn serve(collector_port: u16, delay_ms: &str) -> (std::process::Child, u16) {
     spawn_server_env(
         &bin(),
         &[users_dir().to_str().unwrap(), "--otlp-endpoint", &endpoint],
-        &[("OTEL_BSP_SCHEDULE_DELAY", delay_ms), ("RUST_LOG", "info")],
+        &[("OTEL_BSP_SCHEDULE_DELAY", delay_ms), ("RUST_LOG", "info,protoserve::middleware::trace=debug")],
     )
 }
 
@@ -158,7 +158,13 @@ async fn rpc_spans_continue_traceparent_and_carry_rpc_attributes() {
     assert_eq!(string_attr(&span, "rpc.method").as_deref(), Some("ListUsers"));
 
     let out = tokio::task::spawn_blocking(move || terminate(child)).await.unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    // RUST_LOG still drives the log lines: the per-RPC info line and, as asked
+    // here, the debug line inside the span.
+    assert!(log.contains("protoserve::rpc") && log.contains("code=NotFound"), "{log}");
+    let line = log.lines().find(|l| l.contains("users.UserService/GetUser") && l.contains("took"));
+    assert!(line.is_some_and(|l| l.contains("failed") && l.contains("User 'nobody' not found")), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
