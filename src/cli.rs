@@ -39,6 +39,8 @@ pub struct ServeConfig {
     pub addr: SocketAddr,
     /// Records to pre-load into the resource store.
     pub data: Option<PathBuf>,
+    /// Stub directories (`--stubs`).
+    pub stubs: Vec<PathBuf>,
     /// Max message size, both directions, in bytes.
     pub max_message_size: usize,
     /// Watch the roots and hot-reload on changes.
@@ -93,6 +95,8 @@ pub struct CheckConfig {
     pub imports: Vec<PathBuf>,
     /// `--exclude` globs.
     pub exclude: Vec<String>,
+    /// Stub directories (`--stubs`), checked against the schema.
+    pub stubs: Vec<PathBuf>,
     /// Where to write the compiled schema (imports included) as a FileDescriptorSet.
     pub descriptor_set_out: Option<PathBuf>,
 }
@@ -165,6 +169,10 @@ struct SchemaArgs {
     /// repeatable), e.g. --exclude vendor --exclude 'gen/**/*.proto'.
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
+    /// Stub directory or file (YAML/JSON; repeatable): answers for any method,
+    /// checked against the schema and reloaded with it (see docs/stubs.md).
+    #[arg(long, value_name = "DIR")]
+    stubs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -331,6 +339,7 @@ impl Config {
                 exclude: a.schema.exclude,
                 addr: a.addr,
                 data: a.data,
+                stubs: a.schema.stubs,
                 max_message_size: a.max_message_size,
                 watch: !a.no_watch,
                 on_breaking: match a.on_breaking {
@@ -373,6 +382,7 @@ impl Config {
                 roots: roots(a.schema.dirs),
                 imports: a.schema.imports,
                 exclude: a.schema.exclude,
+                stubs: a.schema.stubs,
                 descriptor_set_out: a.descriptor_set_out,
             }),
             Cmd::Compat(a) => {
@@ -566,47 +576,7 @@ pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("'{s}': host '{host}' has no address; {expected}"))
 }
 
-/// Parses a byte size: a number with an optional unit (B, KB, KiB, MB, MiB, GB, GiB).
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: usize = num.parse().map_err(|_| format!("'{s}' is not a size (e.g. 10MiB, 4194304)"))?;
-    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "kib" => 1024,
-        "m" | "mb" => 1000 * 1000,
-        "mib" => 1024 * 1024,
-        "g" | "gb" => 1000 * 1000 * 1000,
-        "gib" => 1024 * 1024 * 1024,
-        other => {
-            return Err(format!("unknown size unit '{other}' (use B, KiB, MiB, GiB, KB, MB, GB)"));
-        }
-    };
-    let bytes = n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))?;
-    if bytes == 0 {
-        return Err("size must be greater than zero".into());
-    }
-    Ok(bytes)
-}
-
-/// Parses a duration: a number with a unit (ms, s, m, h), or plain seconds.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    use std::time::Duration;
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration (e.g. 10s, 500ms, 5m)"))?;
-    let d = match unit.trim() {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        other => return Err(format!("unknown duration unit '{other}' (use ms, s, m, h)")),
-    };
-    Ok(d)
-}
+pub use crate::units::{parse_duration, parse_size};
 
 #[cfg(test)]
 mod tests {

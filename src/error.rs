@@ -7,6 +7,7 @@
 use std::fmt;
 
 use bytes::Bytes;
+use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
 use crate::schema::SchemaError;
@@ -37,6 +38,8 @@ enum Repr {
     Schema(SchemaError),
     Build(BuildError),
     Data(String),
+    /// Stubs that do not fit the schema (`check --stubs`): a content error, like a schema's.
+    Stubs(String),
     Io {
         context: String,
         source: std::io::Error,
@@ -90,6 +93,27 @@ impl Error {
     /// The same, with encoded `google.rpc.Status` details (e.g. a `BadRequest`).
     pub(crate) fn invalid_argument_with_details(message: impl Into<String>, details: Bytes) -> Self {
         Error(Box::new(Repr::Call { kind: CallKind::InvalidArgument, message: message.into(), details: Some(details) }))
+    }
+
+    /// Stubs with problems, rendered (`protoserve check --stubs`; exit code 1).
+    pub(crate) fn stubs(report: impl Into<String>) -> Self {
+        Error(Box::new(Repr::Stubs(report.into())))
+    }
+
+    /// A status chosen by configuration (a stub's error): any code, a message
+    /// the encoded `google.rpc.Status` for `grpc-status-details-bin`, and metadata
+    /// sent with the status (headers and trailers of a trailers-only response).
+    pub(crate) fn with_code(
+        code: Code,
+        message: impl Into<String>,
+        details: Option<Bytes>,
+        metadata: MetadataMap,
+    ) -> Self {
+        let status = match details {
+            Some(d) => Status::with_details_and_metadata(code, message, d, metadata),
+            None => Status::with_metadata(code, message, metadata),
+        };
+        Error(Box::new(Repr::Status(status)))
     }
 
     /// The request bytes do not decode as the method's input type.
@@ -202,16 +226,18 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match &*self.0 {
             Repr::Schema(e) if !e.is_io() => 1,
-            Repr::Build(_) => 1,
+            Repr::Build(_) | Repr::Stubs(_) => 1,
             _ => 2,
         }
     }
 
     /// Renders the error like a compiler (file:line:col, source line, caret).
     pub fn render(&self) -> String {
-        match self.schema_error() {
-            Some(e) => e.render(),
-            None => crate::schema::render_diagnostic(self),
+        match (self.schema_error(), &*self.0) {
+            (Some(e), _) => e.render(),
+            // Already rendered as diagnostics, one per problem.
+            (None, Repr::Stubs(report)) => report.clone(),
+            (None, _) => crate::schema::render_diagnostic(self),
         }
     }
 
@@ -286,7 +312,7 @@ impl fmt::Display for Error {
         match &*self.0 {
             Repr::Schema(e) => fmt::Display::fmt(e, f),
             Repr::Build(e) => fmt::Display::fmt(e, f),
-            Repr::Data(m) => f.write_str(m),
+            Repr::Data(m) | Repr::Stubs(m) => f.write_str(m),
             Repr::Io { context, source } => write!(f, "{context}: {source}"),
             Repr::Call { message, .. } => f.write_str(message),
             Repr::Status(s) => write!(f, "{:?}: {}", s.code(), s.message()),

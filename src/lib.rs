@@ -60,6 +60,7 @@ mod responder;
 pub mod schema;
 mod server;
 pub mod store;
+mod units;
 mod validate;
 mod wire;
 
@@ -112,6 +113,7 @@ pub struct Builder {
     json_names: JsonNames,
     cors_origins: Vec<String>,
     data: Option<PathBuf>,
+    stubs: responder::stub::Sources,
     max_recv: usize,
     max_send: usize,
     max_call_buffer: usize,
@@ -147,6 +149,7 @@ impl Default for Builder {
             json_names: JsonNames::default(),
             cors_origins: Vec::new(),
             data: None,
+            stubs: Default::default(),
             max_recv: DEFAULT_MAX_MESSAGE_SIZE,
             max_send: DEFAULT_MAX_MESSAGE_SIZE,
             max_call_buffer: DEFAULT_MAX_CALL_BUFFER,
@@ -305,6 +308,21 @@ impl Builder {
         self
     }
 
+    /// Adds a stub directory (or file): YAML/JSON stubs answering methods with
+    /// no code, checked against the schema and reloaded with it (see docs/stubs.md).
+    pub fn stubs(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.stubs.dirs.push(dir.into());
+        self
+    }
+
+    /// Adds stubs from YAML or JSON text (one stub or a list), checked and
+    /// served like a stub file; `name` stands for the file in diagnostics.
+    /// Texts given this way come before the files in the ranking's file order.
+    pub fn stub_text(mut self, name: impl Into<String>, text: impl Into<String>) -> Self {
+        self.stubs.texts.push((name.into(), text.into()));
+        self
+    }
+
     /// Sets the maximum message size for both directions.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_recv = bytes;
@@ -364,7 +382,8 @@ impl Builder {
         }
         let health = health::HealthState::default();
         let health_server = health.server();
-        let chain = responder::chain(Handlers::new(self.handlers), store, self.max_send, self.max_call_buffer);
+        let chain =
+            responder::chain(Handlers::new(self.handlers), store, self.max_send, self.max_call_buffer, self.stubs);
         let registry = Arc::new(Registry::new(schema, chain, health)?);
         let mut layers = self.layers;
         if let Some(auth) = &self.auth {
@@ -533,6 +552,9 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
     if let Some(data) = &config.data {
         builder = builder.data_file(data);
     }
+    for dir in &config.stubs {
+        builder = builder.stubs(dir);
+    }
     if !config.auth_tokens.is_empty() || config.auth_tokens_file.is_some() {
         let mut auth = middleware::TokenAuth::new(config.auth_tokens.iter().cloned());
         if let Some(file) = &config.auth_tokens_file {
@@ -569,6 +591,7 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
         None => Err(listener),
     };
     let snap = server.snapshot();
+    snap.log_problems();
     let services = snap.services();
     tracing::info!(
         "protoserve listening on {addr}{}: {} service(s), {} method(s) [{}]",
@@ -595,6 +618,7 @@ pub fn check(config: &CheckConfig) -> Result<String, Error> {
     let server = Server::builder();
     let server = config.roots.iter().fold(server, |b, r| b.schema_dir(r));
     let server = config.imports.iter().fold(server, |b, d| b.import_dir(d));
+    let server = config.stubs.iter().fold(server, |b, d| b.stubs(d));
     let server = config.exclude.iter().fold(server, |b, g| b.exclude(g)).build()?;
     let snap = server.snapshot();
     if let Some(path) = &config.descriptor_set_out {
@@ -611,6 +635,14 @@ pub fn check(config: &CheckConfig) -> Result<String, Error> {
         out.push_str("  ");
         out.push_str(&line);
         out.push('\n');
+    }
+    if !snap.problems().is_empty() {
+        // Bad stubs fail the check (exit 1), with the routes above for context.
+        return Err(Error::stubs(format!(
+            "{out}{} stub problem(s):\n{}",
+            snap.problems().len(),
+            schema::diagnostic::render(snap.problems())
+        )));
     }
     Ok(out)
 }

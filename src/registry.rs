@@ -28,6 +28,10 @@ pub struct Snapshot {
     /// By path; looked up once per RPC, hence the fast hasher.
     pub(crate) routes: HashMap<Box<str>, Arc<Route>, foldhash::fast::RandomState>,
     pub(crate) validator: Validator,
+    /// Problems of this generation's stubs (those stubs are left out).
+    pub(crate) problems: Vec<crate::schema::Problem>,
+    /// Fingerprint of what the responders read besides the schema (stub files).
+    pub(crate) inputs: u64,
 }
 
 impl fmt::Debug for Snapshot {
@@ -58,6 +62,23 @@ impl Snapshot {
     /// Number of methods served.
     pub fn method_count(&self) -> usize {
         self.routes.len()
+    }
+
+    /// Problems found in the stubs checked against this schema (those stubs
+    /// are disabled; the others serve).
+    pub fn problems(&self) -> &[crate::schema::Problem] {
+        &self.problems
+    }
+
+    /// Logs the stub problems of this generation (startup and each reload).
+    pub(crate) fn log_problems(&self) {
+        if !self.problems.is_empty() {
+            tracing::warn!(
+                "{} stub problem(s); those stubs are disabled, the others serve:\n{}",
+                self.problems.len(),
+                crate::schema::diagnostic::render(&self.problems)
+            );
+        }
     }
 
     /// One line per method: path, kind and what answers it.
@@ -147,6 +168,16 @@ impl Registry {
         }
     }
 
+    /// Fingerprint of what the responders read from disk now (stub files).
+    pub(crate) fn inputs(&self) -> u64 {
+        self.chain.iter().fold(0u64, |h, r| h.rotate_left(5) ^ r.inputs())
+    }
+
+    /// Directories the responders read from (stub directories), to watch.
+    pub(crate) fn watch_dirs(&self) -> Vec<std::path::PathBuf> {
+        self.chain.iter().flat_map(|r| r.watch_dirs()).collect()
+    }
+
     /// Observes generation numbers as snapshots go live.
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.generations.subscribe()
@@ -154,6 +185,12 @@ impl Registry {
 }
 
 fn build_snapshot(schema: Schema, chain: &[Arc<dyn Responder>], generation: u64) -> Result<Snapshot, BuildError> {
+    // Responders that depend on the schema (stubs) are prepared for this one.
+    let chain: Vec<Arc<dyn Responder>> =
+        chain.iter().map(|r| r.for_schema(&schema).unwrap_or_else(|| r.clone())).collect();
+    let problems = chain.iter().flat_map(|r| r.problems()).collect();
+    let inputs = chain.iter().fold(0u64, |h, r| h.rotate_left(5) ^ r.inputs());
+    let chain = &chain[..];
     let mut routes = HashMap::default();
     for service in schema.pool().services() {
         for method in service.methods() {
@@ -169,7 +206,7 @@ fn build_snapshot(schema: Schema, chain: &[Arc<dyn Responder>], generation: u64)
             routes.insert(path.into_boxed_str(), Arc::new(route));
         }
     }
-    Ok(Snapshot { generation, schema, routes, validator: Validator::new() })
+    Ok(Snapshot { generation, schema, routes, validator: Validator::new(), problems, inputs })
 }
 
 impl CallSchema for Snapshot {

@@ -71,6 +71,22 @@ pub enum ReloadError {
         /// The generation still serving.
         live: u64,
     },
+    /// `--on-breaking reject` and a schema edit (stub files unchanged) would
+    /// disable stubs that work with the live schema.
+    #[error(
+        "schema rejected: it breaks stubs that work now ({count} problem(s); --on-breaking reject); \
+         still serving generation {live}:\n{report}\n\
+         fix the stubs, or send SIGUSR1 (kill -USR1 {}) / call ReloadHandle::accept_breaking() to accept the edit once",
+        std::process::id()
+    )]
+    BreaksStubs {
+        /// How many problems the stubs would have (one or more per stub).
+        count: usize,
+        /// Their diagnostics against the candidate schema.
+        report: String,
+        /// The generation still serving.
+        live: u64,
+    },
     /// `--on-breaking reject` and the candidate breaks wire compatibility.
     #[error(
         "schema rejected for breaking wire compatibility; still serving generation {live}:\n{}\n\
@@ -265,6 +281,7 @@ impl ReloadHandle {
             }
             Ok(Prepared::Ready { snapshot, diff }) => {
                 let swap_started = Instant::now();
+                snapshot.log_problems();
                 let published = self.inner.registry.publish(*snapshot).await;
                 phases.swap = swap_started.elapsed();
                 Ok(Reloaded {
@@ -313,8 +330,17 @@ impl ReloadHandle {
     /// watched through its directory (editors replace files on save).
     pub(crate) fn start_watching(&self) -> Result<Watcher, notify::Error> {
         let (tx, rx) = mpsc::unbounded_channel::<()>();
-        let roots: Vec<Root> =
-            self.inner.load.roots.iter().chain(&self.inner.load.imports).map(|p| Root::new(p)).collect();
+        // Stub directories are watched too: one reload rebuilds schema and stubs.
+        let stub_dirs = self.inner.registry.watch_dirs();
+        let roots: Vec<Root> = self
+            .inner
+            .load
+            .roots
+            .iter()
+            .chain(&self.inner.load.imports)
+            .chain(&stub_dirs)
+            .map(|p| Root::new(p))
+            .collect();
         let scopes: Vec<PathBuf> = roots.iter().map(|r| r.scope.clone()).collect();
         let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| match res {
             Ok(events) => {
@@ -483,7 +509,7 @@ fn prepare_timed(inner: &Inner, gate: bool, phases: &mut Phases) -> Result<Prepa
     let t = Instant::now();
     let diff = SchemaDiff::between(live.schema().pool(), schema.pool());
     phases.diff = t.elapsed();
-    if diff.is_empty() && live.schema().files() == schema.files() {
+    if diff.is_empty() && live.schema().files() == schema.files() && inner.registry.inputs() == live.inputs {
         return Ok(Prepared::Unchanged { generation: live_gen, diff });
     }
     if let Some(check) = &inner.compat {
@@ -510,6 +536,19 @@ fn prepare_timed(inner: &Inner, gate: bool, phases: &mut Phases) -> Result<Prepa
     let built = inner.registry.prepare(schema);
     phases.build = t.elapsed();
     let snapshot = built.map_err(|error| ReloadError::Build { error, live: live_gen })?;
+    // A proto edit (stub files as they were) that disables stubs working now is
+    // a breaking edit for their users: reported, and refused under `reject`.
+    if snapshot.inputs == live.inputs {
+        let was: Vec<String> = live.problems.iter().map(|p| p.to_string()).collect();
+        let broken: Vec<_> = snapshot.problems.iter().filter(|p| !was.contains(&p.to_string())).cloned().collect();
+        if !broken.is_empty() {
+            let report = crate::schema::diagnostic::render(&broken);
+            if inner.on_breaking == OnBreaking::Reject && gate {
+                return Err(ReloadError::BreaksStubs { count: broken.len(), report, live: live_gen });
+            }
+            tracing::warn!("reload: this schema edit breaks stubs that worked:\n{report}");
+        }
+    }
     Ok(Prepared::Ready { snapshot: Box::new(snapshot), diff })
 }
 

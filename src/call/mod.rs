@@ -131,6 +131,12 @@ pub(crate) trait Respond: Send + Sync + fmt::Debug {
 
     /// One line saying what answers, for `check` and the logs.
     fn describe(&self) -> String;
+
+    /// Whether this answers even a method protoserve serves itself (health):
+    /// stubs for `grpc.health.v1.Health` replace the built-in answer.
+    fn replaces_builtin(&self) -> bool {
+        false
+    }
 }
 
 /// A responder's answer: ready now, or a future.

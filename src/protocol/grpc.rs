@@ -88,14 +88,15 @@ impl GrpcAdapter {
         {
             return e.into_status().into_http();
         }
-        if path.starts_with(HEALTH_PREFIX) {
+        // The one snapshot this RPC uses, start to end.
+        let snap = self.registry.load();
+        // Health is answered here, unless the schema defines it and stubs answer it.
+        if path.starts_with(HEALTH_PREFIX) && !snap.routes.get(path).is_some_and(|r| r.responder.replaces_builtin()) {
             return match self.health.clone().call(req).await {
                 Ok(r) => r,
                 Err(never) => match never {},
             };
         }
-        // The one snapshot this RPC uses, start to end.
-        let snap = self.registry.load();
         if path.starts_with(V1_PREFIX) || path.starts_with(V1ALPHA_PREFIX) {
             // Reflection is rare: boxing its body (one allocation) lets gRPC-Web share it.
             return self.reflect(&snap, req.map(Body::new)).await;

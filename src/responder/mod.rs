@@ -9,6 +9,7 @@
 pub(crate) mod data;
 pub(crate) mod handler;
 pub(crate) mod store;
+pub(crate) mod stub;
 
 use std::fmt;
 use std::sync::Arc;
@@ -38,18 +39,43 @@ pub(crate) trait Responder: Send + Sync + fmt::Debug {
     /// Called once per schema with a lookup of the schema's paths, to warn about
     /// anything registered for a method the schema does not have.
     fn unmatched(&self, _routes: &dyn Fn(&str) -> bool) {}
+
+    /// What answers for one schema, when that depends on the schema (stubs are
+    /// read and checked against it); `None`: this responder as it is.
+    fn for_schema(&self, _schema: &crate::schema::Schema) -> Option<Arc<dyn Responder>> {
+        None
+    }
+
+    /// Problems found preparing for a schema (bad stubs, reported, left out).
+    fn problems(&self) -> Vec<crate::schema::Problem> {
+        Vec::new()
+    }
+
+    /// A fingerprint of what this responder reads from disk (0: nothing), so a
+    /// reload with an unchanged schema still rebuilds when it changed.
+    fn inputs(&self) -> u64 {
+        0
+    }
+
+    /// Directories to watch besides the schema roots.
+    fn watch_dirs(&self) -> Vec<std::path::PathBuf> {
+        Vec::new()
+    }
 }
 
 /// The chain in priority order. Adding a responder is one line here.
 /// `max_send` is the reply size limit, which the store checks before it writes;
-/// `max_call_buffer` bounds what one client-streaming store call may buffer.
+/// `max_call_buffer` bounds what one client-streaming store call may buffer;
+/// `stubs` are where stubs come from (the stub responder falls back to the store).
 pub(crate) fn chain(
     handlers: handler::Handlers,
     store: Arc<dyn crate::store::Store>,
     max_send: usize,
     max_call_buffer: usize,
+    stubs: stub::Sources,
 ) -> Vec<Arc<dyn Responder>> {
-    vec![Arc::new(handlers), Arc::new(store::StoreResponder::new(store, max_send, max_call_buffer))]
+    let store: Arc<dyn Responder> = Arc::new(store::StoreResponder::new(store, max_send, max_call_buffer));
+    vec![Arc::new(handlers), Arc::new(stub::StubResponder::new(stubs, store.clone())), store]
 }
 
 /// Resolves `method` against the chain: the first responder that answers it,

@@ -323,16 +323,26 @@ fn push_unique(v: &mut Vec<PathBuf>, p: PathBuf) {
 
 fn compile(includes: &[PathBuf], names: &[&str]) -> Result<(Schema, Reads), SchemaError> {
     // protox's compile allocates several times the served pool and frees it all.
-    // On a thread of its own those allocations come from that thread's malloc
-    // arena, which goes back to the system once freed, instead of fragmenting
-    // the heap the long-lived pool lives in: only encoded bytes cross back, and
-    // the pool is decoded here.
+    // A reload (off the main thread, beside a live schema and the store) runs it
+    // on a thread of its own, so those allocations come from that thread's malloc
+    // arena and are reused by the next compile, instead of fragmenting the heap
+    // the long-lived pools and records live in: only encoded bytes cross back,
+    // and the pool is decoded here. The first compile, on the main thread before
+    // anything long-lived exists, runs in place, so the pool reuses its garbage.
+    if std::thread::current().name() == Some("main") {
+        return finish(compile_raw(includes, names)?);
+    }
     let raw = std::thread::scope(|s| {
         match std::thread::Builder::new().name("compile".into()).spawn_scoped(s, || compile_raw(includes, names)) {
             Ok(thread) => thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
             Err(_) => compile_raw(includes, names),
         }
     })?;
+    finish(raw)
+}
+
+/// The served schema from what the compile made.
+fn finish(raw: Raw) -> Result<(Schema, Reads), SchemaError> {
     let pool = DescriptorPool::decode(raw.set.bare.as_slice()).map_err(|e| SchemaError::Invalid {
         problems: vec![Problem::new(format!("the compiled schema does not decode: {e}"))],
     })?;

@@ -347,3 +347,28 @@ pub fn init_logs() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(filter).try_init();
 }
+
+/// A tool from `.venv/bin` (grpcio's Python, grpcurl), which `scripts/test.sh` installs.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let p = root().join(".venv/bin").join(name);
+    assert!(p.exists(), "{} is missing: run scripts/test.sh, which sets up the interop clients", p.display());
+    p
+}
+
+/// The binary under test: `PROTOSERVE_BIN` (the release build in scripts/test.sh),
+/// else the test profile's.
+pub fn server_bin() -> PathBuf {
+    std::env::var_os("PROTOSERVE_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_protoserve")), PathBuf::from)
+}
+
+/// Runs `cmd`, asserts it succeeded, returns its stdout.
+pub fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -4,45 +4,25 @@
 //! and `node_modules`, which `scripts/test.sh` sets up; `PROTOSERVE_BIN` points at
 //! the release binary there (else the test profile's binary is used).
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use crate::cli::spawn_server_with;
 use crate::harness::*;
-
-fn venv_bin(name: &str) -> PathBuf {
-    let p = root().join(".venv/bin").join(name);
-    assert!(p.exists(), "{} is missing: run scripts/test.sh, which sets up the interop clients", p.display());
-    p
-}
-
-fn server_bin() -> PathBuf {
-    std::env::var_os("PROTOSERVE_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_protoserve")), PathBuf::from)
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[test]
 fn python_grpcio_client_flow() {
     let python = venv_bin("python");
     let stubs = tempfile::tempdir().unwrap();
     let set = stubs.path().join("users.binpb");
-    run(Command::new(server_bin()).arg("check").arg(users_dir()).arg("--descriptor-set-out").arg(&set));
-    run(Command::new(&python)
-        .args(["-m", "grpc_tools.protoc"])
-        .arg(format!("--descriptor_set_in={}", set.display()))
-        .arg(format!("--python_out={}", stubs.path().display()))
-        .arg(format!("--grpc_python_out={}", stubs.path().display()))
-        .args(["user_service.proto", "buf/validate/validate.proto"]));
+    run_ok(Command::new(server_bin()).arg("check").arg(users_dir()).arg("--descriptor-set-out").arg(&set));
+    run_ok(
+        Command::new(&python)
+            .args(["-m", "grpc_tools.protoc"])
+            .arg(format!("--descriptor_set_in={}", set.display()))
+            .arg(format!("--python_out={}", stubs.path().display()))
+            .arg(format!("--grpc_python_out={}", stubs.path().display()))
+            .args(["user_service.proto", "buf/validate/validate.proto"]),
+    );
     let (mut child, port) = spawn_server_with(&server_bin(), &[users_dir().to_str().unwrap()]);
     let out = Command::new(&python)
         .arg(root().join("tests/interop/users_client.py"))
@@ -67,7 +47,7 @@ fn node_grpc_js_client_flow_with_and_without_compression() {
     assert!(grpc_js.exists(), "{} is missing: run scripts/test.sh, which runs npm ci", grpc_js.display());
     let dir = tempfile::tempdir().unwrap();
     let set = dir.path().join("users.binpb");
-    run(Command::new(server_bin()).arg("check").arg(users_dir()).arg("--descriptor-set-out").arg(&set));
+    run_ok(Command::new(server_bin()).arg("check").arg(users_dir()).arg("--descriptor-set-out").arg(&set));
     let (mut child, port) = spawn_server_with(&server_bin(), &[users_dir().to_str().unwrap()]);
     let out = Command::new("node")
         .arg(root().join("tests/interop/users_client.js"))
@@ -92,15 +72,15 @@ fn grpcurl_lists_describes_and_calls_through_reflection() {
     let grpcurl = venv_bin("grpcurl");
     let (mut child, port) = spawn_server_with(&server_bin(), &[users_dir().to_str().unwrap()]);
     let addr = format!("127.0.0.1:{port}");
-    let list = run(Command::new(&grpcurl).args(["-plaintext", &addr, "list"]));
+    let list = run_ok(Command::new(&grpcurl).args(["-plaintext", &addr, "list"]));
     assert!(list.lines().any(|l| l == "users.UserService"), "{list}");
     assert!(list.lines().any(|l| l == "grpc.health.v1.Health"), "{list}");
-    let desc = run(Command::new(&grpcurl).args(["-plaintext", &addr, "describe", "users.User"]));
+    let desc = run_ok(Command::new(&grpcurl).args(["-plaintext", &addr, "describe", "users.User"]));
     assert!(desc.contains("int64 created_at = 5;"), "{desc}");
     // Comments come from the source info kept apart from the served pool.
-    let desc = run(Command::new(&grpcurl).args(["-plaintext", &addr, "describe", "users.UserService.GetUser"]));
+    let desc = run_ok(Command::new(&grpcurl).args(["-plaintext", &addr, "describe", "users.UserService.GetUser"]));
     assert!(desc.contains("Returns the user with the given id, or NOT_FOUND."), "{desc}");
-    let created = run(Command::new(&grpcurl).args([
+    let created = run_ok(Command::new(&grpcurl).args([
         "-plaintext",
         "-d",
         r#"{"name":"Alice","email":"alice@example.com","age":30}"#,
@@ -110,7 +90,7 @@ fn grpcurl_lists_describes_and_calls_through_reflection() {
     let v: serde_json::Value = serde_json::from_str(&created).unwrap();
     assert_eq!(v["name"], "Alice");
     let id = v["id"].as_str().unwrap().to_owned();
-    let got = run(Command::new(&grpcurl).args([
+    let got = run_ok(Command::new(&grpcurl).args([
         "-plaintext",
         "-d",
         &format!(r#"{{"user_id":"{id}"}}"#),
@@ -119,7 +99,7 @@ fn grpcurl_lists_describes_and_calls_through_reflection() {
     ]));
     assert_eq!(serde_json::from_str::<serde_json::Value>(&got).unwrap(), v);
     // v1alpha too (grpcurl falls back to it when asked for the old protocol).
-    let health = run(Command::new(&grpcurl).args(["-plaintext", &addr, "grpc.health.v1.Health/Check"]));
+    let health = run_ok(Command::new(&grpcurl).args(["-plaintext", &addr, "grpc.health.v1.Health/Check"]));
     assert!(health.contains("SERVING"), "{health}");
     let _ = child.kill();
     let _ = child.wait();

@@ -16,6 +16,7 @@ mod ops;
 mod otlp;
 mod reload;
 mod store;
+mod stubs;
 mod testservice;
 mod tls;
 mod web;

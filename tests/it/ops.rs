@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -213,12 +213,6 @@ async fn a_tokens_file_is_reloaded_when_it_changes() {
     })
     .await;
     assert_eq!(code(c.unary_req("/users.UserService/GetUser", bearer(get, "first")).await), Code::Unauthenticated);
-}
-
-fn venv_bin(name: &str) -> PathBuf {
-    let p = root().join(".venv/bin").join(name);
-    assert!(p.exists(), "{} is missing: run scripts/test.sh, which sets up the interop clients", p.display());
-    p
 }
 
 /// grpcio sends raw bytes (no stubs needed): an empty ListUsersRequest, an

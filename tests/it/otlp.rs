@@ -62,17 +62,12 @@ fn string_attr(span: &Span, key: &str) -> Option<String> {
     }
 }
 
-fn bin() -> std::path::PathBuf {
-    std::env::var_os("PROTOSERVE_BIN")
-        .map_or_else(|| std::path::PathBuf::from(env!("CARGO_BIN_EXE_protoserve")), std::path::PathBuf::from)
-}
-
 /// Runs the binary against the collector on `collector_port`, exporting batches
 /// every `delay_ms` milliseconds.
 fn serve(collector_port: u16, delay_ms: &str) -> (std::process::Child, u16) {
     let endpoint = format!("http://127.0.0.1:{collector_port}");
     spawn_server_env(
-        &bin(),
+        &server_bin(),
         &[users_dir().to_str().unwrap(), "--otlp-endpoint", &endpoint],
         &[("OTEL_BSP_SCHEDULE_DELAY", delay_ms), ("RUST_LOG", "info,protoserve::middleware::trace=debug")],
     )
@@ -176,7 +171,7 @@ async fn spans_still_batched_are_flushed_on_shutdown() {
     let config = dir.path().join("protoserve.yaml");
     std::fs::write(&config, format!("otlp-endpoint: http://127.0.0.1:{collector_port}\n")).unwrap();
     let (child, port) = spawn_server_env(
-        &bin(),
+        &server_bin(),
         &[users_dir().to_str().unwrap(), "--config", config.to_str().unwrap()],
         &[("OTEL_BSP_SCHEDULE_DELAY", "600000")],
     );
@@ -198,7 +193,7 @@ fn a_bad_endpoint_is_a_usage_error() {
         ("https://collector:4317", "https is not supported"),
         ("http://collector:99999", "not a port"),
     ] {
-        let out = Command::new(bin())
+        let out = Command::new(server_bin())
             .args(["serve", users_dir().to_str().unwrap(), "--otlp-endpoint", endpoint])
             .output()
             .unwrap();
@@ -209,7 +204,7 @@ fn a_bad_endpoint_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("protoserve.yaml");
     std::fs::write(&config, "otlp-endpoint: grpc://collector:4317\n").unwrap();
-    let out = Command::new(bin())
+    let out = Command::new(server_bin())
         .args(["serve", users_dir().to_str().unwrap(), "--config", config.to_str().unwrap()])
         .output()
         .unwrap();

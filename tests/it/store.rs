@@ -163,6 +163,7 @@ fn check_lines() -> Vec<String> {
         roots: vec![root().join("tests/data/store_keys")],
         imports: Vec::new(),
         exclude: Vec::new(),
+        stubs: Vec::new(),
         descriptor_set_out: None,
     };
     protoserve::check(&config).unwrap().lines().map(|l| l.trim().to_owned()).collect()

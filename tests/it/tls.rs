@@ -277,23 +277,6 @@ async fn bad_or_mismatched_tls_files_are_errors_naming_the_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert"));
 }
 
-fn venv_bin(name: &str) -> PathBuf {
-    let p = root().join(".venv/bin").join(name);
-    assert!(p.exists(), "{} is missing: run scripts/test.sh, which sets up the interop clients", p.display());
-    p
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn tls_args(pki: &Pki, client_ca: bool) -> Vec<String> {
     let mut args = vec![
         kinds_dir().display().to_string(),

@@ -1,0 +1,411 @@
+//! Matchers over the proto3 JSON view of a request (proto field names, 64-bit
+//! integers as strings, enums by name) and over request headers; their
+//! specificity (for ranking) and, when nothing matched, what differs.
+
+use std::cell::OnceCell;
+use std::fmt;
+use std::sync::Arc;
+
+use prost_reflect::{DynamicMessage, SerializeOptions};
+use serde_json::Value as J;
+
+/// One matcher; all of a stub's matchers must hold.
+#[derive(Debug, Clone)]
+pub(crate) enum Matcher {
+    /// The whole request equals this (defaults left out on both sides).
+    Equals { value: J, ignore_order: bool },
+    /// The request holds at least these fields with these values.
+    Contains(J),
+    /// Each leaf's field matches its pattern (regex or glob, whole value).
+    Leaves(Vec<Leaf>),
+    /// Any of these.
+    AnyOf(Vec<Matcher>),
+    /// All of these.
+    All(Vec<Matcher>),
+    /// A CEL expression over `request` and `headers` is true.
+    Cel(Arc<Cel>),
+}
+
+/// A pattern at a field path.
+#[derive(Debug, Clone)]
+pub(crate) struct Leaf {
+    pub(crate) path: Vec<String>,
+    pub(crate) pattern: Pattern,
+}
+
+/// A whole-value regular expression or glob.
+#[derive(Clone)]
+pub(crate) struct Pattern {
+    text: String,
+    glob: bool,
+    re: Option<regex::Regex>,
+    matcher: Option<globset::GlobMatcher>,
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.text)
+    }
+}
+
+impl Pattern {
+    pub(crate) fn new(text: &str, glob: bool) -> Result<Pattern, String> {
+        if glob {
+            let g = globset::Glob::new(text).map_err(|e| format!("not a valid glob: {e}"))?;
+            Ok(Pattern { text: text.to_owned(), glob, re: None, matcher: Some(g.compile_matcher()) })
+        } else {
+            let re = regex::RegexBuilder::new(&format!("^(?:{text})$"))
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| format!("not a valid regular expression: {e}"))?;
+            Ok(Pattern { text: text.to_owned(), glob, re: Some(re), matcher: None })
+        }
+    }
+
+    fn is_match(&self, s: &str) -> bool {
+        match (&self.re, &self.matcher) {
+            (Some(re), _) => re.is_match(s),
+            (_, Some(g)) => g.is_match(s),
+            _ => false,
+        }
+    }
+
+    fn show(&self) -> String {
+        if self.glob { format!("glob `{}`", self.text) } else { format!("/{}/", self.text) }
+    }
+}
+
+/// A compiled CEL expression.
+pub(crate) struct Cel {
+    text: String,
+    program: cel::Program,
+}
+
+impl fmt::Debug for Cel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cel({})", self.text)
+    }
+}
+
+impl Cel {
+    pub(crate) fn compile(text: &str) -> Result<Cel, String> {
+        // The parser is deeply recursive: bound what it is given.
+        if text.len() > 4096 {
+            return Err("longer than 4096 characters".into());
+        }
+        let program = std::panic::catch_unwind(|| cel::Program::compile(text))
+            .map_err(|_| "the CEL parser failed on it".to_owned())?
+            .map_err(|e| e.to_string())?;
+        Ok(Cel { text: text.to_owned(), program })
+    }
+
+    fn eval(&self, request: &J, headers: &J) -> Result<bool, String> {
+        let mut cx = cel::Context::default();
+        cx.add_variable("request", request.clone()).map_err(|e| e.to_string())?;
+        cx.add_variable("headers", headers.clone()).map_err(|e| e.to_string())?;
+        match self.program.execute(&cx) {
+            Ok(cel::Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(format!("it gave {other:?}, not a boolean")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// What a matcher looks at: a request message (its JSON views computed once,
+/// when first needed) or the request headers, and the headers for CEL.
+pub(crate) struct Subject<'a> {
+    msg: Option<&'a DynamicMessage>,
+    fixed: Option<&'a J>,
+    full: OnceCell<J>,
+    sparse: OnceCell<J>,
+    headers: &'a J,
+}
+
+impl<'a> Subject<'a> {
+    pub(crate) fn message(msg: &'a DynamicMessage, headers: &'a J) -> Self {
+        Subject { msg: Some(msg), fixed: None, full: OnceCell::new(), sparse: OnceCell::new(), headers }
+    }
+
+    pub(crate) fn headers(headers: &'a J) -> Self {
+        Subject { msg: None, fixed: Some(headers), full: OnceCell::new(), sparse: OnceCell::new(), headers }
+    }
+
+    fn view<'s>(&'s self, cell: &'s OnceCell<J>, skip_defaults: bool) -> &'s J {
+        if let Some(f) = self.fixed {
+            return f;
+        }
+        cell.get_or_init(|| {
+            let opts = SerializeOptions::new().use_proto_field_name(true).skip_default_fields(skip_defaults);
+            self.msg
+                .and_then(|m| m.serialize_with_options(serde_json::value::Serializer, &opts).ok())
+                .unwrap_or(J::Null)
+        })
+    }
+
+    /// Every field, defaults included.
+    pub(crate) fn full(&self) -> &J {
+        self.view(&self.full, false)
+    }
+
+    /// Defaults left out (what `equals` compares).
+    pub(crate) fn sparse(&self) -> &J {
+        self.view(&self.sparse, true)
+    }
+}
+
+impl Matcher {
+    /// For an order-sensitive `equals`, the text the request's sparse view has
+    /// exactly when it matches (both sides come from the same serializer: keys
+    /// sorted, numbers and enums in one form), to find such stubs by hash.
+    pub(crate) fn equals_key(&self) -> Option<String> {
+        match self {
+            Matcher::Equals { value, ignore_order: false } => serde_json::to_string(value).ok(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn is_match(&self, s: &Subject<'_>) -> bool {
+        match self {
+            Matcher::Equals { value, ignore_order } => equal(value, s.sparse(), *ignore_order),
+            Matcher::Contains(v) => contains(v, Some(s.full())),
+            Matcher::Leaves(leaves) => leaves.iter().all(|l| leaf_matches(l, s.full())),
+            Matcher::AnyOf(ms) => ms.iter().any(|m| m.is_match(s)),
+            Matcher::All(ms) => ms.iter().all(|m| m.is_match(s)),
+            Matcher::Cel(c) => c.eval(s.full(), s.headers).unwrap_or(false),
+        }
+    }
+
+    /// How many fields it pins down: the ranking's "most specific".
+    pub(crate) fn specificity(&self) -> usize {
+        match self {
+            Matcher::Equals { value, .. } | Matcher::Contains(value) => leaves(value),
+            Matcher::Leaves(l) => l.len(),
+            Matcher::AnyOf(ms) => ms.iter().map(Matcher::specificity).min().unwrap_or(0),
+            Matcher::All(ms) => ms.iter().map(Matcher::specificity).sum(),
+            Matcher::Cel(_) => 1,
+        }
+    }
+
+    /// What differs, one line per field (`what` names the subject: "request", "header").
+    pub(crate) fn diffs(&self, s: &Subject<'_>, what: &str, out: &mut Vec<String>) {
+        match self {
+            Matcher::Equals { value, ignore_order } => {
+                if !equal(value, s.sparse(), *ignore_order) {
+                    diff_values(value, Some(s.sparse()), &mut Vec::new(), what, true, out);
+                }
+            }
+            Matcher::Contains(v) => diff_values(v, Some(s.full()), &mut Vec::new(), what, false, out),
+            Matcher::Leaves(ls) => {
+                for l in ls {
+                    if !leaf_matches(l, s.full()) {
+                        let got = lookup(s.full(), &l.path).map_or("nothing".to_owned(), show);
+                        out.push(format!(
+                            "{what} `{}`: expected to match {}, got {got}",
+                            l.path.join("."),
+                            l.pattern.show()
+                        ));
+                    }
+                }
+            }
+            Matcher::AnyOf(ms) => {
+                if !ms.iter().any(|m| m.is_match(s)) {
+                    let best = ms
+                        .iter()
+                        .map(|m| {
+                            let mut d = Vec::new();
+                            m.diffs(s, what, &mut d);
+                            d
+                        })
+                        .min_by_key(Vec::len)
+                        .unwrap_or_default();
+                    out.push(format!("none of `anyOf` matched; the closest differs in: {}", best.join("; ")));
+                }
+            }
+            Matcher::All(ms) => ms.iter().for_each(|m| m.diffs(s, what, out)),
+            Matcher::Cel(c) => match c.eval(s.full(), s.headers) {
+                Ok(true) => {}
+                Ok(false) => out.push(format!("cel `{}` is false", c.text)),
+                Err(e) => out.push(format!("cel `{}` failed: {e}", c.text)),
+            },
+        }
+    }
+}
+
+fn leaves(v: &J) -> usize {
+    match v {
+        J::Object(m) => m.values().map(leaves).sum::<usize>().max(1),
+        J::Array(a) => a.iter().map(leaves).sum::<usize>().max(1),
+        _ => 1,
+    }
+}
+
+fn lookup<'v>(mut v: &'v J, path: &[String]) -> Option<&'v J> {
+    for p in path {
+        v = v.get(p)?;
+    }
+    Some(v)
+}
+
+/// The values at `path`, descending into lists (any element may match).
+fn values_at<'v>(v: &'v J, path: &[String], out: &mut Vec<&'v J>) {
+    match (v, path.split_first()) {
+        (J::Array(items), _) => items.iter().for_each(|i| values_at(i, path, out)),
+        (_, None) => out.push(v),
+        (J::Object(m), Some((first, rest))) => {
+            if let Some(next) = m.get(first) {
+                values_at(next, rest, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn leaf_matches(leaf: &Leaf, v: &J) -> bool {
+    let mut found = Vec::new();
+    values_at(v, &leaf.path, &mut found);
+    if found.is_empty() {
+        return leaf.pattern.is_match("");
+    }
+    found.iter().any(|v| match v {
+        J::String(s) => leaf.pattern.is_match(s),
+        J::Null => leaf.pattern.is_match(""),
+        J::Number(_) | J::Bool(_) => leaf.pattern.is_match(&v.to_string()),
+        _ => false,
+    })
+}
+
+fn is_default(v: &J) -> bool {
+    match v {
+        J::Null => true,
+        J::Bool(b) => !b,
+        J::Number(n) => n.as_f64() == Some(0.0),
+        J::String(s) => s.is_empty() || s == "0",
+        J::Array(a) => a.is_empty(),
+        J::Object(m) => m.values().all(is_default),
+    }
+}
+
+fn scalar_eq(a: &J, b: &J) -> bool {
+    match (a, b) {
+        (J::Number(x), J::Number(y)) => x.as_f64() == y.as_f64(),
+        // 64-bit integers are strings in the view; a stub may give either.
+        (J::Number(x), J::String(y)) | (J::String(y), J::Number(x)) => y.parse::<f64>().ok() == x.as_f64(),
+        _ => a == b,
+    }
+}
+
+/// Deep equality; with `ignore_order`, lists are compared as multisets.
+pub(crate) fn equal(a: &J, b: &J, ignore_order: bool) -> bool {
+    match (a, b) {
+        (J::Object(x), J::Object(y)) => {
+            let get = |m: &serde_json::Map<String, J>, k: &str| m.get(k).filter(|v| !v.is_null()).cloned();
+            x.keys().chain(y.keys()).all(|k| match (get(x, k), get(y, k)) {
+                (Some(p), Some(q)) => equal(&p, &q, ignore_order),
+                (Some(p), None) | (None, Some(p)) => is_default(&p),
+                (None, None) => true,
+            })
+        }
+        (J::Array(x), J::Array(y)) if x.len() == y.len() => {
+            if !ignore_order {
+                return x.iter().zip(y).all(|(p, q)| equal(p, q, false));
+            }
+            let mut used = vec![false; y.len()];
+            x.iter().all(|p| {
+                let hit = y.iter().enumerate().position(|(i, q)| !used[i] && equal(p, q, true));
+                hit.map(|i| used[i] = true).is_some()
+            })
+        }
+        (J::Array(_), _) | (_, J::Array(_)) => false,
+        (J::Null, o) | (o, J::Null) => is_default(o),
+        _ => scalar_eq(a, b),
+    }
+}
+
+/// Structural subset: every field of `want` is in `got` with a value that
+/// contains it; a list element of `want` is contained by some element of `got`.
+pub(crate) fn contains(want: &J, got: Option<&J>) -> bool {
+    match (want, got) {
+        (J::Null, g) => g.is_none_or(is_default),
+        (J::Object(w), Some(J::Object(g))) => w.iter().all(|(k, v)| contains(v, g.get(k))),
+        (J::Object(w), None | Some(J::Null)) => w.values().all(|v| contains(v, None)),
+        (J::Array(w), Some(J::Array(g))) => w.iter().all(|x| g.iter().any(|y| contains(x, Some(y)))),
+        (J::Array(w), None) => w.is_empty(),
+        (_, None) => is_default(want),
+        (w, Some(g)) => scalar_eq(w, g),
+    }
+}
+
+fn show(v: &J) -> String {
+    let s = v.to_string();
+    if s.len() > 80 { format!("{}...", &s[..s.floor_char_boundary(77)]) } else { s }
+}
+
+/// One line per leaf where `want` and `got` differ.
+fn diff_values(want: &J, got: Option<&J>, path: &mut Vec<String>, what: &str, exact: bool, out: &mut Vec<String>) {
+    let ok = if exact { got.is_some_and(|g| equal(want, g, false)) } else { contains(want, got) };
+    if ok {
+        return;
+    }
+    match (want, got) {
+        (J::Object(w), Some(J::Object(g))) => {
+            for (k, v) in w {
+                path.push(k.clone());
+                diff_values(v, g.get(k), path, what, exact, out);
+                path.pop();
+            }
+            if exact {
+                for (k, v) in g {
+                    if !w.contains_key(k) && !is_default(v) {
+                        out.push(format!("{what} `{}`: expected nothing, got {}", join(path, k), show(v)));
+                    }
+                }
+            }
+        }
+        _ => {
+            let got = got.map_or("nothing".to_owned(), show);
+            let at = if path.is_empty() { "(whole)".to_owned() } else { path.join(".") };
+            out.push(format!("{what} `{at}`: expected {}, got {got}", show(want)));
+        }
+    }
+}
+
+fn join(path: &[String], k: &str) -> String {
+    let mut p = path.to_vec();
+    p.push(k.to_owned());
+    p.join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn equality_and_subsets() {
+        assert!(equal(&json!({"a": 1, "b": [1, 2]}), &json!({"a": 1.0, "b": [1, 2], "c": ""}), false));
+        assert!(!equal(&json!({"b": [1, 2]}), &json!({"b": [2, 1]}), false));
+        assert!(equal(&json!({"b": [1, 2]}), &json!({"b": [2, 1]}), true));
+        assert!(!equal(&json!({"b": [1, 1]}), &json!({"b": [1, 2]}), true));
+        assert!(contains(&json!({"a": {"x": "1"}}), Some(&json!({"a": {"x": "1", "y": 2}, "b": 3}))));
+        assert!(!contains(&json!({"a": {"x": "2"}}), Some(&json!({"a": {"x": "1"}}))));
+        assert!(contains(&json!({"t": ["b"]}), Some(&json!({"t": ["a", "b"]}))));
+        assert!(contains(&json!({"n": 5}), Some(&json!({"n": "5"}))));
+    }
+
+    #[test]
+    fn patterns_are_whole_value() {
+        let p = Pattern::new("a.c", false).unwrap();
+        assert!(p.is_match("abc") && !p.is_match("xabc"));
+        let g = Pattern::new("*@example.com", true).unwrap();
+        assert!(g.is_match("ann@example.com") && !g.is_match("ann@example.org"));
+        assert!(Pattern::new("(", false).is_err());
+    }
+
+    #[test]
+    fn cel_over_request_and_headers() {
+        let c = Cel::compile("request.n > 3 && headers['x-a'] == 'b'").unwrap();
+        assert_eq!(c.eval(&json!({"n": 5}), &json!({"x-a": "b"})), Ok(true));
+        assert_eq!(c.eval(&json!({"n": 1}), &json!({"x-a": "b"})), Ok(false));
+        assert!(Cel::compile("request.n >").is_err());
+    }
+}

@@ -1,0 +1,432 @@
+//! Answering calls from the stubs of one method, for the four RPC kinds.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt as _};
+use prost_reflect::DynamicMessage;
+use tonic::metadata::MetadataMap;
+
+use super::matcher::Subject;
+use super::template::Input;
+use super::{AnswerSpec, Delay, Item, Stub};
+use crate::Error;
+use crate::call::{Answer, Body, CallRequest, Kind, Replies, Reply, Respond, Responding};
+
+/// The most messages one client-streaming call answered by stubs may send.
+const MAX_STREAM_MESSAGES: usize = 100_000;
+/// The most request bytes one client-streaming call answered by stubs may buffer.
+const MAX_STREAM_BYTES: usize = 64 * 1024 * 1024;
+
+/// Answers one method from its ranked stubs.
+#[derive(Debug)]
+pub(crate) struct MethodStubs {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: String,
+    kind: Kind,
+    /// In rank order.
+    stubs: Vec<Arc<Stub>>,
+    /// Stubs that only match an order-sensitive `equals` on the request, by the
+    /// text of that request's view (rank positions, ascending): finding them
+    /// costs one hash lookup however many there are.
+    by_equals: HashMap<String, Vec<usize>>,
+    /// The other stubs' rank positions, ascending: scanned.
+    scanned: Vec<usize>,
+    /// Every rank position (client streams scan them all).
+    every: Vec<usize>,
+    /// The store's answer, when it serves the method too.
+    fallback: Option<Arc<dyn Respond>>,
+    uses_headers: bool,
+}
+
+impl MethodStubs {
+    pub(crate) fn new(
+        path: String,
+        kind: Kind,
+        stubs: Vec<Arc<Stub>>,
+        fallback: Option<Arc<dyn Respond>>,
+        uses_headers: bool,
+    ) -> Self {
+        let mut by_equals: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut scanned = Vec::new();
+        for (rank, s) in stubs.iter().enumerate() {
+            let w = &s.when;
+            let key = match (&w.request, &w.headers, &w.messages, w.at.is_empty()) {
+                (Some(m), None, None, true) if kind != Kind::ClientStreaming => m.equals_key(),
+                _ => None,
+            };
+            match key {
+                Some(k) => by_equals.entry(k).or_default().push(rank),
+                None => scanned.push(rank),
+            }
+        }
+        let every = (0..stubs.len()).collect();
+        MethodStubs { inner: Arc::new(Inner { path, kind, stubs, by_equals, scanned, every, fallback, uses_headers }) }
+    }
+}
+
+impl Respond for MethodStubs {
+    fn respond(&self, call: CallRequest) -> Responding {
+        let inner = self.inner.clone();
+        Responding::Later(Box::pin(async move {
+            match inner.kind {
+                Kind::Unary | Kind::ServerStreaming => inner.one(call).await,
+                Kind::ClientStreaming => inner.client_stream(call).await,
+                Kind::Bidi => inner.bidi(call),
+            }
+        }))
+    }
+
+    fn replaces_builtin(&self) -> bool {
+        true
+    }
+
+    fn describe(&self) -> String {
+        let n = self.inner.stubs.len();
+        let then = if self.inner.fallback.is_some() { ", else the store" } else { "" };
+        format!("stubs ({n} stub{}{then})", if n == 1 { "" } else { "s" })
+    }
+}
+
+fn header_view(metadata: &MetadataMap) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for kv in metadata.iter() {
+        if let tonic::metadata::KeyAndValueRef::Ascii(k, v) = kv
+            && let Ok(v) = v.to_str()
+        {
+            map.entry(k.as_str().to_owned()).or_insert_with(|| serde_json::Value::String(v.to_owned()));
+        }
+    }
+    serde_json::Value::Object(map)
+}
+
+async fn fall_back(respond: &Arc<dyn Respond>, call: CallRequest) -> Result<Answer, Error> {
+    match respond.respond(call) {
+        Responding::Ready(r) => r,
+        Responding::Later(f) => f.await,
+    }
+}
+
+async fn sleep(delay: Delay) {
+    if let Some(d) = delay.pick() {
+        tokio::time::sleep(d).await;
+    }
+}
+
+impl Inner {
+    /// The first stub, in rank order, whose matchers hold and that still answers.
+    /// With a request, `equals` stubs are found by hash and merged in rank order
+    /// with the scanned ones.
+    fn pick(
+        &self,
+        headers: &serde_json::Value,
+        request: Option<&Subject<'_>>,
+        matches: impl Fn(&Stub) -> bool,
+    ) -> Option<&AnswerSpec> {
+        let hits: &[usize] = match request {
+            Some(subj) if !self.by_equals.is_empty() => serde_json::to_string(subj.sparse())
+                .ok()
+                .and_then(|k| self.by_equals.get(&k))
+                .map_or(&[], Vec::as_slice),
+            _ => &[],
+        };
+        // Client streams are matched on no single request: every stub is scanned.
+        let scanned: &[usize] = if request.is_some() { &self.scanned } else { &self.every };
+        let (mut i, mut j) = (0, 0);
+        loop {
+            // The next rank position: the smaller head of the two lists.
+            let (rank, indexed) = match (hits.get(i), scanned.get(j)) {
+                (Some(&h), s) if s.is_none_or(|&s| h < s) => {
+                    i += 1;
+                    (h, true)
+                }
+                (_, Some(&s)) => {
+                    j += 1;
+                    (s, false)
+                }
+                _ => return None,
+            };
+            let stub = &self.stubs[rank];
+            // A hash hit matches by construction (and has no header matcher).
+            if (indexed || (stub.when.headers_match(headers) && matches(stub)))
+                && let Some(a) = stub.take()
+            {
+                return Some(a);
+            }
+        }
+    }
+
+    fn headers(&self, metadata: &MetadataMap) -> serde_json::Value {
+        if self.uses_headers { header_view(metadata) } else { serde_json::Value::Null }
+    }
+
+    /// NOT_FOUND naming the closest stub and what differs.
+    fn not_found(&self, headers: &serde_json::Value, diffs: impl Fn(&Stub, &mut Vec<String>)) -> Error {
+        let mut best: Option<(&Stub, Vec<String>)> = None;
+        for s in &self.stubs {
+            let mut d = Vec::new();
+            if let Some(h) = &s.when.headers {
+                h.diffs(&Subject::headers(headers), "header", &mut d);
+            }
+            diffs(s, &mut d);
+            if best.as_ref().is_none_or(|(_, b)| d.len() < b.len()) {
+                best = Some((s, d));
+            }
+        }
+        let message = match best {
+            None => format!("no stub answers {}", self.path),
+            Some((s, d)) if d.is_empty() && s.exhausted() => format!(
+                "no stub for {} matches: stub `{}` ({}) matches but has stepped aside (its times or its sequence are used up)",
+                self.path, s.id, s.at
+            ),
+            Some((s, d)) => {
+                format!("no stub for {} matches; the closest is `{}` ({}): {}", self.path, s.id, s.at, d.join("; "))
+            }
+        };
+        Error::not_found(message)
+    }
+
+    /// Unary and server-streaming: one request message.
+    async fn one(&self, call: CallRequest) -> Result<Answer, Error> {
+        let deadline = call.deadline();
+        let (ex, input) = call.into_unary().await?;
+        let raw = input.raw.clone();
+        let msg = ex.message_off_worker(input).await?;
+        let headers = self.headers(&ex.metadata);
+        let picked = {
+            let subj = Subject::message(&msg, &headers);
+            match self.pick(&headers, Some(&subj), |s| s.when.request.as_ref().is_none_or(|m| m.is_match(&subj))) {
+                Some(a) => Ok((a, a.templated().then(|| Arc::new(Input::new(subj.full(), Vec::new(), &headers))))),
+                None => Err(self.not_found(&headers, |s, d| {
+                    if let Some(m) = &s.when.request {
+                        m.diffs(&subj, "request", d);
+                    }
+                })),
+            }
+        };
+        match (picked, &self.fallback) {
+            (Ok((a, input)), _) => answer(a, self.kind, input).await,
+            (Err(_), Some(fb)) => {
+                let call = CallRequest::new(ex.snap, ex.route, ex.metadata, deadline, Body::One(raw));
+                fall_back(fb, call).await
+            }
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    /// Client streaming: every message first, then the stream is matched as a
+    /// whole (`messages`) or by index (`at`).
+    async fn client_stream(&self, call: CallRequest) -> Result<Answer, Error> {
+        let deadline = call.deadline();
+        let (ex, mut frames) = call.into_streaming();
+        let mut raws: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
+        while let Some(frame) = frames.next().await {
+            let frame = frame?;
+            total += frame.len();
+            if raws.len() >= MAX_STREAM_MESSAGES || total > MAX_STREAM_BYTES {
+                return Err(Error::too_large(format!(
+                    "{}: a client stream answered by stubs is limited to {MAX_STREAM_MESSAGES} messages and {} MiB",
+                    self.path,
+                    MAX_STREAM_BYTES >> 20
+                )));
+            }
+            raws.push(frame);
+        }
+        let mut msgs: Vec<DynamicMessage> = Vec::with_capacity(raws.len());
+        for raw in &raws {
+            msgs.push(ex.message_off_worker(ex.input(raw.clone())).await?);
+        }
+        let headers = self.headers(&ex.metadata);
+        let picked = {
+            let subjects: Vec<Subject<'_>> = msgs.iter().map(|m| Subject::message(m, &headers)).collect();
+            let fits = |s: &Stub| {
+                s.when.messages.as_ref().is_none_or(|ms| {
+                    ms.len() == subjects.len() && ms.iter().zip(&subjects).all(|(m, subj)| m.is_match(subj))
+                }) && s.when.at.iter().all(|(i, m)| subjects.get(*i).is_some_and(|subj| m.is_match(subj)))
+            };
+            match self.pick(&headers, None, fits) {
+                Some(a) => Ok((
+                    a,
+                    a.templated().then(|| {
+                        let all: Vec<serde_json::Value> = subjects.iter().map(|s| s.full().clone()).collect();
+                        let last = all.last().cloned().unwrap_or_default();
+                        Arc::new(Input::new(&last, all, &headers))
+                    }),
+                )),
+                None => Err(self.not_found(&headers, |s, d| {
+                    if let Some(ms) = &s.when.messages {
+                        if ms.len() != subjects.len() {
+                            d.push(format!("expected {} messages, got {}", ms.len(), subjects.len()));
+                        } else {
+                            for (i, (m, subj)) in ms.iter().zip(&subjects).enumerate() {
+                                m.diffs(subj, &format!("message {i}"), d);
+                            }
+                        }
+                    }
+                    for (i, m) in &s.when.at {
+                        match subjects.get(*i) {
+                            Some(subj) => m.diffs(subj, &format!("message {i}"), d),
+                            None => d.push(format!("expected a message at index {i}, got {} messages", subjects.len())),
+                        }
+                    }
+                })),
+            }
+        };
+        match (picked, &self.fallback) {
+            (Ok((a, input)), _) => answer(a, self.kind, input).await,
+            (Err(_), Some(fb)) => {
+                let replay = futures_util::stream::iter(raws.into_iter().map(Ok));
+                let call = CallRequest::new(ex.snap, ex.route, ex.metadata, deadline, Body::Frames(Box::pin(replay)));
+                fall_back(fb, call).await
+            }
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    /// Bidi: each incoming message is matched and answered (zero or more
+    /// messages, maybe an error that ends the stream) before the next is read.
+    fn bidi(self: &Arc<Self>, call: CallRequest) -> Result<Answer, Error> {
+        let (mut ex, frames) = call.into_streaming();
+        let headers = self.headers(&std::mem::take(&mut ex.metadata));
+        let msgs = Box::pin(ex.messages(frames));
+        let state = Lockstep {
+            inner: self.clone(),
+            msgs,
+            headers,
+            pending: VecDeque::new(),
+            error: None,
+            done: false,
+            index: 0,
+        };
+        Ok(Answer::stream(Box::pin(futures_util::stream::unfold(state, Lockstep::next))))
+    }
+}
+
+struct Lockstep {
+    inner: Arc<Inner>,
+    msgs: std::pin::Pin<Box<dyn Stream<Item = Result<DynamicMessage, Error>> + Send>>,
+    headers: serde_json::Value,
+    /// Replies to send (rendered already), each after its delay.
+    pending: VecDeque<(Result<Reply, Error>, Delay)>,
+    error: Option<Error>,
+    done: bool,
+    /// How many messages came in.
+    index: usize,
+}
+
+impl Lockstep {
+    async fn next(mut self) -> Option<(Result<Reply, Error>, Self)> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Some((reply, delay)) = self.pending.pop_front() {
+                sleep(delay).await;
+                if reply.is_err() {
+                    self.done = true;
+                }
+                return Some((reply, self));
+            }
+            if let Some(e) = self.error.take() {
+                self.done = true;
+                return Some((Err(e), self));
+            }
+            let msg = match self.msgs.next().await {
+                None => return None,
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some((Err(e), self));
+                }
+                Some(Ok(m)) => m,
+            };
+            let inner = self.inner.clone();
+            let found = {
+                let subj = Subject::message(&msg, &self.headers);
+                match inner
+                    .pick(&self.headers, Some(&subj), |s| s.when.request.as_ref().is_none_or(|m| m.is_match(&subj)))
+                {
+                    Some(a) => {
+                        let input = a.templated().then(|| Input::new(subj.full(), Vec::new(), &self.headers));
+                        let replies: Vec<_> =
+                            a.items.iter().map(|i| (reply_of(i, input.as_ref(), self.index), i.delay)).collect();
+                        Ok((a.delay, replies, a.error.as_ref().map(|e| e.to_error(a, false))))
+                    }
+                    None => Err(inner.not_found(&self.headers, |s, d| {
+                        if let Some(m) = &s.when.request {
+                            m.diffs(&subj, "request", d);
+                        }
+                    })),
+                }
+            };
+            self.index += 1;
+            match found {
+                Ok((delay, items, error)) => {
+                    sleep(delay).await;
+                    self.pending.extend(items);
+                    self.error = error;
+                }
+                Err(e) => self.error = Some(e),
+            }
+        }
+    }
+}
+
+impl super::ErrorSpec {
+    /// The status, with the answer's trailers as its metadata, and its headers
+    /// too when nothing was sent before it (a trailers-only response).
+    fn to_error(&self, answer: &AnswerSpec, first: bool) -> Error {
+        let mut metadata = if first { answer.headers.clone() } else { MetadataMap::new() };
+        for kv in answer.trailers.iter() {
+            if let tonic::metadata::KeyAndValueRef::Ascii(k, v) = kv {
+                metadata.append(k.clone(), v.clone());
+            }
+        }
+        Error::with_code(self.code, self.message.clone(), Some(self.details.clone()), metadata)
+    }
+}
+
+/// A reply: the encoded bytes, or the template rendered for this call.
+fn reply_of(item: &Item, input: Option<&Input>, index: usize) -> Result<Reply, Error> {
+    match &item.template {
+        None => Ok(Reply::Encoded(item.reply.clone())),
+        Some(t) => t.render(input.unwrap_or(&Input::default()), index).map(Reply::Message),
+    }
+}
+
+/// Builds the answer of a unary, server- or client-streaming call.
+async fn answer(spec: &AnswerSpec, kind: Kind, input: Option<Arc<Input>>) -> Result<Answer, Error> {
+    sleep(spec.delay).await;
+    let mut out = match kind {
+        Kind::ServerStreaming => {
+            let items = spec.items.clone();
+            let error = spec.error.as_ref().map(|e| e.to_error(spec, false));
+            let replies = futures_util::stream::iter(items.into_iter().enumerate())
+                .then(move |(i, item)| {
+                    let input = input.clone();
+                    async move {
+                        sleep(item.delay).await;
+                        reply_of(&item, input.as_deref(), i)
+                    }
+                })
+                .chain(futures_util::stream::iter(error.map(Err)));
+            let replies: Replies = Box::pin(replies);
+            Answer::stream(replies)
+        }
+        _ => match (&spec.error, spec.items.first()) {
+            (Some(e), _) => return Err(e.to_error(spec, true)),
+            (None, Some(item)) => Answer::one(reply_of(item, input.as_deref(), 0)?),
+            (None, None) => return Err(Error::internal("a stub answer without a message")),
+        },
+    };
+    out.metadata = spec.headers.clone();
+    if !spec.trailers.is_empty() {
+        out = out.with_trailers(spec.trailers.clone());
+    }
+    Ok(out)
+}

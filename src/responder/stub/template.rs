@@ -1,0 +1,257 @@
+//! Answer templates: string values with `{{ ... }}` in Go's text/template syntax
+//! (as GripMock's stub files write them), rendered per call with gtmpl.
+//!
+//! The context: `.Request` (the request's JSON view, proto field names),
+//! `.Requests` (every message of a client stream), `.Headers` (name -> first
+//! value), `.MessageIndex` (the reply's position in a stream; for bidi, the
+//! incoming message's). Functions: `uuid`, `unix`, `unixMilli`, `randInt MIN MAX`.
+//! A value that is one whole action (`"{{ .Request.qty }}"`) keeps the type it
+//! renders to (number, boolean), so it can fill a numeric or boolean field.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+
+use gtmpl::{Context, FuncError, Template, Value};
+use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor};
+use serde_json::Value as J;
+
+use crate::Error;
+
+/// Whether a string is a template.
+pub(crate) fn is_template(s: &str) -> bool {
+    s.contains("{{")
+}
+
+fn template(text: &str) -> Result<Template, String> {
+    let mut t = Template::default();
+    t.add_funcs(&[
+        ("uuid", uuid as gtmpl::Func),
+        ("unix", unix as gtmpl::Func),
+        ("unixMilli", unix_milli as gtmpl::Func),
+        ("randInt", rand_int as gtmpl::Func),
+    ]);
+    t.parse(text).map_err(|e| e.to_string())?;
+    Ok(t)
+}
+
+/// Every `{{` closed by a `}}` outside quotes and comments. gtmpl 0.7's lexer
+/// never returns on an action left open at the end of the text, so such text
+/// is refused before it sees it.
+fn actions_closed(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i..].starts_with(b"{{") {
+            i += 1;
+            continue;
+        }
+        i += 2;
+        loop {
+            let Some(&c) = b.get(i) else { return false };
+            match c {
+                b'"' | b'\'' | b'`' => {
+                    i += 1;
+                    while let Some(&d) = b.get(i) {
+                        i += if d == b'\\' && c != b'`' { 2 } else { 1 };
+                        if d == c {
+                            break;
+                        }
+                    }
+                }
+                b'/' if b[i..].starts_with(b"/*") => {
+                    let Some(end) = text[i + 2..].find("*/") else { return false };
+                    i += end + 4;
+                }
+                b'}' if b[i..].starts_with(b"}}") => {
+                    i += 2;
+                    break;
+                }
+                _ => i += 1,
+            }
+        }
+    }
+    true
+}
+
+/// Checks a template's syntax (at load).
+pub(crate) fn check(text: &str) -> Result<(), String> {
+    if text.len() > 4096 {
+        return Err("a template is at most 4096 characters".into());
+    }
+    if !actions_closed(text) {
+        return Err("an action `{{` is not closed by `}}`".into());
+    }
+    std::panic::catch_unwind(|| template(text)).map_err(|_| "the template parser failed on it".to_owned())?.map(|_| ())
+}
+
+/// The `.Request.a.b` paths a template reads (to check them against the schema).
+pub(crate) fn request_paths(text: &str) -> Vec<Vec<String>> {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re =
+        RE.get_or_init(|| regex::Regex::new(r"\.Request((?:\.[A-Za-z_][A-Za-z0-9_]*)+)").expect("a valid pattern"));
+    re.captures_iter(text).map(|c| c[1].split('.').filter(|s| !s.is_empty()).map(str::to_owned).collect()).collect()
+}
+
+fn uuid(_: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::String(uuid::Uuid::new_v4().to_string()))
+}
+
+fn since_epoch() -> std::time::Duration {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
+}
+
+fn unix(_: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::from(since_epoch().as_secs() as i64))
+}
+
+fn unix_milli(_: &[Value]) -> Result<Value, FuncError> {
+    Ok(Value::from(since_epoch().as_millis() as i64))
+}
+
+fn rand_int(args: &[Value]) -> Result<Value, FuncError> {
+    let num = |v: &Value| -> Option<i64> { gtmpl::from_value::<i64>(v) };
+    let (Some(lo), Some(hi)) = (args.first().and_then(num), args.get(1).and_then(num)) else {
+        return Err(FuncError::ExactlyXArgs("randInt".into(), 2));
+    };
+    if hi < lo {
+        return Err(FuncError::Generic("randInt: MAX is below MIN".into()));
+    }
+    let r = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let span = (hi - lo) as u64;
+    Ok(Value::from(lo + (r % span.saturating_add(1).max(1)) as i64))
+}
+
+fn to_value(j: &J) -> Value {
+    match j {
+        J::Null => Value::Nil,
+        J::Bool(b) => Value::Bool(*b),
+        J::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => Value::from(i),
+            (_, Some(u), _) => Value::from(u),
+            (_, _, Some(f)) => Value::from(f),
+            _ => Value::Nil,
+        },
+        J::String(s) => Value::String(s.clone()),
+        J::Array(a) => Value::Array(a.iter().map(to_value).collect()),
+        J::Object(m) => Value::Map(m.iter().map(|(k, v)| (k.clone(), to_value(v))).collect::<HashMap<_, _>>()),
+    }
+}
+
+/// What a template may read for one call.
+#[derive(Debug, Default)]
+pub(crate) struct Input {
+    pub(crate) request: J,
+    pub(crate) requests: Vec<J>,
+    pub(crate) headers: J,
+}
+
+/// A reply whose message has templates: its JSON, rendered per call.
+#[derive(Debug)]
+pub(crate) struct Templated {
+    pub(crate) json: J,
+    pub(crate) desc: MessageDescriptor,
+}
+
+impl Input {
+    pub(crate) fn new(request: &J, requests: Vec<J>, headers: &J) -> Self {
+        Input { request: request.clone(), requests, headers: headers.clone() }
+    }
+}
+
+impl Templated {
+    /// Renders every template and decodes the result as the output type.
+    pub(crate) fn render(&self, input: &Input, index: usize) -> Result<DynamicMessage, Error> {
+        let mut cx = HashMap::new();
+        cx.insert("Request".to_owned(), to_value(&input.request));
+        cx.insert("Requests".to_owned(), Value::Array(input.requests.iter().map(to_value).collect()));
+        cx.insert("Headers".to_owned(), to_value(&input.headers));
+        cx.insert("MessageIndex".to_owned(), Value::from(index as i64));
+        let cx = Context::from(Value::Map(cx));
+        let json = fill(&self.json, &cx)?;
+        DynamicMessage::deserialize_with_options(self.desc.clone(), json, &DeserializeOptions::new()).map_err(|e| {
+            Error::internal(format!(
+                "a stub template rendered a value that is not a valid {}: {e}",
+                self.desc.full_name()
+            ))
+        })
+    }
+}
+
+fn fill(j: &J, cx: &Context) -> Result<J, Error> {
+    Ok(match j {
+        J::String(s) if is_template(s) => {
+            if !actions_closed(s) {
+                return Err(Error::internal("stub template: an action `{{` is not closed"));
+            }
+            let t = template(s).map_err(|e| Error::internal(format!("stub template: {e}")))?;
+            let out = t.render(cx).map_err(|e| Error::internal(format!("stub template `{s}`: {e}")))?;
+            let whole = s.trim().starts_with("{{") && s.trim().ends_with("}}") && s.matches("{{").count() == 1;
+            match serde_json::from_str::<J>(&out) {
+                Ok(v @ (J::Number(_) | J::Bool(_))) if whole => v,
+                _ => J::String(out),
+            }
+        }
+        J::Array(a) => J::Array(a.iter().map(|v| fill(v, cx)).collect::<Result<_, _>>()?),
+        J::Object(m) => J::Object(m.iter().map(|(k, v)| Ok((k.clone(), fill(v, cx)?))).collect::<Result<_, Error>>()?),
+        other => other.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_syntax() {
+        assert_eq!(
+            request_paths("{{ .Request.user_id }}-{{.Request.address.city}}"),
+            vec![vec!["user_id".to_owned()], vec!["address".to_owned(), "city".to_owned()]]
+        );
+        assert!(check("{{ .Request.x }}").is_ok());
+        assert!(check("{{ .Request.x ").is_err());
+        assert!(check("{{ randInt 1 5 }} {{ uuid }} {{ unix }}").is_ok());
+        assert!(check("{{ \"}}\" }}").is_ok());
+        for open in ["{{ .A", "{{ \"}}\" ", "{{ `}}` ", "{{ /* }} */", "a {{ 1 ", "{{ .A }} {{ ("] {
+            assert!(check(open).is_err(), "{open}");
+        }
+    }
+
+    /// Random template-like text: every check returns (within seconds), never hangs.
+    #[test]
+    fn random_templates_never_hang() {
+        let alphabet: &[&str] = &[
+            "{{",
+            "}}",
+            "\"",
+            "'",
+            "`",
+            "/*",
+            "*/",
+            " ",
+            ".A",
+            ".Request.x",
+            "(",
+            ")",
+            "|",
+            "$x",
+            ":=",
+            "1",
+            "if",
+            "end",
+            "range",
+            "-",
+            "\\",
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        let cases: Vec<String> =
+            (0..2000).map(|_| (0..rng.usize(1..12)).map(|_| alphabet[rng.usize(..alphabet.len())]).collect()).collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for c in &cases {
+                let _ = check(c);
+            }
+            let _ = tx.send(());
+        });
+        assert!(rx.recv_timeout(std::time::Duration::from_secs(60)).is_ok(), "a template check did not return");
+    }
+}
