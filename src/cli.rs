@@ -72,6 +72,8 @@ pub struct ServeConfig {
     pub json_names: crate::JsonNames,
     /// Origins allowed by CORS (`*`: any); empty: no CORS.
     pub cors_origins: Vec<String>,
+    /// Export a span per RPC to this OTLP/gRPC collector (`--otlp-endpoint`).
+    pub otlp_endpoint: Option<String>,
 }
 
 /// How log lines are written (`--log-format`).
@@ -267,6 +269,11 @@ struct ServeArgs {
     /// response headers exposed. Repeatable.
     #[arg(long = "cors-origin", value_name = "ORIGIN", value_parser = crate::protocol::parse_origin)]
     cors_origin: Vec<String>,
+    /// Export a span per RPC with OpenTelemetry to this OTLP/gRPC collector
+    /// (http://HOST:PORT, e.g. http://127.0.0.1:4317), continuing an incoming
+    /// W3C `traceparent`. OTEL_BSP_* and OTEL_SERVICE_NAME apply. Off by default.
+    #[arg(long, value_name = "URL", value_parser = crate::otlp::parse_endpoint)]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -369,6 +376,7 @@ impl Config {
                     JsonNamesArg::Proto => crate::JsonNames::Proto,
                 },
                 cors_origins: a.cors_origin,
+                otlp_endpoint: a.otlp_endpoint,
             }),
             Cmd::Check(a) => Command::Check(CheckConfig {
                 roots: roots(a.schema.dirs),

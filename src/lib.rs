@@ -52,6 +52,7 @@ pub mod compat_cmd;
 pub mod error;
 mod health;
 pub mod middleware;
+pub mod otlp;
 mod protocol;
 mod registry;
 pub mod reload;

@@ -7,10 +7,15 @@ use protoserve::{Command, Config};
 
 fn main() -> ExitCode {
     let config = Config::from_args();
+    let otlp = match otlp_start(&config) {
+        Ok(otlp) => otlp,
+        Err(code) => return code,
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
     match &config.command {
+        _ if otlp.is_some() => {} // otlp_start installed the subscriber
         Command::Serve(c) if c.log_format == protoserve::LogFormat::Json => logs.json().init(),
         _ => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
     }
@@ -29,7 +34,13 @@ fn main() -> ExitCode {
                 }
             };
             match runtime() {
-                Ok(rt) => rt.block_on(async { protoserve::serve(&c, shutdown).await }),
+                Ok(rt) => {
+                    let served = rt.block_on(async { protoserve::serve(&c, shutdown).await });
+                    // Drained: do not wait for blocking work still running (a reload's
+                    // compile of a large schema can take seconds); exit now.
+                    rt.shutdown_background();
+                    served
+                }
                 Err(e) => {
                     eprintln!("error: cannot start the async runtime: {e}");
                     return ExitCode::from(2);
@@ -37,6 +48,9 @@ fn main() -> ExitCode {
             }
         }
     };
+    if let Some(otlp) = otlp {
+        otlp.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -44,6 +58,31 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code() as u8)
         }
     }
+}
+
+/// `serve --otlp-endpoint`: starts the span exporter and installs the
+/// subscriber (the usual log lines, filtered by RUST_LOG as usual, plus the
+/// exported `rpc` spans, which RUST_LOG does not filter). `None` without the flag.
+fn otlp_start(config: &Config) -> Result<Option<protoserve::otlp::Exporter>, ExitCode> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _};
+
+    let Command::Serve(c) = &config.command else { return Ok(None) };
+    let Some(endpoint) = &c.otlp_endpoint else { return Ok(None) };
+    let (exporter, spans) = protoserve::otlp::start(endpoint, c.addr).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })?;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = if c.log_format == protoserve::LogFormat::Json {
+        logs.json().with_filter(filter).boxed()
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_filter(filter).boxed()
+    };
+    tracing_subscriber::registry().with(logs).with(spans).init();
+    Ok(Some(exporter))
 }
 
 /// One worker per usable core (affinity and cgroup quotas respected); a

@@ -14,6 +14,7 @@ mod data;
 mod handler_api;
 mod interop;
 mod ops;
+mod otlp;
 mod reload;
 mod store;
 mod stubs;
