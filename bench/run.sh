@@ -13,6 +13,7 @@
 #                           DURATION s; only gRPC-OK responses count
 #     CreateUser-connect,   the same CreateUser over Connect (JSON, connect-protocol-version: 1)
 #     CreateUser-json       and over HTTP/JSON (POST /users.UserService/CreateUser, application/json)
+#     CreateUser-rest       and over transcoded REST (POST /v1/users, bench/rest's google.api.http rule)
 #                           with h2load; not on the baseline (gRPC only): their ratios are to the
 #                           target's own gRPC CreateUser of the same round
 #     ListUsers(PAGE)       `loadgen list`: streamed users/s (each call must bring PAGE)
@@ -26,7 +27,7 @@
 # Knobs (env), defaults in brackets:
 #   TARGETS [baseline protoserve]  which built-in targets run (TARGETS=baseline: baseline only)
 #   ROUNDS [3]  DURATION [5] s  WARMUP [1] s  CONNS [2]  STREAMS [50] (per connection)
-#   RPCS [GetUser CreateUser CreateUser-connect CreateUser-json ListUsers BulkCreate]
+#   RPCS [GetUser CreateUser CreateUser-connect CreateUser-json CreateUser-rest ListUsers BulkCreate]
 #   PAGE [100]  BATCH [100]
 #   COLD_RUNS [5]  FILL_N [1000000] (0 skips the fill)  CHECK [1] (0 skips the semantic check)
 #   PIN [1] (0: no taskset)  SRV_CPUS [0]  LG_CPUS [1]  H2_THREADS [1]
@@ -45,7 +46,7 @@ ROOT=$(cd "$BENCH/.." && pwd)
 TARGETS=${TARGETS-baseline protoserve}
 ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} WARMUP=${WARMUP:-1}
 CONNS=${CONNS:-2} STREAMS=${STREAMS:-50}
-RPCS=${RPCS:-GetUser CreateUser CreateUser-connect CreateUser-json ListUsers BulkCreate} PAGE=${PAGE:-100} BATCH=${BATCH:-100}
+RPCS=${RPCS:-GetUser CreateUser CreateUser-connect CreateUser-json CreateUser-rest ListUsers BulkCreate} PAGE=${PAGE:-100} BATCH=${BATCH:-100}
 COLD_RUNS=${COLD_RUNS:-5} FILL_N=${FILL_N:-1000000} CHECK=${CHECK:-1}
 PIN=${PIN:-1} SRV_CPUS=${SRV_CPUS:-0} LG_CPUS=${LG_CPUS:-1} H2_THREADS=${H2_THREADS:-1}
 BUILD=${BUILD:-1} OUT=${OUT:-$BENCH/results}
@@ -110,7 +111,7 @@ for t in $TARGETS; do
       add_target baseline "$BASELINE_BIN --addr 127.0.0.1:{port}" ;;
     protoserve)
       [ -x "$PROTOSERVE_BIN" ] || die "missing $PROTOSERVE_BIN (BUILD=1 builds it; or set PROTOSERVE_BIN)"
-      add_target protoserve "$PROTOSERVE_BIN serve $ROOT/schemas/users --data $BENCH/data/bench-user.yaml --addr 127.0.0.1:{port}" ;;
+      add_target protoserve "$PROTOSERVE_BIN serve $ROOT/schemas/users $BENCH/rest --data $BENCH/data/bench-user.yaml --addr 127.0.0.1:{port}" ;;
     *) die "unknown target '$t' in TARGETS (known: baseline protoserve; add others as NAME='COMMAND')" ;;
   esac
 done
@@ -186,6 +187,7 @@ h2() { # seconds h2load-args... (runs pinned, bounded in time)
 }
 h2_rpc() { # round name metric method body headers-array
   local url="http://127.0.0.1:$PORT/users.UserService/$4" body=$5 probe ref stats
+  [[ $4 == /* ]] && url="http://127.0.0.1:$PORT$4"  # a REST path
   local -n HEADERS=$6
   local tag="$OUT/logs/$2-r$1-${3//\//-}"
   # One request first: its DATA bytes are the size of one good response (gRPC errors have
@@ -230,9 +232,10 @@ run_rpc() { # round name rpc
     GetUser | CreateUser) h2_rpc "$1" "$2" "$3" "$3" "$bodies/$3.bin" GRPC_HEADERS ;;
     CreateUser-connect) h2_rpc "$1" "$2" "$(metric_of "$3")" CreateUser "$bodies/CreateUser.json" CONNECT_HEADERS ;;
     CreateUser-json) h2_rpc "$1" "$2" "$(metric_of "$3")" CreateUser "$bodies/CreateUser.json" JSON_HEADERS ;;
+    CreateUser-rest) h2_rpc "$1" "$2" "$(metric_of "$3")" /v1/users "$bodies/CreateUser.json" JSON_HEADERS ;;
     ListUsers) stream_rpc "$1" "$2" "ListUsers($PAGE)" list --page-size "$PAGE" ;;
     BulkCreate) stream_rpc "$1" "$2" "BulkCreate($BATCH)" bulk --batch "$BATCH" ;;
-    *) die "unknown rpc '$3' in RPCS (known: GetUser CreateUser CreateUser-connect CreateUser-json ListUsers BulkCreate)" ;;
+    *) die "unknown rpc '$3' in RPCS (known: GetUser CreateUser CreateUser-connect CreateUser-json CreateUser-rest ListUsers BulkCreate)" ;;
   esac
 }
 metric_of() {
@@ -241,6 +244,7 @@ metric_of() {
     BulkCreate) echo "BulkCreate($BATCH)" ;;
     CreateUser-connect) echo "CreateUser/connect-json" ;;
     CreateUser-json) echo "CreateUser/http-json" ;;
+    CreateUser-rest) echo "CreateUser/rest" ;;
     *) echo "$1" ;;
   esac
 }

@@ -33,8 +33,11 @@ const THROUGHPUT: [(&str, f64, bool); 4] = [
     ("BulkCreate(100)", 0.85, false),
 ];
 /// Web-protocol rows: metric and label, each measured against the target's own gRPC row.
-const WEB: [(&str, &str); 2] =
-    [("CreateUser/connect-json", "CreateUser Connect JSON"), ("CreateUser/http-json", "CreateUser HTTP/JSON")];
+const WEB: [(&str, &str); 3] = [
+    ("CreateUser/connect-json", "CreateUser Connect JSON"),
+    ("CreateUser/http-json", "CreateUser HTTP/JSON"),
+    ("CreateUser/rest", "CreateUser REST (google.api.http)"),
+];
 const WEB_REFERENCE: &str = "CreateUser";
 const P99_GOAL: f64 = 1.2;
 const COLD_START_GOAL_MS: f64 = 50.0;
