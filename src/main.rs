@@ -7,13 +7,11 @@ use protoserve::{Command, Config};
 
 fn main() -> ExitCode {
     let config = Config::from_args();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
-    match &config.command {
-        Command::Serve(c) if c.log_format == protoserve::LogFormat::Json => logs.json().init(),
-        _ => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
-    }
+    // Held until the end of `main`: dropping it flushes the log lines.
+    let logs = protoserve::logs::init(match &config.command {
+        Command::Serve(c) => Some(c.log_format),
+        _ => None,
+    });
     let result = match config.command {
         Command::Compat(opts) => {
             let code = protoserve::compat_cmd::run(&opts, &mut std::io::stdout().lock(), &mut std::io::stderr().lock());
@@ -24,6 +22,7 @@ fn main() -> ExitCode {
             let shutdown = match signals::install() {
                 Ok(s) => s,
                 Err(e) => {
+                    protoserve::logs::flush();
                     eprintln!("error: cannot handle SIGINT/SIGTERM: {e}");
                     return ExitCode::from(2);
                 }
@@ -31,12 +30,14 @@ fn main() -> ExitCode {
             match runtime() {
                 Ok(rt) => rt.block_on(async { protoserve::serve(&c, shutdown).await }),
                 Err(e) => {
+                    protoserve::logs::flush();
                     eprintln!("error: cannot start the async runtime: {e}");
                     return ExitCode::from(2);
                 }
             }
         }
     };
+    drop(logs);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -103,6 +104,7 @@ mod signals {
                     };
                     match seen.load(Ordering::SeqCst) {
                         STARTING => {
+                            protoserve::logs::flush();
                             eprintln!("protoserve: {name} during startup: exiting");
                             std::process::exit(128 + number);
                         }
@@ -112,6 +114,7 @@ mod signals {
                             let _ = tx.send(true);
                         }
                         _ => {
+                            protoserve::logs::flush();
                             eprintln!("protoserve: second {name}: stopping without waiting for in-flight RPCs");
                             std::process::exit(128 + number);
                         }

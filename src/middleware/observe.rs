@@ -99,18 +99,16 @@ impl Report {
         }
         if self.log {
             let request_bytes = self.tally.as_ref().map_or(self.request_bytes, |t| t.bytes.load(Ordering::Relaxed));
-            let peer = self.peer.map(tracing::field::display);
-            tracing::info!(
-                target: "protoserve::rpc",
-                method = %self.path,
-                code = ?code,
-                duration_ms = took.as_micros() as f64 / 1000.0,
-                peer,
+            crate::logs::RpcLine {
+                method: &self.path,
+                code,
+                micros: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                peer: self.peer,
                 request_bytes,
-                response_bytes = self.sent_bytes,
-                generation = self.generation,
-                "rpc"
-            );
+                response_bytes: self.sent_bytes,
+                generation: self.generation,
+            }
+            .log();
         }
     }
 }
