@@ -1,8 +1,8 @@
 //! Log output of `serve`: lines are formatted on the thread that logs them and
-//! handed to a writer thread over a bounded channel ([`LogSink`]), which writes
-//! them to stderr in order, in batches (one `write(2)` per batch, not per line).
-//! A full channel drops the line and counts it rather than blocking an RPC; the
-//! count is reported when the [`LogGuard`] flushes at exit.
+//! appended to a bounded buffer ([`LogSink`]) that a writer thread takes and
+//! writes to stderr in batches (one `write(2)` per batch, not per line), in
+//! order. A full buffer drops the line and counts it rather than blocking an
+//! RPC; the count is reported when the [`LogGuard`] flushes at exit.
 //!
 //! The writer thread sleeps briefly between batches, so a busy server's lines
 //! cost their senders no wake-up either.
@@ -13,12 +13,12 @@
 //! UTC, the date part computed once per second and thread).
 
 use std::cell::Cell;
+use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
@@ -30,96 +30,116 @@ use crate::LogFormat;
 /// Target of the one-line-per-RPC event.
 pub const RPC_TARGET: &str = "protoserve::rpc";
 
-/// Lines waiting for the writer thread before new ones are dropped.
-const CAPACITY: usize = 8192;
+/// Bytes waiting for the writer thread before new lines are dropped.
+const CAPACITY: usize = 4 << 20;
 
 /// How long the exit flush waits for the writer thread.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The writer thread's pause after a batch before it looks for more lines (and
-/// blocks when there are none): lines show up at most this late.
+/// The writer thread's pause after a batch before it takes the next one (or
+/// waits when there is none): lines show up at most this late.
 const BATCH_PAUSE: Duration = Duration::from_millis(2);
 
-enum Msg {
-    Line(Vec<u8>),
-    Flush(SyncSender<()>),
+/// Lines not yet taken by the writer thread, and its progress.
+#[derive(Debug, Default)]
+struct Pending {
+    buf: Vec<u8>,
+    /// The writer thread waits for lines: the next line must wake it.
+    idle: bool,
+    /// Batches taken by the writer thread so far.
+    taken: u64,
+    /// Batches written and flushed so far.
+    written: u64,
 }
 
-/// Where formatted lines go: the writer thread's channel (a [`MakeWriter`]).
-#[derive(Debug, Clone)]
-pub struct LogSink {
-    tx: SyncSender<Msg>,
-    dropped: Arc<AtomicU64>,
+#[derive(Debug, Default)]
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Lines arrived for an idle writer thread.
+    wake: Condvar,
+    /// A batch was written.
+    written: Condvar,
+    dropped: AtomicU64,
 }
 
-impl std::fmt::Debug for Msg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Msg::Line(_) => "Line",
-            Msg::Flush(_) => "Flush",
-        })
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // Nothing panics under this lock; a poisoned one is still consistent.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+/// Where formatted lines go: a buffer that a writer thread takes in batches (a
+/// [`MakeWriter`]). Appending a line costs a lock and a copy, and a wake-up
+/// only when the writer thread was idle.
+#[derive(Debug, Clone)]
+pub struct LogSink(Arc<Shared>);
 
 impl LogSink {
     /// Starts the writer thread, writing to `out`.
     pub fn spawn<W: io::Write + Send + 'static>(out: W) -> io::Result<LogSink> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(CAPACITY);
-        std::thread::Builder::new().name("log-writer".into()).spawn(move || write_lines(rx, out))?;
-        Ok(LogSink { tx, dropped: Arc::default() })
+        let shared = Arc::new(Shared::default());
+        let theirs = shared.clone();
+        std::thread::Builder::new().name("log-writer".into()).spawn(move || write_lines(&theirs, out))?;
+        Ok(LogSink(shared))
     }
 
     /// Lines dropped so far because the writer thread was behind.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.0.dropped.load(Ordering::Relaxed)
     }
 
-    /// Waits (bounded) until every line sent so far is written and flushed.
+    /// Waits (bounded) until every line appended so far is written and flushed.
     pub fn flush(&self) {
-        let (ack, done) = std::sync::mpsc::sync_channel(1);
-        if self.tx.send(Msg::Flush(ack)).is_ok() {
-            let _ = done.recv_timeout(FLUSH_TIMEOUT);
+        let mut p = self.0.lock();
+        let target = p.taken + u64::from(!p.buf.is_empty());
+        let deadline = std::time::Instant::now() + FLUSH_TIMEOUT;
+        while p.written < target {
+            let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else { return };
+            p = match self.0.written.wait_timeout(p, left) {
+                Ok((p, _)) => p,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
         }
     }
 
-    fn send_owned(&self, line: Vec<u8>) {
-        match self.tx.try_send(Msg::Line(line)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+    /// Appends one complete line (or drops and counts it when the buffer is full).
+    fn push(&self, line: &[u8]) {
+        let mut p = self.0.lock();
+        if p.buf.len() + line.len() > CAPACITY {
+            drop(p);
+            self.0.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        p.buf.extend_from_slice(line);
+        let wake = std::mem::take(&mut p.idle);
+        drop(p);
+        if wake {
+            self.0.wake.notify_one();
         }
     }
 }
 
-/// The writer thread: writes what is queued, flushes, pauses ([`BATCH_PAUSE`])
-/// and goes on while lines keep coming; blocks on the channel only when a pause
-/// brought none (while it pauses, senders wake no one).
-fn write_lines<W: io::Write>(rx: Receiver<Msg>, out: W) {
-    let mut out = io::BufWriter::with_capacity(64 * 1024, out);
-    let handle = |msg: Msg, out: &mut io::BufWriter<W>| match msg {
-        Msg::Line(line) => {
-            let _ = out.write_all(&line);
+/// The writer thread: takes what is buffered, writes and flushes it (one
+/// `write(2)` per batch of up to 64 KiB), pauses ([`BATCH_PAUSE`]), and waits
+/// only when nothing came meanwhile (while it pauses, senders wake no one).
+fn write_lines<W: io::Write>(shared: &Shared, mut out: W) {
+    let mut batch = Vec::new();
+    loop {
+        let mut p = shared.lock();
+        while p.buf.is_empty() {
+            p.idle = true;
+            p = shared.wake.wait(p).unwrap_or_else(PoisonError::into_inner);
         }
-        Msg::Flush(ack) => {
-            let _ = out.flush();
-            let _ = ack.try_send(());
-        }
-    };
-    while let Ok(mut msg) = rx.recv() {
-        loop {
-            handle(msg, &mut out);
-            while let Ok(msg) = rx.try_recv() {
-                handle(msg, &mut out);
-            }
-            let _ = out.flush();
-            std::thread::sleep(BATCH_PAUSE);
-            msg = match rx.try_recv() {
-                Ok(msg) => msg,
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => return,
-            };
-        }
+        std::mem::swap(&mut p.buf, &mut batch);
+        p.taken += 1;
+        drop(p);
+        let _ = out.write_all(&batch);
+        let _ = out.flush();
+        batch.clear();
+        shared.lock().written += 1;
+        shared.written.notify_all();
+        std::thread::sleep(BATCH_PAUSE);
     }
 }
 
@@ -130,7 +150,7 @@ pub struct SinkWriter<'a>(&'a LogSink);
 impl io::Write for SinkWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if !buf.is_empty() {
-            self.0.send_owned(buf.to_vec());
+            self.0.push(buf);
         }
         Ok(buf.len())
     }
@@ -285,6 +305,11 @@ fn digits(out: &mut [u8], mut n: u64) {
 /// line is a plain `tracing` event.
 static RPC_LINES: OnceLock<(LogSink, LogFormat)> = OnceLock::new();
 
+thread_local! {
+    /// Where this thread formats its RPC lines (reused: no allocation per line).
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+}
+
 /// One finished RPC, as the `protoserve::rpc` line reports it.
 #[derive(Debug, Clone, Copy)]
 pub struct RpcLine<'a> {
@@ -316,12 +341,18 @@ impl RpcLine<'_> {
         if let Some((sink, format)) = RPC_LINES.get()
             && tracing::Span::current().is_none()
         {
-            let mut line = Vec::with_capacity(384);
-            match format {
-                LogFormat::Text => self.text(&mut line),
-                LogFormat::Json => self.json(&mut line),
-            }
-            sink.send_owned(line);
+            let write = |line: &mut Vec<u8>| {
+                line.clear();
+                match format {
+                    LogFormat::Text => self.text(line),
+                    LogFormat::Json => self.json(line),
+                }
+                sink.push(line);
+            };
+            LINE.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut line) => write(&mut line),
+                Err(_) => write(&mut Vec::new()),
+            });
             return;
         }
         tracing::info!(
@@ -438,23 +469,39 @@ fn millis(out: &mut Vec<u8>, micros: u64) {
     out.extend_from_slice(&frac[..len]);
 }
 
-/// An address as its `Display` prints it (IPv4 without `core::fmt`).
+thread_local! {
+    /// The last IPv4 peer this thread formatted (a connection's RPCs share it).
+    static LAST_PEER: Cell<Option<(std::net::SocketAddrV4, [u8; 21], usize)>> = const { Cell::new(None) };
+}
+
+/// An address as its `Display` prints it (IPv4 without `core::fmt`, and the
+/// last one per thread remembered).
 fn addr(out: &mut Vec<u8>, addr: SocketAddr) {
-    match addr {
-        SocketAddr::V4(v4) => {
-            let [a, b, c, d] = v4.ip().octets();
-            for (i, octet) in [a, b, c, d].into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
-            }
-            out.push(b':');
-            out.extend_from_slice(itoa::Buffer::new().format(v4.port()).as_bytes());
+    let SocketAddr::V4(v4) = addr else {
+        let _ = write!(out, "{addr}");
+        return;
+    };
+    if let Some((last, text, len)) = LAST_PEER.get()
+        && last == v4
+    {
+        out.extend_from_slice(&text[..len]);
+        return;
+    }
+    let start = out.len();
+    let [a, b, c, d] = v4.ip().octets();
+    for (i, octet) in [a, b, c, d].into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
         }
-        SocketAddr::V6(_) => {
-            let _ = write!(out, "{addr}");
-        }
+        out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+    }
+    out.push(b':');
+    out.extend_from_slice(itoa::Buffer::new().format(v4.port()).as_bytes());
+    let mut text = [0u8; 21];
+    let len = out.len() - start;
+    if len <= text.len() {
+        text[..len].copy_from_slice(&out[start..]);
+        LAST_PEER.set(Some((v4, text, len)));
     }
 }
 
@@ -548,9 +595,12 @@ mod tests {
             } else {
                 (std::net::Ipv6Addr::from(rng.u128(..)), rng.u16(..)).into()
             };
-            let mut out = Vec::new();
-            addr(&mut out, a);
-            assert_eq!(String::from_utf8(out).unwrap(), a.to_string());
+            // Twice: the second one from the per-thread memory.
+            for _ in 0..2 {
+                let mut out = b"peer=".to_vec();
+                addr(&mut out, a);
+                assert_eq!(String::from_utf8(out).unwrap(), format!("peer={a}"));
+            }
         }
         for n in 0..=16 {
             let code = tonic::Code::from_i32(n);
@@ -630,7 +680,40 @@ mod tests {
         }
         sink.flush();
         let got = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-        // Lines are dropped only when the channel is full (8192 > 1000 here).
+        // Lines are dropped only when the buffer is full (4 MiB > 9 KB here).
         assert_eq!((got, sink.dropped()), (want, 0));
+    }
+
+    #[test]
+    fn a_full_buffer_drops_whole_lines_and_counts_them() {
+        /// Holds its first write until told to go on.
+        struct Gate(std::sync::mpsc::Receiver<()>, Arc<std::sync::Mutex<Vec<u8>>>);
+        impl io::Write for Gate {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                let _ = self.0.recv();
+                self.1.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let (go, wait) = std::sync::mpsc::channel();
+        let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = LogSink::spawn(Gate(wait, out.clone())).unwrap();
+        let line = [b"x".repeat(1023), b"\n".to_vec()].concat();
+        // The writer blocks on its first batch (at most CAPACITY bytes); the
+        // buffer then fills up behind it.
+        let total = 2 * CAPACITY / line.len() + 100;
+        for _ in 0..total {
+            sink.make_writer().write_all(&line).unwrap();
+        }
+        assert!(sink.dropped() > 0, "nothing dropped");
+        drop(go);
+        sink.flush();
+        let out = out.lock().unwrap();
+        assert_eq!(out.len() % line.len(), 0, "a partial line was written");
+        assert!(out.chunks(line.len()).all(|l| l == line.as_slice()));
+        assert_eq!(out.len() / line.len() + sink.dropped() as usize, total);
     }
 }
