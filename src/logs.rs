@@ -508,6 +508,13 @@ fn addr(out: &mut Vec<u8>, addr: SocketAddr) {
 /// A JSON string literal (escaping what JSON strings cannot hold as is).
 fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
+    let plain = |b: &u8| *b >= 0x20 && *b != b'"' && *b != b'\\';
+    // Method names and addresses need no escapes: one scan, one copy.
+    if s.as_bytes().iter().all(plain) {
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         let esc: &[u8] = match b {
