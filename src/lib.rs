@@ -51,6 +51,7 @@ pub mod compat;
 pub mod compat_cmd;
 pub mod error;
 mod health;
+pub mod logs;
 pub mod middleware;
 pub mod otlp;
 mod protocol;

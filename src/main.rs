@@ -11,14 +11,14 @@ fn main() -> ExitCode {
         Ok(otlp) => otlp,
         Err(code) => return code,
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
-    match &config.command {
-        _ if otlp.is_some() => {} // otlp_start installed the subscriber
-        Command::Serve(c) if c.log_format == protoserve::LogFormat::Json => logs.json().init(),
-        _ => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
-    }
+    // Held until the end of `main`: dropping it flushes the log lines. With
+    // `--otlp-endpoint`, otlp_start installed the subscriber (with its span layer).
+    let logs = otlp.is_none().then(|| {
+        protoserve::logs::init(match &config.command {
+            Command::Serve(c) => Some(c.log_format),
+            _ => None,
+        })
+    });
     let result = match config.command {
         Command::Compat(opts) => {
             let code = protoserve::compat_cmd::run(&opts, &mut std::io::stdout().lock(), &mut std::io::stderr().lock());
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
             let shutdown = match signals::install() {
                 Ok(s) => s,
                 Err(e) => {
+                    protoserve::logs::flush();
                     eprintln!("error: cannot handle SIGINT/SIGTERM: {e}");
                     return ExitCode::from(2);
                 }
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
                     served
                 }
                 Err(e) => {
+                    protoserve::logs::flush();
                     eprintln!("error: cannot start the async runtime: {e}");
                     return ExitCode::from(2);
                 }
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
     if let Some(otlp) = otlp {
         otlp.shutdown();
     }
+    drop(logs);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -142,6 +145,7 @@ mod signals {
                     };
                     match seen.load(Ordering::SeqCst) {
                         STARTING => {
+                            protoserve::logs::flush();
                             eprintln!("protoserve: {name} during startup: exiting");
                             std::process::exit(128 + number);
                         }
@@ -151,6 +155,7 @@ mod signals {
                             let _ = tx.send(true);
                         }
                         _ => {
+                            protoserve::logs::flush();
                             eprintln!("protoserve: second {name}: stopping without waiting for in-flight RPCs");
                             std::process::exit(128 + number);
                         }

@@ -18,7 +18,7 @@ use tower_service::Service;
 
 use super::metrics::{MethodMetrics, Metrics};
 use crate::Error;
-use crate::call::{Answer, BoxFuture, CallRequest, Output, Replies, Reply};
+use crate::call::{Answer, CallRequest, Output, Replies, Reply};
 
 /// What to observe.
 #[derive(Debug, Clone, Default)]
@@ -99,18 +99,16 @@ impl Report {
         }
         if self.log {
             let request_bytes = self.tally.as_ref().map_or(self.request_bytes, |t| t.bytes.load(Ordering::Relaxed));
-            let peer = self.peer.map(tracing::field::display);
-            tracing::info!(
-                target: "protoserve::rpc",
-                method = %self.path,
-                code = ?code,
-                duration_ms = took.as_micros() as f64 / 1000.0,
-                peer,
+            crate::logs::RpcLine {
+                method: &self.path,
+                code,
+                micros: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                peer: self.peer,
                 request_bytes,
-                response_bytes = self.sent_bytes,
-                generation = self.generation,
-                "rpc"
-            );
+                response_bytes: self.sent_bytes,
+                generation: self.generation,
+            }
+            .log();
         }
     }
 }
@@ -122,7 +120,7 @@ where
 {
     type Response = Answer;
     type Error = Error;
-    type Future = BoxFuture<Result<Answer, Error>>;
+    type Future = ObserveFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx)
@@ -160,40 +158,55 @@ where
             sent: 0,
             sent_bytes: 0,
         };
-        let fut = self.inner.call(call);
-        Box::pin(async move {
-            // Dropped before the answer (the client went away): CANCELLED.
-            let mut guard = Pending(Some(report));
-            let result = fut.await;
-            let Some(mut report) = guard.0.take() else { return result };
-            match result {
-                Err(e) => {
-                    report.done(e.code());
-                    Err(e)
-                }
-                Ok(answer) => Ok(match &answer.body {
-                    Output::One(reply) => {
-                        report.reply(reply);
-                        report.done(tonic::Code::Ok);
-                        answer
-                    }
-                    Output::Many(_) => {
-                        answer.map_stream(|s| -> Replies { Box::pin(Watched { inner: s, report: Some(report) }) })
-                    }
-                }),
-            }
-        })
+        ObserveFuture { inner: self.inner.call(call), report: Some(report) }
     }
 }
 
-/// Reports CANCELLED for a call dropped before its answer.
-struct Pending(Option<Report>);
+pin_project_lite::pin_project! {
+    /// An observed call's future (no allocation of its own): reports the call
+    /// when its answer or failure comes, and as CANCELLED when dropped before
+    /// (the client went away).
+    pub struct ObserveFuture<F> {
+        #[pin]
+        inner: F,
+        report: Option<Report>,
+    }
 
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if let Some(r) = self.0.take() {
-            r.done(tonic::Code::Cancelled);
+    impl<F> PinnedDrop for ObserveFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(r) = this.project().report.take() {
+                r.done(tonic::Code::Cancelled);
+            }
         }
+    }
+}
+
+impl<F> std::future::Future for ObserveFuture<F>
+where
+    F: std::future::Future<Output = Result<Answer, Error>>,
+{
+    type Output = Result<Answer, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        let Some(mut report) = this.report.take() else { return Poll::Ready(result) };
+        Poll::Ready(match result {
+            Err(e) => {
+                report.done(e.code());
+                Err(e)
+            }
+            Ok(answer) => Ok(match &answer.body {
+                Output::One(reply) => {
+                    report.reply(reply);
+                    report.done(tonic::Code::Ok);
+                    answer
+                }
+                Output::Many(_) => {
+                    answer.map_stream(|s| -> Replies { Box::pin(Watched { inner: s, report: Some(report) }) })
+                }
+            }),
+        })
     }
 }
 

@@ -253,6 +253,10 @@ fn request_encoding(headers: &http::HeaderMap) -> Result<Option<CompressionEncod
 
 /// Drops response headers the protocol owns (a handler's metadata cannot set them).
 fn sanitize(headers: &mut http::HeaderMap) {
+    // Most answers set no metadata: six hash lookups saved per call.
+    if headers.is_empty() {
+        return;
+    }
     for name in ["content-type", "grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-encoding", "te"] {
         headers.remove(name);
     }
