@@ -309,17 +309,19 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// `google.rpc.Status`, as `grpc-status-details-bin` carries it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+    #[prost(message, repeated, tag = "3")]
+    pub details: Vec<prost_types::Any>,
+}
+
 /// Decodes `google.rpc.Status` details into (field, description) pairs of a BadRequest.
 pub fn bad_request_violations(status: &Status) -> Vec<(String, String)> {
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct RpcStatus {
-        #[prost(int32, tag = "1")]
-        code: i32,
-        #[prost(string, tag = "2")]
-        message: String,
-        #[prost(message, repeated, tag = "3")]
-        details: Vec<prost_types::Any>,
-    }
     #[derive(Clone, PartialEq, prost::Message)]
     struct BadRequest {
         #[prost(message, repeated, tag = "1")]

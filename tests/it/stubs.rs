@@ -8,7 +8,7 @@ use prost::Message as _;
 use protoserve::Server;
 use tonic::{Code, Request};
 
-use crate::harness::{Client, TestServer, get_i64, get_str, users_dir};
+use crate::harness::{Client, RpcStatus, TestServer, get_i64, get_str, users_dir};
 
 fn shop_dir() -> PathBuf {
     crate::harness::root().join("tests/data/stubs/proto")
@@ -269,16 +269,6 @@ async fn times_then_step_aside_and_sequences_for_retries() {
     assert_eq!(place(&mut c, serde_json::json!({"orderId": "once"})).await.unwrap(), "one");
     assert_eq!(place(&mut c, serde_json::json!({"orderId": "once"})).await.unwrap(), "two");
     assert_eq!(place(&mut c, serde_json::json!({"orderId": "once"})).await.unwrap(), "default");
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<prost_types::Any>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
