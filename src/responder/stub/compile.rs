@@ -214,10 +214,11 @@ impl Cx<'_> {
                 }
             },
         };
-        let at = self.src.position(node.at.offset).0;
+        // The node knows its line and column: no scan of the file per stub.
+        let at = format!("{}:{}:{}", self.src.display, node.at.line, node.at.col);
         Some(Stub::new(
             id,
-            at.to_string(),
+            at,
             format!("/{}/{}", method.parent_service().full_name(), method.name()),
             priority,
             order,
