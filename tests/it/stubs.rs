@@ -1136,3 +1136,114 @@ fn templates_are_checked_against_the_request_type() {
     assert!(has("no field `cty` in shop.Address"), "{problems:#?}");
     assert_eq!(problems.len(), 3, "{problems:#?}");
 }
+
+#[tokio::test]
+async fn templates_fill_error_messages_and_header_and_trailer_values() {
+    let dir = stub_dir(&[(
+        "t.yaml",
+        r#"
+- method: shop.Shop/PlaceOrder
+  match: {request: {matches: {order_id: "bad-.*"}}}
+  answer:
+    headers: {x-order: "{{ .Request.order_id }}"}
+    trailers: {x-tenant: 't-{{ index .Headers "x-tenant" }}'}
+    error:
+      code: INVALID_ARGUMENT
+      message: "order {{ .Request.order_id }} has no quantity"
+      details:
+        - "@type": google.rpc.ErrorInfo
+          reason: NO_QTY
+- method: shop.Shop/PlaceOrder
+  answer:
+    headers: {x-order: "{{ .Request.order_id }}", x-fixed: "yes"}
+    trailers: {x-qty: "{{ .Request.qty }}"}
+    message: {note: ok}
+"#,
+    )]);
+    let (_s, mut c) = shop(dir.path()).await;
+    let mut req = Request::new(order(&c, serde_json::json!({"orderId": "bad-1"})));
+    req.metadata_mut().insert("x-tenant", "acme".parse().unwrap());
+    let e = c.unary_req("/shop.Shop/PlaceOrder", req).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "order bad-1 has no quantity"));
+    assert_eq!(e.metadata().get("x-order").unwrap(), "bad-1");
+    assert_eq!(e.metadata().get("x-tenant").unwrap(), "t-acme");
+    // The google.rpc.Status in the details carries the rendered message too.
+    let st = RpcStatus::decode(e.details()).unwrap();
+    assert_eq!(st.message, "order bad-1 has no quantity");
+    assert_eq!(st.details.len(), 1);
+
+    c.grpc.ready().await.unwrap();
+    let out = c.pool.get_message_by_name("shop.Receipt").unwrap();
+    let m = order(&c, serde_json::json!({"orderId": "o-2", "qty": 5}));
+    let r = c
+        .grpc
+        .unary(Request::new(m), "/shop.Shop/PlaceOrder".parse().unwrap(), crate::harness::DynCodec(out))
+        .await
+        .unwrap();
+    assert_eq!(r.metadata().get("x-order").unwrap(), "o-2");
+    assert_eq!(r.metadata().get("x-fixed").unwrap(), "yes");
+    assert_eq!(r.metadata().get("x-qty").unwrap(), "5", "{:?}", r.metadata());
+}
+
+#[test]
+fn templates_in_headers_and_error_messages_are_checked_against_the_request_type() {
+    let text = r#"- method: shop.Shop/PlaceOrder
+  answer:
+    headers: {x-a: "{{ .Request.ordr_id }}"}
+    message: {}
+- method: shop.Shop/PlaceOrder
+  answer:
+    error: {code: NOT_FOUND, message: "no {{ .Request.custmer }}"}
+"#;
+    let dir = stub_dir(&[("t.yaml", text)]);
+    let server = Server::builder().schema_dir(shop_dir()).stubs(dir.path()).build().unwrap();
+    let problems: Vec<String> = server.snapshot().problems().iter().map(|p| p.to_string()).collect();
+    let has = |s: &str| problems.iter().any(|p| p.contains(s));
+    assert!(has("t.yaml:3:20: error: template reads `.Request.ordr_id`: no field `ordr_id`"), "{problems:#?}");
+    assert!(has("did you mean `order_id`?"), "{problems:#?}");
+    assert!(has("t.yaml:7:39: error: template reads `.Request.custmer`"), "{problems:#?}");
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+}
+
+#[tokio::test]
+async fn bidi_answers_send_the_first_answers_headers_and_every_answers_trailers() {
+    let dir = stub_dir(&[(
+        "talk.yaml",
+        r#"
+- method: shop.Shop/Talk
+  match: {request: {equals: {text: hello}}}
+  answer:
+    headers: {x-greeted: "{{ .Request.text }}"}
+    trailers: {x-said: hello}
+    messages: [{text: hi}]
+- method: shop.Shop/Talk
+  match: {request: {equals: {text: bye}}}
+  answer:
+    headers: {x-ignored: "yes"}
+    trailers: {x-said: bye}
+    messages: [{text: see you}]
+"#,
+    )]);
+    let (_s, mut c) = shop(dir.path()).await;
+    let chat = |t: &str, c: &Client| c.msg("shop.Chat", serde_json::json!({"text": t}));
+    let out = c.pool.get_message_by_name("shop.Chat").unwrap();
+    c.grpc.ready().await.unwrap();
+    let reqs = tokio_stream::iter(vec![chat("hello", &c), chat("bye", &c)]);
+    let r = c
+        .grpc
+        .streaming(Request::new(reqs), "/shop.Shop/Talk".parse().unwrap(), crate::harness::DynCodec(out))
+        .await
+        .unwrap();
+    // The response headers are those of the answer to the first message.
+    assert_eq!(r.metadata().get("x-greeted").unwrap(), "hello", "{:?}", r.metadata());
+    assert!(r.metadata().get("x-ignored").is_none());
+    let mut s = r.into_inner();
+    let mut texts = Vec::new();
+    while let Some(m) = s.message().await.unwrap() {
+        texts.push(get_str(&m, "text"));
+    }
+    assert_eq!(texts, ["hi", "see you"]);
+    let trailers = s.trailers().await.unwrap().expect("trailers");
+    let said: Vec<_> = trailers.get_all("x-said").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    assert_eq!(said, ["hello", "bye"]);
+}

@@ -18,7 +18,7 @@ use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use super::gripmock;
 use super::matcher::{Leaf, Matcher, Pattern};
 use super::node::{At, Node, Value};
-use super::{AnswerSpec, Delay, ErrorSpec, Item, Stub, Then, When};
+use super::{AnswerSpec, Delay, ErrorSpec, HeaderTemplate, Item, Stub, Then, When};
 use crate::call::Kind;
 use crate::schema::Problem;
 use crate::schema::diagnostic::SourceText;
@@ -864,18 +864,24 @@ impl Cx<'_> {
                         }
                     }
                 }
-                "error" => match self.error_spec(value) {
+                "error" => match self.error_spec(value, &method.input()) {
                     Some(e) => spec.error = Some(e),
                     None => ok = false,
                 },
-                "headers" => match self.headers(value) {
-                    Some(h) => spec.headers = h,
-                    None => ok = false,
-                },
-                "trailers" => match self.headers(value) {
-                    Some(h) => spec.trailers = h,
-                    None => ok = false,
-                },
+                "headers" | "trailers" => {
+                    let trailer = *name == "trailers";
+                    match self.headers(value, trailer, &method.input()) {
+                        Some((h, mut templated)) => {
+                            if trailer {
+                                spec.trailers = h
+                            } else {
+                                spec.headers = h
+                            }
+                            spec.header_templates.append(&mut templated);
+                        }
+                        None => ok = false,
+                    }
+                }
                 _ => match self.delay(value) {
                     Some(d) => spec.delay = d,
                     None => ok = false,
@@ -976,19 +982,39 @@ impl Cx<'_> {
         }
     }
 
-    fn headers(&mut self, node: &Node) -> Option<MetadataMap> {
+    /// Fixed headers (or trailers), and those whose values are templates.
+    fn headers(
+        &mut self,
+        node: &Node,
+        trailer: bool,
+        input: &MessageDescriptor,
+    ) -> Option<(MetadataMap, Vec<HeaderTemplate>)> {
         let Some(pairs) = node.as_map() else {
             self.bad(node, "`headers` and `trailers` map names to strings");
             return None;
         };
         let mut map = MetadataMap::new();
+        let mut templated = Vec::new();
         for (k, v) in pairs {
             let name = k.text().to_ascii_lowercase();
             let text = v.as_str().map(str::to_owned).unwrap_or_else(|| v.text().to_owned());
             let key = MetadataKey::<tonic::metadata::Ascii>::from_bytes(name.as_bytes());
+            let sendable = !name.ends_with("-bin") && !name.starts_with("grpc-");
+            if super::template::is_template(&text) {
+                match key {
+                    Ok(key) if sendable => {
+                        if !self.template(v, &text, input) {
+                            return None;
+                        }
+                        templated.push(HeaderTemplate { trailer, key, text });
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
             let value = MetadataValue::try_from(text.as_str());
             match (key, value) {
-                (Ok(key), Ok(value)) if !name.ends_with("-bin") && !name.starts_with("grpc-") => {
+                (Ok(key), Ok(value)) if sendable => {
                     map.append(key, value);
                 }
                 _ => {
@@ -1003,10 +1029,10 @@ impl Cx<'_> {
                 }
             }
         }
-        Some(map)
+        Some((map, templated))
     }
 
-    fn error_spec(&mut self, node: &Node) -> Option<ErrorSpec> {
+    fn error_spec(&mut self, node: &Node, input: &MessageDescriptor) -> Option<ErrorSpec> {
         let entries = self.keys(node, "an error", &["code", "message", "details"])?;
         let mut code = None;
         let mut message = String::new();
@@ -1014,7 +1040,12 @@ impl Cx<'_> {
         for (name, _, v) in entries {
             match name {
                 "code" => code = Some(self.code(v)?),
-                "message" => message = v.as_str().map(str::to_owned).unwrap_or_else(|| v.text().to_owned()),
+                "message" => {
+                    message = v.as_str().map(str::to_owned).unwrap_or_else(|| v.text().to_owned());
+                    if super::template::is_template(&message) && !self.template(v, &message, input) {
+                        return None;
+                    }
+                }
                 _ => {
                     let Some(items) = v.as_seq() else {
                         self.bad(v, "`details` is a list of messages, each with its `@type`");
@@ -1032,7 +1063,8 @@ impl Cx<'_> {
         };
         let details = details.into_iter().collect::<Option<Vec<_>>>()?;
         let status = crate::validate::RpcStatus { code: code as i32, message: message.clone(), details };
-        Some(ErrorSpec { code, message, details: Bytes::from(status.encode_to_vec()) })
+        let templated = super::template::is_template(&message);
+        Some(ErrorSpec { code, message, details: Bytes::from(status.encode_to_vec()), templated })
     }
 
     fn code(&mut self, node: &Node) -> Option<tonic::Code> {

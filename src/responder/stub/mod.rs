@@ -364,6 +364,16 @@ pub(crate) struct AnswerSpec {
     pub(crate) delay: Delay,
     pub(crate) items: Vec<Item>,
     pub(crate) error: Option<ErrorSpec>,
+    /// Headers and trailers whose values are templates, rendered per call.
+    pub(crate) header_templates: Vec<HeaderTemplate>,
+}
+
+/// A header (or trailer) value with templates: rendered for each call.
+#[derive(Debug, Clone)]
+pub(crate) struct HeaderTemplate {
+    pub(crate) trailer: bool,
+    pub(crate) key: tonic::metadata::MetadataKey<tonic::metadata::Ascii>,
+    pub(crate) text: String,
 }
 
 /// One reply message, encoded with the output type (or, with templates,
@@ -380,7 +390,10 @@ pub(crate) struct Item {
 pub(crate) struct ErrorSpec {
     pub(crate) code: tonic::Code,
     pub(crate) message: String,
+    /// The encoded `google.rpc.Status` (its message too).
     pub(crate) details: Bytes,
+    /// The message is a template, rendered per call (and the status re-encoded).
+    pub(crate) templated: bool,
 }
 
 /// Fixed or uniformly random in a range.
@@ -396,6 +409,8 @@ impl AnswerSpec {
     /// Whether a reply needs the request to be rendered.
     pub(crate) fn templated(&self) -> bool {
         self.items.iter().any(|i| i.template.is_some())
+            || !self.header_templates.is_empty()
+            || self.error.as_ref().is_some_and(|e| e.templated)
     }
 }
 

@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
+use prost::Message as _;
 use prost_reflect::DynamicMessage;
-use tonic::metadata::MetadataMap;
+use tonic::metadata::{MetadataMap, MetadataValue};
 
 use super::matcher::Subject;
 use super::template::Input;
 use super::{AnswerSpec, Delay, Item, Stub};
 use crate::Error;
-use crate::call::{Answer, Body, CallRequest, Kind, Replies, Reply, Respond, Responding};
+use crate::call::{Answer, Body, CallRequest, Kind, MetadataCell, Replies, Reply, Respond, Responding};
 
 /// The most messages one client-streaming call answered by stubs may send.
 const MAX_STREAM_MESSAGES: usize = 100_000;
@@ -42,6 +43,10 @@ struct Inner {
     /// The store's answer, when it serves the method too.
     fallback: Option<Arc<dyn Respond>>,
     uses_headers: bool,
+    /// Bidi: some answer sets response headers (the first message is then
+    /// answered before the response starts) or trailers.
+    bidi_headers: bool,
+    bidi_trailers: bool,
 }
 
 impl MethodStubs {
@@ -66,7 +71,15 @@ impl MethodStubs {
             }
         }
         let every = (0..stubs.len()).collect();
-        MethodStubs { inner: Arc::new(Inner { path, kind, stubs, by_equals, scanned, every, fallback, uses_headers }) }
+        let answers = || stubs.iter().flat_map(|s| &s.answers);
+        let bidi = kind == Kind::Bidi;
+        let bidi_headers =
+            bidi && answers().any(|a| !a.headers.is_empty() || a.header_templates.iter().any(|t| !t.trailer));
+        let bidi_trailers =
+            bidi && answers().any(|a| !a.trailers.is_empty() || a.header_templates.iter().any(|t| t.trailer));
+        let inner =
+            Inner { path, kind, stubs, by_equals, scanned, every, fallback, uses_headers, bidi_headers, bidi_trailers };
+        MethodStubs { inner: Arc::new(inner) }
     }
 }
 
@@ -77,7 +90,7 @@ impl Respond for MethodStubs {
             match inner.kind {
                 Kind::Unary | Kind::ServerStreaming => inner.one(call).await,
                 Kind::ClientStreaming => inner.client_stream(call).await,
-                Kind::Bidi => inner.bidi(call),
+                Kind::Bidi => inner.bidi(call).await,
             }
         }))
     }
@@ -291,11 +304,15 @@ impl Inner {
 
     /// Bidi: each incoming message is matched and answered (zero or more
     /// messages, maybe an error that ends the stream) before the next is read.
-    fn bidi(self: &Arc<Self>, call: CallRequest) -> Result<Answer, Error> {
+    /// When the method's answers set headers, the first message is answered
+    /// before the response starts: its answer's headers are the response's.
+    /// Trailers of every answer given are sent at the end.
+    async fn bidi(self: &Arc<Self>, call: CallRequest) -> Result<Answer, Error> {
         let (mut ex, frames) = call.into_streaming();
         let headers = self.headers(&std::mem::take(&mut ex.metadata));
         let msgs = Box::pin(ex.messages(frames));
-        let state = Lockstep {
+        let trailers = self.bidi_trailers.then(MetadataCell::new);
+        let mut state = Lockstep {
             inner: self.clone(),
             msgs,
             headers,
@@ -303,8 +320,25 @@ impl Inner {
             error: None,
             done: false,
             index: 0,
+            trailers: trailers.clone(),
+            first_headers: None,
         };
-        Ok(Answer::stream(Box::pin(futures_util::stream::unfold(state, Lockstep::next))))
+        let mut metadata = MetadataMap::new();
+        if self.bidi_headers {
+            state.answer_next().await;
+            if state.pending.is_empty()
+                && let Some(e) = state.error.take()
+            {
+                return Err(e);
+            }
+            metadata = state.first_headers.take().unwrap_or_default();
+        }
+        let mut answer = Answer::stream(Box::pin(futures_util::stream::unfold(state, Lockstep::next)));
+        answer.metadata = metadata;
+        if let Some(t) = trailers {
+            answer = answer.with_trailers(t);
+        }
+        Ok(answer)
     }
 }
 
@@ -318,6 +352,10 @@ struct Lockstep {
     done: bool,
     /// How many messages came in.
     index: usize,
+    /// Where the trailers of the answers given gather (when any stub has some).
+    trailers: Option<MetadataCell>,
+    /// The headers of the answer to the first message.
+    first_headers: Option<MetadataMap>,
 }
 
 impl Lockstep {
@@ -337,57 +375,125 @@ impl Lockstep {
                 self.done = true;
                 return Some((Err(e), self));
             }
-            let msg = match self.msgs.next().await {
-                None => return None,
-                Some(Err(e)) => {
-                    self.done = true;
-                    return Some((Err(e), self));
-                }
-                Some(Ok(m)) => m,
-            };
-            let inner = self.inner.clone();
-            let found = {
-                let subj = Subject::message(&msg, &self.headers);
-                match inner
-                    .pick(&self.headers, Some(&subj), |s| s.when.request.as_ref().is_none_or(|m| m.is_match(&subj)))
-                {
-                    Some(a) => {
-                        let input = a.templated().then(|| Input::new(subj.full(), Vec::new(), &self.headers));
-                        let replies: Vec<_> =
-                            a.items.iter().map(|i| (reply_of(i, input.as_ref(), self.index), i.delay)).collect();
-                        Ok((a.delay, replies, a.error.as_ref().map(|e| e.to_error(a, false))))
-                    }
-                    None => Err(inner.not_found(&self.headers, |s, d| {
-                        if let Some(m) = &s.when.request {
-                            m.diffs(&subj, "request", d);
-                        }
-                    })),
-                }
-            };
-            self.index += 1;
-            match found {
-                Ok((delay, items, error)) => {
-                    sleep(delay).await;
-                    self.pending.extend(items);
-                    self.error = error;
-                }
-                Err(e) => self.error = Some(e),
+            if !self.answer_next().await {
+                return None;
             }
         }
+    }
+
+    /// Reads the next incoming message and answers it (replies into `pending`,
+    /// an error into `error`); `false` when the client's stream is over.
+    async fn answer_next(&mut self) -> bool {
+        let msg = match self.msgs.next().await {
+            None => return false,
+            Some(Err(e)) => {
+                self.error = Some(e);
+                return true;
+            }
+            Some(Ok(m)) => m,
+        };
+        let inner = self.inner.clone();
+        let first = self.index == 0;
+        let found = {
+            let subj = Subject::message(&msg, &self.headers);
+            match inner.pick(&self.headers, Some(&subj), |s| s.when.request.as_ref().is_none_or(|m| m.is_match(&subj)))
+            {
+                Some(a) => {
+                    let input = a.templated().then(|| Input::new(subj.full(), Vec::new(), &self.headers));
+                    let replies: Vec<_> =
+                        a.items.iter().map(|i| (reply_of(i, input.as_ref(), self.index), i.delay)).collect();
+                    let error = a
+                        .error
+                        .as_ref()
+                        .map(|e| e.to_error(a, first && replies.is_empty(), input.as_ref(), self.index));
+                    // Headers go out once, with the response; trailers gather for its end.
+                    let metadata = (error.is_none() || first).then(|| a.metadata(input.as_ref(), self.index));
+                    Ok((a.delay, replies, error, metadata))
+                }
+                None => Err(inner.not_found(&self.headers, |s, d| {
+                    if let Some(m) = &s.when.request {
+                        m.diffs(&subj, "request", d);
+                    }
+                })),
+            }
+        };
+        self.index += 1;
+        match found {
+            Ok((delay, items, error, metadata)) => {
+                sleep(delay).await;
+                self.pending.extend(items);
+                self.error = error;
+                match metadata {
+                    Some(Ok((headers, trailers))) => {
+                        if first {
+                            self.first_headers = Some(headers);
+                        }
+                        if self.error.is_none()
+                            && let Some(cell) = &self.trailers
+                        {
+                            cell.update(|t| append_ascii(t, &trailers));
+                        }
+                    }
+                    Some(Err(e)) => self.error = Some(e),
+                    None => {}
+                }
+            }
+            Err(e) => self.error = Some(e),
+        }
+        true
+    }
+}
+
+/// Appends the ASCII entries of `from` to `to`.
+fn append_ascii(to: &mut MetadataMap, from: &MetadataMap) {
+    for kv in from.iter() {
+        if let tonic::metadata::KeyAndValueRef::Ascii(k, v) = kv {
+            to.append(k.clone(), v.clone());
+        }
+    }
+}
+
+impl AnswerSpec {
+    /// This answer's headers and trailers for one call, templates rendered.
+    fn metadata(&self, input: Option<&Input>, index: usize) -> Result<(MetadataMap, MetadataMap), Error> {
+        let mut headers = self.headers.clone();
+        let mut trailers = self.trailers.clone();
+        if !self.header_templates.is_empty() {
+            let none = Input::default();
+            let input = input.unwrap_or(&none);
+            for t in &self.header_templates {
+                let text = input.render_text(&t.text, index)?;
+                let value = MetadataValue::try_from(text.as_str()).map_err(|_| {
+                    Error::internal(format!("a stub template for `{}` rendered `{text}`, not a header value", t.key))
+                })?;
+                if t.trailer { &mut trailers } else { &mut headers }.append(t.key.clone(), value);
+            }
+        }
+        Ok((headers, trailers))
     }
 }
 
 impl super::ErrorSpec {
     /// The status, with the answer's trailers as its metadata, and its headers
     /// too when nothing was sent before it (a trailers-only response).
-    fn to_error(&self, answer: &AnswerSpec, first: bool) -> Error {
-        let mut metadata = if first { answer.headers.clone() } else { MetadataMap::new() };
-        for kv in answer.trailers.iter() {
-            if let tonic::metadata::KeyAndValueRef::Ascii(k, v) = kv {
-                metadata.append(k.clone(), v.clone());
-            }
+    fn to_error(&self, answer: &AnswerSpec, first: bool, input: Option<&Input>, index: usize) -> Error {
+        let (headers, trailers) = match answer.metadata(input, index) {
+            Ok(m) => m,
+            Err(e) => return e,
+        };
+        let mut metadata = if first { headers } else { MetadataMap::new() };
+        append_ascii(&mut metadata, &trailers);
+        if !self.templated {
+            return Error::with_code(self.code, self.message.clone(), Some(self.details.clone()), metadata);
         }
-        Error::with_code(self.code, self.message.clone(), Some(self.details.clone()), metadata)
+        let message = match input.unwrap_or(&Input::default()).render_text(&self.message, index) {
+            Ok(m) => m,
+            Err(e) => return e,
+        };
+        // The details carry the message too: re-encoded with the rendered one.
+        let mut status = crate::validate::RpcStatus::decode(self.details.clone()).unwrap_or_default();
+        status.message = message.clone();
+        Error::with_code(self.code, message, Some(Bytes::from(status.encode_to_vec())), metadata)
     }
 }
 
@@ -402,10 +508,11 @@ fn reply_of(item: &Item, input: Option<&Input>, index: usize) -> Result<Reply, E
 /// Builds the answer of a unary, server- or client-streaming call.
 async fn answer(spec: &AnswerSpec, kind: Kind, input: Option<Arc<Input>>) -> Result<Answer, Error> {
     sleep(spec.delay).await;
+    let (headers, trailers) = spec.metadata(input.as_deref(), 0)?;
     let mut out = match kind {
         Kind::ServerStreaming => {
             let items = spec.items.clone();
-            let error = spec.error.as_ref().map(|e| e.to_error(spec, false));
+            let error = spec.error.as_ref().map(|e| e.to_error(spec, false, input.as_deref(), items.len()));
             let replies = futures_util::stream::iter(items.into_iter().enumerate())
                 .then(move |(i, item)| {
                     let input = input.clone();
@@ -419,14 +526,14 @@ async fn answer(spec: &AnswerSpec, kind: Kind, input: Option<Arc<Input>>) -> Res
             Answer::stream(replies)
         }
         _ => match (&spec.error, spec.items.first()) {
-            (Some(e), _) => return Err(e.to_error(spec, true)),
+            (Some(e), _) => return Err(e.to_error(spec, true, input.as_deref(), 0)),
             (None, Some(item)) => Answer::one(reply_of(item, input.as_deref(), 0)?),
             (None, None) => return Err(Error::internal("a stub answer without a message")),
         },
     };
-    out.metadata = spec.headers.clone();
-    if !spec.trailers.is_empty() {
-        out = out.with_trailers(spec.trailers.clone());
+    out.metadata = headers;
+    if !trailers.is_empty() {
+        out = out.with_trailers(trailers);
     }
     Ok(out)
 }

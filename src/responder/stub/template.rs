@@ -156,18 +156,35 @@ impl Input {
     pub(crate) fn new(request: &J, requests: Vec<J>, headers: &J) -> Self {
         Input { request: request.clone(), requests, headers: headers.clone() }
     }
+
+    fn context(&self, index: usize) -> Context {
+        let mut cx = HashMap::new();
+        cx.insert("Request".to_owned(), to_value(&self.request));
+        cx.insert("Requests".to_owned(), Value::Array(self.requests.iter().map(to_value).collect()));
+        cx.insert("Headers".to_owned(), to_value(&self.headers));
+        cx.insert("MessageIndex".to_owned(), Value::from(index as i64));
+        Context::from(Value::Map(cx))
+    }
+
+    /// Renders a text template (a header or trailer value, an error message)
+    /// for this call.
+    pub(crate) fn render_text(&self, text: &str, index: usize) -> Result<String, Error> {
+        render_str(text, &self.context(index))
+    }
+}
+
+fn render_str(s: &str, cx: &Context) -> Result<String, Error> {
+    if !actions_closed(s) {
+        return Err(Error::internal("stub template: an action `{{` is not closed"));
+    }
+    let t = template(s).map_err(|e| Error::internal(format!("stub template: {e}")))?;
+    t.render(cx).map_err(|e| Error::internal(format!("stub template `{s}`: {e}")))
 }
 
 impl Templated {
     /// Renders every template and decodes the result as the output type.
     pub(crate) fn render(&self, input: &Input, index: usize) -> Result<DynamicMessage, Error> {
-        let mut cx = HashMap::new();
-        cx.insert("Request".to_owned(), to_value(&input.request));
-        cx.insert("Requests".to_owned(), Value::Array(input.requests.iter().map(to_value).collect()));
-        cx.insert("Headers".to_owned(), to_value(&input.headers));
-        cx.insert("MessageIndex".to_owned(), Value::from(index as i64));
-        let cx = Context::from(Value::Map(cx));
-        let json = fill(&self.json, &cx)?;
+        let json = fill(&self.json, &input.context(index))?;
         DynamicMessage::deserialize_with_options(self.desc.clone(), json, &DeserializeOptions::new()).map_err(|e| {
             Error::internal(format!(
                 "a stub template rendered a value that is not a valid {}: {e}",
@@ -180,11 +197,7 @@ impl Templated {
 fn fill(j: &J, cx: &Context) -> Result<J, Error> {
     Ok(match j {
         J::String(s) if is_template(s) => {
-            if !actions_closed(s) {
-                return Err(Error::internal("stub template: an action `{{` is not closed"));
-            }
-            let t = template(s).map_err(|e| Error::internal(format!("stub template: {e}")))?;
-            let out = t.render(cx).map_err(|e| Error::internal(format!("stub template `{s}`: {e}")))?;
+            let out = render_str(s, cx)?;
             let whole = s.trim().starts_with("{{") && s.trim().ends_with("}}") && s.matches("{{").count() == 1;
             match serde_json::from_str::<J>(&out) {
                 Ok(v @ (J::Number(_) | J::Bool(_))) if whole => v,
