@@ -1247,3 +1247,38 @@ async fn bidi_answers_send_the_first_answers_headers_and_every_answers_trailers(
     let said: Vec<_> = trailers.get_all("x-said").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
     assert_eq!(said, ["hello", "bye"]);
 }
+
+/// GripMock's template helpers, written as its documentation describes them.
+#[tokio::test]
+async fn gripmock_template_helpers_compute_answers() {
+    let dir = stub_dir(&[(
+        "helpers.yaml",
+        r#"
+- service: Shop
+  method: PlaceOrder
+  input: {matches: {order_id: "ord_.*"}}
+  output:
+    data:
+      note: '{{ .Request.order_id | split "_" | index 1 | upper }} {{ sum 1 2 3 }} {{ .Request.qty | mul 2 }} {{ lower "ABC" }} {{ join (split "a-b" "-") "+" }}'
+      id: '{{ format .RequestTime "2006" }}/{{ string2base64 "hi" }}/{{ avg 1 2 }}'
+      amount: '{{ add .Request.qty 0.5 | round }}'
+- service: Shop
+  method: Upload
+  output:
+    data:
+      note: '{{ sum (extract .Requests "qty") }} in {{ len .Requests }}, max {{ max (extract .Requests "qty") }}'
+"#,
+    )]);
+    let (_s, mut c) = shop(dir.path()).await;
+    let r = c.unary("/shop.Shop/PlaceOrder", order(&c, serde_json::json!({"orderId": "ord_abc", "qty": 7}))).await;
+    let r = r.unwrap();
+    assert_eq!(get_str(&r, "note"), "ABC 6 14 abc a+b");
+    let year = get_str(&r, "id");
+    let (year, rest) = year.split_once('/').unwrap();
+    assert!(year.len() == 4 && year.parse::<u32>().unwrap() >= 2026, "{year}");
+    assert_eq!(rest, "aGk=/1.5");
+    assert_eq!(get_i64(&r, "amount"), 8);
+    let ups = [3, 5, 1].map(|q| order(&c, serde_json::json!({"orderId": "u", "qty": q}))).to_vec();
+    let r = c.client_stream("/shop.Shop/Upload", ups).await.unwrap();
+    assert_eq!(get_str(&r, "note"), "9 in 3, max 5");
+}

@@ -20,6 +20,7 @@ mod matcher;
 mod node;
 mod respond;
 mod template;
+mod template_fn;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};

@@ -9,9 +9,8 @@
 //! renders to (number, boolean), so it can fill a numeric or boolean field.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 
-use gtmpl::{Context, FuncError, Template, Value};
+use gtmpl::{Context, Template, Value};
 use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor};
 use serde_json::Value as J;
 
@@ -24,12 +23,7 @@ pub(crate) fn is_template(s: &str) -> bool {
 
 fn template(text: &str) -> Result<Template, String> {
     let mut t = Template::default();
-    t.add_funcs(&[
-        ("uuid", uuid as gtmpl::Func),
-        ("unix", unix as gtmpl::Func),
-        ("unixMilli", unix_milli as gtmpl::Func),
-        ("randInt", rand_int as gtmpl::Func),
-    ]);
+    t.add_funcs(super::template_fn::FUNCS);
     t.parse(text).map_err(|e| e.to_string())?;
     Ok(t)
 }
@@ -81,7 +75,28 @@ pub(crate) fn check(text: &str) -> Result<(), String> {
     if !actions_closed(text) {
         return Err("an action `{{` is not closed by `}}`".into());
     }
-    std::panic::catch_unwind(|| template(text)).map_err(|_| "the template parser failed on it".to_owned())?.map(|_| ())
+    std::panic::catch_unwind(|| template(text)).map_err(|_| "the template parser failed on it".to_owned())??;
+    unknown_fields(text)
+}
+
+/// What a template can read at its top level.
+const FIELDS: &[&str] = &["Request", "Requests", "Headers", "MessageIndex", "RequestTime", "Timestamp"];
+
+/// Refuses a top-level `.Name` the context lacks (`.StubID`): it would print
+/// `<no value>`. Inside `range` or `with` the dot moves, so those are not
+/// checked; lower-case names are message fields, not checked either.
+fn unknown_fields(text: &str) -> Result<(), String> {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| regex::Regex::new(r"(?:^|[\s(|{])\.([A-Z][A-Za-z0-9_]*)").expect("a valid pattern"));
+    if text.contains("range") || text.contains("with") {
+        return Ok(());
+    }
+    match re.captures_iter(text).map(|c| c.get(1).map_or("", |m| m.as_str())).find(|n| !FIELDS.contains(n)) {
+        Some(name) => {
+            Err(format!("`.{name}` is not something a template can read (it can read .{})", FIELDS.join(", .")))
+        }
+        None => Ok(()),
+    }
 }
 
 /// The `.Request.a.b` paths a template reads (to check them against the schema).
@@ -90,35 +105,6 @@ pub(crate) fn request_paths(text: &str) -> Vec<Vec<String>> {
     let re =
         RE.get_or_init(|| regex::Regex::new(r"\.Request((?:\.[A-Za-z_][A-Za-z0-9_]*)+)").expect("a valid pattern"));
     re.captures_iter(text).map(|c| c[1].split('.').filter(|s| !s.is_empty()).map(str::to_owned).collect()).collect()
-}
-
-fn uuid(_: &[Value]) -> Result<Value, FuncError> {
-    Ok(Value::String(uuid::Uuid::new_v4().to_string()))
-}
-
-fn since_epoch() -> std::time::Duration {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
-}
-
-fn unix(_: &[Value]) -> Result<Value, FuncError> {
-    Ok(Value::from(since_epoch().as_secs() as i64))
-}
-
-fn unix_milli(_: &[Value]) -> Result<Value, FuncError> {
-    Ok(Value::from(since_epoch().as_millis() as i64))
-}
-
-fn rand_int(args: &[Value]) -> Result<Value, FuncError> {
-    let num = |v: &Value| -> Option<i64> { gtmpl::from_value::<i64>(v) };
-    let (Some(lo), Some(hi)) = (args.first().and_then(num), args.get(1).and_then(num)) else {
-        return Err(FuncError::ExactlyXArgs("randInt".into(), 2));
-    };
-    if hi < lo {
-        return Err(FuncError::Generic("randInt: MAX is below MIN".into()));
-    }
-    let r = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    let span = (hi - lo) as u64;
-    Ok(Value::from(lo + (r % span.saturating_add(1).max(1)) as i64))
 }
 
 fn to_value(j: &J) -> Value {
@@ -143,6 +129,8 @@ pub(crate) struct Input {
     pub(crate) request: J,
     pub(crate) requests: Vec<J>,
     pub(crate) headers: J,
+    /// When the call was answered (RFC 3339), the same in every template of it.
+    pub(crate) time: String,
 }
 
 /// A reply whose message has templates: its JSON, rendered per call.
@@ -154,7 +142,7 @@ pub(crate) struct Templated {
 
 impl Input {
     pub(crate) fn new(request: &J, requests: Vec<J>, headers: &J) -> Self {
-        Input { request: request.clone(), requests, headers: headers.clone() }
+        Input { request: request.clone(), requests, headers: headers.clone(), time: super::template_fn::now_text() }
     }
 
     fn context(&self, index: usize) -> Context {
@@ -163,6 +151,9 @@ impl Input {
         cx.insert("Requests".to_owned(), Value::Array(self.requests.iter().map(to_value).collect()));
         cx.insert("Headers".to_owned(), to_value(&self.headers));
         cx.insert("MessageIndex".to_owned(), Value::from(index as i64));
+        let time = Value::String(self.time.clone());
+        cx.insert("RequestTime".to_owned(), time.clone());
+        cx.insert("Timestamp".to_owned(), time);
         Context::from(Value::Map(cx))
     }
 
@@ -266,5 +257,22 @@ mod tests {
             let _ = tx.send(());
         });
         assert!(rx.recv_timeout(std::time::Duration::from_secs(60)).is_ok(), "a template check did not return");
+    }
+}
+
+#[cfg(test)]
+mod unknown_tests {
+    use super::*;
+
+    #[test]
+    fn unknown_functions_are_refused_at_load() {
+        let e = check("{{ faker.Person.FirstName }}").unwrap_err();
+        assert!(e.contains("faker"), "{e}");
+        let e = check("{{ backoff 1 2 }}").unwrap_err();
+        assert!(e.contains("backoff"), "{e}");
+        let e = check("{{ .StubID }}").unwrap_err();
+        assert!(e.contains("`.StubID` is not something a template can read"), "{e}");
+        assert!(check("{{ .Request.Foo }} {{ (index .Requests 0).qty }} {{ .RequestTime }}").is_ok());
+        assert!(check("{{ range .Requests }}{{ .Qty }}{{ end }}").is_ok());
     }
 }
