@@ -605,6 +605,7 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
         snap.method_count(),
         services.join(", ")
     );
+    log_routes(&snap);
     let hup = reload::on_signals(server.reload_handle());
     match listener {
         Ok(tls) => server.serve(tls, shutdown).await,
@@ -646,4 +647,22 @@ pub fn check(config: &CheckConfig) -> Result<String, Error> {
         )));
     }
     Ok(out)
+}
+
+/// What answers each method, at startup: listed when there are few, else
+/// counted by responder (`check` lists them all; `RUST_LOG=debug` logs them).
+fn log_routes(snap: &Snapshot) {
+    const LISTED: usize = 64;
+    let routes = snap.describe_routes();
+    if routes.len() <= LISTED {
+        tracing::info!("what answers each method:\n  {}", routes.join("\n  "));
+        return;
+    }
+    let mut by: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for r in snap.routes.values() {
+        *by.entry(r.responder.responder()).or_default() += 1;
+    }
+    let counts: Vec<String> = by.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+    tracing::info!("what answers the {} methods: {} (`protoserve check` lists each)", routes.len(), counts.join(", "));
+    tracing::debug!("what answers each method:\n  {}", routes.join("\n  "));
 }

@@ -132,6 +132,12 @@ pub(crate) trait Respond: Send + Sync + fmt::Debug {
     /// One line saying what answers, for `check` and the logs.
     fn describe(&self) -> String;
 
+    /// Which responder this is (`handler`, `stubs`, `store`, `UNIMPLEMENTED`),
+    /// for the startup summary.
+    fn responder(&self) -> &'static str {
+        "other"
+    }
+
     /// Whether this answers even a method protoserve serves itself (health):
     /// stubs for `grpc.health.v1.Health` replace the built-in answer.
     fn replaces_builtin(&self) -> bool {

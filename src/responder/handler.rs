@@ -374,6 +374,10 @@ impl Handler {
 }
 
 impl Respond for Handler {
+    fn responder(&self) -> &'static str {
+        "handler"
+    }
+
     fn respond(&self, call: CallRequest) -> Responding {
         Responding::Later(self.run(call))
     }

@@ -121,6 +121,10 @@ impl Unimplemented {
 }
 
 impl Respond for Unimplemented {
+    fn responder(&self) -> &'static str {
+        "UNIMPLEMENTED"
+    }
+
     fn respond(&self, _call: CallRequest) -> Responding {
         Responding::Ready(Err(Error::unimplemented(self.message.clone())))
     }

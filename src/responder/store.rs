@@ -1421,6 +1421,10 @@ impl StoreRoute {
 }
 
 impl Respond for StoreRouteRef {
+    fn responder(&self) -> &'static str {
+        "store"
+    }
+
     fn respond(&self, call: CallRequest) -> Responding {
         let kind = Kind::of(call.method());
         if matches!(kind, Kind::Unary | Kind::ServerStreaming) {

@@ -1282,3 +1282,19 @@ async fn gripmock_template_helpers_compute_answers() {
     let r = c.client_stream("/shop.Shop/Upload", ups).await.unwrap();
     assert_eq!(get_str(&r, "note"), "9 in 3, max 5");
 }
+
+/// The startup log says what answers each method, as `check` does.
+#[test]
+fn the_startup_log_says_what_answers_each_method() {
+    let root = crate::harness::root();
+    let users = root.join("schemas/users");
+    let stubs = root.join("examples/stubs");
+    let (child, _port) = crate::cli::spawn_server(&[users.to_str().unwrap(), "--stubs", stubs.to_str().unwrap()]);
+    let st = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("what answers each method:"), "{log}");
+    assert!(log.contains("/users.UserService/GetUser  [unary] stubs (3 stubs, else the store)"), "{log}");
+    assert!(log.contains("/users.UserService/CreateUser  [unary] store: create User"), "{log}");
+}

@@ -84,6 +84,10 @@ impl MethodStubs {
 }
 
 impl Respond for MethodStubs {
+    fn responder(&self) -> &'static str {
+        "stubs"
+    }
+
     fn respond(&self, call: CallRequest) -> Responding {
         let inner = self.inner.clone();
         Responding::Later(Box::pin(async move {
