@@ -249,6 +249,12 @@ async fn counters_survive_rebuilds_while_the_definition_stays_and_reset_restarts
     http(a, "POST", "/reset", None).await;
     assert_eq!(stub(&http(a, "GET", "/stubs", None).await.1, "limited")["timesLeft"], 2);
     assert_eq!(place(&mut s.client, json!({"orderId": "limited"})).await.unwrap(), "limited");
+    // Same specificity and priority: the stub added last wins, over files too.
+    for note in ["older", "newest"] {
+        let text = format!("id: {note}\nmethod: shop.Shop/PlaceOrder\nanswer: {{message: {{note: {note}}}}}\n");
+        assert_eq!(http(a, "POST", "/stubs", Some(&text)).await.0, 201);
+    }
+    assert_eq!(place(&mut s.client, json!({"orderId": "x"})).await.unwrap(), "newest");
 }
 
 #[tokio::test]

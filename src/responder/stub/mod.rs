@@ -60,15 +60,16 @@ pub(crate) struct StubResponder {
     dirs: Vec<PathBuf>,
     texts: Vec<SourceText>,
     runtime: Option<Arc<runtime::Runtime>>,
-    /// The counters of the stubs last built, by (id, definition, occurrence),
+    /// The counters of the stubs last built, by (id, definition),
     /// and the runtime epoch they belong to: a stub whose definition did not
     /// change keeps its counters in the next snapshot.
-    carried: Mutex<(u64, HashMap<CounterKey, Arc<Counters>>)>,
+    carried: Mutex<(u64, CounterMap)>,
     /// The responder after stubs (the store): answers when no stub matches.
     fallback: Arc<dyn Responder>,
 }
 
-type CounterKey = (Arc<str>, u64, usize);
+/// Counters by (id, definition).
+type CounterMap = HashMap<(Arc<str>, u64), Arc<Counters>, foldhash::fast::RandomState>;
 
 impl StubResponder {
     pub(crate) fn new(sources: Sources, fallback: Arc<dyn Responder>) -> Self {
@@ -82,20 +83,19 @@ impl StubResponder {
 
     /// Gives each stub the counters it had in the last build when its
     /// definition is the same, fresh ones otherwise.
-    fn carry(&self, stubs: &mut [&mut Stub], epoch: u64) {
+    fn carry(&self, stubs: &mut [Stub], epoch: u64) {
         let mut carried = self.carried.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (old_epoch, old) = std::mem::take(&mut *carried);
-        let mut old = if old_epoch == epoch { old } else { HashMap::new() };
-        let mut next = HashMap::with_capacity(stubs.len());
-        let mut seen: HashMap<(Arc<str>, u64), usize> = HashMap::new();
+        let mut old = if old_epoch == epoch { old } else { CounterMap::default() };
+        let mut next = CounterMap::with_capacity_and_hasher(stubs.len(), Default::default());
         for s in stubs.iter_mut() {
-            let n = seen.entry((s.id.clone(), s.definition)).or_default();
-            let key = (s.id.clone(), s.definition, *n);
-            *n += 1;
+            let key = (s.id.clone(), s.definition);
+            // Two stubs written alike under one id: the first keeps the
+            // counters, the other starts again.
             if let Some(c) = old.remove(&key) {
                 s.counters = c;
             }
-            next.insert(key, s.counters.clone());
+            next.entry(key).or_insert_with(|| s.counters.clone());
         }
         *carried = (epoch, next);
     }
@@ -227,7 +227,7 @@ impl Responder for StubResponder {
                 }
             }
         }
-        self.carry(&mut all.iter_mut().collect::<Vec<_>>(), edits.epoch);
+        self.carry(&mut all, edits.epoch);
         let all: Vec<Arc<Stub>> = all.into_iter().map(Arc::new).collect();
         let mut by_path: HashMap<String, Vec<Arc<Stub>>> = HashMap::new();
         for s in &all {
