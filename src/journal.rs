@@ -38,8 +38,8 @@ pub(crate) struct Entry {
     pub(crate) time: SystemTime,
     pub(crate) route: Arc<Route>,
     pub(crate) generation: u64,
-    /// ASCII headers in order; binary ones base64 as they travel.
-    pub(crate) headers: Vec<(String, String)>,
+    /// The request headers (a clone: values share their bytes).
+    pub(crate) headers: MetadataMap,
     pub(crate) peer: Option<SocketAddr>,
     /// The stubs that answered, noted by the stub responder.
     pub(crate) answered: Arc<Answered>,
@@ -93,7 +93,7 @@ impl Journal {
             time: SystemTime::now(),
             route,
             generation,
-            headers: headers(metadata),
+            headers: metadata.clone(),
             peer,
             answered: Arc::default(),
             record: Mutex::default(),
@@ -124,6 +124,8 @@ impl Journal {
     }
 }
 
+/// The headers as (name, value) in order: binary ones base64 as they travel,
+/// `authorization` redacted.
 fn headers(metadata: &MetadataMap) -> Vec<(String, String)> {
     metadata
         .iter()
@@ -193,11 +195,16 @@ impl Entry {
         frames.into_iter().filter_map(|b| DynamicMessage::decode(desc.clone(), b).ok()).collect()
     }
 
-    /// The headers as the stub matchers see them (the first value per name).
+    /// The headers as the stub matchers see them: ASCII values, the first
+    /// per name, `authorization` included (verify shows counts only).
     pub(crate) fn header_view(&self) -> serde_json::Value {
         let mut map = serde_json::Map::new();
-        for (k, v) in &self.headers {
-            map.entry(k.clone()).or_insert_with(|| serde_json::Value::String(v.clone()));
+        for kv in self.headers.iter() {
+            if let KeyAndValueRef::Ascii(k, v) = kv
+                && let Ok(v) = v.to_str()
+            {
+                map.entry(k.as_str().to_owned()).or_insert_with(|| serde_json::Value::String(v.to_owned()));
+            }
         }
         serde_json::Value::Object(map)
     }
@@ -222,12 +229,12 @@ impl Entry {
             Some(id) => (*id).to_owned(),
             None => answerer(&self.route.responder.describe()),
         };
-        let mut headers = serde_json::Map::new();
-        for (k, v) in &self.headers {
-            match headers.get_mut(k) {
-                Some(serde_json::Value::Array(a)) => a.push(v.clone().into()),
+        let mut header_map = serde_json::Map::new();
+        for (k, v) in headers(&self.headers) {
+            match header_map.get_mut(&k) {
+                Some(serde_json::Value::Array(a)) => a.push(v.into()),
                 _ => {
-                    headers.insert(k.clone(), serde_json::json!([v]));
+                    header_map.insert(k, serde_json::json!([v]));
                 }
             }
         }
@@ -237,7 +244,7 @@ impl Entry {
             "kind": self.route.kind.name(),
             "generation": self.generation,
             "peer": self.peer.map(|p| p.to_string()),
-            "headers": headers,
+            "headers": header_map,
             "frames": frames,
             "requests": requests,
             "replies": replies,

@@ -672,3 +672,34 @@ async fn edits_interleaved_with_reloads_all_survive() {
     }
     assert_eq!(stub(&admin.stubs(), "extra")["priority"], 14);
 }
+
+#[tokio::test]
+async fn the_journal_names_the_store_or_the_handler_and_redacts_authorization() {
+    let server = Server::builder()
+        .schema_dir(crate::harness::users_dir())
+        .unary("users.UserService/GetUser", |call| async move { Ok(call.reply()) })
+        .admin(10)
+        .build()
+        .unwrap();
+    let admin = server.admin().unwrap();
+    let s = TestServer::run(server).await;
+    let mut c = s.client().await;
+    let m = c.msg("users.CreateUserRequest", json!({"name": "ann", "email": "ann@example.com"}));
+    c.unary("/users.UserService/CreateUser", m).await.unwrap();
+    let mut req = tonic::Request::new(c.msg("users.GetUserRequest", json!({"userId": "1"})));
+    req.metadata_mut().insert("authorization", "Bearer s3cret".parse().unwrap());
+    c.unary_req("/users.UserService/GetUser", req).await.unwrap();
+    let j = admin.journal(None, None).unwrap();
+    let calls = j["calls"].as_array().unwrap();
+    assert_eq!((calls[0]["answeredBy"].as_str(), calls[1]["answeredBy"].as_str()), (Some("store"), Some("handler")));
+    assert_eq!(calls[0]["frames"][1]["message"]["name"], "ann");
+    assert_eq!(calls[1]["headers"]["authorization"], json!(["<redacted>"]));
+    assert!(!j.to_string().contains("s3cret"));
+    // Verify still sees the real header (it only shows counts).
+    let q = |token: &str| {
+        json!({"method": "users.UserService/GetUser", "match": {"headers": {"equals": {"authorization": token}}}})
+            .to_string()
+    };
+    assert_eq!(admin.verify(&q("Bearer s3cret")).unwrap()["count"], 1);
+    assert_eq!(admin.verify(&q("Bearer other")).unwrap()["count"], 0);
+}
