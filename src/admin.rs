@@ -104,12 +104,14 @@ impl Admin {
         self.journal.capacity()
     }
 
-    /// Every stub serving now: id, method, where it comes from, its state.
+    /// Every stub serving now: id, method, where it comes from, its state;
+    /// and the problems of the stubs left out (files that do not check).
     pub fn stubs(&self) -> Value {
         let snap = self.reload.snapshot();
         json!({
             "generation": snap.generation(),
             "stubs": snap.stubs.iter().map(|s| stub_json(s)).collect::<Vec<_>>(),
+            "problems": snap.problems().iter().map(problem_json).collect::<Vec<_>>(),
         })
     }
 

@@ -233,7 +233,8 @@ pub(crate) fn openapi() -> Value {
     let json_ok = |description: &str, schema: Value| json!({"description": description, "content": {"application/json": {"schema": schema}}});
     let stubs = json!({"type": "object", "properties": {
         "generation": {"type": "integer"},
-        "stubs": {"type": "array", "items": {"$ref": "#/components/schemas/Stub"}}
+        "stubs": {"type": "array", "items": {"$ref": "#/components/schemas/Stub"}},
+        "problems": {"type": "array", "description": "GET /stubs only: stubs left out for their problems", "items": {"$ref": "#/components/schemas/Problem"}}
     }});
     let edited = json!({"type": "object", "properties": {
         "ids": {"type": "array", "items": {"type": "string"}},
@@ -301,11 +302,12 @@ pub(crate) fn openapi() -> Value {
         "components": {"schemas": {
             "Error": {"type": "object", "required": ["error"], "properties": {
                 "error": {"type": "string"},
-                "problems": {"type": "array", "items": {"type": "object", "properties": {
-                    "message": {"type": "string"}, "source": {"type": ["string", "null"]},
-                    "line": {"type": ["integer", "null"]}, "column": {"type": ["integer", "null"]},
-                    "help": {"type": ["string", "null"]}, "text": {"type": "string", "description": "the rendered diagnostic"}
-                }}}
+                "problems": {"type": "array", "items": {"$ref": "#/components/schemas/Problem"}}
+            }},
+            "Problem": {"type": "object", "properties": {
+                "message": {"type": "string"}, "source": {"type": ["string", "null"]},
+                "line": {"type": ["integer", "null"]}, "column": {"type": ["integer", "null"]},
+                "help": {"type": ["string", "null"]}, "text": {"type": "string", "description": "the rendered diagnostic"}
             }},
             "Stub": {"type": "object", "properties": {
                 "id": {"type": "string"}, "method": {"type": "string"},

@@ -116,6 +116,7 @@ async fn stubs_are_added_refused_replaced_deleted_and_reset_over_http() {
     assert_eq!(code, 200);
     assert_eq!(ids(&list), ["file-default", "limited", "tracker", "talker", "talker-bye"]);
     assert_eq!(stub(&list, "file-default")["source"], "file");
+    assert_eq!(list["problems"], json!([]));
     assert!(stub(&list, "file-default")["at"].as_str().unwrap().ends_with("shop.yaml:2:3"), "{list}");
 
     // Add (JSON), then the RPC sees it right after the 201.
@@ -185,6 +186,13 @@ async fn stubs_are_added_refused_replaced_deleted_and_reset_over_http() {
     s.reload.reload().await.unwrap();
     assert_eq!(place(&mut s.client, json!({"orderId": "vip"})).await.unwrap(), "vip");
     assert!(ids(&http(a, "GET", "/stubs", None).await.1).contains(&"more".to_owned()));
+    std::fs::write(s._dir.path().join("broken.yaml"), "method: shop.Shop/Pong\nanswer: {message: {}}\n").unwrap();
+    s.reload.reload().await.unwrap();
+    let problems = http(a, "GET", "/stubs", None).await.1["problems"].clone();
+    assert!(problems[0]["text"].as_str().unwrap().contains("broken.yaml:1:9"), "{problems}");
+    assert!(problems[0]["help"].as_str().unwrap().contains("shop.Shop/Ping"), "{problems}");
+    std::fs::remove_file(s._dir.path().join("broken.yaml")).unwrap();
+    s.reload.reload().await.unwrap();
 
     // Unused: stubs that answered nothing yet.
     let (code, unused) = http(a, "GET", "/stubs/unused", None).await;
