@@ -74,6 +74,10 @@ pub struct ServeConfig {
     pub cors_origins: Vec<String>,
     /// Export a span per RPC to this OTLP/gRPC collector (`--otlp-endpoint`).
     pub otlp_endpoint: Option<String>,
+    /// Where to serve the admin API (HTTP/JSON); off when `None`.
+    pub admin_addr: Option<SocketAddr>,
+    /// Calls the admin API's request journal keeps (0: none).
+    pub journal_size: usize,
 }
 
 /// How log lines are written (`--log-format`).
@@ -255,6 +259,15 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (off by default).
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_addr)]
     metrics_addr: Option<SocketAddr>,
+    /// Serve the stub admin API (HTTP/JSON: runtime stubs, request journal,
+    /// verify; described at /openapi.json) on HOST:PORT. Off by default; PORT
+    /// or :PORT alone listen on loopback.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_admin_addr)]
+    admin_addr: Option<SocketAddr>,
+    /// Calls the admin API's request journal keeps, oldest dropped first
+    /// (0: no journal).
+    #[arg(long, value_name = "N", default_value_t = crate::journal::DEFAULT_CAPACITY)]
+    journal_size: usize,
     /// A YAML file of serve flags by long name (`max-message-size: 4MiB`,
     /// `auth-token: [a, b]`, `no-watch: true`, `dirs: [protos]`); flags given on
     /// the command line win.
@@ -371,6 +384,8 @@ impl Config {
                 auth_scope: a.auth_scope,
                 log_format: a.log_format,
                 metrics_addr: a.metrics_addr,
+                admin_addr: a.admin_addr,
+                journal_size: a.journal_size,
                 json_names: match a.json_names {
                     JsonNamesArg::Camel => crate::JsonNames::Camel,
                     JsonNamesArg::Proto => crate::JsonNames::Proto,
@@ -545,6 +560,15 @@ fn scalar_text(v: &yaml_serde::Value) -> Option<String> {
 /// Parses a listen address: `HOST:PORT` with an IP or a host name (`localhost:50051`,
 /// resolved now; IPv4 preferred when a name has both), `[IPv6]:PORT`, `:PORT` (every
 /// IPv4 interface, as Go servers read it) or a bare `PORT` (loopback).
+/// The admin API's address: like [`parse_addr`], but `:PORT` is loopback too
+/// (the admin API edits what the server answers: never open by accident).
+pub(crate) fn parse_admin_addr(s: &str) -> Result<SocketAddr, String> {
+    match s.trim().strip_prefix(':') {
+        Some(port) if !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()) => parse_addr(port),
+        _ => parse_addr(s),
+    }
+}
+
 pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     use std::net::{Ipv4Addr, ToSocketAddrs};
     let s = s.trim();
@@ -664,6 +688,12 @@ mod tests {
         assert_eq!(s.conn_limits.max_concurrent_streams, Some(50));
         assert_eq!(s.conn_limits.keepalive_interval, Some(std::time::Duration::from_secs(60)));
         assert_eq!((s.log_format, s.metrics_addr.map(|a| a.port())), (LogFormat::Json, Some(9090)));
+        assert_eq!((s.admin_addr, s.journal_size), (None, crate::journal::DEFAULT_CAPACITY));
+        let s = serve_with_config("admin-addr: ':7100'\njournal-size: 5\n", &[]).unwrap();
+        assert_eq!((s.admin_addr, s.journal_size), (Some("127.0.0.1:7100".parse().unwrap()), 5));
+        let s = serve_with_config("admin-addr: 7100\n", &["--admin-addr", "0.0.0.0:7101"]).unwrap();
+        assert_eq!(s.admin_addr, Some("0.0.0.0:7101".parse().unwrap()));
+        assert!(serve_with_config("journal-size: many\n", &[]).is_err());
         // The command line wins, for single and repeatable flags and for DIRs.
         let s = serve_with_config(yaml, &["--addr", "127.0.0.1:7001", "--auth-token", "c", "here"]).unwrap();
         assert_eq!((s.addr.to_string(), s.auth_tokens), ("127.0.0.1:7001".to_owned(), vec!["c".to_owned()]));

@@ -307,6 +307,16 @@ impl fmt::Debug for Error {
     }
 }
 
+impl Error {
+    /// The message a client receives with the status (the request journal).
+    pub(crate) fn status_message(&self) -> String {
+        match &*self.0 {
+            Repr::Status(s) => s.message().to_owned(),
+            _ => self.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &*self.0 {

@@ -45,12 +45,14 @@
 //! - `server`: listener/acceptor (TCP, [`TlsListener`] with certificate reload),
 //!   HTTP/1.1 + HTTP/2 connections, graceful drain.
 
+pub mod admin;
 mod call;
 mod cli;
 pub mod compat;
 pub mod compat_cmd;
 pub mod error;
 mod health;
+pub mod journal;
 pub mod logs;
 pub mod middleware;
 pub mod otlp;
@@ -122,6 +124,8 @@ pub struct Builder {
     watch: bool,
     on_breaking: OnBreaking,
     compat: Option<reload::CompatCheck>,
+    /// The journal size, when the admin API is on.
+    admin: Option<usize>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -158,6 +162,7 @@ impl Default for Builder {
             watch: false,
             on_breaking: OnBreaking::Warn,
             compat: Some(Arc::new(wire_check)),
+            admin: None,
         }
     }
 }
@@ -324,6 +329,16 @@ impl Builder {
         self
     }
 
+    /// Turns the admin API's state on: stubs can be edited at runtime and
+    /// every call is recorded in a journal of the last `journal_size` calls (0:
+    /// no journal). Off by default, and then it costs nothing per call. Use it
+    /// through [`Server::admin`]; `protoserve serve --admin-addr` serves it
+    /// over HTTP.
+    pub fn admin(mut self, journal_size: usize) -> Self {
+        self.admin = Some(journal_size);
+        self
+    }
+
     /// Sets the maximum message size for both directions.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_recv = bytes;
@@ -383,8 +398,13 @@ impl Builder {
         }
         let health = health::HealthState::default();
         let health_server = health.server();
-        let chain =
-            responder::chain(Handlers::new(self.handlers), store, self.max_send, self.max_call_buffer, self.stubs);
+        let mut stubs = self.stubs;
+        let admin_parts = self.admin.map(|size| {
+            let runtime = Arc::new(responder::stub::runtime::Runtime::default());
+            stubs.runtime = Some(runtime.clone());
+            (runtime, Arc::new(journal::Journal::new(size)))
+        });
+        let chain = responder::chain(Handlers::new(self.handlers), store, self.max_send, self.max_call_buffer, stubs);
         let registry = Arc::new(Registry::new(schema, chain, health)?);
         let mut layers = self.layers;
         if let Some(auth) = &self.auth {
@@ -394,7 +414,11 @@ impl Builder {
         if let Some(m) = &metrics {
             m.register_snapshot(&registry.load());
         }
-        let calls = middleware::stack(call::Core { max_send: self.max_send }, &layers, &self.observe);
+        let journal_layer = admin_parts
+            .as_ref()
+            .filter(|(_, j)| j.capacity() > 0)
+            .map(|(_, j)| middleware::JournalLayer::new(j.clone()));
+        let calls = middleware::stack(call::Core { max_send: self.max_send }, &layers, &self.observe, journal_layer);
         let router = Router::new(
             GrpcAdapter {
                 builtin_auth: self.auth.clone().filter(|a| a.covers_builtin()),
@@ -426,7 +450,8 @@ impl Builder {
         } else {
             None
         };
-        Ok(Server { router, registry, reload, watcher, conn_limits: self.conn_limits, auth: self.auth, metrics })
+        let admin = admin_parts.map(|(runtime, journal)| admin::Admin::new(reload.clone(), runtime, journal));
+        Ok(Server { router, registry, reload, watcher, conn_limits: self.conn_limits, auth: self.auth, metrics, admin })
     }
 }
 
@@ -451,6 +476,7 @@ pub struct Server {
     watcher: Option<reload::Watcher>,
     auth: Option<Arc<middleware::TokenAuth>>,
     metrics: Option<Arc<middleware::Metrics>>,
+    admin: Option<admin::Admin>,
 }
 
 impl Server {
@@ -469,6 +495,19 @@ impl Server {
     /// --metrics-addr` serves them over HTTP).
     pub fn metrics(&self) -> Option<Arc<middleware::Metrics>> {
         self.metrics.clone()
+    }
+
+    /// The admin API (runtime stubs, journal, verify), when on
+    /// ([`Builder::admin`]); serve it over HTTP with [`Server::serve_admin`].
+    pub fn admin(&self) -> Option<admin::Admin> {
+        self.admin.clone()
+    }
+
+    /// Serves the admin API over HTTP/JSON on `listener` until the returned
+    /// task is aborted (`None` when the admin API is off).
+    pub fn serve_admin(&self, listener: TcpListener) -> Option<tokio::task::JoinHandle<()>> {
+        let admin = self.admin.clone()?;
+        Some(tokio::spawn(protocol::admin::serve(listener, admin)))
     }
 
     /// A handle to reload the schema from Rust code and observe generations.
@@ -570,7 +609,26 @@ pub async fn serve(config: &ServeConfig, shutdown: impl Future<Output = ()>) -> 
     // Request logs cost nothing when RUST_LOG filters their target out.
     let request_logs = tracing::enabled!(target: "protoserve::rpc", tracing::Level::INFO);
     builder = builder.observe(request_logs, config.metrics_addr.is_some());
+    if config.admin_addr.is_some() {
+        builder = builder.admin(config.journal_size);
+    }
     let server = builder.build()?;
+    let _admin = match config.admin_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::io(format!("cannot listen on {addr} for the admin API"), source))?;
+            let bound = listener.local_addr().map_err(|source| Error::io("admin address", source))?;
+            if !bound.ip().is_loopback() {
+                tracing::warn!(
+                    "the admin API listens on {bound}, which is not loopback: anyone who reaches it can change what the server answers"
+                );
+            }
+            tracing::info!("admin API listening on http://{bound} (OpenAPI at http://{bound}/openapi.json)");
+            server.serve_admin(listener).map(AbortOnDrop)
+        }
+        None => None,
+    };
     let _metrics = match (config.metrics_addr, server.metrics()) {
         (Some(addr), Some(metrics)) => {
             let listener = TcpListener::bind(addr)

@@ -247,6 +247,14 @@ impl FormatTime for FastTime {
     }
 }
 
+/// `t` as RFC 3339 UTC with microseconds (the request journal's times).
+pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut buf = [0u8; 27];
+    format_timestamp(d.as_secs(), d.subsec_micros(), &mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.uuuuuuZ` into `buf` (years past 9999 wrap: not in our lifetime).
 fn format_timestamp(secs: u64, micros: u32, buf: &mut [u8; 27]) {
     let (cached, mut prefix) = SECOND.get();

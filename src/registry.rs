@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub(crate) problems: Vec<crate::schema::Problem>,
     /// Fingerprint of what the responders read besides the schema (stub files).
     pub(crate) inputs: u64,
+    /// The stubs serving in this generation (for the admin API).
+    pub(crate) stubs: Vec<Arc<responder::stub::Stub>>,
 }
 
 impl fmt::Debug for Snapshot {
@@ -189,6 +191,7 @@ fn build_snapshot(schema: Schema, chain: &[Arc<dyn Responder>], generation: u64)
     let chain: Vec<Arc<dyn Responder>> =
         chain.iter().map(|r| r.for_schema(&schema).unwrap_or_else(|| r.clone())).collect();
     let problems = chain.iter().flat_map(|r| r.problems()).collect();
+    let stubs = chain.iter().flat_map(|r| r.stubs()).collect();
     let inputs = chain.iter().fold(0u64, |h, r| h.rotate_left(5) ^ r.inputs());
     let chain = &chain[..];
     let mut routes = HashMap::default();
@@ -206,7 +209,7 @@ fn build_snapshot(schema: Schema, chain: &[Arc<dyn Responder>], generation: u64)
             routes.insert(path.into_boxed_str(), Arc::new(route));
         }
     }
-    Ok(Snapshot { generation, schema, routes, validator: Validator::new(), problems, inputs })
+    Ok(Snapshot { generation, schema, routes, validator: Validator::new(), problems, inputs, stubs })
 }
 
 impl CallSchema for Snapshot {

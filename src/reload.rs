@@ -315,6 +315,48 @@ impl ReloadHandle {
         result
     }
 
+    /// Applies `edit` (a change of what the responders read: runtime stubs)
+    /// and makes a snapshot of the live schema with it live, without
+    /// compiling the protos again. Serialised with reloads, so a reload
+    /// running meanwhile cannot lose the edit (responders keep it and every
+    /// later snapshot reads it). `edit` sees the live snapshot and returns an
+    /// undo, run when the snapshot cannot be built. Returns `edit`'s value and
+    /// the generation now live.
+    pub(crate) async fn edit_responders<T, E>(
+        &self,
+        edit: impl FnOnce(&Snapshot) -> Result<(T, Box<dyn FnOnce() + Send>), E> + Send + 'static,
+    ) -> Result<Result<(T, u64), E>, BuildError>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let _running = self.inner.running.lock().await;
+        let registry = self.inner.registry.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let live = registry.load();
+            let (value, undo) = match edit(&live) {
+                Ok(v) => v,
+                Err(e) => return Ok(Err(e)),
+            };
+            match registry.prepare(live.schema().clone()) {
+                Ok(snapshot) => Ok(Ok((value, snapshot))),
+                Err(e) => {
+                    undo();
+                    Err(e)
+                }
+            }
+        })
+        .await
+        .map_err(BuildError::Internal)??;
+        let (value, snapshot) = match built {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let published = self.inner.registry.publish(snapshot).await;
+        tracing::info!("stubs edited: generation {} live ({} stub(s))", published.generation(), published.stubs.len());
+        Ok(Ok((value, published.generation())))
+    }
+
     /// Watches the roots and reloads after each burst of changes, until the
     /// returned guard is dropped. Must be called inside a tokio runtime.
     pub fn watch(&self) -> Result<WatchGuard, notify::Error> {

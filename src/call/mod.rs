@@ -201,7 +201,30 @@ pub struct CallRequest {
     peer: Option<Peer>,
     /// Per-message compressed flags (only for requests with a `grpc-encoding`).
     flags: Option<Arc<RequestFlags>>,
+    /// Where the stub responder notes which stubs answered (only set while the
+    /// request journal is on: `None` costs nothing).
+    answered: Option<Arc<Answered>>,
     body: Body,
+}
+
+/// The stubs that answered one call, in order (a bidi call may be answered by
+/// several, one per request message). Shared by the call and its journal entry.
+#[derive(Debug, Default)]
+pub(crate) struct Answered(std::sync::Mutex<Vec<Arc<str>>>);
+
+impl Answered {
+    /// Notes that stub `id` answered (a repeat of the last one is kept once).
+    pub(crate) fn note(&self, id: &Arc<str>) {
+        let mut v = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if v.last() != Some(id) {
+            v.push(id.clone());
+        }
+    }
+
+    /// The stubs noted so far.
+    pub(crate) fn ids(&self) -> Vec<Arc<str>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
 }
 
 impl fmt::Debug for CallRequest {
@@ -222,7 +245,29 @@ impl CallRequest {
         deadline: Option<Instant>,
         body: Body,
     ) -> Self {
-        Self { snap, route, metadata, deadline, peer: None, flags: None, body }
+        Self { snap, route, metadata, deadline, peer: None, flags: None, answered: None, body }
+    }
+
+    /// The same call, noting the stubs that answer it in `slot` (the journal).
+    pub(crate) fn with_answered(mut self, slot: Option<Arc<Answered>>) -> Self {
+        self.answered = slot;
+        self
+    }
+
+    /// Lets `seen` see each request message's bytes as it is read (the
+    /// journal); a request already read as one message is seen now.
+    pub(crate) fn tap_requests(&mut self, seen: impl Fn(&Bytes) + Send + Sync + 'static) {
+        match &mut self.body {
+            Body::One(b) => seen(b),
+            Body::Frames(frames) => {
+                let inner = std::mem::replace(frames, Box::pin(futures_util::stream::empty()));
+                *frames = Box::pin(inner.inspect(move |r| {
+                    if let Ok(b) = r {
+                        seen(b);
+                    }
+                }));
+            }
+        }
     }
 
     /// The same call, from `peer` (protocol adapters set it from the connection).
@@ -312,6 +357,7 @@ impl CallRequest {
             deadline: self.deadline,
             peer: self.peer.unwrap_or_default(),
             flags: self.flags,
+            answered: self.answered,
         };
         (exchange, self.body)
     }
@@ -331,6 +377,7 @@ impl CallRequest {
                     deadline: self.deadline,
                     peer: self.peer.unwrap_or_default(),
                     flags: self.flags,
+                    answered: self.answered,
                 };
                 let input = exchange.input(raw);
                 Ok((exchange, input))
@@ -374,6 +421,8 @@ pub(crate) struct Exchange {
     pub(crate) deadline: Option<Instant>,
     pub(crate) peer: Peer,
     pub(crate) flags: Option<Arc<RequestFlags>>,
+    /// Where stubs note that they answered (journal on only).
+    pub(crate) answered: Option<Arc<Answered>>,
 }
 
 impl Exchange {

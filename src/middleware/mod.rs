@@ -7,11 +7,12 @@
 //! Prometheus counters), [`DeadlineLayer`] (the whole call, streamed replies
 //! included), token auth when on ([`TokenAuth`]), the layers added with
 //! `Builder::layer` (and interceptors, [`InterceptLayer`]) in the order added,
-//! then the core.
+//! then the core. With the admin API on, [`JournalLayer`] wraps it all.
 
 mod auth;
 mod deadline;
 mod intercept;
+mod journal;
 pub mod metrics;
 mod observe;
 mod trace;
@@ -26,6 +27,7 @@ use tower_service::Service;
 pub use auth::{AuthLayer, TokenAuth, UNAUTHENTICATED_MESSAGE};
 pub use deadline::DeadlineLayer;
 pub use intercept::InterceptLayer;
+pub use journal::JournalLayer;
 pub use metrics::Metrics;
 pub use observe::ObserveLayer;
 pub use trace::TraceLayer;
@@ -96,8 +98,22 @@ where
 }
 
 /// Builds the call stack around the core (`observe`: request logs and metrics,
-/// not installed when inactive).
-pub(crate) fn stack(core: Core, layers: &[UserLayer], observe: &ObserveLayer) -> CallService {
+/// not installed when inactive; `journal`: the request journal, outermost,
+/// only when the admin API is on).
+pub(crate) fn stack(
+    core: Core,
+    layers: &[UserLayer],
+    observe: &ObserveLayer,
+    journal: Option<JournalLayer>,
+) -> CallService {
+    let calls = stack_inner(core, layers, observe);
+    match journal {
+        Some(j) => CallService::new(j.layer(calls)),
+        None => calls,
+    }
+}
+
+fn stack_inner(core: Core, layers: &[UserLayer], observe: &ObserveLayer) -> CallService {
     fn outer<S>(inner: S, observe: &ObserveLayer) -> CallService
     where
         S: Service<CallRequest, Response = Answer, Error = Error> + Clone + Send + Sync + 'static,

@@ -5,6 +5,7 @@
 //! and answers back into its protocol. Adding a protocol is a module here plus
 //! one variant in [`Protocol::of`] and its arm in `Dispatch::dispatch`.
 
+pub(crate) mod admin;
 mod connect;
 mod cors;
 pub(crate) mod grpc;

@@ -57,6 +57,11 @@ pub(crate) trait Responder: Send + Sync + fmt::Debug {
         0
     }
 
+    /// The stubs serving in this schema (the stub responder), for the admin API.
+    fn stubs(&self) -> Vec<Arc<stub::Stub>> {
+        Vec::new()
+    }
+
     /// Directories to watch besides the schema roots.
     fn watch_dirs(&self) -> Vec<std::path::PathBuf> {
         Vec::new()

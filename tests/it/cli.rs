@@ -122,13 +122,13 @@ fn sigterm_exits_zero_and_logs_startup() {
 }
 
 /// Reads a child's stderr on a thread so tests can wait for a line with a bound.
-struct LogTail {
+pub struct LogTail {
     rx: std::sync::mpsc::Receiver<String>,
     seen: String,
 }
 
 impl LogTail {
-    fn new(child: &mut std::process::Child) -> LogTail {
+    pub fn new(child: &mut std::process::Child) -> LogTail {
         use std::io::BufRead;
         let stderr = child.stderr.take().expect("stderr is piped");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -142,8 +142,13 @@ impl LogTail {
         LogTail { rx, seen: String::new() }
     }
 
+    /// The log read so far.
+    pub fn seen(&self) -> &str {
+        &self.seen
+    }
+
     /// Waits (bounded) until the log so far contains `needle`.
-    fn wait_for(&mut self, needle: &str) {
+    pub fn wait_for(&mut self, needle: &str) {
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         while !self.seen.contains(needle) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());

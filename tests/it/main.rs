@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod admin;
 mod architecture;
 mod browser;
 mod call_core;

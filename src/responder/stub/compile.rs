@@ -52,6 +52,35 @@ pub(crate) fn file(
     (stubs, cx.problems)
 }
 
+/// Checks a verify query (`{method, match}`, `match` optional) like a
+/// stub's: the method and its matcher, or every problem.
+pub(crate) fn query(
+    src: &SourceText,
+    doc: &Node,
+    pool: &DescriptorPool,
+) -> Result<(MethodDescriptor, When), Vec<Problem>> {
+    let mut cx = Cx { src, pool, problems: Vec::new(), templates: None };
+    let found = (|| {
+        let entries = cx.keys(doc, "a verify query", &["method", "match"])?;
+        let get = |k: &str| entries.iter().find(|(n, _, _)| *n == k).map(|(_, _, v)| *v);
+        let Some(method_node) = get("method") else {
+            cx.error(doc.at, 1, "a verify query needs `method` (`package.Service/Method`)", None);
+            return None;
+        };
+        let method = cx.method(method_node)?;
+        let when = match get("match") {
+            Some(m) => cx.when(m, &method, Kind::of(&method))?,
+            None => When::default(),
+        };
+        Some((method, when))
+    })();
+    match found {
+        Some(q) if cx.problems.is_empty() => Ok(q),
+        _ if cx.problems.is_empty() => Err(vec![Problem::new("not a verify query")]),
+        _ => Err(cx.problems),
+    }
+}
+
 struct Cx<'a> {
     src: &'a SourceText,
     pool: &'a DescriptorPool,
@@ -216,6 +245,13 @@ impl Cx<'_> {
         };
         // The node knows its line and column: no scan of the file per stub.
         let at = format!("{}:{}:{}", self.src.display, node.at.line, node.at.col);
+        let definition = {
+            use std::hash::{BuildHasher as _, Hasher as _};
+            let mut h = foldhash::quality::FixedState::default().build_hasher();
+            node.hash_into(&mut h);
+            h.write(method.full_name().as_bytes());
+            h.finish()
+        };
         Some(Stub::new(
             id,
             at,
@@ -226,6 +262,7 @@ impl Cx<'_> {
             answers,
             then,
             times,
+            definition,
         ))
     }
 

@@ -19,6 +19,7 @@ mod gripmock;
 mod matcher;
 mod node;
 mod respond;
+pub(crate) mod runtime;
 mod template;
 mod template_fn;
 
@@ -26,8 +27,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -50,6 +51,8 @@ pub(crate) struct Sources {
     pub(crate) dirs: Vec<PathBuf>,
     /// (name shown in diagnostics, YAML/JSON text).
     pub(crate) texts: Vec<(String, String)>,
+    /// Stubs edited at runtime (the admin API), when it is on.
+    pub(crate) runtime: Option<Arc<runtime::Runtime>>,
 }
 
 /// Stub sources; resolved into stubs for each schema.
@@ -57,14 +60,45 @@ pub(crate) struct Sources {
 pub(crate) struct StubResponder {
     dirs: Vec<PathBuf>,
     texts: Vec<SourceText>,
+    runtime: Option<Arc<runtime::Runtime>>,
+    /// The counters of the stubs last built, by (id, definition),
+    /// and the runtime epoch they belong to: a stub whose definition did not
+    /// change keeps its counters in the next snapshot.
+    carried: Mutex<(u64, CounterMap)>,
     /// The responder after stubs (the store): answers when no stub matches.
     fallback: Arc<dyn Responder>,
 }
 
+/// Counters by (id, definition).
+type CounterMap = HashMap<(Arc<str>, u64), Arc<Counters>, foldhash::fast::RandomState>;
+
 impl StubResponder {
     pub(crate) fn new(sources: Sources, fallback: Arc<dyn Responder>) -> Self {
         let texts = sources.texts.into_iter().map(|(display, text)| SourceText { display, text }).collect();
-        Self { dirs: sources.dirs, texts, fallback }
+        Self { dirs: sources.dirs, texts, runtime: sources.runtime, carried: Mutex::default(), fallback }
+    }
+
+    fn is_off(&self) -> bool {
+        self.dirs.is_empty() && self.texts.is_empty() && self.runtime.is_none()
+    }
+
+    /// Gives each stub the counters it had in the last build when its
+    /// definition is the same, fresh ones otherwise.
+    fn carry(&self, stubs: &mut [Stub], epoch: u64) {
+        let mut carried = self.carried.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (old_epoch, old) = std::mem::take(&mut *carried);
+        let mut old = if old_epoch == epoch { old } else { CounterMap::default() };
+        let mut next = CounterMap::with_capacity_and_hasher(stubs.len(), Default::default());
+        for s in stubs.iter_mut() {
+            let key = (s.id.clone(), s.definition);
+            // Two stubs written alike under one id: the first keeps the
+            // counters, the other starts again.
+            if let Some(c) = old.remove(&key) {
+                s.counters = c;
+            }
+            next.entry(key).or_insert_with(|| s.counters.clone());
+        }
+        *carried = (epoch, next);
     }
 
     /// Every stub file under the directories, sorted by path; problems for
@@ -131,8 +165,9 @@ fn read_file(path: &Path) -> Result<String, String> {
     Ok(text.strip_prefix('\u{feff}').map(str::to_owned).unwrap_or(text))
 }
 
-fn fingerprint(texts: &[SourceText], problems: &[Problem]) -> u64 {
+fn fingerprint(texts: &[SourceText], problems: &[Problem], edits: u64) -> u64 {
     let mut h = foldhash::quality::FixedState::default().build_hasher();
+    h.write_u64(edits);
     for t in texts {
         h.write(t.display.as_bytes());
         h.write_u8(0);
@@ -154,15 +189,25 @@ impl Responder for StubResponder {
     }
 
     fn for_schema(&self, schema: &Schema) -> Option<Arc<dyn Responder>> {
-        if self.dirs.is_empty() && self.texts.is_empty() {
+        if self.is_off() {
             return None;
         }
-        let (texts, mut problems) = self.read();
-        let inputs = fingerprint(&texts, &problems);
-        let mut by_path: HashMap<String, Vec<Arc<Stub>>> = HashMap::new();
+        let edits = self.runtime.as_ref().map(|r| r.state()).unwrap_or_default();
+        let (files, mut problems) = self.read();
+        let inputs = fingerprint(&files, &problems, edits.fingerprint());
+        // Runtime edits first, the newest first (so an added stub wins ties
+        // with older ones and with files), then texts given by code and files.
+        let sources = edits
+            .entries
+            .iter()
+            .rev()
+            .map(|e| (&e.source, e.seq, e.id.as_deref()))
+            .chain(files.iter().map(|f| (f, 0, None)));
+        let mut all: Vec<Stub> = Vec::new();
         let mut order = 0;
-        let mut count = 0usize;
-        for src in &texts {
+        let mut texts = 0;
+        for (src, seq, id) in sources {
+            texts += 1;
             let docs = match node::parse(&src.text) {
                 Ok(d) => d,
                 Err(e) => {
@@ -173,26 +218,38 @@ impl Responder for StubResponder {
             let (stubs, mut bad) = compile::file(src, &docs, schema.pool(), order);
             order += stubs.len() + bad.len() + 1;
             problems.append(&mut bad);
-            for s in stubs {
-                count += 1;
-                by_path.entry(s.path.clone()).or_default().push(Arc::new(s));
+            for mut s in stubs {
+                if let Some(id) = id {
+                    s.id = id.into();
+                }
+                s.seq = seq;
+                if !edits.is_hidden(&s.id, seq) {
+                    all.push(s);
+                }
             }
+        }
+        self.carry(&mut all, edits.epoch);
+        let all: Vec<Arc<Stub>> = all.into_iter().map(Arc::new).collect();
+        let mut by_path: HashMap<String, Vec<Arc<Stub>>> = HashMap::new();
+        for s in &all {
+            by_path.entry(s.path.clone()).or_default().push(s.clone());
         }
         for stubs in by_path.values_mut() {
             stubs.sort_by(|a, b| {
                 b.specificity.cmp(&a.specificity).then(b.priority.cmp(&a.priority)).then(a.order.cmp(&b.order))
             });
         }
-        tracing::debug!(stubs = count, files = texts.len(), methods = by_path.len(), "stubs loaded");
-        Some(Arc::new(SchemaStubs { by_path, fallback: self.fallback.clone(), problems, inputs }))
+        tracing::debug!(stubs = all.len(), files = texts, methods = by_path.len(), "stubs loaded");
+        Some(Arc::new(SchemaStubs { by_path, all, fallback: self.fallback.clone(), problems, inputs }))
     }
 
     fn inputs(&self) -> u64 {
-        if self.dirs.is_empty() && self.texts.is_empty() {
+        if self.is_off() {
             return 0;
         }
         let (texts, problems) = self.read();
-        fingerprint(&texts, &problems)
+        let edits = self.runtime.as_ref().map_or(0, |r| r.state().fingerprint());
+        fingerprint(&texts, &problems, edits)
     }
 
     fn watch_dirs(&self) -> Vec<PathBuf> {
@@ -204,6 +261,8 @@ impl Responder for StubResponder {
 #[derive(Debug)]
 struct SchemaStubs {
     by_path: HashMap<String, Vec<Arc<Stub>>>,
+    /// Every stub, in source order (runtime edits first).
+    all: Vec<Arc<Stub>>,
     fallback: Arc<dyn Responder>,
     problems: Vec<Problem>,
     inputs: u64,
@@ -228,6 +287,10 @@ impl Responder for SchemaStubs {
         self.problems.clone()
     }
 
+    fn stubs(&self) -> Vec<Arc<Stub>> {
+        self.all.clone()
+    }
+
     fn inputs(&self) -> u64 {
         self.inputs
     }
@@ -236,7 +299,7 @@ impl Responder for SchemaStubs {
 /// One checked stub, ready to answer.
 #[derive(Debug)]
 pub(crate) struct Stub {
-    pub(crate) id: String,
+    pub(crate) id: Arc<str>,
     /// Where it is written (`file:line:col`).
     pub(crate) at: String,
     pub(crate) path: String,
@@ -247,10 +310,25 @@ pub(crate) struct Stub {
     pub(crate) answers: Vec<AnswerSpec>,
     pub(crate) then: Then,
     pub(crate) times: Option<u64>,
-    /// Calls answered.
+    /// A hash of its definition (the stub as written and its method): a stub
+    /// whose definition did not change keeps its counters across rebuilds.
+    pub(crate) definition: u64,
+    /// Which runtime edit it came from (0: a file or a text given by code).
+    pub(crate) seq: u64,
+    /// Calls taken, the sequence position, calls answered: shared with the
+    /// same stub in later snapshots.
+    counters: Arc<Counters>,
+}
+
+/// A stub's state, carried across snapshot rebuilds while its definition stays.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Calls that reached it (for `times`; only counted when `times` is set).
     used: AtomicU64,
     /// The next answer of a sequence.
     next: AtomicUsize,
+    /// Calls it answered.
+    answered: AtomicU64,
 }
 
 impl Stub {
@@ -265,10 +343,11 @@ impl Stub {
         answers: Vec<AnswerSpec>,
         then: Then,
         times: Option<u64>,
+        definition: u64,
     ) -> Self {
         let specificity = when.specificity();
         Stub {
-            id,
+            id: id.into(),
             at,
             path,
             priority,
@@ -278,34 +357,118 @@ impl Stub {
             answers,
             then,
             times,
-            used: AtomicU64::new(0),
-            next: AtomicUsize::new(0),
+            definition,
+            seq: 0,
+            counters: Arc::default(),
         }
     }
 
     /// Takes one answer: `None` when the stub has stepped aside (its `times`
     /// are used up, or its sequence is over with `then: stop`).
     pub(crate) fn take(&self) -> Option<&AnswerSpec> {
+        let c = &self.counters;
         if let Some(t) = self.times {
-            let used = self.used.fetch_add(1, Ordering::Relaxed);
+            let used = c.used.fetch_add(1, Ordering::Relaxed);
             if used >= t {
                 return None;
             }
         }
-        let i = if self.answers.len() == 1 { 0 } else { self.next.fetch_add(1, Ordering::Relaxed) };
-        match self.answers.get(i) {
+        let i = if self.answers.len() == 1 { 0 } else { c.next.fetch_add(1, Ordering::Relaxed) };
+        let answer = match self.answers.get(i) {
             Some(a) => Some(a),
             None if self.then == Then::Repeat => self.answers.last(),
             None => None,
+        };
+        if answer.is_some() {
+            c.answered.fetch_add(1, Ordering::Relaxed);
         }
+        answer
     }
 
     /// Whether `take` would answer (for the NOT_FOUND explanation).
     pub(crate) fn exhausted(&self) -> bool {
-        self.times.is_some_and(|t| self.used.load(Ordering::Relaxed) >= t)
+        let c = &self.counters;
+        self.times.is_some_and(|t| c.used.load(Ordering::Relaxed) >= t)
             || (self.then == Then::Stop
                 && self.answers.len() > 1
-                && self.next.load(Ordering::Relaxed) >= self.answers.len())
+                && c.next.load(Ordering::Relaxed) >= self.answers.len())
+    }
+
+    /// Calls answered since it went live (or since the counters were reset).
+    pub(crate) fn answered(&self) -> u64 {
+        self.counters.answered.load(Ordering::Relaxed)
+    }
+
+    /// Its state for the admin API: calls answered, `times` left, the
+    /// sequence position, whether it stepped aside.
+    pub(crate) fn state(&self) -> serde_json::Value {
+        let c = &self.counters;
+        let mut v = serde_json::json!({
+            "answered": self.answered(),
+            "exhausted": self.exhausted(),
+        });
+        if let Some(t) = self.times {
+            v["timesLeft"] = t.saturating_sub(c.used.load(Ordering::Relaxed)).into();
+        }
+        if self.answers.len() > 1 {
+            v["sequence"] = serde_json::json!({
+                "next": c.next.load(Ordering::Relaxed).min(self.answers.len()),
+                "of": self.answers.len(),
+                "then": if self.then == Then::Repeat { "repeat" } else { "stop" },
+            });
+        }
+        v
+    }
+}
+
+/// A verify query checked against a schema: counts calls of one method whose
+/// headers and requests match, as a stub would match them.
+#[derive(Debug)]
+pub(crate) struct Query {
+    pub(crate) path: String,
+    kind: Kind,
+    when: When,
+}
+
+impl Query {
+    /// Parses and checks `text` (`{"method": ..., "match": {...}}`, YAML or
+    /// JSON) against `pool`; problems are located in `name`.
+    pub(crate) fn parse(name: &str, text: &str, pool: &prost_reflect::DescriptorPool) -> Result<Query, Vec<Problem>> {
+        let src = SourceText { display: name.to_owned(), text: text.to_owned() };
+        let docs = node::parse(text).map_err(|e| vec![Problem::new(e.message).at(&src, e.at.offset, 1)])?;
+        let [doc] = docs.as_slice() else {
+            return Err(vec![Problem::new("the body must be one JSON object: {\"method\": ..., \"match\": {...}}")]);
+        };
+        let (method, when) = compile::query(&src, doc, pool)?;
+        let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
+        Ok(Query { path, kind: Kind::of(&method), when })
+    }
+
+    /// Whether a call with these headers and request messages matches: the
+    /// headers, and the request (unary, server-streaming), the whole stream
+    /// (`messages`, `at`: client-streaming), or at least one message (bidi).
+    pub(crate) fn matches(&self, headers: &serde_json::Value, requests: &[prost_reflect::DynamicMessage]) -> bool {
+        if !self.when.headers_match(headers) {
+            return false;
+        }
+        let w = &self.when;
+        let subjects: Vec<Subject<'_>> = requests.iter().map(|m| Subject::message(m, headers)).collect();
+        match self.kind {
+            Kind::Unary | Kind::ServerStreaming => match &w.request {
+                None => true,
+                Some(m) => subjects.first().is_some_and(|s| m.is_match(s)),
+            },
+            Kind::Bidi => match &w.request {
+                None => true,
+                Some(m) => subjects.iter().any(|s| m.is_match(s)),
+            },
+            Kind::ClientStreaming => {
+                w.messages
+                    .as_ref()
+                    .is_none_or(|ms| ms.len() == subjects.len() && ms.iter().zip(&subjects).all(|(m, s)| m.is_match(s)))
+                    && w.at.iter().all(|(i, m)| subjects.get(*i).is_some_and(|s| m.is_match(s)))
+            }
+        }
     }
 }
 

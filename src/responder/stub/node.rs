@@ -51,6 +51,31 @@ impl Node {
         }
     }
 
+    /// Feeds the node's content (not its position) to `h`: two stubs written
+    /// alike hash alike wherever they are.
+    pub(crate) fn hash_into(&self, h: &mut impl std::hash::Hasher) {
+        match &self.value {
+            Value::Scalar(v, t) => {
+                h.write_u8(if v.is_string() { 1 } else { 0 });
+                h.write(t.as_bytes());
+                h.write_u8(0xff);
+            }
+            Value::Seq(items) => {
+                h.write_u8(2);
+                h.write_usize(items.len());
+                items.iter().for_each(|n| n.hash_into(h));
+            }
+            Value::Map(pairs) => {
+                h.write_u8(3);
+                h.write_usize(pairs.len());
+                for (k, v) in pairs {
+                    k.hash_into(h);
+                    v.hash_into(h);
+                }
+            }
+        }
+    }
+
     /// A scalar's text as written (empty for collections).
     pub(crate) fn text(&self) -> &str {
         match &self.value {

@@ -13,7 +13,7 @@ use super::matcher::Subject;
 use super::template::Input;
 use super::{AnswerSpec, Delay, Item, Stub};
 use crate::Error;
-use crate::call::{Answer, Body, CallRequest, Kind, MetadataCell, Replies, Reply, Respond, Responding};
+use crate::call::{Answer, Answered, Body, CallRequest, Kind, MetadataCell, Replies, Reply, Respond, Responding};
 
 /// The most messages one client-streaming call answered by stubs may send.
 const MAX_STREAM_MESSAGES: usize = 100_000;
@@ -144,6 +144,7 @@ impl Inner {
         headers: &serde_json::Value,
         request: Option<&Subject<'_>>,
         matches: impl Fn(&Stub) -> bool,
+        answered: Option<&Answered>,
     ) -> Option<&AnswerSpec> {
         let hits: &[usize] = match request {
             Some(subj) if !self.by_equals.is_empty() => serde_json::to_string(subj.sparse())
@@ -173,6 +174,9 @@ impl Inner {
             if (indexed || (stub.when.headers_match(headers) && matches(stub)))
                 && let Some(a) = stub.take()
             {
+                if let Some(slot) = answered {
+                    slot.note(&stub.id);
+                }
                 return Some(a);
             }
         }
@@ -217,7 +221,8 @@ impl Inner {
         let headers = self.headers(&ex.metadata);
         let picked = {
             let subj = Subject::message(&msg, &headers);
-            match self.pick(&headers, Some(&subj), |s| s.when.request.as_ref().is_none_or(|m| m.is_match(&subj))) {
+            let request = |s: &Stub| s.when.request.as_ref().is_none_or(|m| m.is_match(&subj));
+            match self.pick(&headers, Some(&subj), request, ex.answered.as_deref()) {
                 Some(a) => Ok((a, a.templated().then(|| Arc::new(Input::new(subj.full(), Vec::new(), &headers))))),
                 None => Err(self.not_found(&headers, |s, d| {
                     if let Some(m) = &s.when.request {
@@ -267,7 +272,7 @@ impl Inner {
                     ms.len() == subjects.len() && ms.iter().zip(&subjects).all(|(m, subj)| m.is_match(subj))
                 }) && s.when.at.iter().all(|(i, m)| subjects.get(*i).is_some_and(|subj| m.is_match(subj)))
             };
-            match self.pick(&headers, None, fits) {
+            match self.pick(&headers, None, fits, ex.answered.as_deref()) {
                 Some(a) => Ok((
                     a,
                     a.templated().then(|| {
@@ -314,10 +319,12 @@ impl Inner {
     async fn bidi(self: &Arc<Self>, call: CallRequest) -> Result<Answer, Error> {
         let (mut ex, frames) = call.into_streaming();
         let headers = self.headers(&std::mem::take(&mut ex.metadata));
+        let answered = ex.answered.take();
         let msgs = Box::pin(ex.messages(frames));
         let trailers = self.bidi_trailers.then(MetadataCell::new);
         let mut state = Lockstep {
             inner: self.clone(),
+            answered,
             msgs,
             headers,
             pending: VecDeque::new(),
@@ -348,6 +355,8 @@ impl Inner {
 
 struct Lockstep {
     inner: Arc<Inner>,
+    /// Where the stubs answering note it (journal on only).
+    answered: Option<Arc<Answered>>,
     msgs: std::pin::Pin<Box<dyn Stream<Item = Result<DynamicMessage, Error>> + Send>>,
     headers: serde_json::Value,
     /// Replies to send (rendered already), each after its delay.
@@ -400,8 +409,8 @@ impl Lockstep {
         let first = self.index == 0;
         let found = {
             let subj = Subject::message(&msg, &self.headers);
-            match inner.pick(&self.headers, Some(&subj), |s| s.when.request.as_ref().is_none_or(|m| m.is_match(&subj)))
-            {
+            let request = |s: &Stub| s.when.request.as_ref().is_none_or(|m| m.is_match(&subj));
+            match inner.pick(&self.headers, Some(&subj), request, self.answered.as_deref()) {
                 Some(a) => {
                     let input = a.templated().then(|| Input::new(subj.full(), Vec::new(), &self.headers));
                     let replies: Vec<_> =
