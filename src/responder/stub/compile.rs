@@ -4,6 +4,7 @@
 //! per schema generation. Each problem is a diagnostic at its file:line:col; a
 //! stub with a problem is left out, the others are kept.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,33 +24,49 @@ use crate::call::Kind;
 use crate::schema::Problem;
 use crate::schema::diagnostic::SourceText;
 
-/// Checks one parsed file; returns its good stubs and the problems of the others.
-pub(crate) fn file(
-    src: &SourceText,
-    docs: &[Node],
-    pool: &DescriptorPool,
+/// What the files of one load share: methods found by the name a stub gives
+/// (each looked up in the schema once, its path allocated once).
+#[derive(Default)]
+pub(crate) struct Shared {
+    methods: HashMap<String, (MethodDescriptor, Arc<str>)>,
+}
+
+/// Checks the stubs of one file as the parser hands them over (see
+/// [`super::node::parse_items`]); `finish` gives the good stubs and the
+/// problems of the others.
+pub(crate) struct File<'a> {
+    cx: Cx<'a>,
+    stubs: Vec<Stub>,
+    index: usize,
     first_order: usize,
-) -> (Vec<Stub>, Vec<Problem>) {
-    let mut cx = Cx { src, pool, problems: Vec::new(), templates: None };
-    let mut stubs = Vec::new();
-    let mut index = 0;
-    for doc in docs {
-        let items: Vec<&Node> = match &doc.value {
-            Value::Seq(items) => items.iter().collect(),
-            _ if doc.is_null() => Vec::new(),
-            _ => vec![doc],
-        };
-        for item in items {
-            let before = cx.problems.len();
-            let stub = cx.stub(item, index, first_order + index);
-            index += 1;
-            match stub {
-                Some(s) if cx.problems.len() == before => stubs.push(s),
-                _ => {}
-            }
+}
+
+impl<'a> File<'a> {
+    pub(crate) fn new(
+        src: &'a SourceText,
+        pool: &'a DescriptorPool,
+        shared: &'a mut Shared,
+        first_order: usize,
+    ) -> Self {
+        let file = Arc::from(src.display.as_str());
+        let cx = Cx { src, pool, problems: Vec::new(), templates: None, shared, file };
+        File { cx, stubs: Vec::new(), index: 0, first_order }
+    }
+
+    /// Checks the file's next stub.
+    pub(crate) fn item(&mut self, node: &Node) {
+        let before = self.cx.problems.len();
+        let stub = self.cx.stub(node, self.index, self.first_order + self.index);
+        self.index += 1;
+        match stub {
+            Some(s) if self.cx.problems.len() == before => self.stubs.push(s),
+            _ => {}
         }
     }
-    (stubs, cx.problems)
+
+    pub(crate) fn finish(self) -> (Vec<Stub>, Vec<Problem>) {
+        (self.stubs, self.cx.problems)
+    }
 }
 
 struct Cx<'a> {
@@ -58,6 +75,9 @@ struct Cx<'a> {
     problems: Vec<Problem>,
     /// While checking an answer's messages: the request type templates may read.
     templates: Option<MessageDescriptor>,
+    shared: &'a mut Shared,
+    /// The file's name, shared by its stubs.
+    file: Arc<str>,
 }
 
 /// The closest of `candidates` to `name`, when it is close enough to suggest.
@@ -147,19 +167,18 @@ impl Cx<'_> {
             self.error(node.at, 1, "a stub needs `method` (`package.Service/Method`)", None);
             return None;
         };
-        let method = self.method(method_node)?;
+        let (method, path) = self.method_cached(method_node)?;
         let kind = Kind::of(&method);
         let id = match get("id") {
-            Some(n) => {
-                match n.as_str().map(str::to_owned).or_else(|| Some(n.text().to_owned()).filter(|t| !t.is_empty())) {
-                    Some(s) => s,
-                    None => {
-                        self.bad(n, "`id` must be a string");
-                        return None;
-                    }
+            Some(n) => match n.as_str().or_else(|| Some(n.text()).filter(|t| !t.is_empty())) {
+                Some(s) => Some(Box::from(s)),
+                None => {
+                    self.bad(n, "`id` must be a string");
+                    return None;
                 }
-            }
-            None => format!("{}#{}", self.src.display, index + 1),
+            },
+            // `FILE#N`, written out when shown.
+            None => None,
         };
         let priority = match get("priority") {
             Some(n) => self.int(n, "priority")?,
@@ -214,19 +233,45 @@ impl Cx<'_> {
                 }
             },
         };
-        // The node knows its line and column: no scan of the file per stub.
-        let at = format!("{}:{}:{}", self.src.display, node.at.line, node.at.col);
-        Some(Stub::new(
+        let specificity = when.specificity();
+        // Found by hash: an order-sensitive `equals` alone on the request keeps
+        // only its key (not for client streams, matched on no single request).
+        let mut when = when;
+        if when.headers.is_none() && when.messages.is_none() && when.at.is_empty() && kind != Kind::ClientStreaming {
+            when.request = when.request.map(Matcher::into_key);
+        }
+        Some(Stub {
             id,
-            at,
-            format!("/{}/{}", method.parent_service().full_name(), method.name()),
+            // The node knows its line and column: no scan of the file per stub.
+            place: super::Place {
+                file: self.file.clone(),
+                index: index as u32,
+                line: node.at.line as u32,
+                col: node.at.col as u32,
+            },
+            path,
             priority,
             order,
+            specificity,
             when,
-            answers,
+            answers: answers.into_boxed_slice(),
             then,
             times,
-        ))
+            used: Default::default(),
+            next: Default::default(),
+        })
+    }
+
+    /// `method`, looked up once per name in a load (problems are reported each time).
+    fn method_cached(&mut self, node: &Node) -> Option<(MethodDescriptor, Arc<str>)> {
+        if let Some(found) = node.as_str().and_then(|name| self.shared.methods.get(name)) {
+            return Some(found.clone());
+        }
+        let method = self.method(node)?;
+        let path: Arc<str> = Arc::from(format!("/{}/{}", method.parent_service().full_name(), method.name()));
+        let name = node.as_str().unwrap_or_default().to_owned();
+        self.shared.methods.insert(name, (method.clone(), path.clone()));
+        Some((method, path))
     }
 
     fn int(&mut self, node: &Node, what: &str) -> Option<i64> {
@@ -367,8 +412,8 @@ impl Cx<'_> {
         for (name, _, value) in entries {
             let m = match name {
                 "equals" => self.values(value, desc).and_then(|v| {
-                    let full = self.canonical(value, desc, v)?;
-                    Some(Matcher::Equals { value: full, ignore_order })
+                    let (full, key) = self.canonical(value, desc, v, !ignore_order)?;
+                    Some(Matcher::Equals { value: full, ignore_order, key })
                 }),
                 "contains" => self.values(value, desc).map(Matcher::Contains),
                 "matches" | "glob" => {
@@ -483,13 +528,15 @@ impl Cx<'_> {
         Some(if all.len() == 1 { all.remove(0) } else { Matcher::All(all) })
     }
 
-    /// The message `equals` describes, as the request's JSON with defaults left out.
+    /// The message `equals` describes, as the request's JSON with defaults left
+    /// out, and (`keyed`) its key.
     fn canonical(
         &mut self,
         node: &Node,
         desc: &MessageDescriptor,
         partial: serde_json::Value,
-    ) -> Option<serde_json::Value> {
+        keyed: bool,
+    ) -> Option<(serde_json::Value, Option<Box<str>>)> {
         let msg = match DynamicMessage::deserialize_with_options(desc.clone(), partial, &DeserializeOptions::new()) {
             Ok(m) => m,
             Err(e) => {
@@ -497,8 +544,9 @@ impl Cx<'_> {
                 return None;
             }
         };
+        let key = if keyed { super::matcher::key_text(&msg).map(String::into_boxed_str) } else { None };
         match msg.serialize_with_options(serde_json::value::Serializer, &json_opts()) {
-            Ok(v) => Some(v),
+            Ok(v) => Some((v, key)),
             Err(e) => {
                 self.bad(node, format!("cannot represent this {}: {e}", desc.full_name()));
                 None
@@ -815,6 +863,7 @@ impl Cx<'_> {
         let entries = self.keys(node, "an answer", KEYS)?;
         let output = method.output();
         let mut spec = AnswerSpec::default();
+        let mut items = Vec::new();
         let mut ok = true;
         let one_reply = matches!(kind, Kind::Unary | Kind::ClientStreaming);
         let mut has_reply = false;
@@ -841,39 +890,39 @@ impl Cx<'_> {
                 "message" => match self.reply(value, &output, Delay::None, &method.input()) {
                     Some(item) => {
                         has_reply = true;
-                        spec.items.push(item);
+                        items.push(item);
                     }
                     None => ok = false,
                 },
                 "messages" | "stream" => {
-                    let Some(items) = value.as_seq() else {
+                    let Some(list) = value.as_seq() else {
                         self.bad(value, format!("`{name}` is a list"));
                         ok = false;
                         continue;
                     };
                     has_reply = true;
-                    for item in items {
+                    for item in list {
                         let encoded = if *name == "messages" {
                             self.reply(item, &output, Delay::None, &method.input())
                         } else {
                             self.stream_item(item, &output, &method.input())
                         };
                         match encoded {
-                            Some(i) => spec.items.push(i),
+                            Some(i) => items.push(i),
                             None => ok = false,
                         }
                     }
                 }
                 "error" => match self.error_spec(value) {
-                    Some(e) => spec.error = Some(e),
+                    Some(e) => spec.error = Some(Box::new(e)),
                     None => ok = false,
                 },
                 "headers" => match self.headers(value) {
-                    Some(h) => spec.headers = h,
+                    Some(h) => spec.headers = (!h.is_empty()).then(|| Box::new(h)),
                     None => ok = false,
                 },
                 "trailers" => match self.headers(value) {
-                    Some(h) => spec.trailers = h,
+                    Some(h) => spec.trailers = (!h.is_empty()).then(|| Box::new(h)),
                     None => ok = false,
                 },
                 _ => match self.delay(value) {
@@ -888,6 +937,7 @@ impl Cx<'_> {
             self.error(node.at, 1, msg, None);
             return None;
         }
+        spec.items = items.into_boxed_slice();
         ok.then_some(spec)
     }
 

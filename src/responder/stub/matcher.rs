@@ -6,14 +6,19 @@ use std::cell::OnceCell;
 use std::fmt;
 use std::sync::Arc;
 
-use prost_reflect::{DynamicMessage, SerializeOptions};
+use prost_reflect::{DynamicMessage, ReflectMessage as _, SerializeOptions, Value as PV};
 use serde_json::Value as J;
 
 /// One matcher; all of a stub's matchers must hold.
 #[derive(Debug, Clone)]
 pub(crate) enum Matcher {
-    /// The whole request equals this (defaults left out on both sides).
-    Equals { value: J, ignore_order: bool },
+    /// The whole request equals this (defaults left out on both sides). An
+    /// order-sensitive one has its key too (see [`key_text`]).
+    Equals { value: J, ignore_order: bool, key: Option<Box<str>> },
+    /// An order-sensitive `equals` kept as its key alone: the stubs the
+    /// responder finds by hash. Matching compares the key; only explaining a
+    /// miss parses it back into the value.
+    Key(Box<str>),
     /// The request holds at least these fields with these values.
     Contains(J),
     /// Each leaf's field matches its pattern (regex or glob, whole value).
@@ -118,16 +123,31 @@ pub(crate) struct Subject<'a> {
     fixed: Option<&'a J>,
     full: OnceCell<J>,
     sparse: OnceCell<J>,
+    key: OnceCell<Option<String>>,
     headers: &'a J,
 }
 
 impl<'a> Subject<'a> {
     pub(crate) fn message(msg: &'a DynamicMessage, headers: &'a J) -> Self {
-        Subject { msg: Some(msg), fixed: None, full: OnceCell::new(), sparse: OnceCell::new(), headers }
+        Subject {
+            msg: Some(msg),
+            fixed: None,
+            full: OnceCell::new(),
+            sparse: OnceCell::new(),
+            key: OnceCell::new(),
+            headers,
+        }
     }
 
     pub(crate) fn headers(headers: &'a J) -> Self {
-        Subject { msg: None, fixed: Some(headers), full: OnceCell::new(), sparse: OnceCell::new(), headers }
+        Subject {
+            msg: None,
+            fixed: Some(headers),
+            full: OnceCell::new(),
+            sparse: OnceCell::new(),
+            key: OnceCell::new(),
+            headers,
+        }
     }
 
     fn view<'s>(&'s self, cell: &'s OnceCell<J>, skip_defaults: bool) -> &'s J {
@@ -151,22 +171,75 @@ impl<'a> Subject<'a> {
     pub(crate) fn sparse(&self) -> &J {
         self.view(&self.sparse, true)
     }
+
+    /// The request's key (see [`key_text`]); `None` for headers.
+    pub(crate) fn key(&self) -> Option<&str> {
+        self.key.get_or_init(|| self.msg.and_then(key_text)).as_deref()
+    }
+}
+
+/// The text of a message's sparse JSON view (proto field names, defaults left
+/// out) that two messages share exactly when an order-sensitive `equals`
+/// holds between them: stubs are found by it, and both the stub's message and
+/// each request go through this one function. A message with no map entries
+/// and no `Any` is written straight from the message (fields in the schema's
+/// order; no tree is built per request); maps iterate in no fixed order, so a
+/// message with map entries (or an `Any`, whose content may have some) is
+/// written from its JSON tree, whose keys are sorted. Texts of the two forms
+/// never collide: they differ in whether a non-empty map is there.
+pub(crate) fn key_text(msg: &DynamicMessage) -> Option<String> {
+    let opts = SerializeOptions::new().use_proto_field_name(true).skip_default_fields(true);
+    if plain(msg) {
+        let mut out = Vec::with_capacity(64);
+        msg.serialize_with_options(&mut serde_json::Serializer::new(&mut out), &opts).ok()?;
+        String::from_utf8(out).ok()
+    } else {
+        let tree = msg.serialize_with_options(serde_json::value::Serializer, &opts).ok()?;
+        serde_json::to_string(&tree).ok()
+    }
+}
+
+/// No map entries and no `Any`, at any depth.
+fn plain(msg: &DynamicMessage) -> bool {
+    fn value(v: &PV) -> bool {
+        match v {
+            PV::Map(m) => m.is_empty(),
+            PV::Message(m) => m.descriptor().full_name() != "google.protobuf.Any" && plain(m),
+            PV::List(items) => items.iter().all(value),
+            _ => true,
+        }
+    }
+    msg.fields().all(|(_, v)| value(v)) && msg.extensions().all(|(_, v)| value(v))
 }
 
 impl Matcher {
     /// For an order-sensitive `equals`, the text the request's sparse view has
     /// exactly when it matches (both sides come from the same serializer: keys
     /// sorted, numbers and enums in one form), to find such stubs by hash.
-    pub(crate) fn equals_key(&self) -> Option<String> {
+    pub(crate) fn equals_key(&self) -> Option<&str> {
         match self {
-            Matcher::Equals { value, ignore_order: false } => serde_json::to_string(value).ok(),
+            Matcher::Key(k) => Some(k),
             _ => None,
         }
     }
 
+    /// An order-sensitive `equals` as its key alone (the value dropped).
+    pub(crate) fn into_key(self) -> Matcher {
+        match self {
+            Matcher::Equals { key: Some(k), ignore_order: false, .. } => Matcher::Key(k),
+            m => m,
+        }
+    }
+
+    /// The value a `Key` stands for (parsed back from its text).
+    fn key_value(key: &str) -> J {
+        serde_json::from_str(key).unwrap_or(J::Null)
+    }
+
     pub(crate) fn is_match(&self, s: &Subject<'_>) -> bool {
         match self {
-            Matcher::Equals { value, ignore_order } => equal(value, s.sparse(), *ignore_order),
+            Matcher::Equals { value, ignore_order, .. } => equal(value, s.sparse(), *ignore_order),
+            Matcher::Key(k) => s.key() == Some(&**k),
             Matcher::Contains(v) => contains(v, Some(s.full())),
             Matcher::Leaves(leaves) => leaves.iter().all(|l| leaf_matches(l, s.full())),
             Matcher::AnyOf(ms) => ms.iter().any(|m| m.is_match(s)),
@@ -179,6 +252,7 @@ impl Matcher {
     pub(crate) fn specificity(&self) -> usize {
         match self {
             Matcher::Equals { value, .. } | Matcher::Contains(value) => leaves(value),
+            Matcher::Key(k) => leaves(&Matcher::key_value(k)),
             Matcher::Leaves(l) => l.len(),
             Matcher::AnyOf(ms) => ms.iter().map(Matcher::specificity).min().unwrap_or(0),
             Matcher::All(ms) => ms.iter().map(Matcher::specificity).sum(),
@@ -189,9 +263,15 @@ impl Matcher {
     /// What differs, one line per field (`what` names the subject: "request", "header").
     pub(crate) fn diffs(&self, s: &Subject<'_>, what: &str, out: &mut Vec<String>) {
         match self {
-            Matcher::Equals { value, ignore_order } => {
+            Matcher::Equals { value, ignore_order, .. } => {
                 if !equal(value, s.sparse(), *ignore_order) {
                     diff_values(value, Some(s.sparse()), &mut Vec::new(), what, true, out);
+                }
+            }
+            Matcher::Key(k) => {
+                if s.key() != Some(&**k) {
+                    let value = Matcher::key_value(k);
+                    diff_values(&value, Some(s.sparse()), &mut Vec::new(), what, true, out);
                 }
             }
             Matcher::Contains(v) => diff_values(v, Some(s.full()), &mut Vec::new(), what, false, out),
@@ -399,6 +479,116 @@ mod tests {
         let g = Pattern::new("*@example.com", true).unwrap();
         assert!(g.is_match("ann@example.com") && !g.is_match("ann@example.org"));
         assert!(Pattern::new("(", false).is_err());
+    }
+
+    const KEYED: &str = r#"syntax = "proto3";
+package k;
+message K {
+  string a = 1;
+  int64 b = 2;
+  repeated int32 c = 3;
+  map<string, string> m = 4;
+  K child = 5;
+  double d = 6;
+}
+"#;
+
+    fn keyed() -> prost_reflect::MessageDescriptor {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("k.proto"), KEYED).unwrap();
+        let schema = crate::schema::load(&[dir.path().to_path_buf()]).unwrap();
+        schema.pool().get_message_by_name("k.K").unwrap()
+    }
+
+    /// A random `k.K` from small domains (so that equal pairs are common), with
+    /// its map entries inserted in a random order.
+    fn random(rng: &mut fastrand::Rng, desc: &prost_reflect::MessageDescriptor, depth: u8) -> DynamicMessage {
+        let mut j = serde_json::Map::new();
+        if rng.u8(..3) == 0 {
+            j.insert("a".into(), json!(["", "x", "y"][rng.usize(..3)]));
+        }
+        if rng.u8(..3) == 0 {
+            j.insert("b".into(), json!(rng.i64(-1..2).to_string()));
+        }
+        if rng.u8(..3) == 0 {
+            j.insert("c".into(), json!((0..rng.usize(..3)).map(|_| rng.i32(0..2)).collect::<Vec<_>>()));
+        }
+        if rng.u8(..3) == 0 {
+            let mut keys = vec!["k1", "k2", "k3", "k4"];
+            keys.truncate(rng.usize(..5));
+            rng.shuffle(&mut keys);
+            let mut m = serde_json::Map::new();
+            for k in keys {
+                m.insert(k.into(), json!(["w", "v"][rng.usize(..2)]));
+            }
+            j.insert("m".into(), J::Object(m));
+        }
+        if rng.u8(..3) == 0 {
+            j.insert("d".into(), json!([0.0, 1.5, -2.0][rng.usize(..3)]));
+        }
+        let mut msg = DynamicMessage::deserialize(desc.clone(), J::Object(j)).unwrap();
+        if depth < 1 && rng.u8(..4) == 0 {
+            let child = random(rng, desc, depth + 1);
+            msg.set_field_by_name("child", prost_reflect::Value::Message(child));
+        }
+        msg
+    }
+
+    /// The same message with its maps rebuilt (another hash order).
+    fn rebuilt(msg: &DynamicMessage) -> DynamicMessage {
+        let bytes = prost::Message::encode_to_vec(msg);
+        DynamicMessage::decode(prost_reflect::ReflectMessage::descriptor(msg), bytes.as_slice()).unwrap()
+    }
+
+    #[test]
+    fn keys_are_equal_exactly_when_equals_holds() {
+        let desc = keyed();
+        let null = J::Null;
+        let mut rng = fastrand::Rng::with_seed(13);
+        let (mut same, mut maps) = (0, 0);
+        for _ in 0..3000 {
+            let (x, y) = (random(&mut rng, &desc, 0), random(&mut rng, &desc, 0));
+            let (kx, ky) = (key_text(&x).unwrap(), key_text(&y).unwrap());
+            let (sx, sy) = (Subject::message(&x, &null), Subject::message(&y, &null));
+            // The key tells messages apart exactly as the text of their JSON
+            // trees does (what stubs were found by before), and equal keys
+            // mean `equals` holds.
+            let tree = |s: &Subject<'_>| serde_json::to_string(s.sparse()).unwrap();
+            assert_eq!(kx == ky, tree(&sx) == tree(&sy), "{kx} / {ky}");
+            assert!(kx != ky || equal(sx.sparse(), sy.sparse(), false), "{kx}");
+            same += usize::from(kx == ky);
+            // The subject's key is this key; the same message rebuilt has it too.
+            assert_eq!(sx.key(), Some(kx.as_str()));
+            assert_eq!(key_text(&rebuilt(&x)).unwrap(), kx);
+            maps += usize::from(!plain(&x));
+        }
+        assert!(same > 100 && maps > 300, "the generator covers equal pairs ({same}) and maps ({maps})");
+    }
+
+    #[test]
+    fn a_key_matches_like_its_equals_and_explains_a_miss() {
+        let desc = keyed();
+        let null = J::Null;
+        let want = DynamicMessage::deserialize(desc.clone(), json!({"a": "x", "b": "5"})).unwrap();
+        let key = Matcher::Equals {
+            value: Subject::message(&want, &null).sparse().clone(),
+            ignore_order: false,
+            key: key_text(&want).map(String::into_boxed_str),
+        }
+        .into_key();
+        assert!(matches!(&key, Matcher::Key(_)));
+        assert_eq!(key.specificity(), 2);
+        let same = DynamicMessage::deserialize(desc.clone(), json!({"b": 5, "a": "x", "d": 0})).unwrap();
+        assert!(key.is_match(&Subject::message(&same, &null)));
+        let other = DynamicMessage::deserialize(desc, json!({"a": "x", "b": "6"})).unwrap();
+        let subj = Subject::message(&other, &null);
+        assert!(!key.is_match(&subj));
+        let mut out = Vec::new();
+        key.diffs(&subj, "request", &mut out);
+        assert_eq!(out, vec![r#"request `b`: expected "5", got "6""#.to_owned()]);
+        // ignoreArrayOrder keeps its value: it is compared, not looked up.
+        let unordered = Matcher::Equals { value: json!({}), ignore_order: true, key: None }.into_key();
+        assert!(matches!(unordered, Matcher::Equals { .. }));
     }
 
     #[test]

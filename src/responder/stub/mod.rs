@@ -66,11 +66,12 @@ impl StubResponder {
         Self { dirs: sources.dirs, texts, fallback }
     }
 
-    /// Every stub file under the directories, sorted by path; problems for
-    /// directories that are missing or files that cannot be read.
-    fn read(&self) -> (Vec<SourceText>, Vec<Problem>) {
+    /// Every stub text (those given by code, then the files under the
+    /// directories in path order) to `each`, read one at a time so that only
+    /// one file's text is in memory; problems for directories that are missing
+    /// or files that cannot be read. Returns the fingerprint of it all.
+    fn read(&self, mut each: impl FnMut(&SourceText), problems: &mut Vec<Problem>) -> u64 {
         let mut paths = Vec::new();
-        let mut problems = Vec::new();
         for dir in &self.dirs {
             if dir.is_file() {
                 paths.push(dir.clone());
@@ -82,15 +83,28 @@ impl StubResponder {
         }
         paths.sort();
         paths.dedup();
+        let mut h = foldhash::quality::FixedState::default().build_hasher();
+        let mut seen = |t: &SourceText| {
+            h.write(t.display.as_bytes());
+            h.write_u8(0);
+            h.write(t.text.as_bytes());
+            h.write_u8(0);
+            each(t);
+        };
         // Texts given by code come first, then files in path order.
-        let mut texts = self.texts.clone();
+        self.texts.iter().for_each(&mut seen);
+        let mut read_problems = 0;
         for p in paths {
             match read_file(&p) {
-                Ok(text) => texts.push(SourceText { display: p.display().to_string(), text }),
-                Err(e) => problems.push(Problem::new(e)),
+                Ok(text) => seen(&SourceText { display: p.display().to_string(), text }),
+                Err(e) => {
+                    problems.push(Problem::new(e));
+                    read_problems += 1;
+                }
             }
         }
-        (texts, problems)
+        h.write_usize(read_problems);
+        h.finish() | 1
     }
 }
 
@@ -130,18 +144,6 @@ fn read_file(path: &Path) -> Result<String, String> {
     Ok(text.strip_prefix('\u{feff}').map(str::to_owned).unwrap_or(text))
 }
 
-fn fingerprint(texts: &[SourceText], problems: &[Problem]) -> u64 {
-    let mut h = foldhash::quality::FixedState::default().build_hasher();
-    for t in texts {
-        h.write(t.display.as_bytes());
-        h.write_u8(0);
-        h.write(t.text.as_bytes());
-        h.write_u8(0);
-    }
-    h.write_usize(problems.len());
-    h.finish() | 1
-}
-
 impl Responder for StubResponder {
     fn name(&self) -> &'static str {
         "stub"
@@ -156,33 +158,45 @@ impl Responder for StubResponder {
         if self.dirs.is_empty() && self.texts.is_empty() {
             return None;
         }
-        let (texts, mut problems) = self.read();
-        let inputs = fingerprint(&texts, &problems);
-        let mut by_path: HashMap<String, Vec<Arc<Stub>>> = HashMap::new();
-        let mut order = 0;
-        let mut count = 0usize;
-        for src in &texts {
-            let docs = match node::parse(&src.text) {
-                Ok(d) => d,
-                Err(e) => {
+        let mut by_path: HashMap<Arc<str>, Vec<Stub>> = HashMap::new();
+        let (mut read_problems, mut problems) = (Vec::new(), Vec::new());
+        let mut shared = compile::Shared::default();
+        let (mut order, mut count, mut files) = (0, 0usize, 0usize);
+        // File by file: read, parse and check one stub at a time, then drop the
+        // text, so that a load never holds more than one file and one stub tree.
+        let inputs = self.read(
+            |src| {
+                files += 1;
+                let mut file = compile::File::new(src, schema.pool(), &mut shared, order);
+                let parsed = node::parse_items(&src.text, |item| file.item(&item));
+                let (stubs, mut bad) = file.finish();
+                if let Err(e) = parsed {
+                    // Not a stub file at all: nothing of it is served.
                     problems.push(Problem::new(e.message).at(src, e.at.offset, 1));
-                    continue;
+                    return;
                 }
-            };
-            let (stubs, mut bad) = compile::file(src, &docs, schema.pool(), order);
-            order += stubs.len() + bad.len() + 1;
-            problems.append(&mut bad);
-            for s in stubs {
-                count += 1;
-                by_path.entry(s.path.clone()).or_default().push(Arc::new(s));
-            }
-        }
-        for stubs in by_path.values_mut() {
-            stubs.sort_by(|a, b| {
-                b.specificity.cmp(&a.specificity).then(b.priority.cmp(&a.priority)).then(a.order.cmp(&b.order))
-            });
-        }
-        tracing::debug!(stubs = count, files = texts.len(), methods = by_path.len(), "stubs loaded");
+                order += stubs.len() + bad.len() + 1;
+                problems.append(&mut bad);
+                count += stubs.len();
+                for s in stubs {
+                    by_path.entry(s.path.clone()).or_default().push(s);
+                }
+            },
+            &mut read_problems,
+        );
+        read_problems.append(&mut problems);
+        let problems = read_problems;
+        let by_path = by_path
+            .into_iter()
+            .map(|(path, mut stubs)| {
+                // `order` is unique: the ranking is a total order.
+                stubs.sort_unstable_by(|a, b| {
+                    b.specificity.cmp(&a.specificity).then(b.priority.cmp(&a.priority)).then(a.order.cmp(&b.order))
+                });
+                (path, Arc::new(stubs))
+            })
+            .collect::<HashMap<_, _>>();
+        tracing::debug!(stubs = count, files, methods = by_path.len(), "stubs loaded");
         Some(Arc::new(SchemaStubs { by_path, fallback: self.fallback.clone(), problems, inputs }))
     }
 
@@ -190,8 +204,7 @@ impl Responder for StubResponder {
         if self.dirs.is_empty() && self.texts.is_empty() {
             return 0;
         }
-        let (texts, problems) = self.read();
-        fingerprint(&texts, &problems)
+        self.read(|_| {}, &mut Vec::new())
     }
 
     fn watch_dirs(&self) -> Vec<PathBuf> {
@@ -202,7 +215,7 @@ impl Responder for StubResponder {
 /// The stubs of one schema, by method path, ranked.
 #[derive(Debug)]
 struct SchemaStubs {
-    by_path: HashMap<String, Vec<Arc<Stub>>>,
+    by_path: HashMap<Arc<str>, Arc<Vec<Stub>>>,
     fallback: Arc<dyn Responder>,
     problems: Vec<Problem>,
     inputs: u64,
@@ -215,7 +228,7 @@ impl Responder for SchemaStubs {
 
     fn resolve(&self, method: &MethodDescriptor) -> Result<Option<Arc<dyn Respond>>, BuildError> {
         let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
-        let Some(stubs) = self.by_path.get(&path) else { return Ok(None) };
+        let Some(stubs) = self.by_path.get(path.as_str()) else { return Ok(None) };
         let fallback = self.fallback.resolve(method)?;
         let uses_headers = stubs
             .iter()
@@ -232,54 +245,49 @@ impl Responder for SchemaStubs {
     }
 }
 
-/// One checked stub, ready to answer.
+/// One checked stub, ready to answer. Kept small: a load may hold 100,000.
 #[derive(Debug)]
 pub(crate) struct Stub {
-    pub(crate) id: String,
-    /// Where it is written (`file:line:col`).
-    pub(crate) at: String,
-    pub(crate) path: String,
+    /// The `id` given, if any (else `FILE#N`, see [`Stub::id`]).
+    pub(crate) id: Option<Box<str>>,
+    pub(crate) place: Place,
+    /// The method's path (`/pkg.Service/Method`), shared by its stubs.
+    pub(crate) path: Arc<str>,
     pub(crate) priority: i64,
     pub(crate) order: usize,
     pub(crate) specificity: usize,
     pub(crate) when: When,
-    pub(crate) answers: Vec<AnswerSpec>,
+    pub(crate) answers: Box<[AnswerSpec]>,
     pub(crate) then: Then,
     pub(crate) times: Option<u64>,
     /// Calls answered.
-    used: AtomicU64,
+    pub(crate) used: AtomicU64,
     /// The next answer of a sequence.
-    next: AtomicUsize,
+    pub(crate) next: AtomicUsize,
+}
+
+/// Where a stub is written: its file (shared by the file's stubs), its
+/// position in the file (0 is the first) and its line and column.
+#[derive(Debug, Clone)]
+pub(crate) struct Place {
+    pub(crate) file: Arc<str>,
+    pub(crate) index: u32,
+    pub(crate) line: u32,
+    pub(crate) col: u32,
 }
 
 impl Stub {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        id: String,
-        at: String,
-        path: String,
-        priority: i64,
-        order: usize,
-        when: When,
-        answers: Vec<AnswerSpec>,
-        then: Then,
-        times: Option<u64>,
-    ) -> Self {
-        let specificity = when.specificity();
-        Stub {
-            id,
-            at,
-            path,
-            priority,
-            order,
-            specificity,
-            when,
-            answers,
-            then,
-            times,
-            used: AtomicU64::new(0),
-            next: AtomicUsize::new(0),
+    /// Its name for messages: the `id` given, else `FILE#N` (N-th of its file).
+    pub(crate) fn id(&self) -> std::borrow::Cow<'_, str> {
+        match &self.id {
+            Some(id) => std::borrow::Cow::Borrowed(id),
+            None => std::borrow::Cow::Owned(format!("{}#{}", self.place.file, self.place.index + 1)),
         }
+    }
+
+    /// Where it is written: `file:line:col`.
+    pub(crate) fn at(&self) -> String {
+        format!("{}:{}:{}", self.place.file, self.place.line, self.place.col)
     }
 
     /// Takes one answer: `None` when the stub has stepped aside (its `times`
@@ -321,7 +329,7 @@ pub(crate) struct When {
 }
 
 impl When {
-    fn specificity(&self) -> usize {
+    pub(crate) fn specificity(&self) -> usize {
         let m = |m: &Option<Matcher>| m.as_ref().map_or(0, Matcher::specificity);
         m(&self.request)
             + m(&self.headers)
@@ -355,15 +363,16 @@ pub(crate) enum Then {
     Stop,
 }
 
-/// One answer: headers, a delay, reply messages (encoded), an error.
+/// One answer: headers, a delay, reply messages (encoded), an error. The
+/// rarely given parts are boxed (none: no allocation).
 #[derive(Debug, Default)]
 pub(crate) struct AnswerSpec {
-    pub(crate) headers: MetadataMap,
+    pub(crate) headers: Option<Box<MetadataMap>>,
     /// Sent after the last reply, beside the status (on an error too).
-    pub(crate) trailers: MetadataMap,
+    pub(crate) trailers: Option<Box<MetadataMap>>,
     pub(crate) delay: Delay,
-    pub(crate) items: Vec<Item>,
-    pub(crate) error: Option<ErrorSpec>,
+    pub(crate) items: Box<[Item]>,
+    pub(crate) error: Option<Box<ErrorSpec>>,
 }
 
 /// One reply message, encoded with the output type (or, with templates,

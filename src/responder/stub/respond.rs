@@ -1,6 +1,7 @@
 //! Answering calls from the stubs of one method, for the four RPC kinds.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -8,11 +9,11 @@ use futures_util::{Stream, StreamExt as _};
 use prost_reflect::DynamicMessage;
 use tonic::metadata::MetadataMap;
 
-use super::matcher::Subject;
+use super::matcher::{Matcher, Subject};
 use super::template::Input;
 use super::{AnswerSpec, Delay, Item, Stub};
 use crate::Error;
-use crate::call::{Answer, Body, CallRequest, Kind, Replies, Reply, Respond, Responding};
+use crate::call::{Answer, Body, CallRequest, Exchange, HEAVY_DECODE, Kind, Replies, Reply, Respond, Responding};
 
 /// The most messages one client-streaming call answered by stubs may send.
 const MAX_STREAM_MESSAGES: usize = 100_000;
@@ -30,11 +31,15 @@ struct Inner {
     path: String,
     kind: Kind,
     /// In rank order.
-    stubs: Vec<Arc<Stub>>,
-    /// Stubs that only match an order-sensitive `equals` on the request, by the
-    /// text of that request's view (rank positions, ascending): finding them
-    /// costs one hash lookup however many there are.
-    by_equals: HashMap<String, Vec<usize>>,
+    stubs: Arc<Vec<Stub>>,
+    /// Stubs that only match an order-sensitive `equals` on the request
+    /// (`Matcher::Key`), by the hash of their key: the range of `keyed` holding
+    /// their rank positions (ascending). Finding them costs one lookup of a
+    /// `u64` and a comparison of the key however many there are; no key is
+    /// stored twice.
+    by_key: HashMap<u64, (u32, u32), BuildHasherDefault<Prehashed>>,
+    keyed: Vec<u32>,
+    hasher: foldhash::quality::RandomState,
     /// The other stubs' rank positions, ascending: scanned.
     scanned: Vec<usize>,
     /// Every rank position (client streams scan them all).
@@ -44,40 +49,86 @@ struct Inner {
     uses_headers: bool,
 }
 
+/// A hasher for keys that are hashes already (`u64`s from `foldhash`).
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 impl MethodStubs {
     pub(crate) fn new(
         path: String,
         kind: Kind,
-        stubs: Vec<Arc<Stub>>,
+        stubs: Arc<Vec<Stub>>,
         fallback: Option<Arc<dyn Respond>>,
         uses_headers: bool,
     ) -> Self {
-        let mut by_equals: HashMap<String, Vec<usize>> = HashMap::new();
+        let hasher = foldhash::quality::RandomState::default();
+        let mut hashed: Vec<(u64, u32)> = Vec::new();
         let mut scanned = Vec::new();
         for (rank, s) in stubs.iter().enumerate() {
-            let w = &s.when;
-            let key = match (&w.request, &w.headers, &w.messages, w.at.is_empty()) {
-                (Some(m), None, None, true) if kind != Kind::ClientStreaming => m.equals_key(),
+            // Compile keeps only the key of the stubs it found this way.
+            let key = match (&s.when.request, kind) {
+                (Some(m), k) if k != Kind::ClientStreaming => m.equals_key(),
                 _ => None,
             };
             match key {
-                Some(k) => by_equals.entry(k).or_default().push(rank),
+                Some(k) => hashed.push((hasher.hash_one(k), rank as u32)),
                 None => scanned.push(rank),
             }
         }
+        hashed.sort_unstable();
+        let mut by_key: HashMap<u64, (u32, u32), BuildHasherDefault<Prehashed>> = HashMap::default();
+        by_key.reserve(hashed.len());
+        for (i, (h, _)) in hashed.iter().enumerate() {
+            by_key.entry(*h).or_insert((i as u32, 0)).1 += 1;
+        }
+        let keyed = hashed.into_iter().map(|(_, rank)| rank).collect();
         let every = (0..stubs.len()).collect();
-        MethodStubs { inner: Arc::new(Inner { path, kind, stubs, by_equals, scanned, every, fallback, uses_headers }) }
+        let inner = Inner { path, kind, stubs, by_key, keyed, hasher, scanned, every, fallback, uses_headers };
+        MethodStubs { inner: Arc::new(inner) }
     }
 }
 
 impl Respond for MethodStubs {
     fn respond(&self, call: CallRequest) -> Responding {
+        if matches!(self.inner.kind, Kind::Unary | Kind::ServerStreaming) {
+            // The common case: the adapter has read the request and it is small:
+            // answer now, without a future (unless the answer waits).
+            match call.try_unary() {
+                Ok((ex, input)) if input.raw.len() < HEAVY_DECODE => return self.inner.one_now(ex, input),
+                Ok((ex, input)) => {
+                    let inner = self.inner.clone();
+                    return Responding::Later(Box::pin(async move { inner.one(ex, input).await }));
+                }
+                Err(call) => {
+                    let inner = self.inner.clone();
+                    return Responding::Later(Box::pin(async move {
+                        let (ex, input) = call.into_unary().await?;
+                        inner.one(ex, input).await
+                    }));
+                }
+            }
+        }
         let inner = self.inner.clone();
         Responding::Later(Box::pin(async move {
             match inner.kind {
-                Kind::Unary | Kind::ServerStreaming => inner.one(call).await,
                 Kind::ClientStreaming => inner.client_stream(call).await,
-                Kind::Bidi => inner.bidi(call),
+                _ => inner.bidi(call),
             }
         }))
     }
@@ -128,21 +179,28 @@ impl Inner {
         request: Option<&Subject<'_>>,
         matches: impl Fn(&Stub) -> bool,
     ) -> Option<&AnswerSpec> {
-        let hits: &[usize] = match request {
-            Some(subj) if !self.by_equals.is_empty() => serde_json::to_string(subj.sparse())
-                .ok()
-                .and_then(|k| self.by_equals.get(&k))
-                .map_or(&[], Vec::as_slice),
-            _ => &[],
+        let key = match request {
+            Some(subj) if !self.by_key.is_empty() => subj.key(),
+            _ => None,
         };
+        let range: &[u32] = match key.and_then(|k| self.by_key.get(&self.hasher.hash_one(k))) {
+            Some(&(start, len)) => &self.keyed[start as usize..(start + len) as usize],
+            None => &[],
+        };
+        // Those whose key is the request's (not just its hash).
+        let mut hits = range
+            .iter()
+            .map(|&r| r as usize)
+            .filter(|&r| matches!(&self.stubs[r].when.request, Some(Matcher::Key(k)) if Some(&**k) == key))
+            .peekable();
         // Client streams are matched on no single request: every stub is scanned.
         let scanned: &[usize] = if request.is_some() { &self.scanned } else { &self.every };
-        let (mut i, mut j) = (0, 0);
+        let mut j = 0;
         loop {
             // The next rank position: the smaller head of the two lists.
-            let (rank, indexed) = match (hits.get(i), scanned.get(j)) {
+            let (rank, indexed) = match (hits.peek(), scanned.get(j)) {
                 (Some(&h), s) if s.is_none_or(|&s| h < s) => {
-                    i += 1;
+                    hits.next();
                     (h, true)
                 }
                 (_, Some(&s)) => {
@@ -168,7 +226,7 @@ impl Inner {
     /// NOT_FOUND naming the closest stub and what differs.
     fn not_found(&self, headers: &serde_json::Value, diffs: impl Fn(&Stub, &mut Vec<String>)) -> Error {
         let mut best: Option<(&Stub, Vec<String>)> = None;
-        for s in &self.stubs {
+        for s in self.stubs.iter() {
             let mut d = Vec::new();
             if let Some(h) = &s.when.headers {
                 h.diffs(&Subject::headers(headers), "header", &mut d);
@@ -182,41 +240,85 @@ impl Inner {
             None => format!("no stub answers {}", self.path),
             Some((s, d)) if d.is_empty() && s.exhausted() => format!(
                 "no stub for {} matches: stub `{}` ({}) matches but has stepped aside (its times or its sequence are used up)",
-                self.path, s.id, s.at
+                self.path,
+                s.id(),
+                s.at()
             ),
             Some((s, d)) => {
-                format!("no stub for {} matches; the closest is `{}` ({}): {}", self.path, s.id, s.at, d.join("; "))
+                format!("no stub for {} matches; the closest is `{}` ({}): {}", self.path, s.id(), s.at(), d.join("; "))
             }
         };
         Error::not_found(message)
     }
 
-    /// Unary and server-streaming: one request message.
-    async fn one(&self, call: CallRequest) -> Result<Answer, Error> {
-        let deadline = call.deadline();
-        let (ex, input) = call.into_unary().await?;
+    /// Unary and server-streaming: the answer to one request message, picked
+    /// now; `Err` hands the call back when no stub matches and the store
+    /// serves the method. NOT_FOUND is explained only when nothing else answers.
+    #[allow(clippy::result_large_err)]
+    fn pick_one(
+        &self,
+        ex: Exchange,
+        msg: &DynamicMessage,
+        raw: Bytes,
+    ) -> Result<Result<Picked<'_>, Error>, CallRequest> {
+        let headers = self.headers(&ex.metadata);
+        let subj = Subject::message(msg, &headers);
+        if let Some(a) = self.pick(&headers, Some(&subj), |s| s.when.request.as_ref().is_none_or(|m| m.is_match(&subj)))
+        {
+            let input = a.templated().then(|| Arc::new(Input::new(subj.full(), Vec::new(), &headers)));
+            return Ok(Ok((a, input)));
+        }
+        if self.fallback.is_some() {
+            let deadline = ex.deadline;
+            return Err(CallRequest::new(ex.snap, ex.route, ex.metadata, deadline, Body::One(raw)));
+        }
+        Ok(Err(self.not_found(&headers, |s, d| {
+            if let Some(m) = &s.when.request {
+                m.diffs(&subj, "request", d);
+            }
+        })))
+    }
+
+    /// Unary and server-streaming, a small request the adapter has read: all
+    /// of it now, unless the answer waits (a delay) or the store answers later.
+    fn one_now(self: &Arc<Self>, ex: Exchange, input: crate::call::Input) -> Responding {
+        let raw = input.raw.clone();
+        let msg = match ex.message(input) {
+            Ok(m) => m,
+            Err(e) => return Responding::Ready(Err(e)),
+        };
+        match self.pick_one(ex, &msg, raw) {
+            Ok(Ok((a, input))) => match a.delay.pick() {
+                None => Responding::Ready(build(a, self.kind, input)),
+                Some(d) => {
+                    let answer = build(a, self.kind, input);
+                    Responding::Later(Box::pin(async move {
+                        tokio::time::sleep(d).await;
+                        answer
+                    }))
+                }
+            },
+            Ok(Err(e)) => Responding::Ready(Err(e)),
+            Err(call) => match &self.fallback {
+                Some(fb) => fb.respond(call),
+                None => Responding::Ready(Err(Error::internal("a stub fall-through without the store"))),
+            },
+        }
+    }
+
+    /// Unary and server-streaming: one request message (large, or read later).
+    async fn one(&self, ex: Exchange, input: crate::call::Input) -> Result<Answer, Error> {
         let raw = input.raw.clone();
         let msg = ex.message_off_worker(input).await?;
-        let headers = self.headers(&ex.metadata);
-        let picked = {
-            let subj = Subject::message(&msg, &headers);
-            match self.pick(&headers, Some(&subj), |s| s.when.request.as_ref().is_none_or(|m| m.is_match(&subj))) {
-                Some(a) => Ok((a, a.templated().then(|| Arc::new(Input::new(subj.full(), Vec::new(), &headers))))),
-                None => Err(self.not_found(&headers, |s, d| {
-                    if let Some(m) = &s.when.request {
-                        m.diffs(&subj, "request", d);
-                    }
-                })),
-            }
+        let (a, input) = match self.pick_one(ex, &msg, raw) {
+            Ok(picked) => picked?,
+            Err(call) => match &self.fallback {
+                Some(fb) => return fall_back(fb, call).await,
+                None => return Err(Error::internal("a stub fall-through without the store")),
+            },
         };
-        match (picked, &self.fallback) {
-            (Ok((a, input)), _) => answer(a, self.kind, input).await,
-            (Err(_), Some(fb)) => {
-                let call = CallRequest::new(ex.snap, ex.route, ex.metadata, deadline, Body::One(raw));
-                fall_back(fb, call).await
-            }
-            (Err(e), None) => Err(e),
-        }
+        sleep(a.delay).await;
+        build(a, self.kind, input)
     }
 
     /// Client streaming: every message first, then the stream is matched as a
@@ -279,7 +381,10 @@ impl Inner {
             }
         };
         match (picked, &self.fallback) {
-            (Ok((a, input)), _) => answer(a, self.kind, input).await,
+            (Ok((a, input)), _) => {
+                sleep(a.delay).await;
+                build(a, self.kind, input)
+            }
             (Err(_), Some(fb)) => {
                 let replay = futures_util::stream::iter(raws.into_iter().map(Ok));
                 let call = CallRequest::new(ex.snap, ex.route, ex.metadata, deadline, Body::Frames(Box::pin(replay)));
@@ -355,7 +460,7 @@ impl Lockstep {
                         let input = a.templated().then(|| Input::new(subj.full(), Vec::new(), &self.headers));
                         let replies: Vec<_> =
                             a.items.iter().map(|i| (reply_of(i, input.as_ref(), self.index), i.delay)).collect();
-                        Ok((a.delay, replies, a.error.as_ref().map(|e| e.to_error(a, false))))
+                        Ok((a.delay, replies, a.error.as_deref().map(|e| e.to_error(a, false))))
                     }
                     None => Err(inner.not_found(&self.headers, |s, d| {
                         if let Some(m) = &s.when.request {
@@ -381,8 +486,11 @@ impl super::ErrorSpec {
     /// The status, with the answer's trailers as its metadata, and its headers
     /// too when nothing was sent before it (a trailers-only response).
     fn to_error(&self, answer: &AnswerSpec, first: bool) -> Error {
-        let mut metadata = if first { answer.headers.clone() } else { MetadataMap::new() };
-        for kv in answer.trailers.iter() {
+        let mut metadata = match &answer.headers {
+            Some(h) if first => (**h).clone(),
+            _ => MetadataMap::new(),
+        };
+        for kv in answer.trailers.iter().flat_map(|t| t.iter()) {
             if let tonic::metadata::KeyAndValueRef::Ascii(k, v) = kv {
                 metadata.append(k.clone(), v.clone());
             }
@@ -399,13 +507,17 @@ fn reply_of(item: &Item, input: Option<&Input>, index: usize) -> Result<Reply, E
     }
 }
 
-/// Builds the answer of a unary, server- or client-streaming call.
-async fn answer(spec: &AnswerSpec, kind: Kind, input: Option<Arc<Input>>) -> Result<Answer, Error> {
-    sleep(spec.delay).await;
+/// What a stub answers one request with: the answer, and the request's view
+/// when its replies are templates.
+type Picked<'a> = (&'a AnswerSpec, Option<Arc<Input>>);
+
+/// Builds the answer of a unary, server- or client-streaming call (after the
+/// answer's delay).
+fn build(spec: &AnswerSpec, kind: Kind, input: Option<Arc<Input>>) -> Result<Answer, Error> {
     let mut out = match kind {
         Kind::ServerStreaming => {
-            let items = spec.items.clone();
-            let error = spec.error.as_ref().map(|e| e.to_error(spec, false));
+            let items = spec.items.to_vec();
+            let error = spec.error.as_deref().map(|e| e.to_error(spec, false));
             let replies = futures_util::stream::iter(items.into_iter().enumerate())
                 .then(move |(i, item)| {
                     let input = input.clone();
@@ -424,9 +536,11 @@ async fn answer(spec: &AnswerSpec, kind: Kind, input: Option<Arc<Input>>) -> Res
             (None, None) => return Err(Error::internal("a stub answer without a message")),
         },
     };
-    out.metadata = spec.headers.clone();
-    if !spec.trailers.is_empty() {
-        out = out.with_trailers(spec.trailers.clone());
+    if let Some(h) = &spec.headers {
+        out.metadata = (**h).clone();
+    }
+    if let Some(t) = &spec.trailers {
+        out = out.with_trailers((**t).clone());
     }
     Ok(out)
 }
