@@ -542,6 +542,45 @@ answer: {message: {id: stubbed, name: From A Stub}}
     assert!(routes.iter().any(|l| l.contains("GetUser") && l.contains("stubs (1 stub, else the store)")), "{routes:?}");
 }
 
+#[tokio::test]
+async fn requests_found_from_their_bytes_keep_times_and_the_ranking_whatever_their_encoding() {
+    // GetUserRequest is flat: its stubs are found from the request's bytes.
+    let dir = stub_dir(&[(
+        "u.yaml",
+        r#"
+- method: users.UserService/GetUser
+  times: 1
+  match: {request: {equals: {user_id: a}}}
+  answer: {message: {id: a, name: once}}
+- method: users.UserService/GetUser
+  match: {request: {equals: {user_id: a}}}
+  answer: {message: {id: a, name: then}}
+"#,
+    )]);
+    let server = TestServer::start(Server::builder().schema_dir(users_dir()).stubs(dir.path())).await;
+    let mut c = server.client().await;
+    let desc = c.pool.get_message_by_name("users.GetUserRequest").unwrap();
+    let get = |c: &mut Client, bytes: &'static [u8]| {
+        let m = prost_reflect::DynamicMessage::decode(desc.clone(), bytes).unwrap();
+        let c = c.clone();
+        async move {
+            let mut c = c;
+            c.unary("/users.UserService/GetUser", m).await.map(|r| get_str(&r, "name"))
+        }
+    };
+    // Canonical bytes (field 1 = "a"): the first stub once, then the second.
+    assert_eq!(get(&mut c, b"\x0a\x01a").await.unwrap(), "once");
+    assert_eq!(get(&mut c, b"\x0a\x01a").await.unwrap(), "then");
+    // The same request written otherwise (an unknown field 9, a field given twice,
+    // the last winning): decoded, same key, same stub.
+    assert_eq!(get(&mut c, b"\x0a\x01a\x48\x07").await.unwrap(), "then");
+    assert_eq!(get(&mut c, b"\x0a\x01b\x0a\x01a").await.unwrap(), "then");
+    // Another id: no stub; the store answers NOT_FOUND in its own words.
+    let e = get(&mut c, b"\x0a\x01b").await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("User 'b' not found"), "{}", e.message());
+}
+
 fn server_routes(schema: &Path, stubs: &Path) -> Vec<String> {
     Server::builder().schema_dir(schema).stubs(stubs).build().unwrap().snapshot().describe_routes()
 }

@@ -29,6 +29,8 @@ use crate::schema::diagnostic::SourceText;
 #[derive(Default)]
 pub(crate) struct Shared {
     methods: HashMap<String, (MethodDescriptor, Arc<str>)>,
+    /// Input types by full name: whether their keys are wire bytes.
+    wire_keyed: HashMap<String, bool>,
 }
 
 /// Checks the stubs of one file as the parser hands them over (see
@@ -260,6 +262,16 @@ impl Cx<'_> {
             used: Default::default(),
             next: Default::default(),
         })
+    }
+
+    /// Whether `equals` keys of this type are wire bytes (see `WireKeys`).
+    fn wire_keyed(&mut self, desc: &MessageDescriptor) -> bool {
+        if let Some(&w) = self.shared.wire_keyed.get(desc.full_name()) {
+            return w;
+        }
+        let w = super::matcher::WireKeys::of(desc).is_some();
+        self.shared.wire_keyed.insert(desc.full_name().to_owned(), w);
+        w
     }
 
     /// `method`, looked up once per name in a load (problems are reported each time).
@@ -536,7 +548,7 @@ impl Cx<'_> {
         desc: &MessageDescriptor,
         partial: serde_json::Value,
         keyed: bool,
-    ) -> Option<(serde_json::Value, Option<Box<str>>)> {
+    ) -> Option<(serde_json::Value, Option<super::matcher::Key>)> {
         let msg = match DynamicMessage::deserialize_with_options(desc.clone(), partial, &DeserializeOptions::new()) {
             Ok(m) => m,
             Err(e) => {
@@ -544,7 +556,7 @@ impl Cx<'_> {
                 return None;
             }
         };
-        let key = if keyed { super::matcher::key_text(&msg).map(String::into_boxed_str) } else { None };
+        let key = if keyed { super::matcher::Key::of(&msg, self.wire_keyed(desc)) } else { None };
         match msg.serialize_with_options(serde_json::value::Serializer, &json_opts()) {
             Ok(v) => Some((v, key)),
             Err(e) => {

@@ -233,7 +233,14 @@ impl Responder for SchemaStubs {
         let uses_headers = stubs
             .iter()
             .any(|s| s.when.headers.is_some() || s.when.uses_cel() || s.answers.iter().any(AnswerSpec::templated));
-        Ok(Some(Arc::new(respond::MethodStubs::new(path, Kind::of(method), stubs.clone(), fallback, uses_headers))))
+        Ok(Some(Arc::new(respond::MethodStubs::new(
+            path,
+            Kind::of(method),
+            &method.input(),
+            stubs.clone(),
+            fallback,
+            uses_headers,
+        ))))
     }
 
     fn problems(&self) -> Vec<Problem> {

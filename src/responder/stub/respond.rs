@@ -9,7 +9,7 @@ use futures_util::{Stream, StreamExt as _};
 use prost_reflect::DynamicMessage;
 use tonic::metadata::MetadataMap;
 
-use super::matcher::{Matcher, Subject};
+use super::matcher::{Matcher, Subject, WireKeys};
 use super::template::Input;
 use super::{AnswerSpec, Delay, Item, Stub};
 use crate::Error;
@@ -40,6 +40,12 @@ struct Inner {
     by_key: HashMap<u64, (u32, u32), BuildHasherDefault<Prehashed>>,
     keyed: Vec<u32>,
     hasher: foldhash::quality::RandomState,
+    /// Keys are wire bytes (the input type is flat enough, see `WireKeys`).
+    wire: Option<WireKeys>,
+    /// Every stub is found by key and none needs the request decoded (no
+    /// headers, CEL or templates): a canonical request is answered from its
+    /// bytes alone.
+    by_bytes: bool,
     /// The other stubs' rank positions, ascending: scanned.
     scanned: Vec<usize>,
     /// Every rank position (client streams scan them all).
@@ -73,6 +79,7 @@ impl MethodStubs {
     pub(crate) fn new(
         path: String,
         kind: Kind,
+        input: &prost_reflect::MessageDescriptor,
         stubs: Arc<Vec<Stub>>,
         fallback: Option<Arc<dyn Respond>>,
         uses_headers: bool,
@@ -87,7 +94,7 @@ impl MethodStubs {
                 _ => None,
             };
             match key {
-                Some(k) => hashed.push((hasher.hash_one(k), rank as u32)),
+                Some(k) => hashed.push((hasher.hash_one(&*k.bytes), rank as u32)),
                 None => scanned.push(rank),
             }
         }
@@ -99,7 +106,10 @@ impl MethodStubs {
         }
         let keyed = hashed.into_iter().map(|(_, rank)| rank).collect();
         let every = (0..stubs.len()).collect();
-        let inner = Inner { path, kind, stubs, by_key, keyed, hasher, scanned, every, fallback, uses_headers };
+        let wire = WireKeys::of(input);
+        let by_bytes = wire.is_some() && scanned.is_empty() && !uses_headers && kind != Kind::ClientStreaming;
+        let inner =
+            Inner { path, kind, stubs, by_key, keyed, hasher, wire, by_bytes, scanned, every, fallback, uses_headers };
         MethodStubs { inner: Arc::new(inner) }
     }
 }
@@ -180,19 +190,10 @@ impl Inner {
         matches: impl Fn(&Stub) -> bool,
     ) -> Option<&AnswerSpec> {
         let key = match request {
-            Some(subj) if !self.by_key.is_empty() => subj.key(),
+            Some(subj) if !self.by_key.is_empty() => subj.key(self.wire.is_some()),
             _ => None,
         };
-        let range: &[u32] = match key.and_then(|k| self.by_key.get(&self.hasher.hash_one(k))) {
-            Some(&(start, len)) => &self.keyed[start as usize..(start + len) as usize],
-            None => &[],
-        };
-        // Those whose key is the request's (not just its hash).
-        let mut hits = range
-            .iter()
-            .map(|&r| r as usize)
-            .filter(|&r| matches!(&self.stubs[r].when.request, Some(Matcher::Key(k)) if Some(&**k) == key))
-            .peekable();
+        let mut hits = self.hits(key).peekable();
         // Client streams are matched on no single request: every stub is scanned.
         let scanned: &[usize] = if request.is_some() { &self.scanned } else { &self.every };
         let mut j = 0;
@@ -217,6 +218,31 @@ impl Inner {
                 return Some(a);
             }
         }
+    }
+
+    /// The rank positions (ascending) of the stubs whose key is `key` (not
+    /// just its hash).
+    fn hits<'s>(&'s self, key: Option<&'s [u8]>) -> impl Iterator<Item = usize> + 's {
+        let range: &[u32] = match key.and_then(|k| self.by_key.get(&self.hasher.hash_one(k))) {
+            Some(&(start, len)) => &self.keyed[start as usize..(start + len) as usize],
+            None => &[],
+        };
+        range
+            .iter()
+            .map(|&r| r as usize)
+            .filter(move |&r| matches!(&self.stubs[r].when.request, Some(Matcher::Key(k)) if Some(&*k.bytes) == key))
+    }
+
+    /// A request whose bytes are its key (see `by_bytes`): the first stub
+    /// with that key that still answers, found without decoding the request.
+    /// `None` (no such stub, or the bytes are not canonical): decode it and pick.
+    fn pick_by_bytes(&self, ex: &Exchange, raw: &[u8]) -> Option<&AnswerSpec> {
+        let wire = self.wire.as_ref().filter(|_| self.by_bytes)?;
+        // Validation needs the decoded message.
+        if !matches!(ex.route.validation, crate::validate::Validation::None) || !wire.is_canonical(raw) {
+            return None;
+        }
+        self.hits(Some(raw)).find_map(|rank| self.stubs[rank].take())
     }
 
     fn headers(&self, metadata: &MetadataMap) -> serde_json::Value {
@@ -282,6 +308,18 @@ impl Inner {
     /// Unary and server-streaming, a small request the adapter has read: all
     /// of it now, unless the answer waits (a delay) or the store answers later.
     fn one_now(self: &Arc<Self>, ex: Exchange, input: crate::call::Input) -> Responding {
+        if let Some(a) = self.pick_by_bytes(&ex, &input.raw) {
+            return match a.delay.pick() {
+                None => Responding::Ready(build(a, self.kind, None)),
+                Some(d) => {
+                    let answer = build(a, self.kind, None);
+                    Responding::Later(Box::pin(async move {
+                        tokio::time::sleep(d).await;
+                        answer
+                    }))
+                }
+            };
+        }
         let raw = input.raw.clone();
         let msg = match ex.message(input) {
             Ok(m) => m,
