@@ -11,6 +11,11 @@
 #   per RPC, each target in turn (order reversed every other round), load from LG_CPUS:
 #     GetUser, CreateUser   h2load, CONNS x STREAMS, pre-encoded gRPC bodies, WARMUP s then
 #                           DURATION s; only gRPC-OK responses count
+#     GetUser-stub          the same GetUser on protoserve-stub: protoserve with
+#                           --stubs bench/stubs (one `equals` stub answers bench-user with the
+#                           store's user; other ids fall through to the store, so the check
+#                           passes); its ratio is to the baseline's GetUser of the same round.
+#                           Targets named *-stub serve only this row (and skip the fill)
 #     CreateUser-connect,   the same CreateUser over Connect (JSON, connect-protocol-version: 1)
 #     CreateUser-json       and over HTTP/JSON (POST /users.UserService/CreateUser, application/json)
 #     CreateUser-rest       and over transcoded REST (POST /v1/users, bench/rest's google.api.http rule)
@@ -22,12 +27,14 @@
 # rounds, ratios to the baseline of the same round) and writes OUT/{raw.tsv,table.txt,env.txt,logs/}.
 #
 # Extra arguments NAME='COMMAND' add targets: the command must serve users.UserService on
-# 127.0.0.1:{port} with bench-user pre-seeded.
+# 127.0.0.1:{port} with bench-user pre-seeded (a NAME ending in -stub: GetUser-stub only).
 #
 # Knobs (env), defaults in brackets:
-#   TARGETS [baseline protoserve]  which built-in targets run (TARGETS=baseline: baseline only)
+#   TARGETS [baseline protoserve protoserve-stub]  which built-in targets run (TARGETS=baseline:
+#     baseline only)
 #   ROUNDS [3]  DURATION [5] s  WARMUP [1] s  CONNS [2]  STREAMS [50] (per connection)
-#   RPCS [GetUser CreateUser CreateUser-connect CreateUser-json CreateUser-rest ListUsers BulkCreate]
+#   RPCS [GetUser GetUser-stub CreateUser CreateUser-connect CreateUser-json CreateUser-rest
+#     ListUsers BulkCreate]
 #   PAGE [100]  BATCH [100]
 #   COLD_RUNS [5]  FILL_N [1000000] (0 skips the fill)  CHECK [1] (0 skips the semantic check)
 #   PIN [1] (0: no taskset)  SRV_CPUS [0]  LG_CPUS [1]  H2_THREADS [1]
@@ -43,10 +50,10 @@ set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH/.." && pwd)
 
-TARGETS=${TARGETS-baseline protoserve}
+TARGETS=${TARGETS-baseline protoserve protoserve-stub}
 ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} WARMUP=${WARMUP:-1}
 CONNS=${CONNS:-2} STREAMS=${STREAMS:-50}
-RPCS=${RPCS:-GetUser CreateUser CreateUser-connect CreateUser-json CreateUser-rest ListUsers BulkCreate} PAGE=${PAGE:-100} BATCH=${BATCH:-100}
+RPCS=${RPCS:-GetUser GetUser-stub CreateUser CreateUser-connect CreateUser-json CreateUser-rest ListUsers BulkCreate} PAGE=${PAGE:-100} BATCH=${BATCH:-100}
 COLD_RUNS=${COLD_RUNS:-5} FILL_N=${FILL_N:-1000000} CHECK=${CHECK:-1}
 PIN=${PIN:-1} SRV_CPUS=${SRV_CPUS:-0} LG_CPUS=${LG_CPUS:-1} H2_THREADS=${H2_THREADS:-1}
 BUILD=${BUILD:-1} OUT=${OUT:-$BENCH/results}
@@ -79,7 +86,7 @@ BASELINE_BIN=$BENCH/target/release/baseline
 if [ "$BUILD" = 1 ]; then
   log "building the bench workspace (baseline, loadgen)"
   cargo build --release --quiet --manifest-path "$BENCH/Cargo.toml" -p baseline -p loadgen
-  if wants protoserve && [ -z "$PROTOSERVE_BIN" ]; then
+  if { wants protoserve || wants protoserve-stub; } && [ -z "$PROTOSERVE_BIN" ]; then
     src=$ROOT
     if [ -n "$PROTOSERVE_REV" ]; then
       # A committed revision, exported (git archive) so the work tree is left alone.
@@ -112,7 +119,10 @@ for t in $TARGETS; do
     protoserve)
       [ -x "$PROTOSERVE_BIN" ] || die "missing $PROTOSERVE_BIN (BUILD=1 builds it; or set PROTOSERVE_BIN)"
       add_target protoserve "$PROTOSERVE_BIN serve $ROOT/schemas/users $BENCH/rest --data $BENCH/data/bench-user.yaml --addr 127.0.0.1:{port}" ;;
-    *) die "unknown target '$t' in TARGETS (known: baseline protoserve; add others as NAME='COMMAND')" ;;
+    protoserve-stub)
+      [ -x "$PROTOSERVE_BIN" ] || die "missing $PROTOSERVE_BIN (BUILD=1 builds it; or set PROTOSERVE_BIN)"
+      add_target protoserve-stub "$PROTOSERVE_BIN serve $ROOT/schemas/users $BENCH/rest --data $BENCH/data/bench-user.yaml --stubs $BENCH/stubs --addr 127.0.0.1:{port}" ;;
+    *) die "unknown target '$t' in TARGETS (known: baseline protoserve protoserve-stub; add others as NAME='COMMAND')" ;;
   esac
 done
 for arg in "$@"; do
@@ -230,12 +240,13 @@ run_rpc() { # round name rpc
   local bodies=$OUT/bodies
   case $3 in
     GetUser | CreateUser) h2_rpc "$1" "$2" "$3" "$3" "$bodies/$3.bin" GRPC_HEADERS ;;
+    GetUser-stub) h2_rpc "$1" "$2" "$3" GetUser "$bodies/GetUser.bin" GRPC_HEADERS ;;
     CreateUser-connect) h2_rpc "$1" "$2" "$(metric_of "$3")" CreateUser "$bodies/CreateUser.json" CONNECT_HEADERS ;;
     CreateUser-json) h2_rpc "$1" "$2" "$(metric_of "$3")" CreateUser "$bodies/CreateUser.json" JSON_HEADERS ;;
     CreateUser-rest) h2_rpc "$1" "$2" "$(metric_of "$3")" /v1/users "$bodies/CreateUser.json" JSON_HEADERS ;;
     ListUsers) stream_rpc "$1" "$2" "ListUsers($PAGE)" list --page-size "$PAGE" ;;
     BulkCreate) stream_rpc "$1" "$2" "BulkCreate($BATCH)" bulk --batch "$BATCH" ;;
-    *) die "unknown rpc '$3' in RPCS (known: GetUser CreateUser CreateUser-connect CreateUser-json CreateUser-rest ListUsers BulkCreate)" ;;
+    *) die "unknown rpc '$3' in RPCS (known: GetUser GetUser-stub CreateUser CreateUser-connect CreateUser-json CreateUser-rest ListUsers BulkCreate)" ;;
   esac
 }
 metric_of() {
@@ -248,8 +259,11 @@ metric_of() {
     *) echo "$1" ;;
   esac
 }
-# The codegen baseline speaks gRPC only: it has no web-protocol rows.
+# The codegen baseline speaks gRPC only: it has no web-protocol rows. Stub targets (*-stub)
+# serve only GetUser-stub, and only they serve it.
 serves() { # name rpc
+  if [[ $1 == *-stub ]]; then [[ $2 == GetUser-stub ]]; return; fi
+  [[ $2 != GetUser-stub ]] || return 1
   [[ $1 != "$BASELINE_NAME" || $2 != CreateUser-* ]]
 }
 
@@ -331,6 +345,7 @@ done
 if [ "$FILL_N" -gt 0 ]; then
   log "== memory after $FILL_N CreateUser"
   for name in "${names[@]}"; do
+    [[ $name != *-stub ]] || continue  # the same server as protoserve, with one stub
     logf="$OUT/logs/$name-fill.log"
     start "$name" "$logf" || { row 1 "$name" "rss-fill-kb:$FILL_N" FAIL; continue; }
     if took=$("${LG_PIN[@]}" "$LOADGEN" fill --addr "127.0.0.1:${PORTS[$name]}" -n "$FILL_N" \

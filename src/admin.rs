@@ -133,17 +133,17 @@ impl Admin {
             .edit(move |live| {
                 let name = rt.next_name();
                 let stubs = runtime::check(&name, &text, live.schema().pool(), None).map_err(bad_stub)?;
-                let taken: HashSet<&str> = live.stubs.iter().map(|s| &*s.id).collect();
+                let taken: HashSet<String> = live.stubs.iter().map(|s| s.id().into_owned()).collect();
                 let mut seen = HashSet::new();
                 for s in &stubs {
-                    if taken.contains(&*s.id) || !seen.insert(s.id.clone()) {
+                    let id = s.id();
+                    if taken.contains(&*id) || !seen.insert(id.clone()) {
                         return Err(AdminError::Conflict(format!(
-                            "a stub with id `{}` exists already (replace it with PUT /stubs/{{id}}, or choose another id)",
-                            s.id
+                            "a stub with id `{id}` exists already (replace it with PUT /stubs/{{id}}, or choose another id)"
                         )));
                     }
                 }
-                let ids: Vec<String> = stubs.iter().map(|s| s.id.to_string()).collect();
+                let ids: Vec<String> = stubs.iter().map(|s| s.id().into_owned()).collect();
                 let before = rt.state();
                 rt.add(crate::schema::diagnostic::SourceText { display: name, text }, None);
                 Ok((ids, undo(rt, before)))
@@ -158,7 +158,7 @@ impl Admin {
         let rt = self.runtime.clone();
         let (id, generation) = self
             .edit(move |live| {
-                if !live.stubs.iter().any(|s| *s.id == *id) {
+                if !live.stubs.iter().any(|s| *s.id() == *id) {
                     return Err(AdminError::NotFound(format!("no stub `{id}` is serving")));
                 }
                 let name = rt.next_name();
@@ -176,7 +176,7 @@ impl Admin {
         let rt = self.runtime.clone();
         let (id, generation) = self
             .edit(move |live| {
-                if !live.stubs.iter().any(|s| *s.id == *id) {
+                if !live.stubs.iter().any(|s| *s.id() == *id) {
                     return Err(AdminError::NotFound(format!("no stub `{id}` is serving")));
                 }
                 let before = rt.state();
@@ -266,10 +266,10 @@ fn undo(rt: Arc<Runtime>, before: runtime::State) -> Box<dyn FnOnce() + Send> {
 
 fn stub_json(s: &Stub) -> Value {
     let mut v = json!({
-        "id": &*s.id,
+        "id": s.id(),
         "method": s.path.trim_start_matches('/'),
         "source": if s.seq > 0 { "admin" } else { "file" },
-        "at": s.at,
+        "at": s.at(),
         "priority": s.priority,
         "times": s.times,
     });

@@ -214,10 +214,10 @@ pub(crate) struct Answered(std::sync::Mutex<Vec<Arc<str>>>);
 
 impl Answered {
     /// Notes that stub `id` answered (a repeat of the last one is kept once).
-    pub(crate) fn note(&self, id: &Arc<str>) {
+    pub(crate) fn note(&self, id: &str) {
         let mut v = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if v.last() != Some(id) {
-            v.push(id.clone());
+        if v.last().is_none_or(|last| **last != *id) {
+            v.push(Arc::from(id));
         }
     }
 

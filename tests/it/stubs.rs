@@ -473,6 +473,42 @@ async fn no_match_is_not_found_naming_the_closest_stub_and_each_difference() {
 }
 
 #[tokio::test]
+async fn a_miss_of_stubs_found_by_hash_names_the_closest_with_its_default_id_and_place() {
+    let mut text = String::new();
+    for i in 0..50 {
+        text.push_str(&format!(
+            "- method: shop.Shop/PlaceOrder\n  match: {{request: {{equals: {{order_id: o{i}, qty: {i}}}}}}}\n  answer: {{message: {{note: n{i}}}}}\n"
+        ));
+    }
+    let dir = stub_dir(&[("k.yaml", &text)]);
+    let (_s, mut c) = shop(dir.path()).await;
+    assert_eq!(place(&mut c, serde_json::json!({"orderId": "o7", "qty": 7})).await.unwrap(), "n7");
+    let e = place(&mut c, serde_json::json!({"orderId": "o7", "qty": 70})).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let m = e.message();
+    let file = dir.path().join("k.yaml").display().to_string();
+    // The 8th stub of the file, on line 22 (three lines per stub).
+    assert!(m.contains(&format!("the closest is `{file}#8` ({file}:22:3)")), "{m}");
+    assert!(m.contains("request `qty`: expected 7, got 70"), "{m}");
+}
+
+#[tokio::test]
+async fn a_file_with_a_syntax_error_serves_none_of_its_stubs() {
+    let good = "- method: shop.Shop/PlaceOrder\n  answer: {message: {note: from-good}}\n";
+    let broken = "- method: shop.Shop/PlaceOrder\n  priority: 9\n  answer: {message: {note: from-broken}}\n- method: [unclosed\n";
+    let dir = stub_dir(&[("a.yaml", good), ("b.yaml", broken)]);
+    let server = Server::builder().schema_dir(shop_dir()).stubs(dir.path()).build().unwrap();
+    let problems: Vec<String> = server.snapshot().problems().iter().map(|p| p.to_string()).collect();
+    let file = dir.path().join("b.yaml").display().to_string();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(problems[0].starts_with(&format!("{file}:")) && problems[0].contains("not valid YAML"), "{problems:#?}");
+    // The stub before the error in b.yaml (priority 9) is not served.
+    let server = TestServer::run(server).await;
+    let mut c = server.client().await;
+    assert_eq!(place(&mut c, serde_json::json!({})).await.unwrap(), "from-good");
+}
+
+#[tokio::test]
 async fn unmatched_calls_fall_through_to_the_store_when_it_serves_the_method() {
     let dir = stub_dir(&[(
         "u.yaml",
@@ -504,6 +540,45 @@ answer: {message: {id: stubbed, name: From A Stub}}
     assert_eq!(get_str(&r, "name"), "Ann", "the store answered");
     let routes = server_routes(&users_dir(), dir.path());
     assert!(routes.iter().any(|l| l.contains("GetUser") && l.contains("stubs (1 stub, else the store)")), "{routes:?}");
+}
+
+#[tokio::test]
+async fn requests_found_from_their_bytes_keep_times_and_the_ranking_whatever_their_encoding() {
+    // GetUserRequest is flat: its stubs are found from the request's bytes.
+    let dir = stub_dir(&[(
+        "u.yaml",
+        r#"
+- method: users.UserService/GetUser
+  times: 1
+  match: {request: {equals: {user_id: a}}}
+  answer: {message: {id: a, name: once}}
+- method: users.UserService/GetUser
+  match: {request: {equals: {user_id: a}}}
+  answer: {message: {id: a, name: then}}
+"#,
+    )]);
+    let server = TestServer::start(Server::builder().schema_dir(users_dir()).stubs(dir.path())).await;
+    let mut c = server.client().await;
+    let desc = c.pool.get_message_by_name("users.GetUserRequest").unwrap();
+    let get = |c: &mut Client, bytes: &'static [u8]| {
+        let m = prost_reflect::DynamicMessage::decode(desc.clone(), bytes).unwrap();
+        let c = c.clone();
+        async move {
+            let mut c = c;
+            c.unary("/users.UserService/GetUser", m).await.map(|r| get_str(&r, "name"))
+        }
+    };
+    // Canonical bytes (field 1 = "a"): the first stub once, then the second.
+    assert_eq!(get(&mut c, b"\x0a\x01a").await.unwrap(), "once");
+    assert_eq!(get(&mut c, b"\x0a\x01a").await.unwrap(), "then");
+    // The same request written otherwise (an unknown field 9, a field given twice,
+    // the last winning): decoded, same key, same stub.
+    assert_eq!(get(&mut c, b"\x0a\x01a\x48\x07").await.unwrap(), "then");
+    assert_eq!(get(&mut c, b"\x0a\x01b\x0a\x01a").await.unwrap(), "then");
+    // Another id: no stub; the store answers NOT_FOUND in its own words.
+    let e = get(&mut c, b"\x0a\x01b").await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("User 'b' not found"), "{}", e.message());
 }
 
 fn server_routes(schema: &Path, stubs: &Path) -> Vec<String> {

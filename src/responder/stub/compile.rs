@@ -4,6 +4,7 @@
 //! per schema generation. Each problem is a diagnostic at its file:line:col; a
 //! stub with a problem is left out, the others are kept.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,33 +24,51 @@ use crate::call::Kind;
 use crate::schema::Problem;
 use crate::schema::diagnostic::SourceText;
 
-/// Checks one parsed file; returns its good stubs and the problems of the others.
-pub(crate) fn file(
-    src: &SourceText,
-    docs: &[Node],
-    pool: &DescriptorPool,
+/// What the files of one load share: methods found by the name a stub gives
+/// (each looked up in the schema once, its path allocated once).
+#[derive(Default)]
+pub(crate) struct Shared {
+    methods: HashMap<String, (MethodDescriptor, Arc<str>)>,
+    /// Input types by full name: whether their keys are wire bytes.
+    wire_keyed: HashMap<String, bool>,
+}
+
+/// Checks the stubs of one file as the parser hands them over (see
+/// [`super::node::parse_items`]); `finish` gives the good stubs and the
+/// problems of the others.
+pub(crate) struct File<'a> {
+    cx: Cx<'a>,
+    stubs: Vec<Stub>,
+    index: usize,
     first_order: usize,
-) -> (Vec<Stub>, Vec<Problem>) {
-    let mut cx = Cx { src, pool, problems: Vec::new(), templates: None };
-    let mut stubs = Vec::new();
-    let mut index = 0;
-    for doc in docs {
-        let items: Vec<&Node> = match &doc.value {
-            Value::Seq(items) => items.iter().collect(),
-            _ if doc.is_null() => Vec::new(),
-            _ => vec![doc],
-        };
-        for item in items {
-            let before = cx.problems.len();
-            let stub = cx.stub(item, index, first_order + index);
-            index += 1;
-            match stub {
-                Some(s) if cx.problems.len() == before => stubs.push(s),
-                _ => {}
-            }
+}
+
+impl<'a> File<'a> {
+    pub(crate) fn new(
+        src: &'a SourceText,
+        pool: &'a DescriptorPool,
+        shared: &'a mut Shared,
+        first_order: usize,
+    ) -> Self {
+        let file = Arc::from(src.display.as_str());
+        let cx = Cx { src, pool, problems: Vec::new(), templates: None, shared, file };
+        File { cx, stubs: Vec::new(), index: 0, first_order }
+    }
+
+    /// Checks the file's next stub.
+    pub(crate) fn item(&mut self, node: &Node) {
+        let before = self.cx.problems.len();
+        let stub = self.cx.stub(node, self.index, self.first_order + self.index);
+        self.index += 1;
+        match stub {
+            Some(s) if self.cx.problems.len() == before => self.stubs.push(s),
+            _ => {}
         }
     }
-    (stubs, cx.problems)
+
+    pub(crate) fn finish(self) -> (Vec<Stub>, Vec<Problem>) {
+        (self.stubs, self.cx.problems)
+    }
 }
 
 /// Checks a verify query (`{method, match}`, `match` optional) like a
@@ -59,7 +78,9 @@ pub(crate) fn query(
     doc: &Node,
     pool: &DescriptorPool,
 ) -> Result<(MethodDescriptor, When), Vec<Problem>> {
-    let mut cx = Cx { src, pool, problems: Vec::new(), templates: None };
+    let mut shared = Shared::default();
+    let file = Arc::from(src.display.as_str());
+    let mut cx = Cx { src, pool, problems: Vec::new(), templates: None, shared: &mut shared, file };
     let found = (|| {
         let entries = cx.keys(doc, "a verify query", &["method", "match"])?;
         let get = |k: &str| entries.iter().find(|(n, _, _)| *n == k).map(|(_, _, v)| *v);
@@ -67,7 +88,7 @@ pub(crate) fn query(
             cx.error(doc.at, 1, "a verify query needs `method` (`package.Service/Method`)", None);
             return None;
         };
-        let method = cx.method(method_node)?;
+        let (method, _) = cx.method_cached(method_node)?;
         let when = match get("match") {
             Some(m) => cx.when(m, &method, Kind::of(&method))?,
             None => When::default(),
@@ -87,6 +108,9 @@ struct Cx<'a> {
     problems: Vec<Problem>,
     /// While checking an answer's messages: the request type templates may read.
     templates: Option<MessageDescriptor>,
+    shared: &'a mut Shared,
+    /// The file's name, shared by its stubs.
+    file: Arc<str>,
 }
 
 /// The closest of `candidates` to `name`, when it is close enough to suggest.
@@ -176,19 +200,18 @@ impl Cx<'_> {
             self.error(node.at, 1, "a stub needs `method` (`package.Service/Method`)", None);
             return None;
         };
-        let method = self.method(method_node)?;
+        let (method, path) = self.method_cached(method_node)?;
         let kind = Kind::of(&method);
         let id = match get("id") {
-            Some(n) => {
-                match n.as_str().map(str::to_owned).or_else(|| Some(n.text().to_owned()).filter(|t| !t.is_empty())) {
-                    Some(s) => s,
-                    None => {
-                        self.bad(n, "`id` must be a string");
-                        return None;
-                    }
+            Some(n) => match n.as_str().or_else(|| Some(n.text()).filter(|t| !t.is_empty())) {
+                Some(s) => Some(Box::from(s)),
+                None => {
+                    self.bad(n, "`id` must be a string");
+                    return None;
                 }
-            }
-            None => format!("{}#{}", self.src.display, index + 1),
+            },
+            // `FILE#N`, written out when shown.
+            None => None,
         };
         let priority = match get("priority") {
             Some(n) => self.int(n, "priority")?,
@@ -243,8 +266,9 @@ impl Cx<'_> {
                 }
             },
         };
-        // The node knows its line and column: no scan of the file per stub.
-        let at = format!("{}:{}:{}", self.src.display, node.at.line, node.at.col);
+        let specificity = when.specificity();
+        // The stub as written and its method: unchanged, it keeps its counters
+        // across rebuilds.
         let definition = {
             use std::hash::{BuildHasher as _, Hasher as _};
             let mut h = foldhash::quality::FixedState::default().build_hasher();
@@ -252,18 +276,55 @@ impl Cx<'_> {
             h.write(method.full_name().as_bytes());
             h.finish()
         };
-        Some(Stub::new(
+        // Found by hash: an order-sensitive `equals` alone on the request keeps
+        // only its key (not for client streams, matched on no single request).
+        let mut when = when;
+        if when.headers.is_none() && when.messages.is_none() && when.at.is_empty() && kind != Kind::ClientStreaming {
+            when.request = when.request.map(Matcher::into_key);
+        }
+        Some(Stub {
             id,
-            at,
-            format!("/{}/{}", method.parent_service().full_name(), method.name()),
+            // The node knows its line and column: no scan of the file per stub.
+            place: super::Place {
+                file: self.file.clone(),
+                index: index as u32,
+                line: node.at.line as u32,
+                col: node.at.col as u32,
+            },
+            path,
             priority,
             order,
+            specificity,
             when,
-            answers,
+            answers: answers.into_boxed_slice(),
             then,
             times,
             definition,
-        ))
+            seq: 0,
+            counters: Default::default(),
+        })
+    }
+
+    /// Whether `equals` keys of this type are wire bytes (see `WireKeys`).
+    fn wire_keyed(&mut self, desc: &MessageDescriptor) -> bool {
+        if let Some(&w) = self.shared.wire_keyed.get(desc.full_name()) {
+            return w;
+        }
+        let w = super::matcher::WireKeys::of(desc).is_some();
+        self.shared.wire_keyed.insert(desc.full_name().to_owned(), w);
+        w
+    }
+
+    /// `method`, looked up once per name in a load (problems are reported each time).
+    fn method_cached(&mut self, node: &Node) -> Option<(MethodDescriptor, Arc<str>)> {
+        if let Some(found) = node.as_str().and_then(|name| self.shared.methods.get(name)) {
+            return Some(found.clone());
+        }
+        let method = self.method(node)?;
+        let path: Arc<str> = Arc::from(format!("/{}/{}", method.parent_service().full_name(), method.name()));
+        let name = node.as_str().unwrap_or_default().to_owned();
+        self.shared.methods.insert(name, (method.clone(), path.clone()));
+        Some((method, path))
     }
 
     fn int(&mut self, node: &Node, what: &str) -> Option<i64> {
@@ -404,8 +465,8 @@ impl Cx<'_> {
         for (name, _, value) in entries {
             let m = match name {
                 "equals" => self.values(value, desc).and_then(|v| {
-                    let full = self.canonical(value, desc, v)?;
-                    Some(Matcher::Equals { value: full, ignore_order })
+                    let (full, key) = self.canonical(value, desc, v, !ignore_order)?;
+                    Some(Matcher::Equals { value: full, ignore_order, key })
                 }),
                 "contains" => self.values(value, desc).map(Matcher::Contains),
                 "matches" | "glob" => {
@@ -520,13 +581,15 @@ impl Cx<'_> {
         Some(if all.len() == 1 { all.remove(0) } else { Matcher::All(all) })
     }
 
-    /// The message `equals` describes, as the request's JSON with defaults left out.
+    /// The message `equals` describes, as the request's JSON with defaults left
+    /// out, and (`keyed`) its key.
     fn canonical(
         &mut self,
         node: &Node,
         desc: &MessageDescriptor,
         partial: serde_json::Value,
-    ) -> Option<serde_json::Value> {
+        keyed: bool,
+    ) -> Option<(serde_json::Value, Option<super::matcher::Key>)> {
         let msg = match DynamicMessage::deserialize_with_options(desc.clone(), partial, &DeserializeOptions::new()) {
             Ok(m) => m,
             Err(e) => {
@@ -534,8 +597,9 @@ impl Cx<'_> {
                 return None;
             }
         };
+        let key = if keyed { super::matcher::Key::of(&msg, self.wire_keyed(desc)) } else { None };
         match msg.serialize_with_options(serde_json::value::Serializer, &json_opts()) {
-            Ok(v) => Some(v),
+            Ok(v) => Some((v, key)),
             Err(e) => {
                 self.bad(node, format!("cannot represent this {}: {e}", desc.full_name()));
                 None
@@ -852,6 +916,7 @@ impl Cx<'_> {
         let entries = self.keys(node, "an answer", KEYS)?;
         let output = method.output();
         let mut spec = AnswerSpec::default();
+        let mut items = Vec::new();
         let mut ok = true;
         let one_reply = matches!(kind, Kind::Unary | Kind::ClientStreaming);
         let mut has_reply = false;
@@ -878,43 +943,46 @@ impl Cx<'_> {
                 "message" => match self.reply(value, &output, Delay::None, &method.input()) {
                     Some(item) => {
                         has_reply = true;
-                        spec.items.push(item);
+                        items.push(item);
                     }
                     None => ok = false,
                 },
                 "messages" | "stream" => {
-                    let Some(items) = value.as_seq() else {
+                    let Some(list) = value.as_seq() else {
                         self.bad(value, format!("`{name}` is a list"));
                         ok = false;
                         continue;
                     };
                     has_reply = true;
-                    for item in items {
+                    for item in list {
                         let encoded = if *name == "messages" {
                             self.reply(item, &output, Delay::None, &method.input())
                         } else {
                             self.stream_item(item, &output, &method.input())
                         };
                         match encoded {
-                            Some(i) => spec.items.push(i),
+                            Some(i) => items.push(i),
                             None => ok = false,
                         }
                     }
                 }
                 "error" => match self.error_spec(value, &method.input()) {
-                    Some(e) => spec.error = Some(e),
+                    Some(e) => spec.error = Some(Box::new(e)),
                     None => ok = false,
                 },
                 "headers" | "trailers" => {
                     let trailer = *name == "trailers";
                     match self.headers(value, trailer, &method.input()) {
-                        Some((h, mut templated)) => {
+                        Some((h, templated)) => {
+                            let h = (!h.is_empty()).then(|| Box::new(h));
                             if trailer {
                                 spec.trailers = h
                             } else {
                                 spec.headers = h
                             }
-                            spec.header_templates.append(&mut templated);
+                            let mut all = std::mem::take(&mut spec.header_templates).into_vec();
+                            all.extend(templated);
+                            spec.header_templates = all.into_boxed_slice();
                         }
                         None => ok = false,
                     }
@@ -931,6 +999,7 @@ impl Cx<'_> {
             self.error(node.at, 1, msg, None);
             return None;
         }
+        spec.items = items.into_boxed_slice();
         ok.then_some(spec)
     }
 
@@ -1037,17 +1106,15 @@ impl Cx<'_> {
             let text = v.as_str().map(str::to_owned).unwrap_or_else(|| v.text().to_owned());
             let key = MetadataKey::<tonic::metadata::Ascii>::from_bytes(name.as_bytes());
             let sendable = !name.ends_with("-bin") && !name.starts_with("grpc-");
-            if super::template::is_template(&text) {
-                match key {
-                    Ok(key) if sendable => {
-                        if !self.template(v, &text, input) {
-                            return None;
-                        }
-                        templated.push(HeaderTemplate { trailer, key, text });
-                        continue;
-                    }
-                    _ => {}
+            if super::template::is_template(&text)
+                && let Ok(key) = &key
+                && sendable
+            {
+                if !self.template(v, &text, input) {
+                    return None;
                 }
+                templated.push(HeaderTemplate { trailer, key: key.clone(), text });
+                continue;
             }
             let value = MetadataValue::try_from(text.as_str());
             match (key, value) {

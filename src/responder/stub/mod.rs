@@ -84,13 +84,13 @@ impl StubResponder {
 
     /// Gives each stub the counters it had in the last build when its
     /// definition is the same, fresh ones otherwise.
-    fn carry(&self, stubs: &mut [Stub], epoch: u64) {
+    fn carry<'a>(&self, stubs: impl Iterator<Item = &'a mut Stub>, count: usize, epoch: u64) {
         let mut carried = self.carried.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (old_epoch, old) = std::mem::take(&mut *carried);
         let mut old = if old_epoch == epoch { old } else { CounterMap::default() };
-        let mut next = CounterMap::with_capacity_and_hasher(stubs.len(), Default::default());
-        for s in stubs.iter_mut() {
-            let key = (s.id.clone(), s.definition);
+        let mut next = CounterMap::with_capacity_and_hasher(count, Default::default());
+        for s in stubs {
+            let key = (Arc::<str>::from(&*s.id()), s.definition);
             // Two stubs written alike under one id: the first keeps the
             // counters, the other starts again.
             if let Some(c) = old.remove(&key) {
@@ -101,11 +101,12 @@ impl StubResponder {
         *carried = (epoch, next);
     }
 
-    /// Every stub file under the directories, sorted by path; problems for
-    /// directories that are missing or files that cannot be read.
-    fn read(&self) -> (Vec<SourceText>, Vec<Problem>) {
+    /// Every stub text (those given by code, then the files under the
+    /// directories in path order) to `each`, read one at a time so that only
+    /// one file's text is in memory; problems for directories that are missing
+    /// or files that cannot be read. Returns the fingerprint of it all.
+    fn read(&self, mut each: impl FnMut(&SourceText), problems: &mut Vec<Problem>) -> u64 {
         let mut paths = Vec::new();
-        let mut problems = Vec::new();
         for dir in &self.dirs {
             if dir.is_file() {
                 paths.push(dir.clone());
@@ -117,15 +118,28 @@ impl StubResponder {
         }
         paths.sort();
         paths.dedup();
+        let mut h = foldhash::quality::FixedState::default().build_hasher();
+        let mut seen = |t: &SourceText| {
+            h.write(t.display.as_bytes());
+            h.write_u8(0);
+            h.write(t.text.as_bytes());
+            h.write_u8(0);
+            each(t);
+        };
         // Texts given by code come first, then files in path order.
-        let mut texts = self.texts.clone();
+        self.texts.iter().for_each(&mut seen);
+        let mut read_problems = 0;
         for p in paths {
             match read_file(&p) {
-                Ok(text) => texts.push(SourceText { display: p.display().to_string(), text }),
-                Err(e) => problems.push(Problem::new(e)),
+                Ok(text) => seen(&SourceText { display: p.display().to_string(), text }),
+                Err(e) => {
+                    problems.push(Problem::new(e));
+                    read_problems += 1;
+                }
             }
         }
-        (texts, problems)
+        h.write_usize(read_problems);
+        h.finish() | 1
     }
 }
 
@@ -165,19 +179,6 @@ fn read_file(path: &Path) -> Result<String, String> {
     Ok(text.strip_prefix('\u{feff}').map(str::to_owned).unwrap_or(text))
 }
 
-fn fingerprint(texts: &[SourceText], problems: &[Problem], edits: u64) -> u64 {
-    let mut h = foldhash::quality::FixedState::default().build_hasher();
-    h.write_u64(edits);
-    for t in texts {
-        h.write(t.display.as_bytes());
-        h.write_u8(0);
-        h.write(t.text.as_bytes());
-        h.write_u8(0);
-    }
-    h.write_usize(problems.len());
-    h.finish() | 1
-}
-
 impl Responder for StubResponder {
     fn name(&self) -> &'static str {
         "stub"
@@ -193,63 +194,65 @@ impl Responder for StubResponder {
             return None;
         }
         let edits = self.runtime.as_ref().map(|r| r.state()).unwrap_or_default();
-        let (files, mut problems) = self.read();
-        let inputs = fingerprint(&files, &problems, edits.fingerprint());
-        // Runtime edits first, the newest first (so an added stub wins ties
-        // with older ones and with files), then texts given by code and files.
-        let sources = edits
-            .entries
-            .iter()
-            .rev()
-            .map(|e| (&e.source, e.seq, e.id.as_deref()))
-            .chain(files.iter().map(|f| (f, 0, None)));
-        let mut all: Vec<Stub> = Vec::new();
-        let mut order = 0;
-        let mut texts = 0;
-        for (src, seq, id) in sources {
-            texts += 1;
-            let docs = match node::parse(&src.text) {
-                Ok(d) => d,
-                Err(e) => {
-                    problems.push(Problem::new(e.message).at(src, e.at.offset, 1));
-                    continue;
-                }
-            };
-            let (stubs, mut bad) = compile::file(src, &docs, schema.pool(), order);
+        let mut by_path: HashMap<Arc<str>, Vec<Stub>> = HashMap::new();
+        let (mut read_problems, mut problems) = (Vec::new(), Vec::new());
+        let mut shared = compile::Shared::default();
+        let (mut order, mut count, mut files) = (0, 0usize, 0usize);
+        // One text: parsed and checked one stub at a time. `seq` and `id`: the
+        // runtime edit it came from (0: a file or a text given by code).
+        let mut load = |src: &SourceText, seq: u64, id: Option<&str>| {
+            files += 1;
+            let mut file = compile::File::new(src, schema.pool(), &mut shared, order);
+            let parsed = node::parse_items(&src.text, |item| file.item(&item));
+            let (stubs, mut bad) = file.finish();
+            if let Err(e) = parsed {
+                // Not a stub file at all: nothing of it is served.
+                problems.push(Problem::new(e.message).at(src, e.at.offset, 1));
+                return;
+            }
             order += stubs.len() + bad.len() + 1;
             problems.append(&mut bad);
             for mut s in stubs {
                 if let Some(id) = id {
-                    s.id = id.into();
+                    s.id = Some(id.into());
                 }
                 s.seq = seq;
-                if !edits.is_hidden(&s.id, seq) {
-                    all.push(s);
+                if !edits.is_hidden(&s.id(), seq) {
+                    count += 1;
+                    by_path.entry(s.path.clone()).or_default().push(s);
                 }
             }
+        };
+        // Runtime edits first, the newest first (so an added stub wins ties
+        // with older ones and with files), then texts given by code and files,
+        // file by file: a load never holds more than one file and one stub tree.
+        for e in edits.entries.iter().rev() {
+            load(&e.source, e.seq, e.id.as_deref());
         }
-        self.carry(&mut all, edits.epoch);
-        let all: Vec<Arc<Stub>> = all.into_iter().map(Arc::new).collect();
-        let mut by_path: HashMap<String, Vec<Arc<Stub>>> = HashMap::new();
-        for s in &all {
-            by_path.entry(s.path.clone()).or_default().push(s.clone());
-        }
-        for stubs in by_path.values_mut() {
-            stubs.sort_by(|a, b| {
-                b.specificity.cmp(&a.specificity).then(b.priority.cmp(&a.priority)).then(a.order.cmp(&b.order))
-            });
-        }
-        tracing::debug!(stubs = all.len(), files = texts, methods = by_path.len(), "stubs loaded");
-        Some(Arc::new(SchemaStubs { by_path, all, fallback: self.fallback.clone(), problems, inputs }))
+        let inputs = self.read(|src| load(src, 0, None), &mut read_problems) ^ edits.fingerprint().rotate_left(1);
+        read_problems.append(&mut problems);
+        let problems = read_problems;
+        self.carry(by_path.values_mut().flatten(), count, edits.epoch);
+        let by_path = by_path
+            .into_iter()
+            .map(|(path, mut stubs)| {
+                // `order` is unique: the ranking is a total order.
+                stubs.sort_unstable_by(|a, b| {
+                    b.specificity.cmp(&a.specificity).then(b.priority.cmp(&a.priority)).then(a.order.cmp(&b.order))
+                });
+                (path, stubs.into_iter().map(Arc::new).collect::<Vec<_>>())
+            })
+            .collect::<HashMap<_, _>>();
+        tracing::debug!(stubs = count, files, methods = by_path.len(), "stubs loaded");
+        Some(Arc::new(SchemaStubs { by_path, fallback: self.fallback.clone(), problems, inputs }))
     }
 
     fn inputs(&self) -> u64 {
         if self.is_off() {
             return 0;
         }
-        let (texts, problems) = self.read();
         let edits = self.runtime.as_ref().map_or(0, |r| r.state().fingerprint());
-        fingerprint(&texts, &problems, edits)
+        self.read(|_| {}, &mut Vec::new()) ^ edits.rotate_left(1)
     }
 
     fn watch_dirs(&self) -> Vec<PathBuf> {
@@ -260,9 +263,8 @@ impl Responder for StubResponder {
 /// The stubs of one schema, by method path, ranked.
 #[derive(Debug)]
 struct SchemaStubs {
-    by_path: HashMap<String, Vec<Arc<Stub>>>,
-    /// Every stub, in source order (runtime edits first).
-    all: Vec<Arc<Stub>>,
+    /// Each method's stubs, ranked.
+    by_path: HashMap<Arc<str>, Vec<Arc<Stub>>>,
     fallback: Arc<dyn Responder>,
     problems: Vec<Problem>,
     inputs: u64,
@@ -275,12 +277,19 @@ impl Responder for SchemaStubs {
 
     fn resolve(&self, method: &MethodDescriptor) -> Result<Option<Arc<dyn Respond>>, BuildError> {
         let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
-        let Some(stubs) = self.by_path.get(&path) else { return Ok(None) };
+        let Some(stubs) = self.by_path.get(path.as_str()) else { return Ok(None) };
         let fallback = self.fallback.resolve(method)?;
         let uses_headers = stubs
             .iter()
             .any(|s| s.when.headers.is_some() || s.when.uses_cel() || s.answers.iter().any(AnswerSpec::templated));
-        Ok(Some(Arc::new(respond::MethodStubs::new(path, Kind::of(method), stubs.clone(), fallback, uses_headers))))
+        Ok(Some(Arc::new(respond::MethodStubs::new(
+            path,
+            Kind::of(method),
+            &method.input(),
+            stubs.clone(),
+            fallback,
+            uses_headers,
+        ))))
     }
 
     fn problems(&self) -> Vec<Problem> {
@@ -288,7 +297,10 @@ impl Responder for SchemaStubs {
     }
 
     fn stubs(&self) -> Vec<Arc<Stub>> {
-        self.all.clone()
+        // Source order: runtime edits (newest first), then texts and files.
+        let mut all: Vec<Arc<Stub>> = self.by_path.values().flatten().cloned().collect();
+        all.sort_unstable_by_key(|s| s.order);
+        all
     }
 
     fn inputs(&self) -> u64 {
@@ -296,18 +308,19 @@ impl Responder for SchemaStubs {
     }
 }
 
-/// One checked stub, ready to answer.
+/// One checked stub, ready to answer. Kept small: a load may hold 100,000.
 #[derive(Debug)]
 pub(crate) struct Stub {
-    pub(crate) id: Arc<str>,
-    /// Where it is written (`file:line:col`).
-    pub(crate) at: String,
-    pub(crate) path: String,
+    /// The `id` given, if any (else `FILE#N`, see [`Stub::id`]).
+    pub(crate) id: Option<Box<str>>,
+    pub(crate) place: Place,
+    /// The method's path (`/pkg.Service/Method`), shared by its stubs.
+    pub(crate) path: Arc<str>,
     pub(crate) priority: i64,
     pub(crate) order: usize,
     pub(crate) specificity: usize,
     pub(crate) when: When,
-    pub(crate) answers: Vec<AnswerSpec>,
+    pub(crate) answers: Box<[AnswerSpec]>,
     pub(crate) then: Then,
     pub(crate) times: Option<u64>,
     /// A hash of its definition (the stub as written and its method): a stub
@@ -317,7 +330,7 @@ pub(crate) struct Stub {
     pub(crate) seq: u64,
     /// Calls taken, the sequence position, calls answered: shared with the
     /// same stub in later snapshots.
-    counters: Arc<Counters>,
+    pub(crate) counters: Arc<Counters>,
 }
 
 /// A stub's state, carried across snapshot rebuilds while its definition stays.
@@ -331,36 +344,28 @@ pub(crate) struct Counters {
     answered: AtomicU64,
 }
 
+/// Where a stub is written: its file (shared by the file's stubs), its
+/// position in the file (0 is the first) and its line and column.
+#[derive(Debug, Clone)]
+pub(crate) struct Place {
+    pub(crate) file: Arc<str>,
+    pub(crate) index: u32,
+    pub(crate) line: u32,
+    pub(crate) col: u32,
+}
+
 impl Stub {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        id: String,
-        at: String,
-        path: String,
-        priority: i64,
-        order: usize,
-        when: When,
-        answers: Vec<AnswerSpec>,
-        then: Then,
-        times: Option<u64>,
-        definition: u64,
-    ) -> Self {
-        let specificity = when.specificity();
-        Stub {
-            id: id.into(),
-            at,
-            path,
-            priority,
-            order,
-            specificity,
-            when,
-            answers,
-            then,
-            times,
-            definition,
-            seq: 0,
-            counters: Arc::default(),
+    /// Its name for messages: the `id` given, else `FILE#N` (N-th of its file).
+    pub(crate) fn id(&self) -> std::borrow::Cow<'_, str> {
+        match &self.id {
+            Some(id) => std::borrow::Cow::Borrowed(id),
+            None => std::borrow::Cow::Owned(format!("{}#{}", self.place.file, self.place.index + 1)),
         }
+    }
+
+    /// Where it is written: `file:line:col`.
+    pub(crate) fn at(&self) -> String {
+        format!("{}:{}:{}", self.place.file, self.place.line, self.place.col)
     }
 
     /// Takes one answer: `None` when the stub has stepped aside (its `times`
@@ -485,7 +490,7 @@ pub(crate) struct When {
 }
 
 impl When {
-    fn specificity(&self) -> usize {
+    pub(crate) fn specificity(&self) -> usize {
         let m = |m: &Option<Matcher>| m.as_ref().map_or(0, Matcher::specificity);
         m(&self.request)
             + m(&self.headers)
@@ -519,17 +524,18 @@ pub(crate) enum Then {
     Stop,
 }
 
-/// One answer: headers, a delay, reply messages (encoded), an error.
+/// One answer: headers, a delay, reply messages (encoded), an error. The
+/// rarely given parts are boxed (none: no allocation).
 #[derive(Debug, Default)]
 pub(crate) struct AnswerSpec {
-    pub(crate) headers: MetadataMap,
+    pub(crate) headers: Option<Box<MetadataMap>>,
     /// Sent after the last reply, beside the status (on an error too).
-    pub(crate) trailers: MetadataMap,
+    pub(crate) trailers: Option<Box<MetadataMap>>,
     pub(crate) delay: Delay,
-    pub(crate) items: Vec<Item>,
-    pub(crate) error: Option<ErrorSpec>,
+    pub(crate) items: Box<[Item]>,
+    pub(crate) error: Option<Box<ErrorSpec>>,
     /// Headers and trailers whose values are templates, rendered per call.
-    pub(crate) header_templates: Vec<HeaderTemplate>,
+    pub(crate) header_templates: Box<[HeaderTemplate]>,
 }
 
 /// A header (or trailer) value with templates: rendered for each call.

@@ -161,9 +161,24 @@ impl Bytes<'_> {
 /// Parses every document of `text` (usually one). Never panics; deep nesting and
 /// alias bombs are refused with a position.
 pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
+    let mut docs = Vec::new();
+    walk(text, false, |n| docs.push(n))?;
+    Ok(docs)
+}
+
+/// Parses `text` and hands over its stubs one at a time, as each ends: the
+/// items of a document that is a list, else each document that is not null.
+/// Only one stub's tree is alive at a time (a file of 10,000 stubs never
+/// exists as one tree). On a syntax error, the stubs already handed over came
+/// before it: the caller drops them.
+pub(crate) fn parse_items(text: &str, each: impl FnMut(Node)) -> Result<(), SyntaxError> {
+    walk(text, true, each)
+}
+
+/// The parser: each document (with `stubs`: each stub of each document) to `emit`.
+fn walk(text: &str, stubs: bool, mut emit: impl FnMut(Node)) -> Result<(), SyntaxError> {
     let limit = expansion_limit(text.len());
     let mut parser = Parser::new_from_str(text);
-    let mut docs = Vec::new();
     // Open collections: the node being built and, for maps, a pending key.
     enum Open {
         Seq(At, usize, Vec<Node>),
@@ -223,8 +238,12 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
         if anchor != 0 {
             anchors.insert(anchor, node.clone());
         }
+        let depth = stack.len();
         match stack.last_mut() {
-            None => docs.push(node),
+            // With `stubs`, a top-level list's items went out one by one.
+            None if stubs && (node.is_null() || matches!(node.value, Value::Seq(_))) => {}
+            None => emit(node),
+            Some(Open::Seq(..)) if stubs && depth == 1 => emit(node),
             Some(Open::Seq(_, _, items)) => items.push(node),
             Some(Open::Map(_, _, pairs, key)) => match key.take() {
                 None => *key = Some(node),
@@ -232,7 +251,7 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
             },
         }
     }
-    Ok(docs)
+    Ok(())
 }
 
 fn node_weight(node: &Node) -> u64 {
@@ -322,6 +341,62 @@ mod tests {
         s.push_str(&vec!["*x"; 2000].join(", "));
         s.push_str("]\n");
         assert!(parse(&s).unwrap_err().message.contains("aliases"));
+    }
+
+    /// What `parse_items` should give: the items of list documents, the other
+    /// documents that are not null.
+    fn flat(docs: Vec<Node>) -> Vec<Node> {
+        docs.into_iter()
+            .flat_map(|d| match d.value {
+                Value::Seq(items) => items,
+                _ if d.is_null() => Vec::new(),
+                _ => vec![d],
+            })
+            .collect()
+    }
+
+    fn items(text: &str) -> Result<Vec<Node>, SyntaxError> {
+        let mut out = Vec::new();
+        parse_items(text, |n| out.push(n))?;
+        Ok(out)
+    }
+
+    #[test]
+    fn items_come_one_at_a_time_as_parse_has_them() {
+        let text = "- a: 1\n- &x {b: [2, 3]}\n- *x\n---\nc: 4\n---\n---\n[5, {d: 6}]\n";
+        let got = items(text).unwrap();
+        assert_eq!(got.len(), 6);
+        assert_eq!(got, flat(parse(text).unwrap()));
+        assert_eq!(got[2].to_json(), serde_json::json!({"b": [2, 3]}), "an alias to an earlier item");
+        assert_eq!((got[3].at.line, got[3].at.col), (5, 1));
+    }
+
+    #[test]
+    fn mutated_text_gives_the_same_items_as_parse() {
+        let seed = "- method: a.B/C\n  id: &i x\n  match: {request: {equals: {n: [1, 2]}}}\n- {method: a.B/D, id: *i}\n---\nmethod: z\n";
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..3000 {
+            let mut b = seed.as_bytes().to_vec();
+            for _ in 0..rng.usize(1..5) {
+                let i = rng.usize(..b.len());
+                match rng.u8(..3) {
+                    0 => b[i] = rng.u8(..128),
+                    1 => {
+                        b.remove(i);
+                    }
+                    _ => b.insert(i, b"{}[]:-&*!|>'\"\n #,"[rng.usize(..17)]),
+                }
+                if b.is_empty() {
+                    break;
+                }
+            }
+            let text = String::from_utf8_lossy(&b);
+            match (parse(&text), items(&text)) {
+                (Ok(docs), Ok(got)) => assert_eq!(got, flat(docs), "{text:?}"),
+                (Err(a), Err(b)) => assert_eq!(a, b, "{text:?}"),
+                (a, b) => panic!("parse {a:?} but parse_items {b:?} for {text:?}"),
+            }
+        }
     }
 
     #[test]

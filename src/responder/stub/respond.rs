@@ -1,6 +1,7 @@
 //! Answering calls from the stubs of one method, for the four RPC kinds.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -9,11 +10,14 @@ use prost::Message as _;
 use prost_reflect::DynamicMessage;
 use tonic::metadata::{MetadataMap, MetadataValue};
 
-use super::matcher::Subject;
+use super::matcher::{Matcher, Subject, WireKeys};
 use super::template::Input;
 use super::{AnswerSpec, Delay, Item, Stub};
 use crate::Error;
-use crate::call::{Answer, Answered, Body, CallRequest, Kind, MetadataCell, Replies, Reply, Respond, Responding};
+use crate::call::{
+    Answer, Answered, Body, CallRequest, Exchange, HEAVY_DECODE, Kind, MetadataCell, Replies, Reply, Respond,
+    Responding,
+};
 
 /// The most messages one client-streaming call answered by stubs may send.
 const MAX_STREAM_MESSAGES: usize = 100_000;
@@ -32,10 +36,20 @@ struct Inner {
     kind: Kind,
     /// In rank order.
     stubs: Vec<Arc<Stub>>,
-    /// Stubs that only match an order-sensitive `equals` on the request, by the
-    /// text of that request's view (rank positions, ascending): finding them
-    /// costs one hash lookup however many there are.
-    by_equals: HashMap<String, Vec<usize>>,
+    /// Stubs that only match an order-sensitive `equals` on the request
+    /// (`Matcher::Key`), by the hash of their key: the range of `keyed` holding
+    /// their rank positions (ascending). Finding them costs one lookup of a
+    /// `u64` and a comparison of the key however many there are; no key is
+    /// stored twice.
+    by_key: HashMap<u64, (u32, u32), BuildHasherDefault<Prehashed>>,
+    keyed: Vec<u32>,
+    hasher: foldhash::quality::RandomState,
+    /// Keys are wire bytes (the input type is flat enough, see `WireKeys`).
+    wire: Option<WireKeys>,
+    /// Every stub is found by key and none needs the request decoded (no
+    /// headers, CEL or templates): a canonical request is answered from its
+    /// bytes alone.
+    by_bytes: bool,
     /// The other stubs' rank positions, ascending: scanned.
     scanned: Vec<usize>,
     /// Every rank position (client streams scan them all).
@@ -49,58 +63,120 @@ struct Inner {
     bidi_trailers: bool,
 }
 
+/// A hasher for keys that are hashes already (`u64`s from `foldhash`).
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 impl MethodStubs {
     pub(crate) fn new(
         path: String,
         kind: Kind,
+        input: &prost_reflect::MessageDescriptor,
         stubs: Vec<Arc<Stub>>,
         fallback: Option<Arc<dyn Respond>>,
         uses_headers: bool,
     ) -> Self {
-        let mut by_equals: HashMap<String, Vec<usize>> = HashMap::new();
+        let hasher = foldhash::quality::RandomState::default();
+        let mut hashed: Vec<(u64, u32)> = Vec::new();
         let mut scanned = Vec::new();
         for (rank, s) in stubs.iter().enumerate() {
-            let w = &s.when;
-            let key = match (&w.request, &w.headers, &w.messages, w.at.is_empty()) {
-                (Some(m), None, None, true) if kind != Kind::ClientStreaming => m.equals_key(),
+            // Compile keeps only the key of the stubs it found this way.
+            let key = match (&s.when.request, kind) {
+                (Some(m), k) if k != Kind::ClientStreaming => m.equals_key(),
                 _ => None,
             };
             match key {
-                Some(k) => by_equals.entry(k).or_default().push(rank),
+                Some(k) => hashed.push((hasher.hash_one(&*k.bytes), rank as u32)),
                 None => scanned.push(rank),
             }
         }
+        hashed.sort_unstable();
+        let mut by_key: HashMap<u64, (u32, u32), BuildHasherDefault<Prehashed>> = HashMap::default();
+        by_key.reserve(hashed.len());
+        for (i, (h, _)) in hashed.iter().enumerate() {
+            by_key.entry(*h).or_insert((i as u32, 0)).1 += 1;
+        }
+        let keyed = hashed.into_iter().map(|(_, rank)| rank).collect();
         let every = (0..stubs.len()).collect();
-        let answers = || stubs.iter().flat_map(|s| &s.answers);
+        let wire = WireKeys::of(input);
+        let by_bytes = wire.is_some() && scanned.is_empty() && !uses_headers && kind != Kind::ClientStreaming;
+        let answers = || stubs.iter().flat_map(|s| s.answers.iter());
         let bidi = kind == Kind::Bidi;
         let bidi_headers =
-            bidi && answers().any(|a| !a.headers.is_empty() || a.header_templates.iter().any(|t| !t.trailer));
+            bidi && answers().any(|a| a.headers.is_some() || a.header_templates.iter().any(|t| !t.trailer));
         let bidi_trailers =
-            bidi && answers().any(|a| !a.trailers.is_empty() || a.header_templates.iter().any(|t| t.trailer));
-        let inner =
-            Inner { path, kind, stubs, by_equals, scanned, every, fallback, uses_headers, bidi_headers, bidi_trailers };
+            bidi && answers().any(|a| a.trailers.is_some() || a.header_templates.iter().any(|t| t.trailer));
+        let inner = Inner {
+            path,
+            kind,
+            stubs,
+            by_key,
+            keyed,
+            hasher,
+            wire,
+            by_bytes,
+            scanned,
+            every,
+            fallback,
+            uses_headers,
+            bidi_headers,
+            bidi_trailers,
+        };
         MethodStubs { inner: Arc::new(inner) }
     }
 }
 
 impl Respond for MethodStubs {
-    fn responder(&self) -> &'static str {
-        "stubs"
-    }
-
     fn respond(&self, call: CallRequest) -> Responding {
+        if matches!(self.inner.kind, Kind::Unary | Kind::ServerStreaming) {
+            // The common case: the adapter has read the request and it is small:
+            // answer now, without a future (unless the answer waits).
+            match call.try_unary() {
+                Ok((ex, input)) if input.raw.len() < HEAVY_DECODE => return self.inner.one_now(ex, input),
+                Ok((ex, input)) => {
+                    let inner = self.inner.clone();
+                    return Responding::Later(Box::pin(async move { inner.one(ex, input).await }));
+                }
+                Err(call) => {
+                    let inner = self.inner.clone();
+                    return Responding::Later(Box::pin(async move {
+                        let (ex, input) = call.into_unary().await?;
+                        inner.one(ex, input).await
+                    }));
+                }
+            }
+        }
         let inner = self.inner.clone();
         Responding::Later(Box::pin(async move {
             match inner.kind {
-                Kind::Unary | Kind::ServerStreaming => inner.one(call).await,
                 Kind::ClientStreaming => inner.client_stream(call).await,
-                Kind::Bidi => inner.bidi(call).await,
+                _ => inner.bidi(call).await,
             }
         }))
     }
 
     fn replaces_builtin(&self) -> bool {
         true
+    }
+
+    fn responder(&self) -> &'static str {
+        "stubs"
     }
 
     fn describe(&self) -> String {
@@ -146,21 +222,19 @@ impl Inner {
         matches: impl Fn(&Stub) -> bool,
         answered: Option<&Answered>,
     ) -> Option<&AnswerSpec> {
-        let hits: &[usize] = match request {
-            Some(subj) if !self.by_equals.is_empty() => serde_json::to_string(subj.sparse())
-                .ok()
-                .and_then(|k| self.by_equals.get(&k))
-                .map_or(&[], Vec::as_slice),
-            _ => &[],
+        let key = match request {
+            Some(subj) if !self.by_key.is_empty() => subj.key(self.wire.is_some()),
+            _ => None,
         };
+        let mut hits = self.hits(key).peekable();
         // Client streams are matched on no single request: every stub is scanned.
         let scanned: &[usize] = if request.is_some() { &self.scanned } else { &self.every };
-        let (mut i, mut j) = (0, 0);
+        let mut j = 0;
         loop {
             // The next rank position: the smaller head of the two lists.
-            let (rank, indexed) = match (hits.get(i), scanned.get(j)) {
+            let (rank, indexed) = match (hits.peek(), scanned.get(j)) {
                 (Some(&h), s) if s.is_none_or(|&s| h < s) => {
-                    i += 1;
+                    hits.next();
                     (h, true)
                 }
                 (_, Some(&s)) => {
@@ -175,11 +249,43 @@ impl Inner {
                 && let Some(a) = stub.take()
             {
                 if let Some(slot) = answered {
-                    slot.note(&stub.id);
+                    slot.note(&stub.id());
                 }
                 return Some(a);
             }
         }
+    }
+
+    /// The rank positions (ascending) of the stubs whose key is `key` (not
+    /// just its hash).
+    fn hits<'s>(&'s self, key: Option<&'s [u8]>) -> impl Iterator<Item = usize> + 's {
+        let range: &[u32] = match key.and_then(|k| self.by_key.get(&self.hasher.hash_one(k))) {
+            Some(&(start, len)) => &self.keyed[start as usize..(start + len) as usize],
+            None => &[],
+        };
+        range
+            .iter()
+            .map(|&r| r as usize)
+            .filter(move |&r| matches!(&self.stubs[r].when.request, Some(Matcher::Key(k)) if Some(&*k.bytes) == key))
+    }
+
+    /// A request whose bytes are its key (see `by_bytes`): the first stub
+    /// with that key that still answers, found without decoding the request.
+    /// `None` (no such stub, or the bytes are not canonical): decode it and pick.
+    fn pick_by_bytes(&self, ex: &Exchange, raw: &[u8]) -> Option<&AnswerSpec> {
+        let wire = self.wire.as_ref().filter(|_| self.by_bytes)?;
+        // Validation needs the decoded message.
+        if !matches!(ex.route.validation, crate::validate::Validation::None) || !wire.is_canonical(raw) {
+            return None;
+        }
+        self.hits(Some(raw)).find_map(|rank| {
+            let stub = &self.stubs[rank];
+            let a = stub.take()?;
+            if let Some(slot) = ex.answered.as_deref() {
+                slot.note(&stub.id());
+            }
+            Some(a)
+        })
     }
 
     fn headers(&self, metadata: &MetadataMap) -> serde_json::Value {
@@ -189,7 +295,7 @@ impl Inner {
     /// NOT_FOUND naming the closest stub and what differs.
     fn not_found(&self, headers: &serde_json::Value, diffs: impl Fn(&Stub, &mut Vec<String>)) -> Error {
         let mut best: Option<(&Stub, Vec<String>)> = None;
-        for s in &self.stubs {
+        for s in self.stubs.iter() {
             let mut d = Vec::new();
             if let Some(h) = &s.when.headers {
                 h.diffs(&Subject::headers(headers), "header", &mut d);
@@ -203,42 +309,97 @@ impl Inner {
             None => format!("no stub answers {}", self.path),
             Some((s, d)) if d.is_empty() && s.exhausted() => format!(
                 "no stub for {} matches: stub `{}` ({}) matches but has stepped aside (its times or its sequence are used up)",
-                self.path, s.id, s.at
+                self.path,
+                s.id(),
+                s.at()
             ),
             Some((s, d)) => {
-                format!("no stub for {} matches; the closest is `{}` ({}): {}", self.path, s.id, s.at, d.join("; "))
+                format!("no stub for {} matches; the closest is `{}` ({}): {}", self.path, s.id(), s.at(), d.join("; "))
             }
         };
         Error::not_found(message)
     }
 
-    /// Unary and server-streaming: one request message.
-    async fn one(&self, call: CallRequest) -> Result<Answer, Error> {
-        let deadline = call.deadline();
-        let (ex, input) = call.into_unary().await?;
+    /// Unary and server-streaming: the answer to one request message, picked
+    /// now; `Err` hands the call back when no stub matches and the store
+    /// serves the method. NOT_FOUND is explained only when nothing else answers.
+    #[allow(clippy::result_large_err)]
+    fn pick_one(
+        &self,
+        ex: Exchange,
+        msg: &DynamicMessage,
+        raw: Bytes,
+    ) -> Result<Result<Picked<'_>, Error>, CallRequest> {
+        let headers = self.headers(&ex.metadata);
+        let subj = Subject::message(msg, &headers);
+        let request = |s: &Stub| s.when.request.as_ref().is_none_or(|m| m.is_match(&subj));
+        if let Some(a) = self.pick(&headers, Some(&subj), request, ex.answered.as_deref()) {
+            let input = a.templated().then(|| Arc::new(Input::new(subj.full(), Vec::new(), &headers)));
+            return Ok(Ok((a, input)));
+        }
+        if self.fallback.is_some() {
+            let deadline = ex.deadline;
+            return Err(CallRequest::new(ex.snap, ex.route, ex.metadata, deadline, Body::One(raw)));
+        }
+        Ok(Err(self.not_found(&headers, |s, d| {
+            if let Some(m) = &s.when.request {
+                m.diffs(&subj, "request", d);
+            }
+        })))
+    }
+
+    /// Unary and server-streaming, a small request the adapter has read: all
+    /// of it now, unless the answer waits (a delay) or the store answers later.
+    fn one_now(self: &Arc<Self>, ex: Exchange, input: crate::call::Input) -> Responding {
+        if let Some(a) = self.pick_by_bytes(&ex, &input.raw) {
+            return match a.delay.pick() {
+                None => Responding::Ready(build(a, self.kind, None)),
+                Some(d) => {
+                    let answer = build(a, self.kind, None);
+                    Responding::Later(Box::pin(async move {
+                        tokio::time::sleep(d).await;
+                        answer
+                    }))
+                }
+            };
+        }
+        let raw = input.raw.clone();
+        let msg = match ex.message(input) {
+            Ok(m) => m,
+            Err(e) => return Responding::Ready(Err(e)),
+        };
+        match self.pick_one(ex, &msg, raw) {
+            Ok(Ok((a, input))) => match a.delay.pick() {
+                None => Responding::Ready(build(a, self.kind, input)),
+                Some(d) => {
+                    let answer = build(a, self.kind, input);
+                    Responding::Later(Box::pin(async move {
+                        tokio::time::sleep(d).await;
+                        answer
+                    }))
+                }
+            },
+            Ok(Err(e)) => Responding::Ready(Err(e)),
+            Err(call) => match &self.fallback {
+                Some(fb) => fb.respond(call),
+                None => Responding::Ready(Err(Error::internal("a stub fall-through without the store"))),
+            },
+        }
+    }
+
+    /// Unary and server-streaming: one request message (large, or read later).
+    async fn one(&self, ex: Exchange, input: crate::call::Input) -> Result<Answer, Error> {
         let raw = input.raw.clone();
         let msg = ex.message_off_worker(input).await?;
-        let headers = self.headers(&ex.metadata);
-        let picked = {
-            let subj = Subject::message(&msg, &headers);
-            let request = |s: &Stub| s.when.request.as_ref().is_none_or(|m| m.is_match(&subj));
-            match self.pick(&headers, Some(&subj), request, ex.answered.as_deref()) {
-                Some(a) => Ok((a, a.templated().then(|| Arc::new(Input::new(subj.full(), Vec::new(), &headers))))),
-                None => Err(self.not_found(&headers, |s, d| {
-                    if let Some(m) = &s.when.request {
-                        m.diffs(&subj, "request", d);
-                    }
-                })),
-            }
+        let (a, input) = match self.pick_one(ex, &msg, raw) {
+            Ok(picked) => picked?,
+            Err(call) => match &self.fallback {
+                Some(fb) => return fall_back(fb, call).await,
+                None => return Err(Error::internal("a stub fall-through without the store")),
+            },
         };
-        match (picked, &self.fallback) {
-            (Ok((a, input)), _) => answer(a, self.kind, input).await,
-            (Err(_), Some(fb)) => {
-                let call = CallRequest::new(ex.snap, ex.route, ex.metadata, deadline, Body::One(raw));
-                fall_back(fb, call).await
-            }
-            (Err(e), None) => Err(e),
-        }
+        sleep(a.delay).await;
+        build(a, self.kind, input)
     }
 
     /// Client streaming: every message first, then the stream is matched as a
@@ -301,7 +462,10 @@ impl Inner {
             }
         };
         match (picked, &self.fallback) {
-            (Ok((a, input)), _) => answer(a, self.kind, input).await,
+            (Ok((a, input)), _) => {
+                sleep(a.delay).await;
+                build(a, self.kind, input)
+            }
             (Err(_), Some(fb)) => {
                 let replay = futures_util::stream::iter(raws.into_iter().map(Ok));
                 let call = CallRequest::new(ex.snap, ex.route, ex.metadata, deadline, Body::Frames(Box::pin(replay)));
@@ -417,7 +581,7 @@ impl Lockstep {
                         a.items.iter().map(|i| (reply_of(i, input.as_ref(), self.index), i.delay)).collect();
                     let error = a
                         .error
-                        .as_ref()
+                        .as_deref()
                         .map(|e| e.to_error(a, first && replies.is_empty(), input.as_ref(), self.index));
                     // Headers go out once, with the response; trailers gather for its end.
                     let metadata = (error.is_none() || first).then(|| a.metadata(input.as_ref(), self.index));
@@ -469,12 +633,12 @@ fn append_ascii(to: &mut MetadataMap, from: &MetadataMap) {
 impl AnswerSpec {
     /// This answer's headers and trailers for one call, templates rendered.
     fn metadata(&self, input: Option<&Input>, index: usize) -> Result<(MetadataMap, MetadataMap), Error> {
-        let mut headers = self.headers.clone();
-        let mut trailers = self.trailers.clone();
+        let mut headers = self.headers.as_deref().cloned().unwrap_or_default();
+        let mut trailers = self.trailers.as_deref().cloned().unwrap_or_default();
         if !self.header_templates.is_empty() {
             let none = Input::default();
             let input = input.unwrap_or(&none);
-            for t in &self.header_templates {
+            for t in self.header_templates.iter() {
                 let text = input.render_text(&t.text, index)?;
                 let value = MetadataValue::try_from(text.as_str()).map_err(|_| {
                     Error::internal(format!("a stub template for `{}` rendered `{text}`, not a header value", t.key))
@@ -518,14 +682,19 @@ fn reply_of(item: &Item, input: Option<&Input>, index: usize) -> Result<Reply, E
     }
 }
 
-/// Builds the answer of a unary, server- or client-streaming call.
-async fn answer(spec: &AnswerSpec, kind: Kind, input: Option<Arc<Input>>) -> Result<Answer, Error> {
-    sleep(spec.delay).await;
-    let (headers, trailers) = spec.metadata(input.as_deref(), 0)?;
+/// What a stub answers one request with: the answer, and the request's view
+/// when its replies are templates.
+type Picked<'a> = (&'a AnswerSpec, Option<Arc<Input>>);
+
+/// Builds the answer of a unary, server- or client-streaming call (after the
+/// answer's delay).
+fn build(spec: &AnswerSpec, kind: Kind, input: Option<Arc<Input>>) -> Result<Answer, Error> {
+    // Headers with templates are rendered for this call; fixed ones cloned.
+    let rendered = if spec.header_templates.is_empty() { None } else { Some(spec.metadata(input.as_deref(), 0)?) };
     let mut out = match kind {
         Kind::ServerStreaming => {
-            let items = spec.items.clone();
-            let error = spec.error.as_ref().map(|e| e.to_error(spec, false, input.as_deref(), items.len()));
+            let items = spec.items.to_vec();
+            let error = spec.error.as_deref().map(|e| e.to_error(spec, false, input.as_deref(), items.len()));
             let replies = futures_util::stream::iter(items.into_iter().enumerate())
                 .then(move |(i, item)| {
                     let input = input.clone();
@@ -544,9 +713,21 @@ async fn answer(spec: &AnswerSpec, kind: Kind, input: Option<Arc<Input>>) -> Res
             (None, None) => return Err(Error::internal("a stub answer without a message")),
         },
     };
-    out.metadata = headers;
-    if !trailers.is_empty() {
-        out = out.with_trailers(trailers);
+    match rendered {
+        Some((headers, trailers)) => {
+            out.metadata = headers;
+            if !trailers.is_empty() {
+                out = out.with_trailers(trailers);
+            }
+        }
+        None => {
+            if let Some(h) = &spec.headers {
+                out.metadata = (**h).clone();
+            }
+            if let Some(t) = &spec.trailers {
+                out = out.with_trailers((**t).clone());
+            }
+        }
     }
     Ok(out)
 }

@@ -117,8 +117,11 @@ pub(crate) fn check(
     id: Option<&str>,
 ) -> Result<Vec<Stub>, Vec<Problem>> {
     let src = SourceText { display: name.to_owned(), text: text.to_owned() };
-    let docs = node::parse(text).map_err(|e| vec![Problem::new(e.message).at(&src, e.at.offset, 1)])?;
-    let (mut stubs, problems) = compile::file(&src, &docs, pool, 0);
+    let mut shared = compile::Shared::default();
+    let mut file = compile::File::new(&src, pool, &mut shared, 0);
+    let parsed = node::parse_items(text, |item| file.item(&item));
+    let (mut stubs, problems) = file.finish();
+    parsed.map_err(|e| vec![Problem::new(e.message).at(&src, e.at.offset, 1)])?;
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -129,13 +132,13 @@ pub(crate) fn check(
         if stubs.len() != 1 {
             return Err(vec![Problem::new(format!("a replacement is one stub; the body holds {}", stubs.len()))]);
         }
-        let given = &stubs[0].id;
-        if !given.starts_with(&format!("{name}#")) && &**given != id {
+        let given = stubs[0].id();
+        if stubs[0].id.is_some() && given != id {
             return Err(vec![Problem::new(format!(
                 "the body's id `{given}` is not the id being replaced, `{id}` (leave `id` out or give the same)"
             ))]);
         }
-        stubs[0].id = id.into();
+        stubs[0].id = Some(id.into());
     }
     Ok(stubs)
 }
