@@ -1373,3 +1373,22 @@ fn the_startup_log_says_what_answers_each_method() {
     assert!(log.contains("/users.UserService/GetUser  [unary] stubs (3 stubs, else the store)"), "{log}");
     assert!(log.contains("/users.UserService/CreateUser  [unary] store: create User"), "{log}");
 }
+
+/// A miss on a method with many stubs compares the request with a bounded
+/// number of them (in rank order) and says so.
+#[tokio::test]
+async fn a_miss_among_many_stubs_is_explained_from_a_bounded_search() {
+    let mut text = String::new();
+    for i in 0..1001 {
+        text.push_str(&format!(
+            "- method: shop.Shop/PlaceOrder\n  match: {{request: {{equals: {{order_id: o{i}}}}}}}\n  answer: {{message: {{note: n{i}}}}}\n"
+        ));
+    }
+    let server = TestServer::start(Server::builder().schema_dir(shop_dir()).stub_text("many.yaml", text)).await;
+    let mut c = server.client().await;
+    assert_eq!(place(&mut c, serde_json::json!({"orderId": "o1000"})).await.unwrap(), "n1000");
+    let e = place(&mut c, serde_json::json!({"orderId": "nope"})).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("the closest is"), "{}", e.message());
+    assert!(e.message().ends_with("(compared with the first 1000 of its 1001 stubs, by rank)"), "{}", e.message());
+}

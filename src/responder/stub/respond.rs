@@ -19,6 +19,8 @@ use crate::call::{
     Responding,
 };
 
+/// The most stubs a NOT_FOUND compares the request with to name the closest.
+const MAX_EXPLAINED: usize = 1_000;
 /// The most messages one client-streaming call answered by stubs may send.
 const MAX_STREAM_MESSAGES: usize = 100_000;
 /// The most request bytes one client-streaming call answered by stubs may buffer.
@@ -295,7 +297,8 @@ impl Inner {
     /// NOT_FOUND naming the closest stub and what differs.
     fn not_found(&self, headers: &serde_json::Value, diffs: impl Fn(&Stub, &mut Vec<String>)) -> Error {
         let mut best: Option<(&Stub, Vec<String>)> = None;
-        for s in self.stubs.iter() {
+        // Bounded: with 100,000 stubs a miss must not cost a full comparison each.
+        for s in self.stubs.iter().take(MAX_EXPLAINED) {
             let mut d = Vec::new();
             if let Some(h) = &s.when.headers {
                 h.diffs(&Subject::headers(headers), "header", &mut d);
@@ -316,6 +319,11 @@ impl Inner {
             Some((s, d)) => {
                 format!("no stub for {} matches; the closest is `{}` ({}): {}", self.path, s.id(), s.at(), d.join("; "))
             }
+        };
+        let message = if self.stubs.len() > MAX_EXPLAINED {
+            format!("{message} (compared with the first {MAX_EXPLAINED} of its {} stubs, by rank)", self.stubs.len())
+        } else {
+            message
         };
         Error::not_found(message)
     }
