@@ -51,8 +51,20 @@ impl Problem {
     }
 
     /// Places the problem at byte `offset` (clamped to the text) spanning `len` bytes.
-    pub fn at(mut self, src: &SourceText, offset: usize, len: usize) -> Self {
-        let (position, line) = src.position(offset);
+    pub fn at(self, src: &SourceText, offset: usize, len: usize) -> Self {
+        let position = src.position(offset);
+        self.placed(src, offset, len, position)
+    }
+
+    /// Like [`Problem::at`] when the caller knows the line number of `offset`
+    /// already (a parser's marker): no count of the lines before it, so
+    /// locating many problems in one big file stays linear.
+    pub fn at_line(self, src: &SourceText, offset: usize, len: usize, line_no: usize) -> Self {
+        let position = src.position_on_line(offset, line_no);
+        self.placed(src, offset, len, position)
+    }
+
+    fn placed(mut self, src: &SourceText, offset: usize, len: usize, (position, line): (Position, String)) -> Self {
         let end = offset.saturating_add(len.max(1));
         let caret = src.text.get(offset.min(src.text.len())..end.min(src.text.len())).map_or(1, |s| {
             let first_line = s.split('\n').next().unwrap_or("");
@@ -124,15 +136,28 @@ impl SourceText {
     /// The position of byte `offset` (clamped to the text and moved back to a
     /// character boundary) and its whole line.
     pub fn position(&self, offset: usize) -> (Position, String) {
-        let text = &self.text;
-        let mut offset = offset.min(text.len());
-        while !text.is_char_boundary(offset) {
+        let offset = self.boundary(offset);
+        let line_no = self.text[..offset].matches('\n').count() + 1;
+        self.position_on_line(offset, line_no)
+    }
+
+    /// `offset` clamped to the text and moved back to a character boundary.
+    fn boundary(&self, offset: usize) -> usize {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
             offset -= 1;
         }
+        offset
+    }
+
+    /// [`SourceText::position`] with the line number given (1-based): only
+    /// the line itself is scanned.
+    pub fn position_on_line(&self, offset: usize, line_no: usize) -> (Position, String) {
+        let text = &self.text;
+        let offset = self.boundary(offset);
         let before = &text[..offset];
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
-        let line_no = before.matches('\n').count() + 1;
         let column = text[line_start..offset].chars().count() + 1;
         let line = text[line_start..line_end].trim_end_matches('\r').to_owned();
         (Position { path: self.display.clone(), line: line_no, column }, line)
@@ -190,4 +215,29 @@ fn one(d: &dyn miette::Diagnostic, file: Option<&str>, src: Option<&SourceText>,
         }
     }
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Placing a problem with a known line number gives what counting the
+    /// lines gives, at any offset of any text (multi-byte characters, CRLF,
+    /// offsets inside a character or past the end).
+    #[test]
+    fn a_known_line_places_a_problem_as_counting_does() {
+        let pieces = ["a", "é", "\n", "\r\n", " ", "\t", "日本", "x: 1", "- y"];
+        let mut rng = fastrand::Rng::with_seed(3);
+        for _ in 0..500 {
+            let text: String = (0..rng.usize(0..40)).map(|_| pieces[rng.usize(..pieces.len())]).collect();
+            let src = SourceText { display: "f.yaml".into(), text };
+            let offset = rng.usize(0..=src.text.len() + 2);
+            let len = rng.usize(0..5);
+            let boundary = src.boundary(offset);
+            let line_no = src.text[..boundary].matches('\n').count() + 1;
+            let counted = Problem::new("m").at(&src, offset, len).to_string();
+            let known = Problem::new("m").at_line(&src, offset, len, line_no).to_string();
+            assert_eq!(counted, known, "{:?} at {offset}", src.text);
+        }
+    }
 }

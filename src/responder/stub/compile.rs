@@ -129,7 +129,7 @@ fn json_opts() -> SerializeOptions {
 
 impl Cx<'_> {
     fn error(&mut self, at: At, len: usize, message: impl Into<String>, help: Option<String>) {
-        let mut p = Problem::new(message).at(self.src, at.offset, len);
+        let mut p = Problem::new(message).at_line(self.src, at.offset, len, at.line);
         p.help = help;
         self.problems.push(p);
     }
