@@ -3,7 +3,6 @@
 //! stream, bidi frames in order; its bound), verify, the OpenAPI document,
 //! and the API being off by default.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use protoserve::Server;
@@ -12,18 +11,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::harness::{Client, TestServer, get_str};
 
-fn shop_dir() -> PathBuf {
-    crate::harness::root().join("tests/data/stubs/proto")
-}
-
-/// A stub directory holding `files` (name, text).
-fn stub_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, text) in files {
-        std::fs::write(dir.path().join(name), text).unwrap();
-    }
-    dir
-}
+use crate::stubs::{shop_dir, stub_dir};
 
 const FILE_STUBS: &str = r#"
 - id: file-default

@@ -10,12 +10,12 @@ use tonic::{Code, Request};
 
 use crate::harness::{Client, RpcStatus, TestServer, get_i64, get_str, users_dir};
 
-fn shop_dir() -> PathBuf {
+pub(crate) fn shop_dir() -> PathBuf {
     crate::harness::root().join("tests/data/stubs/proto")
 }
 
 /// A temporary stub directory holding `files` (name, text).
-fn stub_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+pub(crate) fn stub_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in files {
         std::fs::write(dir.path().join(name), text).unwrap();
