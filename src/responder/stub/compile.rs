@@ -1030,7 +1030,13 @@ impl Cx<'_> {
         self.templates = None;
         let partial = partial?;
         if has_template(&partial) {
-            let template = Arc::new(super::template::Templated { json: partial, desc: desc.clone() });
+            let template = match super::template::Templated::new(partial, desc.clone()) {
+                Ok(t) => Arc::new(t),
+                Err(e) => {
+                    self.bad(node, format!("template does not parse: {e}"));
+                    return None;
+                }
+            };
             return Some(Item { reply: Bytes::new(), template: Some(template), delay });
         }
         let reply = self.encode_checked(node, desc, partial)?;
@@ -1113,7 +1119,13 @@ impl Cx<'_> {
                 if !self.template(v, &text, input) {
                     return None;
                 }
-                templated.push(HeaderTemplate { trailer, key: key.clone(), text });
+                match super::template::Parsed::new(&text) {
+                    Ok(p) => templated.push(HeaderTemplate { trailer, key: key.clone(), value: Arc::new(p) }),
+                    Err(e) => {
+                        self.bad(v, format!("template does not parse: {e}"));
+                        return None;
+                    }
+                }
                 continue;
             }
             let value = MetadataValue::try_from(text.as_str());
@@ -1167,8 +1179,18 @@ impl Cx<'_> {
         };
         let details = details.into_iter().collect::<Option<Vec<_>>>()?;
         let status = crate::validate::RpcStatus { code: code as i32, message: message.clone(), details };
-        let templated = super::template::is_template(&message);
-        Some(ErrorSpec { code, message, details: Bytes::from(status.encode_to_vec()), templated })
+        // Checked above when it is a template: parsed once, here.
+        let template = match super::template::is_template(&message) {
+            true => match super::template::Parsed::new(&message) {
+                Ok(p) => Some(Arc::new(p)),
+                Err(e) => {
+                    self.bad(node, format!("template does not parse: {e}"));
+                    return None;
+                }
+            },
+            false => None,
+        };
+        Some(ErrorSpec { code, message, details: Bytes::from(status.encode_to_vec()), template })
     }
 
     fn code(&mut self, node: &Node) -> Option<tonic::Code> {

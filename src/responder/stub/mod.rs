@@ -543,7 +543,7 @@ pub(crate) struct AnswerSpec {
 pub(crate) struct HeaderTemplate {
     pub(crate) trailer: bool,
     pub(crate) key: tonic::metadata::MetadataKey<tonic::metadata::Ascii>,
-    pub(crate) text: String,
+    pub(crate) value: Arc<template::Parsed>,
 }
 
 /// One reply message, encoded with the output type (or, with templates,
@@ -562,8 +562,9 @@ pub(crate) struct ErrorSpec {
     pub(crate) message: String,
     /// The encoded `google.rpc.Status` (its message too).
     pub(crate) details: Bytes,
-    /// The message is a template, rendered per call (and the status re-encoded).
-    pub(crate) templated: bool,
+    /// The message as a template (parsed at load), rendered per call (and the
+    /// status re-encoded).
+    pub(crate) template: Option<Arc<template::Parsed>>,
 }
 
 /// Fixed or uniformly random in a range.
@@ -580,7 +581,7 @@ impl AnswerSpec {
     pub(crate) fn templated(&self) -> bool {
         self.items.iter().any(|i| i.template.is_some())
             || !self.header_templates.is_empty()
-            || self.error.as_ref().is_some_and(|e| e.templated)
+            || self.error.as_ref().is_some_and(|e| e.template.is_some())
     }
 }
 

@@ -647,7 +647,7 @@ impl AnswerSpec {
             let none = Input::default();
             let input = input.unwrap_or(&none);
             for t in self.header_templates.iter() {
-                let text = input.render_text(&t.text, index)?;
+                let text = input.render_text(&t.value, index)?;
                 let value = MetadataValue::try_from(text.as_str()).map_err(|_| {
                     Error::internal(format!("a stub template for `{}` rendered `{text}`, not a header value", t.key))
                 })?;
@@ -668,10 +668,10 @@ impl super::ErrorSpec {
         };
         let mut metadata = if first { headers } else { MetadataMap::new() };
         append_ascii(&mut metadata, &trailers);
-        if !self.templated {
+        let Some(template) = &self.template else {
             return Error::with_code(self.code, self.message.clone(), Some(self.details.clone()), metadata);
-        }
-        let message = match input.unwrap_or(&Input::default()).render_text(&self.message, index) {
+        };
+        let message = match input.unwrap_or(&Input::default()).render_text(template, index) {
             Ok(m) => m,
             Err(e) => return e,
         };

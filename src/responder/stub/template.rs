@@ -133,11 +133,36 @@ pub(crate) struct Input {
     pub(crate) time: String,
 }
 
-/// A reply whose message has templates: its JSON, rendered per call.
+/// A reply whose message has templates: its JSON, rendered per call, and
+/// each template string in it parsed once, at load.
 #[derive(Debug)]
 pub(crate) struct Templated {
-    pub(crate) json: J,
-    pub(crate) desc: MessageDescriptor,
+    json: J,
+    desc: MessageDescriptor,
+    parsed: HashMap<String, Parsed>,
+}
+
+/// A template parsed once (at load), rendered per call.
+pub(crate) struct Parsed(Template);
+
+impl std::fmt::Debug for Parsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Parsed").field(&self.0.text).finish()
+    }
+}
+
+impl Parsed {
+    /// Parses a template already checked with [`check`].
+    pub(crate) fn new(text: &str) -> Result<Parsed, String> {
+        if !actions_closed(text) {
+            return Err("an action `{{` is not closed by `}}`".into());
+        }
+        template(text).map(Parsed)
+    }
+
+    fn render(&self, cx: &Context) -> Result<String, Error> {
+        self.0.render(cx).map_err(|e| Error::internal(format!("stub template `{}`: {e}", self.0.text)))
+    }
 }
 
 impl Input {
@@ -159,23 +184,33 @@ impl Input {
 
     /// Renders a text template (a header or trailer value, an error message)
     /// for this call.
-    pub(crate) fn render_text(&self, text: &str, index: usize) -> Result<String, Error> {
-        render_str(text, &self.context(index))
+    pub(crate) fn render_text(&self, parsed: &Parsed, index: usize) -> Result<String, Error> {
+        parsed.render(&self.context(index))
     }
-}
-
-fn render_str(s: &str, cx: &Context) -> Result<String, Error> {
-    if !actions_closed(s) {
-        return Err(Error::internal("stub template: an action `{{` is not closed"));
-    }
-    let t = template(s).map_err(|e| Error::internal(format!("stub template: {e}")))?;
-    t.render(cx).map_err(|e| Error::internal(format!("stub template `{s}`: {e}")))
 }
 
 impl Templated {
+    /// A reply's JSON with its template strings (checked already) parsed.
+    pub(crate) fn new(json: J, desc: MessageDescriptor) -> Result<Self, String> {
+        fn collect(j: &J, out: &mut HashMap<String, Parsed>) -> Result<(), String> {
+            match j {
+                J::String(s) if is_template(s) && !out.contains_key(s) => {
+                    out.insert(s.clone(), Parsed::new(s)?);
+                }
+                J::Array(a) => a.iter().try_for_each(|v| collect(v, out))?,
+                J::Object(m) => m.values().try_for_each(|v| collect(v, out))?,
+                _ => {}
+            }
+            Ok(())
+        }
+        let mut parsed = HashMap::new();
+        collect(&json, &mut parsed)?;
+        Ok(Templated { json, desc, parsed })
+    }
+
     /// Renders every template and decodes the result as the output type.
     pub(crate) fn render(&self, input: &Input, index: usize) -> Result<DynamicMessage, Error> {
-        let json = fill(&self.json, &input.context(index))?;
+        let json = fill(&self.json, &input.context(index), &self.parsed)?;
         DynamicMessage::deserialize_with_options(self.desc.clone(), json, &DeserializeOptions::new()).map_err(|e| {
             Error::internal(format!(
                 "a stub template rendered a value that is not a valid {}: {e}",
@@ -185,18 +220,23 @@ impl Templated {
     }
 }
 
-fn fill(j: &J, cx: &Context) -> Result<J, Error> {
+fn fill(j: &J, cx: &Context, parsed: &HashMap<String, Parsed>) -> Result<J, Error> {
     Ok(match j {
         J::String(s) if is_template(s) => {
-            let out = render_str(s, cx)?;
+            let out = match parsed.get(s) {
+                Some(p) => p.render(cx)?,
+                None => return Err(Error::internal(format!("stub template `{s}` was not parsed at load"))),
+            };
             let whole = s.trim().starts_with("{{") && s.trim().ends_with("}}") && s.matches("{{").count() == 1;
             match serde_json::from_str::<J>(&out) {
                 Ok(v @ (J::Number(_) | J::Bool(_))) if whole => v,
                 _ => J::String(out),
             }
         }
-        J::Array(a) => J::Array(a.iter().map(|v| fill(v, cx)).collect::<Result<_, _>>()?),
-        J::Object(m) => J::Object(m.iter().map(|(k, v)| Ok((k.clone(), fill(v, cx)?))).collect::<Result<_, Error>>()?),
+        J::Array(a) => J::Array(a.iter().map(|v| fill(v, cx, parsed)).collect::<Result<_, _>>()?),
+        J::Object(m) => {
+            J::Object(m.iter().map(|(k, v)| Ok((k.clone(), fill(v, cx, parsed)?))).collect::<Result<_, Error>>()?)
+        }
         other => other.clone(),
     })
 }
